@@ -1,0 +1,101 @@
+"""Wire messages (MQTT, JSON, ``schema: 1``) shared by agent and collector.
+
+See "Wire format" in shared/DESIGN.md. The collector validates every message against these
+models; anything that fails is rejected and counted by reason, never half-stored.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+
+from availmon.clock import to_iso
+
+TOPIC_ROOT = "availmon/v1"
+
+UtcTime = Annotated[AwareDatetime, PlainSerializer(to_iso, return_type=str)]
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class State(StrEnum):
+    UP = "up"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Evidence(Wire):
+    """What the probes saw in the run that caused the transition."""
+
+    error: str | None = Field(default=None, max_length=500)
+    latency: float | None = None  # seconds, of the last probe in the run
+    loss: float | None = None  # percent
+    probes: int = Field(default=0, ge=0)  # how many probes the run held
+
+
+class Event(Wire):
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    id: Annotated[str, Field(max_length=100)]
+    seq: Annotated[int, Field(ge=1)]
+    site: Ident
+    agent: Ident
+    check: Ident
+    area: Ident
+    from_: State = Field(alias="from")
+    to: State
+    at: UtcTime  # first probe of the run that caused the transition
+    detected_at: UtcTime
+    evidence: Evidence = Evidence()
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class CheckStatus(Wire):
+    check: Ident
+    area: Ident
+    state: State
+    since: UtcTime | None = None
+    latency: float | None = None
+    error: str | None = Field(default=None, max_length=500)
+
+
+class Heartbeat(Wire):
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    site: Ident
+    agent: Ident
+    at: UtcTime
+    seq: Annotated[int, Field(ge=0)]  # last event seq assigned
+    spool_depth: Annotated[int, Field(ge=0)]
+    checks: list[CheckStatus]
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+Kind = Literal["event", "heartbeat", "status"]
+
+
+def topic(site: str, agent: str, kind: Kind) -> str:
+    return f"{TOPIC_ROOT}/{site}/{agent}/{kind}"
+
+
+def parse_topic(text: str) -> tuple[str, str, str] | None:
+    """``(site, agent, kind)`` for one of our topics, else None."""
+    parts = text.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT:
+        return None
+    site, agent, kind = parts[2], parts[3], parts[4]
+    if kind not in ("event", "heartbeat", "status"):
+        return None
+    return site, agent, kind
+
+
+def event_id(agent: str, seq: int) -> str:
+    return f"{agent}:{seq}"

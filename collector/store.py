@@ -1,0 +1,341 @@
+"""The collector's SQLite store: events (idempotent on id), the outage intervals derived from
+them, live check status and agent liveness.
+
+Synchronous by design: the collector calls it from one writer thread and reads from others
+(WAL), so SQLite never blocks the event loop. Schema changes are migrations, applied in one
+transaction at open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from availmon.clock import to_iso
+from availmon.schema import Event, Heartbeat, State
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register a schema step; steps run once each, in definition order."""
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["events"].create(
+        {
+            "id": str,
+            "seq": int,
+            "site": str,
+            "agent": str,
+            "check_name": str,
+            "area": str,
+            "from_state": str,
+            "to_state": str,
+            "at": str,
+            "detected_at": str,
+            "received_at": str,
+            "evidence": str,
+        },
+        pk="id",
+    )
+    db["events"].create_index(["site", "agent", "check_name", "seq"])
+    # One row per interval in which a check was not up. Rows with source 'agent' are derived
+    # from events and rebuilt when events arrive; 'import' rows come from CSV; 'provisional'
+    # rows are the collector's own "site unreachable" records.
+    db["outages"].create(
+        {
+            "id": str,
+            "site": str,
+            "agent": str,
+            "check_name": str,
+            "area": str,
+            "state": str,
+            "start": str,
+            "end": str,
+            "source": str,
+            "planned": int,
+            "cause": str,
+            "provider": str,
+            "note": str,
+            "start_event": str,
+            "end_event": str,
+        },
+        pk="id",
+        not_null={"site", "area", "state", "start", "source"},
+        defaults={"planned": 0},
+    )
+    db["outages"].create_index(["area", "start"])
+    db["outages"].create_index(["site", "agent", "check_name"])
+    # What people said about an outage survives the rebuilds of derived rows.
+    db["annotations"].create(
+        {
+            "outage_id": str,
+            "cause": str,
+            "provider": str,
+            "note": str,
+            "planned": int,
+            "updated_at": str,
+        },
+        pk="outage_id",
+    )
+    db["check_status"].create(
+        {
+            "site": str,
+            "agent": str,
+            "check_name": str,
+            "area": str,
+            "state": str,
+            "since": str,
+            "latency": float,
+            "error": str,
+            "updated_at": str,
+        },
+        pk=("site", "check_name"),
+    )
+    db["agents"].create(
+        {
+            "agent": str,
+            "site": str,
+            "status": str,
+            "status_at": str,
+            "last_heartbeat": str,
+            "last_seq": int,
+            "spool_depth": int,
+        },
+        pk="agent",
+    )
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    inserted: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: str
+    end: str | None
+    state: str
+    start_event: str
+    end_event: str | None
+
+
+def derive_intervals(events: Iterable[tuple[str, int, str, str]]) -> list[Interval]:
+    """Not-up intervals from one check's events ``(id, seq, to_state, at)`` in seq order.
+
+    Each event closes the open interval (if any) at its ``at`` and opens a new one when it
+    leads into down, degraded or unknown.
+    """
+    out: list[Interval] = []
+    open_: tuple[str, str, str] | None = None  # state, start, start_event
+    for ev_id, _seq, to_state, at in events:
+        if open_ is not None:
+            state, start, start_event = open_
+            out.append(Interval(start, at, state, start_event, ev_id))
+            open_ = None
+        if to_state != State.UP:
+            open_ = (to_state, at, ev_id)
+    if open_ is not None:
+        state, start, start_event = open_
+        out.append(Interval(start, None, state, start_event, None))
+    return out
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: we PUBACK only after commit, so a commit must survive power loss too.
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA busy_timeout=30000")
+        self.db = sqlite_utils.Database(self.conn)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._tx():
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+            )
+            done = {r[0] for r in self.conn.execute("SELECT name FROM _migrations")}
+            for name, fn in MIGRATIONS:
+                if name not in done:
+                    fn(self.db)
+                    self.conn.execute(
+                        "INSERT INTO _migrations VALUES (?, datetime('now'))", (name,)
+                    )
+
+    def _tx(self) -> Any:
+        return _Transaction(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- writes -------------------------------------------------------------------------
+
+    def ingest(self, events: list[Event], received_at: datetime) -> IngestResult:
+        """Store events idempotently on id and rebuild the outages of the checks they touch."""
+        inserted = 0
+        touched: set[tuple[str, str, str]] = set()
+        received = to_iso(received_at)
+        with self._tx():
+            for ev in events:
+                cur = self.conn.execute(
+                    "INSERT OR IGNORE INTO events (id, seq, site, agent, check_name, area,"
+                    " from_state, to_state, at, detected_at, received_at, evidence)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        ev.id,
+                        ev.seq,
+                        ev.site,
+                        ev.agent,
+                        ev.check,
+                        ev.area,
+                        ev.from_.value,
+                        ev.to.value,
+                        to_iso(ev.at),
+                        to_iso(ev.detected_at),
+                        received,
+                        ev.evidence.model_dump_json(),
+                    ),
+                )
+                if cur.rowcount:
+                    inserted += 1
+                    touched.add((ev.site, ev.agent, ev.check))
+            for site, agent, check in sorted(touched):
+                self._rebuild(site, agent, check)
+        return IngestResult(inserted, len(events) - inserted)
+
+    def _rebuild(self, site: str, agent: str, check: str) -> None:
+        rows = self.conn.execute(
+            "SELECT id, seq, to_state, at FROM events WHERE site=? AND agent=? AND check_name=?"
+            " ORDER BY seq",
+            (site, agent, check),
+        ).fetchall()
+        area_row = self.conn.execute(
+            "SELECT area FROM events WHERE site=? AND agent=? AND check_name=?"
+            " ORDER BY seq DESC LIMIT 1",
+            (site, agent, check),
+        ).fetchone()
+        self.conn.execute(
+            "DELETE FROM outages WHERE source='agent' AND site=? AND agent=? AND check_name=?",
+            (site, agent, check),
+        )
+        for iv in derive_intervals((r[0], r[1], r[2], r[3]) for r in rows):
+            self.conn.execute(
+                "INSERT INTO outages (id, site, agent, check_name, area, state, start, end,"
+                " source, planned, start_event, end_event) VALUES (?,?,?,?,?,?,?,?,'agent',0,?,?)",
+                (
+                    f"o:{iv.start_event}",
+                    site,
+                    agent,
+                    check,
+                    area_row[0],
+                    iv.state,
+                    iv.start,
+                    iv.end,
+                    iv.start_event,
+                    iv.end_event,
+                ),
+            )
+
+    def record_heartbeat(self, hb: Heartbeat, received_at: datetime) -> None:
+        now = to_iso(received_at)
+        with self._tx():
+            for c in hb.checks:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO check_status VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        hb.site,
+                        hb.agent,
+                        c.check,
+                        c.area,
+                        c.state.value,
+                        to_iso(c.since) if c.since else None,
+                        c.latency,
+                        c.error,
+                        now,
+                    ),
+                )
+            self.conn.execute(
+                "INSERT INTO agents (agent, site, status, status_at, last_heartbeat, last_seq,"
+                " spool_depth) VALUES (?,?,'online',?,?,?,?) ON CONFLICT(agent) DO UPDATE SET"
+                " site=excluded.site, last_heartbeat=excluded.last_heartbeat,"
+                " last_seq=excluded.last_seq, spool_depth=excluded.spool_depth",
+                (hb.agent, hb.site, now, now, hb.seq, hb.spool_depth),
+            )
+
+    def record_agent_status(self, site: str, agent: str, status: str, at: datetime) -> None:
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO agents (agent, site, status, status_at) VALUES (?,?,?,?)"
+                " ON CONFLICT(agent) DO UPDATE SET site=excluded.site, status=excluded.status,"
+                " status_at=excluded.status_at",
+                (agent, site, status, to_iso(at)),
+            )
+
+    # -- reads --------------------------------------------------------------------------
+
+    def outages(self, *, open_only: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
+            " o.source, COALESCE(a.planned, o.planned) AS planned,"
+            " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
+            " COALESCE(a.note, o.note) AS note"
+            " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
+        )
+        if open_only:
+            sql += " WHERE o.end IS NULL"
+        sql += " ORDER BY o.start DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [dict(r) for r in self.conn.execute(sql)]
+
+    def check_statuses(self) -> list[dict[str, Any]]:
+        return [
+            dict(r)
+            for r in self.conn.execute("SELECT * FROM check_status ORDER BY site, check_name")
+        ]
+
+    def agents(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM agents ORDER BY site, agent")]
+
+    def event_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def events(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM events ORDER BY site, agent, seq")
+        return [{**dict(r), "evidence": json.loads(r["evidence"])} for r in rows]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT: take the write lock up front so a locked database waits
+    (busy_timeout) instead of failing half-way."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")

@@ -1,0 +1,14 @@
+"""The one place that maps a check's ``type`` to its probe. Adding a probe: one line here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from probes import http, icmp, tcp
+from probes.base import ProbeSpec
+
+REGISTRY: dict[str, ProbeSpec[Any]] = {
+    "icmp": ProbeSpec("icmp", icmp.Options, icmp.probe, icmp.check_target, icmp.probe_many),
+    "http": ProbeSpec("http", http.Options, http.probe, http.check_target),
+    "tcp": ProbeSpec("tcp", tcp.Options, tcp.probe, tcp.check_target),
+}
