@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import prometheus_client
+
 from availmon.config import load_config, summary
 from availmon.errors import AvailmonError, ConfigError
 
@@ -19,6 +21,9 @@ from availmon.errors import AvailmonError, ConfigError
 COMMAND_MODULES = (
     "availmon.cli",
     "availmon.probecli",
+    "agent.main",
+    "collector.main",
+    "availmon.demo",
     "collector.cli",
 )
 
@@ -68,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The embedded broker narrates every packet at INFO; keep its warnings only.
+    for noisy in ("amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+    # `_created` series double every counter for no use on a dashboard.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         result = args.func(args)
         if asyncio.iscoroutine(result):

@@ -89,9 +89,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     fields = REGISTRY[args.type].options.model_fields
     for key, value in raw.items():
         # One --flag gives a scalar; wrap it where the option is a list.
-        if key in fields and get_origin(fields[key].annotation) in (tuple, list):
-            if not isinstance(value, list):
-                raw[key] = [value]
+        wants_list = key in fields and get_origin(fields[key].annotation) in (tuple, list)
+        if wants_list and not isinstance(value, list):
+            raw[key] = [value]
     result = asyncio.run(run_probe(args.type, args.target, args.timeout, raw))
     json.dump(
         {"type": args.type, "target": args.target, **result.as_dict()},

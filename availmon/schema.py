@@ -37,6 +37,8 @@ class Evidence(Wire):
     latency: float | None = None  # seconds, of the last probe in the run
     loss: float | None = None  # percent
     probes: int = Field(default=0, ge=0)  # how many probes the run held
+    #: Why, when the agent knows: e.g. the check it depends on was down at the time.
+    cause: str | None = Field(default=None, max_length=200)
 
 
 class Event(Wire):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from availmon.clock import to_iso
+from availmon.errors import StoreError
 from availmon.schema import Event, Heartbeat, State
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -33,7 +34,7 @@ def migration(fn: Migration) -> Migration:
 
 @migration
 def m001_initial(db: sqlite_utils.Database) -> None:
-    db["events"].create(
+    db.table("events").create(
         {
             "id": str,
             "seq": int,
@@ -50,11 +51,11 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["events"].create_index(["site", "agent", "check_name", "seq"])
+    db.table("events").create_index(["site", "agent", "check_name", "seq"])
     # One row per interval in which a check was not up. Rows with source 'agent' are derived
     # from events and rebuilt when events arrive; 'import' rows come from CSV; 'provisional'
     # rows are the collector's own "site unreachable" records.
-    db["outages"].create(
+    db.table("outages").create(
         {
             "id": str,
             "site": str,
@@ -76,10 +77,10 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         not_null={"site", "area", "state", "start", "source"},
         defaults={"planned": 0},
     )
-    db["outages"].create_index(["area", "start"])
-    db["outages"].create_index(["site", "agent", "check_name"])
+    db.table("outages").create_index(["area", "start"])
+    db.table("outages").create_index(["site", "agent", "check_name"])
     # What people said about an outage survives the rebuilds of derived rows.
-    db["annotations"].create(
+    db.table("annotations").create(
         {
             "outage_id": str,
             "cause": str,
@@ -90,7 +91,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk="outage_id",
     )
-    db["check_status"].create(
+    db.table("check_status").create(
         {
             "site": str,
             "agent": str,
@@ -104,7 +105,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk=("site", "check_name"),
     )
-    db["agents"].create(
+    db.table("agents").create(
         {
             "agent": str,
             "site": str,
@@ -122,6 +123,13 @@ def m001_initial(db: sqlite_utils.Database) -> None:
 class IngestResult:
     inserted: int
     duplicates: int
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    new: int
+    updated: int
+    unchanged: int
 
 
 @dataclass(frozen=True)
@@ -322,6 +330,133 @@ class Store:
     def events(self) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT * FROM events ORDER BY site, agent, seq")
         return [{**dict(r), "evidence": json.loads(r["evidence"])} for r in rows]
+
+    # -- accounting (issue 3): imports, annotations, period reads ---------------------------
+
+    def import_outages(self, rows: Sequence[Mapping[str, Any]]) -> ImportResult:
+        """Store imported outages in one transaction: all rows or none.
+
+        Rows carry a deterministic ``id`` (the outage's identity: site, area, check, start,
+        end), so importing the same file again changes nothing, and a corrected cause or kind
+        in a re-imported file updates the row instead of duplicating it.
+        """
+        new = updated = 0
+        fields = ("state", "planned", "cause", "provider", "note")
+        with self._tx():
+            for row in rows:
+                old = self.conn.execute(
+                    "SELECT state, planned, cause, provider, note FROM outages WHERE id=?",
+                    (row["id"],),
+                ).fetchone()
+                if old is None:
+                    self.conn.execute(
+                        "INSERT INTO outages (id, site, agent, check_name, area, state, start,"
+                        " end, source, planned, cause, provider, note)"
+                        " VALUES (?,?,?,?,?,?,?,?,'import',?,?,?,?)",
+                        (
+                            row["id"],
+                            row["site"],
+                            row.get("agent"),
+                            row.get("check_name"),
+                            row["area"],
+                            row["state"],
+                            row["start"],
+                            row["end"],
+                            row["planned"],
+                            row.get("cause"),
+                            row.get("provider"),
+                            row.get("note"),
+                        ),
+                    )
+                    new += 1
+                elif tuple(old) != tuple(row.get(f) for f in fields):
+                    self.conn.execute(
+                        "UPDATE outages SET state=?, planned=?, cause=?, provider=?, note=?"
+                        " WHERE id=?",
+                        (*(row.get(f) for f in fields), row["id"]),
+                    )
+                    updated += 1
+        return ImportResult(new, updated, len(rows) - new - updated)
+
+    def annotate(
+        self,
+        outage_id: str,
+        at: datetime,
+        *,
+        cause: str | None = None,
+        provider: str | None = None,
+        note: str | None = None,
+        planned: bool | None = None,
+    ) -> dict[str, Any]:
+        """Record what people know about an outage; fields left as None keep their value.
+
+        Written to ``annotations`` so the rebuild of agent-derived rows never loses it.
+        """
+        with self._tx():
+            if (
+                self.conn.execute("SELECT 1 FROM outages WHERE id=?", (outage_id,)).fetchone()
+                is None
+            ):
+                raise StoreError(f"no outage with id {outage_id!r}")
+            self.conn.execute(
+                "INSERT INTO annotations (outage_id, cause, provider, note, planned, updated_at)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(outage_id) DO UPDATE SET"
+                " cause=COALESCE(excluded.cause, cause),"
+                " provider=COALESCE(excluded.provider, provider),"
+                " note=COALESCE(excluded.note, note),"
+                " planned=COALESCE(excluded.planned, planned), updated_at=excluded.updated_at",
+                (
+                    outage_id,
+                    cause,
+                    provider,
+                    note,
+                    None if planned is None else int(planned),
+                    to_iso(at),
+                ),
+            )
+        found = self.outage(outage_id)
+        assert found is not None
+        return found
+
+    _OUTAGE_SELECT = (
+        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
+        " o.source, COALESCE(a.planned, o.planned) AS planned,"
+        " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
+        " COALESCE(a.note, o.note) AS note"
+        " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
+    )
+
+    def outage(self, outage_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(self._OUTAGE_SELECT + " WHERE o.id=?", (outage_id,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def outages_between(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        area: str | None = None,
+        site: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Outages (annotations applied) that overlap ``[start, end)``; open ones included."""
+        sql = self._OUTAGE_SELECT + " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?)"
+        params: list[Any] = [to_iso(end), to_iso(start)]
+        if area is not None:
+            sql += " AND o.area = ?"
+            params.append(area)
+        if site is not None:
+            sql += " AND o.site = ?"
+            params.append(site)
+        sql += " ORDER BY o.start, o.id"
+        return [dict(r) for r in self.conn.execute(sql, params)]
+
+    def earliest_record(self) -> str | None:
+        """The first time anything was recorded (outage or event): before it, "no data"."""
+        row = self.conn.execute(
+            "SELECT min(t) FROM (SELECT min(start) AS t FROM outages"
+            " UNION ALL SELECT min(at) FROM events)"
+        ).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
 
 
 class _Transaction:

@@ -7,11 +7,15 @@ target; it raises :class:`availmon.errors.StartupError` only when it cannot run 
 
 from __future__ import annotations
 
+import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ProbeOptions(BaseModel):
@@ -42,25 +46,25 @@ class ProbeResult:
         }
 
 
-O = TypeVar("O", bound=ProbeOptions)
+OptionsT = TypeVar("OptionsT", bound=ProbeOptions)
 
 ProbeFn = Callable[[str, float, Any], Awaitable[ProbeResult]]
 BatchFn = Callable[[Sequence[str], float, Any], Awaitable[list[ProbeResult]]]
 
 
 @dataclass(frozen=True)
-class ProbeSpec(Generic[O]):
+class ProbeSpec(Generic[OptionsT]):
     """A registry entry: how to validate a check of this type and how to run it."""
 
     name: str
-    options: type[O]
+    options: type[OptionsT]
     probe: ProbeFn
     #: Returns an error message when the target string cannot be right for this type.
     check_target: Callable[[str], str | None] | None = None
     #: Probes many targets sharing one interval and options at once (ICMP through one socket).
     probe_many: BatchFn | None = None
 
-    def parse_options(self, raw: dict[str, Any]) -> O:
+    def parse_options(self, raw: dict[str, Any]) -> OptionsT:
         return self.options.model_validate(raw)
 
 
@@ -70,3 +74,116 @@ def fail(error: str, **details: Any) -> ProbeResult:
 
 def timeout_text(timeout: float) -> str:
     return f"timeout after {timeout:g} s"
+
+
+def split_host_port(target: str, default_port: int | None = None) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port``, or (with a default port) ``host``, ``v6`` or ``[v6]``.
+
+    Raises ValueError with a readable message.
+    """
+    if default_port is not None:
+        if target.startswith("[") and target.endswith("]"):
+            return target[1:-1], default_port
+        if target.count(":") != 1 and not target.startswith("["):
+            return target, default_port  # a bare name, IPv4 or unbracketed IPv6 address
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {target!r}")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port {port_text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return host, port
+
+
+# --- TLS certificates, shared by every probe that speaks TLS (http, smtp) ------------------
+
+#: OpenSSL's X509_V_FLAG_NO_CHECK_TIME. We verify the chain and the host name with OpenSSL but
+#: judge the dates ourselves, so that the message can say "expired 3 days ago" rather than
+#: OpenSSL's bare "certificate has expired", and so that "expires soon" uses the same clock.
+_X509_V_FLAG_NO_CHECK_TIME = 0x200000
+
+
+def tls_context(ca_file: Path | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """A client context: the system CAs, or only ``ca_file`` (a private CA) when given.
+
+    Blocking (it reads CA files): call it through ``asyncio.to_thread`` from a coroutine.
+    """
+    if insecure:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    ctx.verify_flags |= _X509_V_FLAG_NO_CHECK_TIME
+    return ctx
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 86400 * 1.5:
+        return f"{round(seconds / 86400)} days"
+    if seconds >= 3600 * 1.5:
+        return f"{round(seconds / 3600)} hours"
+    return f"{max(1, round(seconds / 60))} minutes"
+
+
+@dataclass(frozen=True)
+class CertVerdict:
+    """What a peer certificate's dates mean for the check."""
+
+    days_left: float | None  # None when not measured (verification off)
+    not_after: str | None
+    error: str | None = None  # expired or not yet valid: the target is down
+    warning: str | None = None  # expires within the warning window: degraded
+
+    def details(self) -> dict[str, Any]:
+        days = None if self.days_left is None else round(self.days_left, 2)
+        return {"cert_days_left": days, "cert_not_after": self.not_after}
+
+
+def cert_verdict(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, warn_days: float) -> CertVerdict:
+    """Judge the peer certificate of a verified connection by its dates."""
+    cert = ssl_object.getpeercert() if ssl_object is not None else None
+    if not cert or "notAfter" not in cert:
+        return CertVerdict(days_left=None, not_after=None)  # CERT_NONE: nothing was checked
+    now = time.time()
+    not_after = ssl.cert_time_to_seconds(str(cert["notAfter"]))
+    not_before = ssl.cert_time_to_seconds(str(cert["notBefore"]))
+    days_left = (not_after - now) / 86400
+    stamp = datetime.fromtimestamp(not_after, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if now > not_after:
+        return CertVerdict(
+            days_left, stamp, error=f"certificate expired {_span(now - not_after)} ago"
+        )
+    if now < not_before:
+        start = datetime.fromtimestamp(not_before, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return CertVerdict(days_left, stamp, error=f"certificate not valid before {start}")
+    if days_left < warn_days:
+        return CertVerdict(
+            days_left, stamp, warning=f"certificate expires in {_span(not_after - now)}"
+        )
+    return CertVerdict(days_left, stamp)
+
+
+def tls_error_text(exc: BaseException) -> str:
+    """A short reason for a failed TLS handshake."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or str(exc)
+        return f"certificate verify failed: {reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    return str(exc) or type(exc).__name__
+
+
+class TLSOptions(ProbeOptions):
+    """Options shared by probes that check a TLS certificate."""
+
+    #: Degraded when the certificate expires within this many days.
+    cert_expiry_warn_days: Annotated[float, Field(ge=0)] = 14
+    #: Trust this CA bundle (PEM) instead of the system's, e.g. a private CA.
+    ca_file: Path | None = None
+    #: Skip chain, host-name and date checks (the certificate is then not measured).
+    insecure_skip_verify: bool = False

@@ -1,0 +1,128 @@
+"""``availmon agent``: probe one site's checks, spool transitions, publish them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from agent.publisher import Publisher
+from agent.scheduler import ResultHook, Scheduler
+from agent.spool import Spool
+from agent.state import Transition
+from availmon.clock import utcnow
+from availmon.config import Check, Estate, load_config
+from availmon.errors import StartupError
+from availmon.schema import Heartbeat
+from availmon.signals import install_stop_handlers
+from probes import icmp
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """One site's agent. ``run`` until ``stop`` is set; owns every task it starts."""
+
+    def __init__(
+        self,
+        estate: Estate,
+        site: str,
+        *,
+        on_result: ResultHook | None = None,
+    ) -> None:
+        if site not in estate.sites:
+            known = ", ".join(sorted(estate.sites)) or "none"
+            raise StartupError(f"--site {site!r} is not in the config (sites: {known})")
+        self.estate = estate
+        self.site = site
+        self.agent_id = estate.agent_id(site)
+        cfg = estate.agent
+        self.spool = Spool(
+            cfg.state_dir / f"{self.agent_id}.spool.db",
+            site=site,
+            agent=self.agent_id,
+            max_events=cfg.spool_max_events,
+        )
+        self.scheduler = Scheduler(
+            estate.sites[site].checks, self._on_transition, on_result=on_result, site=site
+        )
+        self.publisher = Publisher(
+            estate.broker,
+            site=site,
+            agent=self.agent_id,
+            spool=self.spool,
+            heartbeat=self._heartbeat,
+            heartbeat_interval=cfg.heartbeat_interval,
+            reconnect_max=cfg.reconnect_max,
+        )
+
+    async def _on_transition(
+        self, check: Check, transition: Transition, detected: datetime
+    ) -> None:
+        event = await self.spool.append(
+            check.name,
+            check.area,
+            transition.from_,
+            transition.to,
+            transition.at,
+            detected,
+            transition.evidence,
+        )
+        log.debug("spooled %s", event.id)
+        self.publisher.wake()
+
+    async def _heartbeat(self) -> Heartbeat:
+        depth, seq, _dropped = await self.spool.stats()
+        return Heartbeat(
+            site=self.site,
+            agent=self.agent_id,
+            at=utcnow(),
+            seq=seq,
+            spool_depth=depth,
+            checks=self.scheduler.statuses(),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        checks = self.estate.sites[self.site].checks
+        if any(c.type == "icmp" for c in checks):
+            mode = "raw sockets" if icmp.privileged_mode() else "unprivileged datagram sockets"
+            log.info("ICMP probes use %s", mode)
+        log.info("agent %s for site %s: %d checks", self.agent_id, self.site, len(checks))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                work = [
+                    tg.create_task(self.scheduler.run(), name="scheduler"),
+                    tg.create_task(self.publisher.run(), name="publisher"),
+                ]
+                await stop.wait()
+                for task in work:
+                    task.cancel()
+            await self.publisher.publish_stopped()
+        except BaseExceptionGroup as group:
+            startup = group.subgroup(StartupError)
+            if startup is not None:
+                raise startup.exceptions[0] from None
+            raise
+        finally:
+            self.spool.close()
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("agent", help="run a site's agent")
+    p.add_argument("--config", required=True, help="estate config (TOML)")
+    p.add_argument("--site", required=True, help="which site of the config this agent is")
+    p.set_defaults(func=cmd_agent)
+
+
+async def cmd_agent(args: argparse.Namespace) -> int:
+    estate = load_config(args.config)
+    agent = Agent(estate, args.site)
+    stop = asyncio.Event()
+    remove = install_stop_handlers(stop)
+    try:
+        await agent.run(stop)
+    finally:
+        remove()
+    return 0

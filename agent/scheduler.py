@@ -1,0 +1,179 @@
+"""Runs every check of one site on its interval, without drift, and feeds the state machine.
+
+Start times are spread across the interval by a stable hash of the check name, so forty
+checks with a 30 s interval do not all fire at second 0. ICMP checks that share interval,
+timeout and options are pinged as one batch through one socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from agent.state import CheckState, Thresholds, Transition
+from availmon.clock import utcnow
+from availmon.config import Check
+from availmon.errors import StartupError
+from availmon.schema import CheckStatus, Evidence, State
+from probes.base import ProbeResult, ProbeSpec, timeout_text
+from probes.registry import REGISTRY
+
+log = logging.getLogger(__name__)
+
+#: Called with every transition; the agent spools and publishes it.
+TransitionSink = Callable[[Check, Transition, datetime], Awaitable[None]]
+#: Called with every probe result (tests and the live board use it).
+ResultHook = Callable[[Check, ProbeResult, datetime], None]
+
+
+@dataclass
+class _Slot:
+    check: Check
+    spec: ProbeSpec[Any]
+    options: Any
+    state: CheckState
+
+
+def offset(name: str, interval: float) -> float:
+    """A stable start offset within the interval, spreading checks out."""
+    return (zlib.crc32(name.encode()) % 10_000) / 10_000 * interval
+
+
+class Scheduler:
+    def __init__(
+        self,
+        checks: Sequence[Check],
+        on_transition: TransitionSink,
+        *,
+        on_result: ResultHook | None = None,
+        site: str = "",
+    ) -> None:
+        self.site = site
+        self._slots: dict[str, _Slot] = {}
+        for check in checks:
+            spec = REGISTRY[check.type]
+            thresholds = Thresholds(
+                failures_to_down=check.failures_to_down,
+                successes_to_up=check.successes_to_up,
+                slow_to_degraded=check.slow_to_degraded,
+                degraded_latency=check.degraded_latency,
+                degraded_loss=check.degraded_loss,
+            )
+            self._slots[check.name] = _Slot(
+                check, spec, check.parsed_options(), CheckState(thresholds)
+            )
+        self._on_transition = on_transition
+        self._on_result = on_result
+
+    def statuses(self) -> list[CheckStatus]:
+        out = []
+        for slot in self._slots.values():
+            last = slot.state.last
+            out.append(
+                CheckStatus(
+                    check=slot.check.name,
+                    area=slot.check.area,
+                    state=slot.state.state,
+                    since=slot.state.since,
+                    latency=last.latency if last else None,
+                    error=(last.error or "")[:500] or None if last else None,
+                )
+            )
+        return out
+
+    def state_of(self, name: str) -> State:
+        return self._slots[name].state.state
+
+    async def run(self) -> None:
+        groups: dict[tuple[Any, ...], list[_Slot]] = {}
+        singles: list[_Slot] = []
+        for slot in self._slots.values():
+            if slot.spec.probe_many is not None:
+                key = (slot.check.type, slot.check.interval, slot.check.timeout, slot.options)
+                groups.setdefault(key, []).append(slot)
+            else:
+                singles.append(slot)
+        async with asyncio.TaskGroup() as tg:
+            for slot in singles:
+                tg.create_task(self._loop([slot]), name=f"check:{slot.check.name}")
+            for members in groups.values():
+                names = ",".join(s.check.name for s in members)
+                tg.create_task(self._loop(members), name=f"batch:{names}")
+
+    async def _loop(self, slots: list[_Slot]) -> None:
+        loop = asyncio.get_running_loop()
+        first = slots[0].check
+        interval = first.interval
+        base = loop.time() + offset(first.name, interval)
+        tick = 0
+        while True:
+            due = base + tick * interval
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._probe(slots)
+            # Skip slots missed while a slow probe ran, rather than bursting to catch up.
+            tick = max(tick + 1, int((loop.time() - base) // interval) + 1)
+
+    async def _probe(self, slots: list[_Slot]) -> None:
+        check = slots[0].check
+        spec = slots[0].spec
+        at = utcnow()
+        try:
+            async with asyncio.timeout(check.timeout + 1.0):
+                if len(slots) == 1:
+                    results = [await spec.probe(check.target, check.timeout, slots[0].options)]
+                else:
+                    assert spec.probe_many is not None
+                    results = await spec.probe_many(
+                        [s.check.target for s in slots], check.timeout, slots[0].options
+                    )
+        except TimeoutError:
+            results = [ProbeResult(ok=False, error=timeout_text(check.timeout)) for _ in slots]
+        except StartupError:
+            raise  # cannot probe at all: stop the agent with the reason, not a false outage
+        except Exception:
+            # A bug in a probe is not an outage of the target: log it, record nothing.
+            log.exception("probe %s crashed; no result recorded", check.name)
+            return
+        for slot, result in zip(slots, results, strict=True):
+            await self._observe(slot, result, at)
+
+    async def _observe(self, slot: _Slot, result: ProbeResult, at: datetime) -> None:
+        if self._on_result is not None:
+            self._on_result(slot.check, result, at)
+        transition = slot.state.observe(result, at)
+        if transition is not None:
+            await self._emit(slot, transition)
+
+    async def _emit(self, slot: _Slot, transition: Transition) -> None:
+        dep = slot.check.depends_on
+        if dep and transition.to in (State.DOWN, State.DEGRADED):
+            dep_state = self._slots[dep].state.state
+            if dep_state in (State.DOWN, State.UNKNOWN):
+                evidence = transition.evidence.model_copy(
+                    update={"cause": f"depends on {dep} ({dep_state.value})"}
+                )
+                transition = Transition(transition.from_, transition.to, transition.at, evidence)
+        log.info(
+            "check %s/%s: %s -> %s at %s (%s)",
+            self.site,
+            slot.check.name,
+            transition.from_.value,
+            transition.to.value,
+            transition.at.isoformat(),
+            transition.evidence.error or "ok",
+        )
+        await self._on_transition(slot.check, transition, utcnow())
+
+    async def force(self, name: str, to: State, at: datetime, evidence: Evidence) -> None:
+        """Apply an out-of-band fact (an SNMP linkDown trap) to a check at once."""
+        slot = self._slots[name]
+        transition = slot.state.force(to, at, evidence)
+        if transition is not None:
+            await self._emit(slot, transition)

@@ -1,0 +1,43 @@
+"""MQTT connection settings shared by agent and collector, and the few aiomqtt gaps we fill."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import aiomqtt
+
+from availmon.config import BrokerConfig
+
+
+def client_kwargs(broker: BrokerConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "hostname": broker.host,
+        "port": broker.port,
+        "keepalive": broker.keepalive,
+        "username": broker.username,
+        "password": broker.password(),
+    }
+    if broker.tls is not None:
+        ctx = ssl.create_default_context(
+            cafile=str(broker.tls.ca_file) if broker.tls.ca_file else None
+        )
+        if broker.tls.cert_file is not None:
+            ctx.load_cert_chain(
+                str(broker.tls.cert_file),
+                str(broker.tls.key_file) if broker.tls.key_file else None,
+            )
+        kwargs["tls_context"] = ctx
+    return kwargs
+
+
+async def wait_disconnected(client: aiomqtt.Client) -> None:
+    """Return (raising MqttError) when the connection drops.
+
+    aiomqtt fails a pending publish only at its timeout and says nothing to an idle task, so
+    a long-lived session watches the client's own disconnect future (private in aiomqtt 2.5).
+    """
+    disconnected: asyncio.Future[None] = client._disconnected
+    await asyncio.shield(disconnected)
+    raise aiomqtt.MqttError("disconnected by the broker")

@@ -1,0 +1,111 @@
+"""Every metric the collector exports, on an explicit registry. Per-check gauges are computed
+at scrape time from the live view, so nothing can go stale or drift from the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from availmon.schema import State
+
+#: Why a message was rejected. Fixed, so the label stays low-cardinality (never error text).
+REJECT_REASONS = (
+    "oversized",
+    "bad_topic",
+    "malformed",
+    "invalid",
+    "site_mismatch",
+    "agent_mismatch",
+    "unknown_site",
+    "future",
+    "seq_conflict",
+)
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    site: str
+    agent: str
+    check: str
+    area: str
+    state: State
+    latency: float | None
+
+
+@dataclass(frozen=True)
+class LiveAgent:
+    site: str
+    agent: str
+    status: str
+
+
+class _LiveCollector(Collector):
+    def __init__(
+        self,
+        checks: Callable[[], Iterable[LiveCheck]],
+        agents: Callable[[], Iterable[LiveAgent]],
+        extra: Callable[[], Iterable[Metric]],
+    ) -> None:
+        self._checks, self._agents, self._extra = checks, agents, extra
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["site", "check", "area"]
+        up = GaugeMetricFamily(
+            "availmon_check_up",
+            "1 when the check is up, 0 when down or degraded; absent while unknown",
+            labels=labels,
+        )
+        state = GaugeMetricFamily(
+            "availmon_check_state", "1 for the check's current state", labels=[*labels, "state"]
+        )
+        latency = GaugeMetricFamily(
+            "availmon_check_latency_seconds", "latency of the last probe", labels=labels
+        )
+        for c in self._checks():
+            key = [c.site, c.check, c.area]
+            if c.state is not State.UNKNOWN:
+                up.add_metric(key, 1.0 if c.state is State.UP else 0.0)
+            for s in State:
+                state.add_metric([*key, s.value], 1.0 if c.state is s else 0.0)
+            if c.latency is not None:
+                latency.add_metric(key, c.latency)
+        online = GaugeMetricFamily(
+            "availmon_agent_online",
+            "1 while the agent's MQTT status is online",
+            labels=["site", "agent"],
+        )
+        for a in self._agents():
+            online.add_metric([a.site, a.agent], 1.0 if a.status == "online" else 0.0)
+        yield from (up, state, latency, online)
+        yield from self._extra()
+
+
+class CollectorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.ingested = Counter(
+            "availmon_events_ingested", "events stored (first delivery)", registry=r
+        )
+        self.duplicates = Counter(
+            "availmon_events_duplicate", "events delivered again and ignored", registry=r
+        )
+        self.rejected = Counter(
+            "availmon_events_rejected", "messages rejected, by reason", ["reason"], registry=r
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        self.heartbeats = Counter("availmon_heartbeats", "heartbeats received", registry=r)
+        self.messages = Counter("availmon_mqtt_messages", "MQTT messages received", registry=r)
+
+    def watch(
+        self,
+        checks: Callable[[], Iterable[LiveCheck]],
+        agents: Callable[[], Iterable[LiveAgent]],
+        extra: Callable[[], Iterable[Metric]] = lambda: (),
+    ) -> None:
+        self.registry.register(_LiveCollector(checks, agents, extra))
