@@ -107,27 +107,67 @@ def split_host_port(target: str, default_port: int | None = None) -> tuple[str, 
 _X509_V_FLAG_NO_CHECK_TIME = 0x200000
 
 
-def tls_context(ca_file: Path | None = None, insecure: bool = False) -> ssl.SSLContext:
+class RecordingContext(ssl.SSLContext):
+    """A client context that remembers the TLS objects it makes.
+
+    aiohttp releases a connection as soon as a short body has arrived, before the caller can
+    ask it for the peer certificate; recording ``wrap_bio`` (which asyncio calls for every TLS
+    connection) lets the probe read the certificate of the connection that answered.
+    """
+
+    def __init__(self, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> None:
+        super().__init__()
+        self.made: list[ssl.SSLObject] = []
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        self.made.append(obj)
+        return obj
+
+    def peer(self, host: str | None = None) -> ssl.SSLObject | None:
+        """The last TLS connection made (to ``host`` when given)."""
+        for obj in reversed(self.made):
+            if host is None or obj.server_hostname == host:
+                return obj
+        return None
+
+
+def tls_context(ca_file: Path | None = None, insecure: bool = False) -> RecordingContext:
     """A client context: the system CAs, or only ``ca_file`` (a private CA) when given.
 
     Blocking (it reads CA files): call it through ``asyncio.to_thread`` from a coroutine.
     """
+    ctx = RecordingContext(ssl.PROTOCOL_TLS_CLIENT)
     if insecure:
-        ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if ca_file is not None:
+        ctx.load_verify_locations(cafile=str(ca_file))
+    else:
+        ctx.load_default_certs()
     ctx.verify_flags |= _X509_V_FLAG_NO_CHECK_TIME
     return ctx
 
 
 def _span(seconds: float) -> str:
-    if seconds >= 86400 * 1.5:
-        return f"{round(seconds / 86400)} days"
-    if seconds >= 3600 * 1.5:
-        return f"{round(seconds / 3600)} hours"
-    return f"{max(1, round(seconds / 60))} minutes"
+    """``3 days``, ``1 day``, ``5 hours``, ``12 minutes``: rounded to the nearest unit."""
+
+    def plural(n: int, unit: str) -> str:
+        return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+    if seconds >= 86400 - 1800:
+        return plural(round(seconds / 86400), "day")
+    if seconds >= 3600 - 30:
+        return plural(round(seconds / 3600), "hour")
+    return plural(max(1, round(seconds / 60)), "minute")
 
 
 @dataclass(frozen=True)

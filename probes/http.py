@@ -1,22 +1,91 @@
-"""HTTP probe: status code and time to the full response."""
+"""HTTP(S) probe: status code, body content, certificate dates and time to the full response.
+
+Failures explain themselves ("HTTP 503", "body does not contain 'ok'", "certificate expired 3
+days ago"), as Gatus's conditions do. The body is read up to ``max_body_bytes`` so that a huge
+or endless response cannot hold the probe beyond its bound.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import re
+import ssl
 import time
+from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from pydantic import Field, field_validator, model_validator
 
-from probes.base import ProbeOptions, ProbeResult, fail, timeout_text
+from probes.base import (
+    ProbeResult,
+    RecordingContext,
+    TLSOptions,
+    cert_verdict,
+    fail,
+    timeout_text,
+    tls_context,
+    tls_error_text,
+)
+
+StatusCode = Annotated[int, Field(ge=100, le=599)]
 
 
-class Options(ProbeOptions):
-    method: str = "GET"
+def compile_regex(value: Any) -> Any:
+    """Compile a regex at config load so that a bad one is a config error, not a probe error."""
+    if isinstance(value, str):
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+class Options(TLSOptions):
+    method: Annotated[str, Field(pattern=r"^[A-Z]+$")] = "GET"
     #: Accepted status codes; empty means any 2xx.
-    expect_status: tuple[int, ...] = ()
+    expect_status: tuple[StatusCode, ...] = ()
+    #: The body must contain this text (checked on the first ``max_body_bytes``).
+    body_contains: str | None = None
+    #: The body must match this regular expression (searched, not anchored).
+    body_regex: re.Pattern[str] | None = None
+    max_body_bytes: Annotated[int, Field(ge=1)] = 1_048_576
     follow_redirects: bool = True
+    max_redirects: Annotated[int, Field(ge=1, le=50)] = 10
+    #: Extra request headers, e.g. ``headers = { Host = "intranet.example" }``.
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: Basic auth: ``username`` plus the password from a file or an environment variable.
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    #: Bearer token from a file or an environment variable.
+    bearer_token_file: Path | None = None
+    bearer_token_env: str | None = None
+
+    _compile_body_regex = field_validator("body_regex", mode="before")(compile_regex)
+
+    @model_validator(mode="after")
+    def _auth_is_consistent(self) -> Options:
+        password = self.password_file is not None or self.password_env is not None
+        bearer = self.bearer_token_file is not None or self.bearer_token_env is not None
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("give password_file or password_env, not both")
+        if self.bearer_token_file is not None and self.bearer_token_env is not None:
+            raise ValueError("give bearer_token_file or bearer_token_env, not both")
+        if password and self.username is None:
+            raise ValueError("password_file/password_env needs username")
+        if self.username is not None and not password:
+            raise ValueError("username needs password_file or password_env")
+        if bearer and self.username is not None:
+            raise ValueError("use basic auth (username) or a bearer token, not both")
+        if (self.username is not None or bearer) and any(
+            k.lower() == "authorization" for k in self.headers
+        ):
+            raise ValueError("an Authorization header and auth options conflict")
+        return self
 
 
 def check_target(target: str) -> str | None:
@@ -26,38 +95,121 @@ def check_target(target: str) -> str | None:
     return None
 
 
+def _authorization(options: Options) -> str | None:
+    """The Authorization header value; reads the secret now (blocking: run it in a thread)."""
+    # Imported here: availmon.config imports the probe registry, which imports this module.
+    from availmon.config import resolve_secret
+
+    if options.username is not None:
+        password = resolve_secret(options.password_file, options.password_env, "password") or ""
+        raw = f"{options.username}:{password}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+    token = resolve_secret(options.bearer_token_file, options.bearer_token_env, "bearer_token")
+    return f"Bearer {token}" if token is not None else None
+
+
 def _status_ok(status: int, options: Options) -> bool:
     if options.expect_status:
         return status in options.expect_status
     return 200 <= status < 300
 
 
+def _body_problem(body: str, options: Options) -> str | None:
+    if options.body_contains is not None and options.body_contains not in body:
+        return f"body does not contain {options.body_contains!r}"
+    if options.body_regex is not None and not options.body_regex.search(body):
+        return f"body does not match {options.body_regex.pattern!r}"
+    return None
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+def _connection_error(exc: aiohttp.ClientConnectorError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return tls_error_text(exc.certificate_error)
+    if isinstance(exc.os_error, ssl.SSLError):
+        return tls_error_text(exc.os_error)
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return "connection refused"
+    errno = exc.os_error.errno if exc.os_error else None
+    return os.strerror(errno).lower() if errno else str(exc)
+
+
 async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
+    headers = dict(options.headers)
+    authorization = await asyncio.to_thread(_authorization, options)  # StartupError if missing
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    ssl_ctx: RecordingContext | bool = True
+    if urlsplit(target).scheme == "https":
+        ssl_ctx = await asyncio.to_thread(
+            tls_context, options.ca_file, options.insecure_skip_verify
+        )
     started = time.perf_counter()
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     try:
         async with (
             aiohttp.ClientSession(timeout=client_timeout) as session,
             session.request(
-                options.method, target, allow_redirects=options.follow_redirects
+                options.method,
+                target,
+                headers=headers,
+                allow_redirects=options.follow_redirects,
+                max_redirects=options.max_redirects,
+                ssl=ssl_ctx,
             ) as response,
         ):
-            await response.read()
+            raw_body = await _read_body(response, options.max_body_bytes)
             status = response.status
+            final_url = str(response.url)
+            redirects = len(response.history)
+            location = response.headers.get("Location")
+            charset = response.charset or "utf-8"
     except TimeoutError:
         return fail(timeout_text(timeout))
     except aiohttp.ClientConnectorError as exc:
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return fail("connection refused")
-        errno = exc.os_error.errno if exc.os_error else None
-        return fail(os.strerror(errno).lower() if errno else str(exc))
+        return fail(_connection_error(exc))
+    except aiohttp.TooManyRedirects:
+        return fail(f"too many redirects (more than {options.max_redirects})")
     except aiohttp.ClientError as exc:
         return fail(str(exc) or type(exc).__name__)
-    except asyncio.CancelledError:
-        raise
     latency = time.perf_counter() - started
+
+    details: dict[str, Any] = {"status": status}
+    if redirects:
+        details.update(redirects=redirects, url=final_url)
+    if location is not None and not 300 <= status < 400:
+        location = None
+    if location is not None:
+        details["location"] = location
+    cert = None
+    if isinstance(ssl_ctx, RecordingContext):
+        peer = ssl_ctx.peer(urlsplit(final_url).hostname)
+        cert = cert_verdict(peer, options.cert_expiry_warn_days)
+        details.update(cert.details())
+
+    if cert is not None and cert.error is not None:
+        return ProbeResult(ok=False, latency=latency, error=cert.error, details=details)
     if not _status_ok(status, options):
+        return ProbeResult(ok=False, latency=latency, error=f"HTTP {status}", details=details)
+    try:
+        body = raw_body.decode(charset, errors="replace")
+    except LookupError:  # a charset Python does not know
+        body = raw_body.decode("utf-8", errors="replace")
+    problem = _body_problem(body, options)
+    if problem is not None:
+        return ProbeResult(ok=False, latency=latency, error=problem, details=details)
+    if cert is not None and cert.warning is not None:
         return ProbeResult(
-            ok=False, latency=latency, error=f"HTTP {status}", details={"status": status}
+            ok=True, latency=latency, degraded=True, error=cert.warning, details=details
         )
-    return ProbeResult(ok=True, latency=latency, details={"status": status})
+    return ProbeResult(ok=True, latency=latency, details=details)
