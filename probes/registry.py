@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from probes import http, icmp, tcp
+from probes import dns, http, icmp, tcp
 from probes.base import ProbeSpec
 
 REGISTRY: dict[str, ProbeSpec[Any]] = {
     "icmp": ProbeSpec("icmp", icmp.Options, icmp.probe, icmp.check_target, icmp.probe_many),
     "http": ProbeSpec("http", http.Options, http.probe, http.check_target),
     "tcp": ProbeSpec("tcp", tcp.Options, tcp.probe, tcp.check_target),
+    "dns": ProbeSpec("dns", dns.Options, dns.probe, dns.check_target),
 }
