@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import socket
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import dns.asyncquery
 import dns.exception
@@ -133,7 +133,7 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
     answers = [
         text for rrset in response.answer if rrset.rdtype == rdtype for text in _texts(rrset)
     ]
-    details = {"rcode": dns.rcode.to_text(rcode), "answers": answers}
+    details: dict[str, Any] = {"rcode": dns.rcode.to_text(rcode), "answers": answers}
     if retried_tcp:
         details["truncated_retried_tcp"] = True
     if rcode == dns.rcode.NXDOMAIN:
