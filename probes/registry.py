@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from probes import dns, http, icmp, tcp
+from probes import dns, http, icmp, smtp, tcp
 from probes.base import ProbeSpec
 
 REGISTRY: dict[str, ProbeSpec[Any]] = {
@@ -12,4 +12,5 @@ REGISTRY: dict[str, ProbeSpec[Any]] = {
     "http": ProbeSpec("http", http.Options, http.probe, http.check_target),
     "tcp": ProbeSpec("tcp", tcp.Options, tcp.probe, tcp.check_target),
     "dns": ProbeSpec("dns", dns.Options, dns.probe, dns.check_target),
+    "smtp": ProbeSpec("smtp", smtp.Options, smtp.probe, smtp.check_target),
 }
