@@ -107,7 +107,7 @@ class CollectorConfig(Frozen):
 
 class WebConfig(Frozen):
     listen: str = "127.0.0.1"
-    port: Port = 9810
+    port: Annotated[int, Field(ge=0, le=65535)] = 9810  # 0: any free port (tests)
     token_file: Path | None = None
     token_env: str | None = None
 

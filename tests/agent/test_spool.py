@@ -1,0 +1,81 @@
+"""The on-disk spool: seq survives restarts, order is kept, the cap drops only superseded
+intermediate states."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from agent.spool import Spool
+from availmon.schema import Evidence, State
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def spool(tmp_path: Path, cap: int = 100) -> Spool:
+    return Spool(tmp_path / "a.spool.db", site="hq", agent="hq", max_events=cap)
+
+
+async def add(s: Spool, frm: State, to: State, minute: int, check: str = "web") -> int:
+    at = T0 + timedelta(minutes=minute)
+    ev = await s.append(check, "email", frm, to, at, at, Evidence())
+    return ev.seq
+
+
+async def test_seq_is_persistent_and_never_reused(tmp_path: Path) -> None:
+    s = spool(tmp_path)
+    assert [await add(s, State.UNKNOWN, State.UP, 0), await add(s, State.UP, State.DOWN, 1)] == [
+        1,
+        2,
+    ]
+    await s.ack([1, 2])
+    s.close()
+    s = spool(tmp_path)
+    assert await add(s, State.DOWN, State.UP, 2) == 3
+    pending = await s.pending()
+    assert [p.seq for p in pending] == [3]
+    event = json.loads(pending[0].payload)
+    assert event["id"] == "hq:3"
+    assert (event["from"], event["to"]) == ("down", "up")
+    s.close()
+
+
+async def test_pending_in_seq_order_until_acknowledged(tmp_path: Path) -> None:
+    s = spool(tmp_path)
+    for i in range(5):
+        await add(s, State.UP, State.DOWN, i)
+    assert [p.seq for p in await s.pending(3)] == [1, 2, 3]
+    await s.ack([1, 2])
+    assert [p.seq for p in await s.pending()] == [3, 4, 5]
+    assert (await s.stats())[0] == 3
+    s.close()
+
+
+async def test_cap_keeps_outage_starts_and_ends(tmp_path: Path) -> None:
+    s = spool(tmp_path, cap=10)
+    # An outage that flaps between degraded and down many times while the link is cut.
+    await add(s, State.UP, State.DEGRADED, 0)
+    for i in range(1, 15):
+        await add(
+            s, State.DEGRADED if i % 2 else State.DOWN, State.DOWN if i % 2 else State.DEGRADED, i
+        )
+    await add(s, State.DEGRADED, State.UP, 15)
+    pending = [json.loads(p.payload) for p in await s.pending()]
+    depth, last_seq, dropped = await s.stats()
+    assert depth == 10
+    assert dropped == 6
+    assert last_seq == 16
+    assert (pending[0]["from"], pending[0]["to"]) == ("up", "degraded")
+    assert (pending[-1]["from"], pending[-1]["to"]) == ("degraded", "up")
+    s.close()
+
+
+async def test_cap_never_drops_starts_or_ends(tmp_path: Path) -> None:
+    s = spool(tmp_path, cap=10)
+    for i in range(6):
+        await add(s, State.UP, State.DOWN, 2 * i)
+        await add(s, State.DOWN, State.UP, 2 * i + 1)
+    depth, _, dropped = await s.stats()
+    assert (depth, dropped) == (12, 0)
+    s.close()

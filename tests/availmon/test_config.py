@@ -1,0 +1,69 @@
+"""Bad config files paired with their exact messages (tests/config/invalid-*.toml + .err)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from availmon.config import load_config, summary
+from availmon.errors import ConfigError
+from probes.registry import REGISTRY
+
+HERE = Path(__file__).resolve().parent.parent / "config"
+CASES = sorted(HERE.glob("invalid-*.toml"))
+
+
+def expected(case: Path) -> list[str]:
+    text = case.with_suffix(".err").read_text()
+    text = text.replace("{file}", str(case)).replace("{types}", ", ".join(sorted(REGISTRY)))
+    return text.splitlines()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+def test_invalid_config_reports_file_key_and_value(case: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(case)
+    assert [str(i) for i in err.value.issues] == expected(case)
+
+
+def test_shipped_configs_are_valid() -> None:
+    root = HERE.parent.parent / "config"
+    for path in [HERE / "base.toml", *root.glob("*.toml")]:
+        assert summary(load_config(path)).startswith("ok: ")
+
+
+def test_demo_config_summary() -> None:
+    estate = load_config(HERE.parent.parent / "config" / "demo.toml")
+    assert summary(estate) == (
+        "ok: 4 sites, 8 checks (email 1, internet_web 2, network_telephony 4, servers 1)"
+    )
+    assert estate.areas["email"].name == "Email"
+    assert estate.check("dc", "webmail") is not None
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "availmon.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_config_check_cli_exit_codes() -> None:
+    case = HERE / "invalid-duplicate-check.toml"
+    bad = cli("config", "check", str(case))
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == expected(case)
+    good = cli("config", "check", str(HERE / "base.toml"))
+    assert good.returncode == 0
+    assert good.stdout.strip() == "ok: 1 sites, 1 checks (internet_web 1)"
+
+
+def test_missing_file_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: cannot read: No such file"):
+        load_config(HERE / "nope.toml")

@@ -1,0 +1,81 @@
+"""The store: idempotent on event id, outages derived from events in seq order."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from availmon.clock import to_iso
+from availmon.schema import Event, State
+from collector.store import Store, derive_intervals
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def ev(seq: int, frm: State, to: State, minute: int, check: str = "web") -> Event:
+    at = T0 + timedelta(minutes=minute)
+    return Event(
+        id=f"hq:{seq}",
+        seq=seq,
+        site="hq",
+        agent="hq",
+        check=check,
+        area="email",
+        from_=frm,
+        to=to,
+        at=at,
+        detected_at=at,
+    )
+
+
+def test_intervals_from_events() -> None:
+    rows = [
+        ("a", 1, "up", "t0"),
+        ("b", 2, "down", "t1"),
+        ("c", 3, "degraded", "t2"),
+        ("d", 4, "up", "t3"),
+        ("e", 5, "down", "t4"),
+    ]
+    got = [(i.state, i.start, i.end) for i in derive_intervals(rows)]
+    assert got == [("down", "t1", "t2"), ("degraded", "t2", "t3"), ("down", "t4", None)]
+
+
+def test_ingest_is_idempotent_and_order_free(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    events = [
+        ev(1, State.UNKNOWN, State.UP, 0),
+        ev(2, State.UP, State.DOWN, 5),
+        ev(3, State.DOWN, State.UP, 12),
+    ]
+    # The end arrives before the start (a replay after a reconnect), then everything again.
+    r1 = store.ingest([events[2], events[0]], T0)
+    r2 = store.ingest(events, T0)
+    assert (r1.inserted, r1.duplicates) == (2, 0)
+    assert (r2.inserted, r2.duplicates) == (1, 2)
+    outages = store.outages()
+    assert [(o["state"], o["start"], o["end"]) for o in outages] == [
+        ("down", to_iso(T0 + timedelta(minutes=5)), to_iso(T0 + timedelta(minutes=12)))
+    ]
+    assert store.event_count() == 3
+    store.close()
+
+
+def test_annotations_survive_rebuilds(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    store.ingest([ev(1, State.UP, State.DOWN, 0)], T0)
+    oid = store.outages()[0]["id"]
+    store.conn.execute("INSERT INTO annotations (outage_id, cause) VALUES (?, 'fibre cut')", (oid,))
+    store.ingest([ev(2, State.DOWN, State.UP, 30)], T0)
+    [outage] = store.outages()
+    assert (outage["id"], outage["cause"], outage["end"] is not None) == (oid, "fibre cut", True)
+    store.close()
+
+
+def test_reopen_keeps_everything(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    store.ingest([ev(1, State.UP, State.DOWN, 0)], T0)
+    store.close()
+    again = Store(tmp_path / "c.db")
+    assert again.event_count() == 1
+    assert len(again.outages(open_only=True)) == 1
+    again.close()

@@ -1,0 +1,197 @@
+"""Real peers the tests start: Mosquitto, the embedded amqtt broker, an HTTP target.
+
+Readiness is taken from the peer itself (Mosquitto's own "running" log line, a bound
+socket), never from a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from availmon.config import Estate, parse_config
+from availmon.embedded import embedded_broker
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Mosquitto:
+    """A Mosquitto process on a loopback port, with persistence, that tests may kill."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    extra_conf: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+
+    def conf(self) -> Path:
+        path = self.workdir / "mosquitto.conf"
+        path.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            "autosave_interval 1\n"
+            "log_dest stderr\n"  # unbuffered: its "running" line is our readiness signal
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            # A persistent session must keep a collector's whole backlog (DESIGN.md).
+            "max_queued_messages 0\n"
+            "max_queued_bytes 0\n"
+            f"{self.extra_conf}\n"
+        )
+        return path
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf())],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        await asyncio.wait_for(asyncio.to_thread(self._await_running), 20)
+
+    def _await_running(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        seen = []
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace")
+            seen.append(line)
+            if "running" in line:
+                # Keep draining its output so a chatty broker never blocks on a full pipe.
+                threading_drain(self.proc.stdout)
+                return
+        raise RuntimeError("mosquitto exited before it was running:\n" + "".join(seen))
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+        await asyncio.to_thread(self.proc.wait, 20)
+        self.proc = None
+
+    async def kill(self) -> None:
+        await self.stop(signal.SIGKILL)
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+def threading_drain(stream: Any) -> None:
+    import threading
+
+    def drain() -> None:
+        for _ in stream:
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+
+
+@contextlib.asynccontextmanager
+async def mosquitto(workdir: Path, extra_conf: str = "") -> AsyncIterator[Mosquitto]:
+    broker = Mosquitto(workdir, extra_conf=extra_conf)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+@dataclass
+class Amqtt:
+    port: int
+    host: str = "127.0.0.1"
+
+
+@contextlib.asynccontextmanager
+async def amqtt_broker() -> AsyncIterator[Amqtt]:
+    port = free_port()
+    async with embedded_broker("127.0.0.1", port):
+        yield Amqtt(port)
+
+
+@dataclass
+class HttpTarget:
+    """A loopback web server whose health the test switches."""
+
+    healthy: bool = True
+    port: int = 0
+    hits: int = 0
+
+    def app(self) -> web.Application:
+        async def handler(_: web.Request) -> web.Response:
+            self.hits += 1
+            if self.healthy:
+                return web.Response(text="ok")
+            return web.Response(status=503, text="down for the test")
+
+        app = web.Application()
+        app.router.add_get("/", handler)
+        return app
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+@contextlib.asynccontextmanager
+async def http_target() -> AsyncIterator[HttpTarget]:
+    target = HttpTarget()
+    runner = web.AppRunner(target.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    target.port = runner.addresses[0][1]
+    try:
+        yield target
+    finally:
+        await runner.cleanup()
+
+
+def estate(
+    tmp: Path,
+    broker_port: int,
+    checks: list[dict[str, Any]],
+    *,
+    site: str = "hq",
+    extra: dict[str, Any] | None = None,
+) -> Estate:
+    """A one-site estate for tests, with its state under ``tmp``."""
+    data: dict[str, Any] = {
+        "broker": {"host": "127.0.0.1", "port": broker_port},
+        "agent": {"state_dir": str(tmp / "agent"), "heartbeat_interval": 1, "reconnect_max": 1},
+        "collector": {"database": str(tmp / "collector.db")},
+        "web": {"listen": "127.0.0.1", "port": 0},
+        "partners": {"CCC": {"name": "Cambridge City Council"}},
+        "sites": {site: {"partner": "CCC", "checks": checks}},
+    }
+    for key, value in (extra or {}).items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return parse_config(data, "test")
+
+
+async def wait_until(
+    condition: asyncio.Condition, predicate: Callable[[], bool], timeout: float = 60.0
+) -> None:
+    """Wait for a state the collector announces; the timeout only guards a hung test."""
+    async with condition:
+        await asyncio.wait_for(condition.wait_for(predicate), timeout)
