@@ -61,7 +61,8 @@ class Mosquitto:
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self.proc = await asyncio.to_thread(
+            subprocess.Popen,
             [MOSQUITTO, "-c", str(self.conf())],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -69,7 +70,8 @@ class Mosquitto:
         await asyncio.wait_for(asyncio.to_thread(self._await_running), 20)
 
     def _await_running(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         seen = []
         for raw in self.proc.stdout:
             line = raw.decode(errors="replace")

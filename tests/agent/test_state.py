@@ -65,7 +65,8 @@ def test_loss_over_threshold_is_slow() -> None:
     m = CheckState(Thresholds(degraded_loss=20.0, slow_to_degraded=1, successes_to_up=1))
     m.observe(GOOD, T0)
     t = m.observe(lossy, T0 + timedelta(seconds=1))
-    assert t is not None and t.to is State.DEGRADED
+    assert t is not None
+    assert t.to is State.DEGRADED
 
 
 def test_evidence_carries_what_the_probes_saw() -> None:
@@ -83,5 +84,6 @@ def test_force_changes_state_at_once_and_resets_runs() -> None:
     for i in range(2):
         m.observe(GOOD, T0 + timedelta(seconds=i))
     forced = m.force(State.DOWN, T0 + timedelta(seconds=5), Evidence(error="linkDown trap"))
-    assert forced is not None and (forced.from_, forced.to) == (State.UP, State.DOWN)
+    assert forced is not None
+    assert (forced.from_, forced.to) == (State.UP, State.DOWN)
     assert m.force(State.DOWN, T0 + timedelta(seconds=6), Evidence()) is None

@@ -72,10 +72,12 @@ def test_rejections(topic: str, payload: bytes, reason: str) -> None:
 
 def test_accepts_a_good_event_and_status() -> None:
     verdict = validate(E, raw(event()), estate=EST, now=NOW)
-    assert isinstance(verdict, Accepted) and verdict.event is not None
+    assert isinstance(verdict, Accepted)
+    assert verdict.event is not None
     assert verdict.event.to is State.DOWN
     status = validate("availmon/v1/hq/hq/status", b"offline", estate=EST, now=NOW)
-    assert isinstance(status, Accepted) and status.status == "offline"
+    assert isinstance(status, Accepted)
+    assert status.status == "offline"
 
 
 def sample(collector: Collector, name: str, **labels: str) -> float:
