@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from probes import dns, http, icmp, smtp, tcp
+from probes import dns, http, icmp, sip, smtp, snmp, tcp
 from probes.base import ProbeSpec
 
 REGISTRY: dict[str, ProbeSpec[Any]] = {
@@ -13,4 +13,6 @@ REGISTRY: dict[str, ProbeSpec[Any]] = {
     "tcp": ProbeSpec("tcp", tcp.Options, tcp.probe, tcp.check_target),
     "dns": ProbeSpec("dns", dns.Options, dns.probe, dns.check_target),
     "smtp": ProbeSpec("smtp", smtp.Options, smtp.probe, smtp.check_target),
+    "sip": ProbeSpec("sip", sip.Options, sip.probe, sip.check_target),
+    "snmp": ProbeSpec("snmp", snmp.Options, snmp.probe, snmp.check_target),
 }
