@@ -467,13 +467,15 @@ def _incidents(
     business: Sequence[Span],
 ) -> list[Incident]:
     """Group each area's overlapping outages of one kind, so a WAN fault seen from three
-    sites is one line in the board report; an incident's minutes are its union, clipped."""
-    groups: dict[tuple[str, Kind], list[Outage]] = {}
+    sites is one line in the board report; an incident's minutes are its union, clipped.
+    Counted and uncounted outages never share an incident, so the counted incidents of an
+    area cover exactly its downtime."""
+    groups: dict[tuple[str, Kind, bool], list[Outage]] = {}
     for o in outages:
         if o.kind is not None:
-            groups.setdefault((o.area, o.kind), []).append(o)
+            groups.setdefault((o.area, o.kind, counts(o, estate)), []).append(o)
     out: list[Incident] = []
-    for (area, kind), members in groups.items():
+    for (area, kind, counted), members in groups.items():
         members.sort(key=lambda o: o.start)
         cluster: list[Outage] = []
         cluster_end = -1
@@ -499,7 +501,7 @@ def _incidents(
                     ids=tuple(o.id for o in c),
                     area=area,
                     kind=kind,
-                    counted=all(counts(o, estate) for o in c),
+                    counted=counted,
                     start=min(o.start for o in c),
                     end=None if None in ends else max(e for e in ends if e is not None),
                     duration=total(spans),
