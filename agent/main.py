@@ -56,6 +56,7 @@ class Agent:
             heartbeat=self._heartbeat,
             heartbeat_interval=cfg.heartbeat_interval,
             reconnect_max=cfg.reconnect_max,
+            password=cfg.password(),
         )
 
     async def _on_transition(

@@ -33,8 +33,10 @@ class Publisher:
         heartbeat: Callable[[], Awaitable[Heartbeat]],
         heartbeat_interval: float,
         reconnect_max: float,
+        password: str | None = None,
     ) -> None:
         self.broker = broker
+        self._password = password
         self.site, self.agent = site, agent
         self.spool = spool
         self._heartbeat = heartbeat
@@ -72,7 +74,7 @@ class Publisher:
     async def _session(self) -> None:
         will = aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True)
         async with aiomqtt.Client(
-            **client_kwargs(self.broker),
+            **client_kwargs(self.broker, username=self.agent, password=self._password),
             identifier=f"availmon-agent-{self.agent}",
             will=will,
             timeout=PUBLISH_TIMEOUT,
@@ -118,7 +120,7 @@ class Publisher:
         """On a clean stop, say so: a stopped agent is not an unreachable site."""
         try:
             async with aiomqtt.Client(
-                **client_kwargs(self.broker),
+                **client_kwargs(self.broker, username=self.agent, password=self._password),
                 identifier=f"availmon-agent-{self.agent}",
                 timeout=5.0,
             ) as client:

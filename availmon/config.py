@@ -93,6 +93,12 @@ class AgentConfig(Frozen):
     #: The spool's cap; at the cap only superseded intermediate states are dropped.
     spool_max_events: Annotated[int, Field(ge=10)] = 100_000
     reconnect_max: Seconds = 30.0
+    #: Each agent logs in to the broker as its agent id with this password (one per host).
+    password_file: Path | None = None
+    password_env: str | None = None
+
+    def password(self) -> str | None:
+        return resolve_secret(self.password_file, self.password_env, "agent.password")
 
 
 class CollectorConfig(Frozen):

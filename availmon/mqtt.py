@@ -11,13 +11,16 @@ import aiomqtt
 from availmon.config import BrokerConfig
 
 
-def client_kwargs(broker: BrokerConfig) -> dict[str, Any]:
+def client_kwargs(
+    broker: BrokerConfig, *, username: str | None = None, password: str | None = None
+) -> dict[str, Any]:
+    """Connection settings; an agent passes its own identity, the collector uses the broker's."""
     kwargs: dict[str, Any] = {
         "hostname": broker.host,
         "port": broker.port,
         "keepalive": broker.keepalive,
-        "username": broker.username,
-        "password": broker.password(),
+        "username": username if username is not None else broker.username,
+        "password": password if username is not None else broker.password(),
     }
     if broker.tls is not None:
         ctx = ssl.create_default_context(
