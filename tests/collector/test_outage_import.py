@@ -1,0 +1,289 @@
+"""``availmon outages import|list|annotate``: all rows or none, idempotent, every error said."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from availmon.cli import main
+from availmon.config import Estate, load_config, parse_config
+from availmon.schema import Event
+from collector.outage_csv import parse_csv
+from collector.store import Store
+from tests.collector.helpers import LONDON
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "config" / "sample-outages-FY2019Q2.csv"
+HEADER = "site,area,check,start,end,kind,cause,provider,note\n"
+GOOD = "dc,email,webmail,2019-07-09T10:05,2019-07-09T11:17,unplanned,DB failover,,\n"
+
+
+def run(*argv: str | Path) -> int:
+    return main([str(a) for a in argv])
+
+
+def stored(db: Path) -> list[dict[str, object]]:
+    s = Store(db)
+    try:
+        return s.outages()
+    finally:
+        s.close()
+
+
+def stored_one(db: Path, oid: str) -> dict[str, object]:
+    s = Store(db)
+    try:
+        row = s.outage(oid)
+    finally:
+        s.close()
+    assert row is not None
+    return row
+
+
+def test_sample_file_is_good_against_the_demo_config() -> None:
+    """The README's first step: the shipped sample imports into the shipped demo estate."""
+    parsed = parse_csv(SAMPLE.read_text(encoding="utf-8"), load_config(ROOT / "config/demo.toml"))
+    assert parsed.errors == []
+    assert len(parsed.rows) == 12
+    kinds = {(r["state"], r["planned"]) for r in parsed.rows}
+    assert kinds == {("down", 0), ("down", 1), ("degraded", 0)}
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            "dc,email,webmail,2019-07-01T11:00,2019-07-01T10:00,unplanned,,,",
+            "line 3: end 2019-07-01T10:00 is before start 2019-07-01T11:00",
+        ),
+        (
+            "dc,email,webmail,2019-07-01T10:00,2019-07-01T10:00,unplanned,,,",
+            "line 3: end 2019-07-01T10:00 is the same as start 2019-07-01T10:00",
+        ),
+        (
+            "dc,mail,webmail,2019-07-01T10:00,2019-07-01T11:00,unplanned,,,",
+            "line 3: unknown area 'mail' (known: network_telephony, email, internet_web, servers)",
+        ),
+        (
+            "depot,email,webmail,2019-07-01T10:00,2019-07-01T11:00,unplanned,,,",
+            "line 3: unknown site 'depot' (known: ccc-guildhall, dc, hdc-pathfinder,"
+            " scdc-cambourne)",
+        ),
+        (
+            "dc,email,webmail,2019-07-01T10:00,2019-07-01T11:00,outage,,,",
+            "line 3: kind 'outage' is not one of unplanned, planned, degraded",
+        ),
+        (
+            "dc,email,webmail,1 July 2019 10:00,2019-07-01T11:00,unplanned,,,",
+            "line 3: start '1 July 2019 10:00': not an ISO 8601 time",
+        ),
+        (
+            "dc,email,webmail,2019-10-27T01:30,2019-10-27T03:00,unplanned,,,",
+            "line 3: start '2019-10-27T01:30': happens twice in Europe/London (clocks went"
+            " back); add an offset",
+        ),
+        (
+            "dc,email,webmail,2019-03-31T01:30,2019-03-31T03:00,unplanned,,,",
+            "line 3: start '2019-03-31T01:30': does not exist in Europe/London (clocks went"
+            " forward)",
+        ),
+        (
+            "dc,email,webmail,2019-07-01T10:00,,unplanned,,,",
+            "line 3: end is empty",
+        ),
+        (
+            "dc,email,webmail,2019-07-01T10:00",
+            "line 3: expected 9 fields, found 4",
+        ),
+        (
+            GOOD.strip(),
+            "line 3: the same outage as line 2",
+        ),
+    ],
+)
+def test_bad_row_is_reported_and_nothing_imported(
+    row: str, message: str, config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text(HEADER + GOOD + row + "\n", encoding="utf-8")
+    assert run("outages", "import", csv_file, "--config", config_file) == 1
+    err = capsys.readouterr().err
+    assert f"{csv_file}: {message}\n" in err
+    assert "nothing imported: 1 bad row(s)" in err
+    # Not even the good row before it went in.
+    assert not (tmp_path / "cli.db").exists() or stored(tmp_path / "cli.db") == []
+
+
+def test_every_bad_row_is_reported_with_its_line(estate: Estate) -> None:
+    text = (
+        HEADER
+        + GOOD
+        + 'dc,email,webmail,2019-07-02T10:00,2019-07-02T10:30,unplanned,"two\nlines",,\n'
+        + "dc,nope,x,2019-07-03T10:00,2019-07-03T09:00,sometimes,,,\n"
+        + "\n"
+        + "dc,email,x,2019-07-04T10:00,2019-07-04T10:00,planned,,,\n"
+    )
+    parsed = parse_csv(text, estate)
+    assert [str(e) for e in parsed.errors] == [
+        "line 5: unknown area 'nope' (known: network_telephony, email, internet_web, servers)",
+        "line 5: kind 'sometimes' is not one of unplanned, planned, degraded",
+        "line 5: end 2019-07-03T09:00 is before start 2019-07-03T10:00",
+        "line 7: end 2019-07-04T10:00 is the same as start 2019-07-04T10:00",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("site,area,check,start,end,kind\n", "missing column(s) cause, provider, note"),
+        (HEADER.strip() + ",owner\n", "unknown column(s) owner"),
+    ],
+)
+def test_bad_header(header: str, message: str, estate: Estate) -> None:
+    parsed = parse_csv(header, estate)
+    assert len(parsed.errors) == 1
+    assert str(parsed.errors[0]).startswith(f"line 1: bad header: {message}")
+
+
+def test_local_times_and_offsets_mean_the_same_instant(estate: Estate) -> None:
+    a = parse_csv(HEADER + GOOD, estate).rows[0]
+    b = parse_csv(
+        HEADER
+        + GOOD.replace("2019-07-09T10:05", "2019-07-09T09:05:00Z").replace(
+            "2019-07-09T11:17", "2019-07-09T12:17+02:00"
+        ),
+        estate,
+    ).rows[0]
+    assert (a["start"], a["end"]) == (b["start"], b["end"])
+    assert a["start"] == "2019-07-09T09:05:00.000000+00:00"
+    assert a["id"] == b["id"]
+    # Columns in another order and a spreadsheet's byte-order mark are fine.
+    shuffled = "\ufeffkind,site,area,check,start,end,cause,provider,note\n"
+    shuffled += "unplanned,dc,email,webmail,2019-07-09T10:05,2019-07-09T11:17,DB failover,,\n"
+    assert parse_csv(shuffled, estate).rows == [a]
+
+
+def test_sites_are_free_when_the_config_lists_none() -> None:
+    bare = parse_config({"name": "no sites"}, "test")
+    parsed = parse_csv(HEADER + GOOD.replace("dc,", "old-depot,", 1), bare)
+    assert parsed.errors == []
+    assert parsed.rows[0]["site"] == "old-depot"
+
+
+def test_import_twice_changes_nothing_and_a_correction_updates(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "cli.db"
+    assert run("outages", "import", SAMPLE, "--config", config_file) == 0
+    assert "12 outages: 12 new, 0 updated, 0 unchanged" in capsys.readouterr().out
+    before = stored(db)
+    assert run("outages", "import", SAMPLE, "--config", config_file) == 0
+    assert "12 outages: 0 new, 0 updated, 12 unchanged" in capsys.readouterr().out
+    assert stored(db) == before
+    corrected = tmp_path / "corrected.csv"
+    corrected.write_text(
+        SAMPLE.read_text(encoding="utf-8").replace("Router reboot after a power blip", "PSU"),
+        encoding="utf-8",
+    )
+    assert run("outages", "import", corrected, "--config", config_file) == 0
+    assert "12 outages: 0 new, 1 updated, 11 unchanged" in capsys.readouterr().out
+    rows = stored(db)
+    assert len(rows) == 12
+    assert {r["cause"] for r in rows if r["site"] == "hdc-pathfinder"} >= {"PSU"}
+
+
+def test_dry_run_stores_nothing(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("outages", "import", SAMPLE, "--dry-run", "--config", config_file) == 0
+    assert "12 outages, all good (dry run" in capsys.readouterr().out
+    assert not (tmp_path / "cli.db").exists()
+
+
+def test_list_filters_by_period_area_and_site(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("outages", "import", SAMPLE, "--config", config_file) == 0
+    capsys.readouterr()
+    assert run("outages", "list", "--period", "FY2019Q2", "--config", config_file) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("12 outage(s) in FY2019Q2")
+    assert "imp:" in out
+    assert "BT Openreach" in out
+    assert run("outages", "list", "--period", "2019-09", "--area", "email", "--json",
+               "--config", config_file) == 0  # fmt: skip
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["site"], r["check_name"], r["provider"]) for r in rows] == [
+        ("dc", "smtp-relay", "Mimecast")
+    ]
+    assert run("outages", "list", "--from", "2019-06-01", "--to", "2019-06-30",
+               "--site", "ccc-guildhall", "--json", "--config", config_file) == 0  # fmt: skip
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["cause"] for r in rows] == ["Fibre cut at Trumpington exchange"]
+
+
+def test_annotate_records_cause_provider_and_planned(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("outages", "import", SAMPLE, "--config", config_file) == 0
+    capsys.readouterr()
+    db = tmp_path / "cli.db"
+    target = next(r for r in stored(db) if r["check_name"] == "vm-cluster")
+    assert target["planned"] == 0
+    code = run(
+        "outages", "annotate", str(target["id"]), "--cause", "Hypervisor patch overran",
+        "--provider", "VMware", "--planned", "--config", config_file,
+    )  # fmt: skip
+    assert code == 0
+    assert "planned; cause 'Hypervisor patch overran'; provider 'VMware'" in (
+        capsys.readouterr().out
+    )
+    row = stored_one(db, str(target["id"]))
+    assert (row["cause"], row["provider"], row["planned"]) == (
+        "Hypervisor patch overran",
+        "VMware",
+        1,
+    )
+    # Fields not given keep their value.
+    assert run("outages", "annotate", str(target["id"]), "--note", "CR-1090", "--config",
+               config_file) == 0  # fmt: skip
+    row = stored_one(db, str(target["id"]))
+    assert (row["cause"], row["note"], row["planned"]) == ("Hypervisor patch overran", "CR-1090", 1)
+
+
+def test_annotate_unknown_id_fails(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("outages", "import", SAMPLE, "--config", config_file) == 0
+    assert run("outages", "annotate", "nope", "--cause", "x", "--config", config_file) == 2
+    assert "no outage with id 'nope'" in capsys.readouterr().err
+
+
+def test_annotation_survives_the_rebuild_of_agent_outages(store: Store) -> None:
+    def event(seq: int, to: str, at: str) -> Event:
+        t = datetime.fromisoformat(at).replace(tzinfo=LONDON)
+        return Event.model_validate(
+            {
+                "id": f"a1:{seq}",
+                "seq": seq,
+                "site": "dc",
+                "agent": "a1",
+                "check": "webmail",
+                "area": "email",
+                "from": "up" if to == "down" else "down",
+                "to": to,
+                "at": t,
+                "detected_at": t,
+            }
+        )
+
+    now = datetime(2019, 8, 1, tzinfo=UTC)
+    store.ingest([event(1, "down", "2019-07-09T10:00")], now)
+    oid = store.outages()[0]["id"]
+    store.annotate(oid, now, cause="Certificate expired", provider="Sectigo", planned=False)
+    store.ingest([event(2, "up", "2019-07-09T10:40")], now)  # rebuilds the check's outages
+    (row,) = store.outages()
+    assert row["id"] == oid
+    assert row["end"] is not None
+    assert (row["cause"], row["provider"]) == ("Certificate expired", "Sectigo")
