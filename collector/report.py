@@ -423,11 +423,11 @@ def _style(colors: tuple[str, ...] = AREA_COLOURS) -> Style:
         foreground_strong="#222",
         foreground_subtle="#999",
         font_family="Helvetica, Arial, sans-serif",
-        label_font_size=13,
-        major_label_font_size=13,
-        legend_font_size=13,
-        title_font_size=16,
-        value_font_size=12,
+        label_font_size=14,
+        major_label_font_size=14,
+        legend_font_size=14,
+        title_font_size=17,
+        value_font_size=14,
         colors=colors,
     )
 
@@ -437,8 +437,9 @@ def _chart_options() -> dict[str, Any]:
         "style": _style(),
         "js": [],
         "disable_xml_declaration": True,
-        "width": 800,
-        "height": 380,
+        "width": 900,
+        "height": 300,
+        "truncate_legend": -1,
         "legend_at_bottom": True,
         "legend_at_bottom_columns": 3,
         "print_values": False,
@@ -448,20 +449,22 @@ def _chart_options() -> dict[str, Any]:
 def downtime_chart(data: Mapping[str, Any]) -> str:
     """Downtime minutes by area: unplanned and degraded, with planned maintenance apart."""
     counted_planned = data["settings"]["count_planned"]
-    chart = pygal.StackedBar(
-        title="Downtime minutes by area", y_title="minutes", **_chart_options()
+    # Horizontal, so that the long area names are read in full, not truncated.
+    chart = pygal.HorizontalStackedBar(
+        title="Downtime minutes by area", truncate_label=-1, **_chart_options()
     )
-    chart.x_labels = [a["name"] for a in data["areas"]]
+    areas = data["areas"][::-1]  # horizontal bars are drawn bottom-up; keep report order
+    chart.x_labels = [a["name"] for a in areas]
     chart.add(
         "Unplanned and degraded",
         [
             max(a["downtime_minutes"] - (a["planned_minutes"] if counted_planned else 0), 0)
-            for a in data["areas"]
+            for a in areas
         ],
     )
     chart.add(
         "Planned maintenance" + ("" if counted_planned else " (not counted)"),
-        [a["planned_minutes"] for a in data["areas"]],
+        [a["planned_minutes"] for a in areas],
     )
     return _svg(chart)
 
@@ -479,6 +482,7 @@ def history_chart(data: Mapping[str, Any]) -> str:
         range=(math.floor(low) - 1, 100),
         include_x_axis=False,
         dots_size=5,
+        margin_right=60,  # room for the last quarter's value label
         print_values=True,
         value_formatter=show_percent,
         **{k: v for k, v in options.items() if k != "print_values"},
