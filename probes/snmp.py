@@ -309,7 +309,7 @@ def _absent(value: Any) -> str | None:
     return None
 
 
-def _plain(value: Any) -> int | str | None:
+def plain_value(value: Any) -> int | str | None:
     """A varbind value as JSON: integers as int, text as str, exceptions as None."""
     if _absent(value) is not None:
         return None
@@ -322,7 +322,7 @@ def _plain(value: Any) -> int | str | None:
 
 def _number(value: Any) -> float | None:
     """A numeric reading; text such as UCD's laLoad "0.15" counts, other text does not."""
-    plain = _plain(value)
+    plain = plain_value(value)
     if isinstance(plain, int):
         return float(plain)
     if isinstance(plain, str):
@@ -426,7 +426,7 @@ class _Session:
 
 
 def _uptime_details(ticks_value: Any, previous: ProbeResult | None) -> dict[str, Any]:
-    ticks = _plain(ticks_value)
+    ticks = plain_value(ticks_value)
     if not isinstance(ticks, int):
         raise _Failed(f"sysUpTime unreadable ({_absent(ticks_value) or ticks!r})")
     before = previous.details.get("sys_uptime_ticks") if previous is not None else None
@@ -447,11 +447,11 @@ async def _find_interface(session: _Session, name: str, previous: ProbeResult | 
     if isinstance(hint, int) and previous is not None and previous.details.get("interface") == name:
         # Cheap path: ifIndex is stable between polls on almost every device; confirm it.
         rows = await session.get(f"{IF_NAME}.{hint}", f"{IF_DESCR}.{hint}")
-        if any(_plain(v) == name for _, v in rows):
+        if any(plain_value(v) == name for _, v in rows):
             return hint
     for column in (IF_NAME, IF_DESCR):
         for oid, value in await session.walk(column):
-            if _plain(value) == name:
+            if plain_value(value) == name:
                 return int(oid.rsplit(".", 1)[1])
     raise _Failed(f"interface {name!r} not found in ifName or ifDescr", interface=name)
 
@@ -468,7 +468,7 @@ async def _interface(
     index = await _find_interface(session, name, previous)
     rows = await session.get(SYS_UPTIME, f"{IF_ADMIN}.{index}", f"{IF_OPER}.{index}")
     (_, ticks), (_, admin_value), (_, oper_value) = rows
-    admin, oper = _plain(admin_value), _plain(oper_value)
+    admin, oper = plain_value(admin_value), plain_value(oper_value)
     admin_n = admin if isinstance(admin, int) else None
     oper_n = oper if isinstance(oper, int) else None
     details: dict[str, Any] = {
@@ -511,7 +511,7 @@ async def _oid(session: _Session, options: Options, previous: ProbeResult | None
     missing = _absent(value)
     if missing is not None:
         return fail(f"{oid}: {missing}", oid=oid)
-    details: dict[str, Any] = {"oid": oid, "value": _plain(value)}
+    details: dict[str, Any] = {"oid": oid, "value": plain_value(value)}
     details.update(_uptime_details(ticks, previous))
     thresholds = (options.warn_below, options.warn_above, options.down_below, options.down_above)
     number = _number(value)
