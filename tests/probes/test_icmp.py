@@ -1,0 +1,217 @@
+"""ICMP probe: loopback in this namespace, and a network namespace made by the test for what
+must not answer (no route out of it, so nothing leaves the machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from probes import icmp
+from probes.registry import REGISTRY
+
+AVAILMON = str(Path(sys.executable).parent / "availmon")
+
+
+def opts(**raw: Any) -> icmp.Options:
+    return REGISTRY["icmp"].parse_options(raw)
+
+
+needs_icmp = pytest.mark.skipif(
+    icmp.icmp_mode() is icmp.Mode.NONE, reason=icmp.describe_mode(icmp.Mode.NONE)
+)
+
+
+@needs_icmp
+async def test_loopback_is_up_with_statistics() -> None:
+    result = await icmp.probe("127.0.0.1", 2, opts(count=4, interval=0.01))
+    assert (result.ok, result.error, result.loss) == (True, None, 0.0)
+    d = result.details
+    assert (d["address"], d["sent"], d["received"]) == ("127.0.0.1", 4, 4)
+    assert 0 < d["min_rtt_ms"] <= d["avg_rtt_ms"] <= d["max_rtt_ms"]
+    assert d["jitter_ms"] >= 0
+    assert result.latency == pytest.approx(d["avg_rtt_ms"] / 1000, abs=1e-5)
+
+
+@needs_icmp
+async def test_one_echo_has_no_jitter() -> None:
+    result = await icmp.probe("127.0.0.1", 2, opts(count=1))
+    assert result.ok
+    assert result.details["jitter_ms"] is None  # not measured, not 0
+
+
+@needs_icmp
+async def test_batch_keeps_order_and_names() -> None:
+    # 300 loopback addresses (all of 127/8 answers on Linux), IPv6 and a name in one batch.
+    targets = [f"127.0.{i // 200}.{i % 200 + 1}" for i in range(300)] + ["::1", "localhost"]
+    results = await icmp.probe_many(targets, 2, opts(count=2, interval=0.01))
+    assert len(results) == len(targets)
+    assert all(r.ok and r.loss == 0.0 for r in results), [r for r in results if not r.ok][:3]
+    assert [r.details["address"] for r in results[:300]] == targets[:300]
+    assert results[300].details["address"] == "::1"
+    assert results[301].details["address"] in ("127.0.0.1", "::1")
+
+
+@pytest.mark.parametrize("mode", list(icmp.Mode))
+def test_describe_mode_says_how(mode: icmp.Mode) -> None:
+    text = icmp.describe_mode(mode)
+    assert text.startswith("ICMP ")
+    assert {"raw": "CAP_NET_RAW", "datagram": "ping_group_range", "none": "unavailable"}[
+        mode.value
+    ] in text
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"count": 0}, "greater than or equal to 1"),
+        ({"interval": 0}, "greater than or equal to 0.01"),
+        ({"size": 64}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_options_are_config_errors(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        opts(**raw)
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ("192.0.2.1", None),
+        ("router.example.test", None),
+        ("", "expected a host name or address, got ''"),
+        ("a b", "expected a host name or address, got 'a b'"),
+    ],
+)
+def test_check_target(target: str, problem: str | None) -> None:
+    assert icmp.check_target(target) == problem
+
+
+# --- inside a network namespace ----------------------------------------------------------
+
+
+class Netns:
+    """A throw-away network namespace with only its loopback up and no route out."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(self, *argv: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *prefix, *argv],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def sysctl(self, setting: str) -> None:
+        done = self.run("sysctl", "-w", setting)
+        assert done.returncode == 0, done.stderr
+
+    def probe(self, *args: str, prefix: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
+        """``availmon probe icmp ...`` inside the namespace, as a user would run it."""
+        done = self.run(AVAILMON, "probe", "icmp", *args, prefix=prefix)
+        assert done.returncode in (0, 1), done.stderr
+        return done.returncode, json.loads(done.stdout)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    if (
+        shutil.which("ip") is None
+        or subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode
+    ):
+        pytest.skip("`ip netns` is not available")
+    name = f"avm-icmp-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        ns = Netns(name)
+        assert ns.run("ip", "link", "set", "lo", "up").returncode == 0
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize(
+    ("ignore_all", "exit_code", "ok", "loss", "error"),
+    [
+        ("1", 1, False, 100.0, "no echo reply"),  # the namespace drops every echo request
+        ("0", 0, True, 0.0, None),  # the same command when it does not: the contrast
+    ],
+)
+def test_echo_ignored_inside_namespace(
+    netns: Netns, ignore_all: str, exit_code: int, ok: bool, loss: float, error: str | None
+) -> None:
+    netns.sysctl(f"net.ipv4.icmp_echo_ignore_all={ignore_all}")
+    code, out = netns.probe("127.0.0.1", "--timeout", "0.5", "--count", "2", "--interval", "0.01")
+    assert (code, out["ok"], out["loss"], out["error"]) == (exit_code, ok, loss, error)
+    assert out["details"]["sent"] == 2
+
+
+@pytest.mark.netns
+def test_no_route_is_network_unreachable(netns: Netns) -> None:
+    # 198.18.0.0/15 (benchmarking) has no route in a namespace with only loopback: the send
+    # fails in the kernel and no packet is put on any wire.
+    code, out = netns.probe("198.18.0.1", "--timeout", "0.3", "--count", "1")
+    assert (code, out["ok"], out["error"], out["loss"]) == (
+        1,
+        False,
+        "network is unreachable",
+        100.0,
+    )
+
+
+@pytest.mark.netns
+def test_bad_name_fails_only_itself(netns: Netns) -> None:
+    # Inside the namespace the resolver's server is unreachable, so the lookup fails at once
+    # and nothing leaves the machine.
+    script = (
+        "import asyncio, json; from probes import icmp; "
+        "rs = asyncio.run(icmp.probe_many(['127.0.0.1', 'no-such-host.invalid', '127.0.0.2'],"
+        " 1, icmp.Options(count=1))); print(json.dumps([r.as_dict() for r in rs]))"
+    )
+    done = netns.run(sys.executable, "-c", script)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [r["ok"] for r in results] == [True, False, True]
+    assert results[1]["error"] == "name lookup failed: no-such-host.invalid"
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize(
+    ("group_range", "mode"),
+    [("0 0", "datagram"), ("1 0", "none")],  # "1 0" (the default) lets no group in
+)
+def test_without_cap_net_raw_uses_datagram_sockets(
+    netns: Netns, group_range: str, mode: str
+) -> None:
+    # Root without CAP_NET_RAW (as in a locked-down container): raw sockets are refused, so
+    # the datagram mode is used where ping_group_range covers our group (0) and not otherwise.
+    netns.sysctl(f"net.ipv4.ping_group_range={group_range}")
+    no_raw = ("setpriv", "--bounding-set=-net_raw")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    done = netns.run(
+        sys.executable, "-c", "from probes import icmp; print(icmp.icmp_mode())", prefix=no_raw
+    )
+    assert done.stdout.strip() == mode, done.stderr
+    probe = netns.run(AVAILMON, "probe", "icmp", "127.0.0.1", "--count", "1", prefix=no_raw)
+    if mode == "datagram":
+        assert probe.returncode == 0, probe.stdout + probe.stderr
+        assert json.loads(probe.stdout)["ok"] is True
+    else:
+        assert probe.returncode == 2  # a start-up error, not a down target
+        assert "ICMP unavailable" in probe.stderr
