@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +32,15 @@ class Spooled:
 
 
 class Spool:
-    def __init__(self, path: Path, *, site: str, agent: str, max_events: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        site: str,
+        agent: str,
+        max_events: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = path
         self.site, self.agent, self.max_events = site, agent, max_events
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,8 +54,13 @@ class Spool:
             CREATE TABLE IF NOT EXISTS events (
                 seq INTEGER PRIMARY KEY, check_name TEXT NOT NULL, from_state TEXT NOT NULL,
                 to_state TEXT NOT NULL, payload BLOB NOT NULL);
-            INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('dropped', 0);
             """
+        )
+        # A new spool starts seq at the current time in milliseconds, so that an agent whose
+        # spool was lost or reinstalled never reuses an id it already sent.
+        self._conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('seq', ?), ('dropped', 0)",
+            (int(clock() * 1000),),
         )
 
     async def _run(self, fn: Any, *args: Any) -> Any:

@@ -109,6 +109,8 @@ class CollectorConfig(Frozen):
     #: Events stamped further than this into the future are rejected.
     max_future_skew: Seconds = 300.0
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    #: How long an agent must stay offline before its site gets a provisional outage.
+    offline_grace: Seconds = 60.0
 
 
 class WebConfig(Frozen):

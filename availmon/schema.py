@@ -75,6 +75,8 @@ class Heartbeat(Wire):
     at: UtcTime
     seq: Annotated[int, Field(ge=0)]  # last event seq assigned
     spool_depth: Annotated[int, Field(ge=0)]
+    #: Superseded intermediate states dropped at the spool's cap, since the spool was made.
+    spool_dropped: Annotated[int, Field(ge=0)] = 0
     checks: list[CheckStatus]
 
     def to_json(self) -> bytes:

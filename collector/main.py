@@ -7,6 +7,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -20,7 +21,9 @@ from availmon.mqtt import client_kwargs, wait_disconnected
 from availmon.schema import Event, Heartbeat, State
 from availmon.signals import install_stop_handlers
 from collector.ingest import SUBSCRIPTIONS, Accepted, AckingClient, Rejected, validate
-from collector.metrics import CollectorMetrics, LiveAgent, LiveCheck
+from collector.liveness import Liveness
+from collector.metrics import CollectorMetrics, LiveAgent, LiveCheck, kpi_families
+from collector.report import kpi_snapshot
 from collector.store import Store
 from collector.web import make_app
 
@@ -41,8 +44,14 @@ class Collector:
         self.read_store = Store(path)
         self.live: dict[tuple[str, str], LiveCheck] = {}
         self.agents: dict[str, LiveAgent] = {}
+        self.liveness = Liveness(timedelta(seconds=estate.collector.offline_grace))
         self._load_live()
-        self.metrics.watch(lambda: list(self.live.values()), lambda: list(self.agents.values()))
+        self.metrics.watch(
+            lambda: list(self.live.values()),
+            lambda: list(self.agents.values()),
+            # Scrapes run on the reader thread (web.metrics), so the store read is off-loop.
+            lambda: kpi_families(kpi_snapshot(self.read_store, self.estate, utcnow())),
+        )
         self.connected = asyncio.Event()
         #: Notified after every committed batch; tests and the live board await it.
         self.changed = asyncio.Condition()
@@ -59,7 +68,15 @@ class Collector:
                 row["latency"],
             )
         for row in self.store.agents():
-            self.agents[row["agent"]] = LiveAgent(row["site"], row["agent"], row["status"] or "")
+            self.agents[row["agent"]] = LiveAgent(
+                row["site"],
+                row["agent"],
+                row["status"] or "",
+                row["spool_depth"],
+            )
+        for row in self.store.outages(open_only=True):
+            if row["source"] == "provisional":
+                self.liveness.opened(row["agent"])
 
     async def write(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._writer, partial(fn, *args))
@@ -89,32 +106,105 @@ class Collector:
                 log.warning(
                     "rejected message on %s: %s: %s", topic[:200], verdict.reason, verdict.detail
                 )
-            elif verdict.event is not None:
+                continue
+            if verdict.kind != "status":
+                self.liveness.heard(verdict.agent, now)
+            if verdict.event is not None:
                 events.append(verdict.event)
             elif verdict.heartbeat is not None:
                 heartbeats.append(verdict.heartbeat)
             else:
                 statuses.append(verdict)
         if events:
-            result = await self.write(self.store.ingest, events, now)
-            self.metrics.ingested.inc(result.inserted)
-            self.metrics.duplicates.inc(result.duplicates)
-            for ev in events:
-                self._apply_event(ev)
+            await self._ingest_events(events, now)
         for hb in heartbeats:
-            await self.write(self.store.record_heartbeat, hb, now)
-            self.metrics.heartbeats.inc()
+            await self._heartbeat(hb, now)
+        for st in statuses:
+            await self._status(st, now)
+        await self._notify()
+
+    async def _ingest_events(self, events: list[Event], now: datetime) -> None:
+        result = await self.write(self.store.ingest, events, now)
+        self.metrics.ingested.inc(result.inserted)
+        self.metrics.duplicates.inc(result.duplicates)
+        if result.conflicts:
+            self.metrics.rejected.labels("seq_conflict").inc(len(result.conflicts))
+            log.error(
+                "events reuse stored ids with other content (agent reset?); quarantined in "
+                "the conflicts table: %s",
+                ", ".join(result.conflicts),
+            )
+        for ev in events:
+            self._apply_event(ev)
+
+    async def _heartbeat(self, hb: Heartbeat, now: datetime) -> None:
+        await self.write(self.store.record_heartbeat, hb, now)
+        self.metrics.heartbeats.inc()
+        prev = self.agents.get(hb.agent)
+        status = prev.status if prev else "online"
+        self.agents[hb.agent] = LiveAgent(
+            hb.site, hb.agent, status, hb.spool_depth, hb.spool_dropped
+        )
+        if status == "online":
             for c in hb.checks:
                 self.live[(hb.site, c.check)] = LiveCheck(
                     hb.site, hb.agent, c.check, c.area, c.state, c.latency
                 )
-        for st in statuses:
-            assert st.status is not None
-            await self.write(self.store.record_agent_status, st.site, st.agent, st.status, now)
-            self.agents[st.agent] = LiveAgent(st.site, st.agent, st.status)
-            log.info("agent %s (site %s) is %s", st.agent, st.site, st.status)
+        if self.liveness.heartbeat(hb.agent, hb.spool_depth, now):
+            dropped = await self.write(self.store.drop_provisional, hb.agent)
+            log.info(
+                "agent %s replayed its spool: its record replaces %d provisional outage(s)",
+                hb.agent,
+                dropped,
+            )
+
+    async def _status(self, st: Accepted, now: datetime) -> None:
+        assert st.status is not None
+        await self.write(self.store.record_agent_status, st.site, st.agent, st.status, now)
+        prev = self.agents.get(st.agent)
+        self.agents[st.agent] = LiveAgent(
+            st.site,
+            st.agent,
+            st.status,
+            prev.spool_depth if prev else None,
+            prev.spool_dropped if prev else None,
+        )
+        self.liveness.set_status(st.agent, st.status, now)
+        if st.status != "online":
+            self._mark_unknown(st.agent)
+        log.info("agent %s (site %s) is %s", st.agent, st.site, st.status)
+
+    async def _notify(self) -> None:
         async with self.changed:
             self.changed.notify_all()
+
+    def _mark_unknown(self, agent: str) -> None:
+        """An agent we cannot hear from tells us nothing about its checks."""
+        for key, c in self.live.items():
+            if c.agent == agent:
+                self.live[key] = LiveCheck(c.site, c.agent, c.check, c.area, State.UNKNOWN, None)
+
+    async def check_liveness(self) -> None:
+        now = utcnow()
+        for agent, start in self.liveness.due(now):
+            site = self.agents[agent].site if agent in self.agents else agent
+            oid = await self.write(self.store.open_provisional, site, agent, start)
+            self.liveness.opened(agent)
+            log.warning(
+                "agent %s (site %s) offline for over %.0f s: provisional outage %s from %s",
+                agent,
+                site,
+                self.estate.collector.offline_grace,
+                oid,
+                start.isoformat(),
+            )
+            await self._notify()
+
+    async def _liveness_loop(self) -> None:
+        tick = min(self.estate.collector.offline_grace / 4, 5.0)
+        while True:
+            await asyncio.sleep(tick)  # a supervision period, not a synchronisation
+            await self.check_liveness()
 
     def _apply_event(self, ev: Event) -> None:
         prev = self.live.get((ev.site, ev.check))
@@ -201,9 +291,13 @@ class Collector:
                 self.web_port,
             )
             async with asyncio.TaskGroup() as tg:
-                mqtt = tg.create_task(self._mqtt_loop(), name="mqtt")
+                tasks = [
+                    tg.create_task(self._mqtt_loop(), name="mqtt"),
+                    tg.create_task(self._liveness_loop(), name="liveness"),
+                ]
                 await stop.wait()
-                mqtt.cancel()
+                for task in tasks:
+                    task.cancel()
         self.close()
 
 

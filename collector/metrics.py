@@ -3,11 +3,11 @@ at scrape time from the live view, so nothing can go stale or drift from the sto
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from availmon.schema import State
@@ -41,6 +41,8 @@ class LiveAgent:
     site: str
     agent: str
     status: str
+    spool_depth: int | None = None
+    spool_dropped: int | None = None
 
 
 class _LiveCollector(Collector):
@@ -78,9 +80,23 @@ class _LiveCollector(Collector):
             "1 while the agent's MQTT status is online",
             labels=["site", "agent"],
         )
+        depth = GaugeMetricFamily(
+            "availmon_agent_spool_depth",
+            "events in the agent's spool awaiting delivery",
+            labels=["site", "agent"],
+        )
+        dropped = CounterMetricFamily(
+            "availmon_agent_spool_dropped",
+            "superseded intermediate states the agent's spool dropped at its cap",
+            labels=["site", "agent"],
+        )
         for a in self._agents():
             online.add_metric([a.site, a.agent], 1.0 if a.status == "online" else 0.0)
-        yield from (up, state, latency, online)
+            if a.spool_depth is not None:
+                depth.add_metric([a.site, a.agent], float(a.spool_depth))
+            if a.spool_dropped is not None:
+                dropped.add_metric([a.site, a.agent], float(a.spool_dropped))
+        yield from (up, state, latency, online, depth, dropped)
         yield from self._extra()
 
 
@@ -109,3 +125,22 @@ class CollectorMetrics:
         extra: Callable[[], Iterable[Metric]] = lambda: (),
     ) -> None:
         self.registry.register(_LiveCollector(checks, agents, extra))
+
+
+def kpi_families(kpi: Mapping[str, tuple[float, float]]) -> list[Metric]:
+    """The quarter-to-date KPI (issue 3) from ``collector.report.kpi_snapshot``: per area and
+    ``area="combined"``, so Grafana shows the board's figure as the quarter goes."""
+    downtime = GaugeMetricFamily(
+        "availmon_area_downtime_seconds",
+        "downtime in the quarter to date: the union of the area's counted outages",
+        labels=["area"],
+    )
+    ratio = GaugeMetricFamily(
+        "availmon_availability_ratio",
+        "1 - downtime / time elapsed in the quarter; area=combined sums the areas' downtime",
+        labels=["area"],
+    )
+    for area, (seconds, value) in kpi.items():
+        downtime.add_metric([area], seconds)
+        ratio.add_metric([area], value)
+    return [downtime, ratio]

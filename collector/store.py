@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
+from availmon.areas import NETWORK_AREA
 from availmon.clock import to_iso
 from availmon.errors import StoreError
 from availmon.schema import Event, Heartbeat, State
@@ -119,10 +120,21 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m002_order_and_conflicts(db: sqlite_utils.Database) -> None:
+    # Outages are derived in (at, seq) order: robust to an agent whose seq was reset.
+    db.table("events").create_index(["site", "agent", "check_name", "at"])
+    # Same id, different content: an agent reset that reused ids. Kept for review, never lost.
+    db.table("conflicts").create(
+        {"id": str, "received_at": str, "payload": str, "stored": str}, pk=("id", "received_at")
+    )
+
+
 @dataclass(frozen=True)
 class IngestResult:
     inserted: int
     duplicates: int
+    conflicts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,12 +210,19 @@ class Store:
     # -- writes -------------------------------------------------------------------------
 
     def ingest(self, events: list[Event], received_at: datetime) -> IngestResult:
-        """Store events idempotently on id and rebuild the outages of the checks they touch."""
+        """Store events idempotently on id and rebuild the outages of the checks they touch.
+
+        A replay of a stored event is a duplicate; an event that reuses a stored id with other
+        content is a conflict: quarantined in ``conflicts`` and reported, never applied.
+        """
         inserted = 0
-        touched: set[tuple[str, str, str]] = set()
+        duplicates = 0
+        conflicts: list[str] = []
+        earliest: dict[tuple[str, str, str], str] = {}
         received = to_iso(received_at)
         with self._tx():
             for ev in events:
+                at = to_iso(ev.at)
                 cur = self.conn.execute(
                     "INSERT OR IGNORE INTO events (id, seq, site, agent, check_name, area,"
                     " from_state, to_state, at, detected_at, received_at, evidence)"
@@ -217,7 +236,7 @@ class Store:
                         ev.area,
                         ev.from_.value,
                         ev.to.value,
-                        to_iso(ev.at),
+                        at,
                         to_iso(ev.detected_at),
                         received,
                         ev.evidence.model_dump_json(),
@@ -225,26 +244,48 @@ class Store:
                 )
                 if cur.rowcount:
                     inserted += 1
-                    touched.add((ev.site, ev.agent, ev.check))
-            for site, agent, check in sorted(touched):
-                self._rebuild(site, agent, check)
-        return IngestResult(inserted, len(events) - inserted)
+                    key = (ev.site, ev.agent, ev.check)
+                    earliest[key] = min(at, earliest.get(key, at))
+                    continue
+                stored = self.conn.execute(
+                    "SELECT site, check_name, to_state, at FROM events WHERE id=?", (ev.id,)
+                ).fetchone()
+                if tuple(stored) == (ev.site, ev.check, ev.to.value, at):
+                    duplicates += 1
+                else:
+                    conflicts.append(ev.id)
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
+                        (ev.id, received, ev.to_json().decode(), json.dumps(tuple(stored))),
+                    )
+            for (site, agent, check), since in sorted(earliest.items()):
+                self._rebuild(site, agent, check, since)
+        return IngestResult(inserted, duplicates, tuple(conflicts))
 
-    def _rebuild(self, site: str, agent: str, check: str) -> None:
-        rows = self.conn.execute(
-            "SELECT id, seq, to_state, at FROM events WHERE site=? AND agent=? AND check_name=?"
-            " ORDER BY seq",
-            (site, agent, check),
-        ).fetchall()
-        area_row = self.conn.execute(
-            "SELECT area FROM events WHERE site=? AND agent=? AND check_name=?"
-            " ORDER BY seq DESC LIMIT 1",
-            (site, agent, check),
+    def _rebuild(self, site: str, agent: str, check: str, since: str) -> None:
+        """Re-derive the check's outages from the last one that began before ``since``.
+
+        Events usually arrive in order, so this touches only the tail of the history; a late
+        event (a spool replay) re-derives from the outage it falls into.
+        """
+        key = (site, agent, check)
+        row = self.conn.execute(
+            "SELECT max(start) FROM outages WHERE source='agent' AND site=? AND agent=?"
+            " AND check_name=? AND start <= ?",
+            (*key, since),
         ).fetchone()
+        origin = row[0] if row and row[0] is not None else since
+        rows = self.conn.execute(
+            "SELECT id, seq, to_state, at, area FROM events"
+            " WHERE site=? AND agent=? AND check_name=? AND at >= ? ORDER BY at, seq",
+            (*key, origin),
+        ).fetchall()
         self.conn.execute(
-            "DELETE FROM outages WHERE source='agent' AND site=? AND agent=? AND check_name=?",
-            (site, agent, check),
+            "DELETE FROM outages WHERE source='agent' AND site=? AND agent=? AND check_name=?"
+            " AND start >= ?",
+            (*key, origin),
         )
+        area = rows[-1][4] if rows else None
         for iv in derive_intervals((r[0], r[1], r[2], r[3]) for r in rows):
             self.conn.execute(
                 "INSERT INTO outages (id, site, agent, check_name, area, state, start, end,"
@@ -254,7 +295,7 @@ class Store:
                     site,
                     agent,
                     check,
-                    area_row[0],
+                    area,
                     iv.state,
                     iv.start,
                     iv.end,
@@ -288,6 +329,26 @@ class Store:
                 " last_seq=excluded.last_seq, spool_depth=excluded.spool_depth",
                 (hb.agent, hb.site, now, now, hb.seq, hb.spool_depth),
             )
+
+    def open_provisional(self, site: str, agent: str, start: datetime) -> str:
+        """The collector's own "site unreachable" record while an agent is offline."""
+        oid = f"p:{agent}:{to_iso(start)}"
+        with self._tx():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO outages (id, site, agent, check_name, area, state, start,"
+                " source, planned, cause) VALUES (?,?,?,'site-unreachable',?,'down',?,"
+                "'provisional',0,'site unreachable: agent offline')",
+                (oid, site, agent, NETWORK_AREA, to_iso(start)),
+            )
+        return oid
+
+    def drop_provisional(self, agent: str) -> int:
+        """The agent is back and has replayed its spool: its own record replaces ours."""
+        with self._tx():
+            cur = self.conn.execute(
+                "DELETE FROM outages WHERE source='provisional' AND agent=?", (agent,)
+            )
+        return cur.rowcount
 
     def record_agent_status(self, site: str, agent: str, status: str, at: datetime) -> None:
         with self._tx():

@@ -13,6 +13,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from availmon.clock import to_iso, utcnow
+from collector.accounting import PeriodError
+from collector.report import report_json
 
 if TYPE_CHECKING:
     from collector.main import Collector
@@ -55,6 +57,19 @@ async def api_status(request: web.Request) -> web.Response:
     return web.json_response(await collector.read(status_snapshot, collector))
 
 
+async def api_report(request: web.Request) -> web.Response:
+    """The quarterly report's JSON (issue 3); ``?period=FY2019Q2``, else the quarter to date."""
+    collector = request.app[COLLECTOR]
+    period = request.query.get("period")
+    try:
+        data = await collector.read(
+            report_json, collector.read_store, collector.estate, period, utcnow()
+        )
+    except PeriodError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(data)
+
+
 async def metrics(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
     body = await collector.read(generate_latest, collector.metrics.registry)
@@ -86,6 +101,7 @@ def make_app(collector: Collector) -> web.Application:
     )
     app.router.add_get("/", index)
     app.router.add_get("/api/v1/status", api_status)
+    app.router.add_get("/api/v1/report", api_report)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app

@@ -25,29 +25,26 @@ async def add(s: Spool, frm: State, to: State, minute: int, check: str = "web") 
 
 async def test_seq_is_persistent_and_never_reused(tmp_path: Path) -> None:
     s = spool(tmp_path)
-    assert [await add(s, State.UNKNOWN, State.UP, 0), await add(s, State.UP, State.DOWN, 1)] == [
-        1,
-        2,
-    ]
-    await s.ack([1, 2])
+    first = await add(s, State.UNKNOWN, State.UP, 0)
+    assert await add(s, State.UP, State.DOWN, 1) == first + 1
+    await s.ack([first, first + 1])
     s.close()
     s = spool(tmp_path)
-    assert await add(s, State.DOWN, State.UP, 2) == 3
+    assert await add(s, State.DOWN, State.UP, 2) == first + 2
     pending = await s.pending()
-    assert [p.seq for p in pending] == [3]
+    assert [p.seq for p in pending] == [first + 2]
     event = json.loads(pending[0].payload)
-    assert event["id"] == "hq:3"
+    assert event["id"] == f"hq:{first + 2}"
     assert (event["from"], event["to"]) == ("down", "up")
     s.close()
 
 
 async def test_pending_in_seq_order_until_acknowledged(tmp_path: Path) -> None:
     s = spool(tmp_path)
-    for i in range(5):
-        await add(s, State.UP, State.DOWN, i)
-    assert [p.seq for p in await s.pending(3)] == [1, 2, 3]
-    await s.ack([1, 2])
-    assert [p.seq for p in await s.pending()] == [3, 4, 5]
+    seqs = [await add(s, State.UP, State.DOWN, i) for i in range(5)]
+    assert [p.seq for p in await s.pending(3)] == seqs[:3]
+    await s.ack(seqs[:2])
+    assert [p.seq for p in await s.pending()] == seqs[2:]
     assert (await s.stats())[0] == 3
     s.close()
 
@@ -65,9 +62,19 @@ async def test_cap_keeps_outage_starts_and_ends(tmp_path: Path) -> None:
     depth, last_seq, dropped = await s.stats()
     assert depth == 10
     assert dropped == 6
-    assert last_seq == 16
+    assert last_seq == pending[-1]["seq"]
     assert (pending[0]["from"], pending[0]["to"]) == ("up", "degraded")
     assert (pending[-1]["from"], pending[-1]["to"]) == ("degraded", "up")
+    s.close()
+
+
+async def test_a_lost_spool_never_reuses_ids(tmp_path: Path) -> None:
+    s = Spool(tmp_path / "a.db", site="hq", agent="hq", max_events=10, clock=lambda: 1000.0)
+    before = [await add(s, State.UP, State.DOWN, i) for i in range(3)]
+    s.close()
+    (tmp_path / "a.db").unlink()  # a reinstalled agent, a few seconds later
+    s = Spool(tmp_path / "a.db", site="hq", agent="hq", max_events=10, clock=lambda: 1005.0)
+    assert await add(s, State.DOWN, State.UP, 1) > max(before)
     s.close()
 
 

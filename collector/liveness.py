@@ -1,0 +1,85 @@
+"""Which sites are unreachable, decided from agents' MQTT status (retained, with a last will).
+
+Pure bookkeeping, no I/O: the collector feeds it what it hears and asks it what to do. Rules
+(shared/DESIGN.md, "Delivery guarantees"):
+- an agent ``offline`` for longer than the grace period gets a provisional "site
+  unreachable" outage, dated from when it was last heard;
+- when it comes back and has replayed its spool (a heartbeat with an empty spool), its own
+  record replaces the provisional one;
+- when every agent is offline at once the fault is the broker's or the collector's, so no
+  site outage is opened, and none is later dated from before that moment;
+- an agent that says ``stopped`` was stopped on purpose: not an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Liveness:
+    grace: timedelta
+    status: dict[str, str] = field(default_factory=dict)
+    last_seen: dict[str, datetime] = field(default_factory=dict)
+    offline_since: dict[str, datetime] = field(default_factory=dict)
+    provisional: set[str] = field(default_factory=set)
+    awaiting_replay: set[str] = field(default_factory=set)
+    #: The end of the last moment when every agent was offline (nothing is dated before it).
+    all_offline_until: datetime | None = None
+    _all_offline: bool = False
+
+    def heard(self, agent: str, now: datetime) -> None:
+        self.last_seen[agent] = now
+
+    def set_status(self, agent: str, status: str, now: datetime) -> None:
+        self.status[agent] = status
+        if status == "online":
+            self.heard(agent, now)
+            self.offline_since.pop(agent, None)
+            if agent in self.provisional:
+                self.awaiting_replay.add(agent)
+        elif status == "offline":
+            self.offline_since.setdefault(agent, now)
+        else:  # stopped on purpose
+            self.offline_since.pop(agent, None)
+        everyone_offline = len(self.status) > 0 and all(
+            s == "offline" for s in self.status.values()
+        )
+        if everyone_offline and not self._all_offline:
+            log.warning(
+                "every agent is offline: the fault is the broker's or the collector's; "
+                "no site outages are opened for it"
+            )
+        if self._all_offline and not everyone_offline:
+            self.all_offline_until = now
+        self._all_offline = everyone_offline
+
+    def heartbeat(self, agent: str, spool_depth: int, now: datetime) -> bool:
+        """True when the agent's provisional outage should now be dropped."""
+        self.heard(agent, now)
+        if agent in self.awaiting_replay and spool_depth == 0:
+            self.awaiting_replay.discard(agent)
+            self.provisional.discard(agent)
+            return True
+        return False
+
+    def due(self, now: datetime) -> list[tuple[str, datetime]]:
+        """Agents whose provisional outage should open now, with its start."""
+        if self._all_offline:
+            return []
+        out = []
+        for agent, since in self.offline_since.items():
+            if agent in self.provisional or now - since < self.grace:
+                continue
+            start = self.last_seen.get(agent, since)
+            if self.all_offline_until is not None:
+                start = max(start, self.all_offline_until)
+            out.append((agent, start))
+        return out
+
+    def opened(self, agent: str) -> None:
+        self.provisional.add(agent)
