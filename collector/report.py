@@ -196,9 +196,13 @@ def build_report(store: Store, estate: Estate, period: Period, now: datetime) ->
     }
 
 
-def report_json(store: Store, estate: Estate, period_text: str, now: datetime) -> dict[str, Any]:
-    """``/api/v1/report?period=P``: raises ``PeriodError`` (an AvailmonError) for a bad P."""
-    period = parse_period(period_text, ZoneInfo(estate.accounting.timezone))
+def report_json(
+    store: Store, estate: Estate, period_text: str | None, now: datetime
+) -> dict[str, Any]:
+    """``/api/v1/report?period=P``; no P is the quarter to date. Raises ``PeriodError`` (an
+    AvailmonError) for a P that is not a period."""
+    tz = ZoneInfo(estate.accounting.timezone)
+    period = parse_period(period_text, tz) if period_text else quarter_containing(now, tz)
     return build_report(store, estate, period, now)
 
 
