@@ -7,6 +7,7 @@ target; it raises :class:`availmon.errors.StartupError` only when it cannot run 
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,6 +67,16 @@ class ProbeSpec(Generic[OptionsT]):
 
     def parse_options(self, raw: dict[str, Any]) -> OptionsT:
         return self.options.model_validate(raw)
+
+
+def compile_regex(value: Any) -> Any:
+    """Compile a regex at config load so that a bad one is a config error, not a probe error."""
+    if isinstance(value, str):
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
 
 
 def fail(error: str, **details: Any) -> ProbeResult:

@@ -25,6 +25,7 @@ from probes.base import (
     RecordingContext,
     TLSOptions,
     cert_verdict,
+    compile_regex,
     fail,
     timeout_text,
     tls_context,
@@ -32,16 +33,6 @@ from probes.base import (
 )
 
 StatusCode = Annotated[int, Field(ge=100, le=599)]
-
-
-def compile_regex(value: Any) -> Any:
-    """Compile a regex at config load so that a bad one is a config error, not a probe error."""
-    if isinstance(value, str):
-        try:
-            return re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
-    return value
 
 
 class Options(TLSOptions):

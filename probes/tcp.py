@@ -15,8 +15,14 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from probes.base import ProbeOptions, ProbeResult, fail, split_host_port, timeout_text
-from probes.http import compile_regex
+from probes.base import (
+    ProbeOptions,
+    ProbeResult,
+    compile_regex,
+    fail,
+    split_host_port,
+    timeout_text,
+)
 
 
 class Options(ProbeOptions):
