@@ -211,7 +211,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         raise AvailmonError(
             "nothing to record: give --cause, --provider, --note, --planned or --unplanned"
         )
-    _, store = _open(args)
+    estate, store = _open(args)
     try:
         row = store.annotate(
             args.id,
@@ -223,9 +223,10 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
-    start = from_iso(row["start"]).isoformat()
+    start = from_iso(row["start"]).astimezone(ZoneInfo(estate.accounting.timezone))
+    start_text = start.strftime("%Y-%m-%d %H:%M")
     print(
-        f"{row['id']} ({row['area']} at {row['site']}, from {start}):"
+        f"{row['id']} ({row['area']} at {row['site']}, from {start_text}):"
         f" {'planned' if row['planned'] else 'unplanned'}; cause {row['cause']!r};"
         f" provider {row['provider']!r}; note {row['note']!r}"
     )
