@@ -332,6 +332,8 @@ class TrapReceiver:
     def _read_credentials(self) -> list[tuple[_Credential, Any]]:
         """Every device's secrets (blocking file reads: runs in a thread)."""
         out: list[tuple[_Credential, Any]] = []
+        if any(d.users for d in self.config.devices):
+            snmp.require_privacy()
         for i, device in enumerate(self.config.devices):
             where = f"traps.devices[{i}]"
             address = _ip(device.address)

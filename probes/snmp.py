@@ -266,6 +266,14 @@ def _read_secret(path: Path | None, env: str | None, key: str) -> str:
     return value
 
 
+def require_privacy() -> None:
+    """pysnmp does AES through ``cryptography``; without it v3 fails as mere timeouts."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise StartupError("SNMPv3 privacy needs the 'cryptography' package") from None
+
+
 def _credentials(options: Options) -> CommunityData | UsmUserData:
     """Blocking (reads files): run it in a thread."""
     if options.version == "2c":
@@ -275,10 +283,7 @@ def _credentials(options: Options) -> CommunityData | UsmUserData:
     priv_key = _read_secret(options.priv_key_file, options.priv_key_env, "priv_key")
     if len(auth_key) < 8 or len(priv_key) < 8:
         raise StartupError("SNMPv3 auth and priv keys must be at least 8 characters (RFC 3414)")
-    try:
-        import cryptography  # noqa: F401  # pysnmp's AES; without it every request "times out"
-    except ImportError:
-        raise StartupError("SNMPv3 privacy needs the 'cryptography' package") from None
+    require_privacy()
     return UsmUserData(
         options.user,
         auth_key,

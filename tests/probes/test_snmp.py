@@ -30,7 +30,7 @@ from availmon.errors import ConfigError, StartupError
 from probes import snmp
 from probes.base import ProbeResult
 
-pytestmark = pytest.mark.skipif(
+needs_snmpd = pytest.mark.skipif(
     not Path(SNMPD).exists(), reason="needs net-snmp's snmpd (Debian package snmpd)"
 )
 
@@ -51,6 +51,8 @@ def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpd]:
+    if not Path(SNMPD).exists():
+        pytest.skip("needs net-snmp's snmpd (Debian package snmpd)")
     with running_snmpd(tmp_path_factory.mktemp("snmpd")) as p:
         yield p
 
@@ -198,6 +200,7 @@ def test_rebooted(before: int | None, now: int, expected: bool | None) -> None:
     assert snmp.rebooted(before, now) is expected
 
 
+@needs_snmpd
 async def test_uptime_going_back_reports_a_reboot(tmp_path: Path, secrets_dir: Path) -> None:
     with running_snmpd(tmp_path, fake_uptime=True) as device:
         device.set_value("uptime", 500_000)
@@ -238,6 +241,14 @@ async def test_unset_secret_env_cannot_start(monkeypatch: pytest.MonkeyPatch) ->
     options = snmp.Options(community_env="AVM_TEST_NO_SUCH_VAR")
     with pytest.raises(StartupError, match="AVM_TEST_NO_SUCH_VAR is not set"):
         await snmp.probe("127.0.0.1:1", 1.0, options)
+
+
+async def test_v3_without_cryptography_cannot_start(
+    monkeypatch: pytest.MonkeyPatch, secrets_dir: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import now fails
+    with pytest.raises(StartupError, match="needs the 'cryptography' package"):
+        await snmp.probe("127.0.0.1:1", 1.0, v3(secrets_dir, "avmsha", "SHA"))
 
 
 def _estate(check: dict[str, Any]) -> dict[str, Any]:
@@ -322,6 +333,7 @@ def _link(ns: str, *args: str) -> None:
 
 
 @pytest.mark.netns
+@needs_snmpd
 def test_link_states_in_a_namespace(tmp_path: Path, secrets_dir: Path) -> None:
     """Up, then oper-down (peer down, still admin-up), then admin-down, seen from inside."""
     reason = netns_unavailable()

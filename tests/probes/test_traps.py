@@ -9,6 +9,7 @@ dropped or ignored) and the counters can be read.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +28,6 @@ from agent.traps import (
 )
 from availmon.errors import StartupError
 from probes import snmp
-
-pytestmark = pytest.mark.skipif(
-    not Path(SNMPTRAP).exists(), reason="needs net-snmp's snmptrap (Debian package snmp)"
-)
 
 LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
 LINK_UP = "1.3.6.1.6.3.1.1.5.4"
@@ -58,6 +55,8 @@ class Sender:
     """Runs snmptrap (as a subprocess, off the event loop) against the receiver."""
 
     def __init__(self, directory: Path, port: int) -> None:
+        if not Path(SNMPTRAP).exists():
+            pytest.skip("needs net-snmp's snmptrap (Debian package snmp)")
         self.env = net_snmp_env(directory)
         self.target = f"127.0.0.1:{port}"
 
@@ -304,6 +303,15 @@ async def test_exit_releases_the_port_and_leaves_no_task(secrets: Path) -> None:
 async def test_missing_secret_cannot_start(secrets: Path) -> None:
     (secrets / "community-b").unlink()
     with pytest.raises(StartupError, match=r"traps.devices\[1\].community_file: cannot read"):
+        async with TrapReceiver(config(secrets), lambda e: None):
+            pass
+
+
+async def test_v3_users_without_cryptography_cannot_start(
+    monkeypatch: pytest.MonkeyPatch, secrets: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import now fails
+    with pytest.raises(StartupError, match="needs the 'cryptography' package"):
         async with TrapReceiver(config(secrets), lambda e: None):
             pass
 
