@@ -388,6 +388,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["minutes"] = show_minutes
     env.filters["percent"] = show_percent
+    env.filters["pct"] = lambda v: "—" if v is None else f"{show_percent(v)}%"
     env.filters["when"] = show_time
     env.filters["kind"] = _kind_text
     env.filters["md"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")

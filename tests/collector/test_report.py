@@ -454,3 +454,16 @@ def test_cli_report_without_a_database_explains(
 ) -> None:
     assert main(["report", "--period", "FY2019Q2", "--config", str(config_file)]) == 2
     assert "no database at" in capsys.readouterr().err
+
+
+def test_a_quarter_not_yet_begun_has_no_figures(store: Store, estate: Estate) -> None:
+    data = build_report(store, estate, parse_period("FY2030Q1", LONDON), NOW)
+    assert data["period_minutes"] == 0
+    assert data["combined"]["availability_percent"] is None
+    assert data["combined"]["met"] is None
+    page = parse_html(render("html", data))
+    assert page.ids["combined-availability"].strip() == "—"
+    assert page.ids["target-met"].strip() == "No figure"
+    assert "**Combined service availability: —** against a target of 95.00%: **no figure yet**" in (
+        render("md", data)
+    )
