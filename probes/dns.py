@@ -29,8 +29,8 @@ DEFAULT_PORT = 53
 
 
 class Options(ProbeOptions):
-    #: The name to look up, e.g. "www.example.org".
-    name: str
+    #: The name to look up, e.g. "www.example.org" (not ``name``: that is the check's name).
+    query_name: str
     #: A, AAAA, MX, CNAME, TXT, NS, SOA, SRV, PTR ...
     record_type: str = "A"
     #: Each of these must be in the answer (addresses, names; for MX/SRV the host alone will do).
@@ -39,7 +39,7 @@ class Options(ProbeOptions):
     #: Ask for recursion (a resolver); set false to question an authoritative server.
     recursion_desired: bool = True
 
-    @field_validator("name")
+    @field_validator("query_name")
     @classmethod
     def _name(cls, value: str) -> str:
         try:
@@ -103,7 +103,7 @@ def _matches(expected: str, answer: str, rdtype: str) -> bool:
 async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
     host, port = split_host_port(target, DEFAULT_PORT)
     rdtype = dns.rdatatype.from_text(options.record_type)
-    query = dns.message.make_query(options.name, rdtype)
+    query = dns.message.make_query(options.query_name, rdtype)
     if not options.recursion_desired:
         query.flags &= ~dns.flags.RD
     started = time.perf_counter()
@@ -137,13 +137,13 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
     if retried_tcp:
         details["truncated_retried_tcp"] = True
     if rcode == dns.rcode.NXDOMAIN:
-        error = f"NXDOMAIN: {options.name} does not exist"
+        error = f"NXDOMAIN: {options.query_name} does not exist"
         return ProbeResult(ok=False, latency=latency, error=error, details=details)
     if rcode != dns.rcode.NOERROR:
-        error = f"DNS {dns.rcode.to_text(rcode)} for {options.name}"
+        error = f"DNS {dns.rcode.to_text(rcode)} for {options.query_name}"
         return ProbeResult(ok=False, latency=latency, error=error, details=details)
     if not answers:
-        error = f"no {options.record_type} record for {options.name}"
+        error = f"no {options.record_type} record for {options.query_name}"
         return ProbeResult(ok=False, latency=latency, error=error, details=details)
     missing = [
         e for e in options.expect if not any(_matches(e, a, options.record_type) for a in answers)

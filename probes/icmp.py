@@ -38,8 +38,9 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 class Options(ProbeOptions):
     #: Echo requests per target per probe.
     count: Annotated[int, Field(ge=1, le=100)] = 3
-    #: Seconds between rounds; the whole burst and its replies fit in the check's timeout.
-    interval: Annotated[float, Field(ge=0.01, le=10)] = 0.2
+    #: Seconds between rounds of echoes (not ``interval``: that is the check's schedule);
+    #: the whole burst and its replies fit in the check's timeout.
+    echo_interval: Annotated[float, Field(ge=0.01, le=10)] = 0.2
     payload_size: Annotated[int, Field(ge=8, le=1400)] = 56
 
 
@@ -152,7 +153,7 @@ async def _burst(
         seq = 0
         for rnd in range(options.count):
             if rnd:
-                wait = started + rnd * options.interval - loop.time()
+                wait = started + rnd * options.echo_interval - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)  # pacing the burst, as ping -i does
             if loop.time() >= deadline:

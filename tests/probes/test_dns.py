@@ -57,36 +57,45 @@ def server(peers: Peers) -> str:
 @pytest.mark.parametrize(
     ("raw", "ok", "error", "answers"),
     [
-        ({"name": "example.test"}, True, None, ["198.18.0.10"]),
-        ({"name": "www.example.test", "expect": ["198.18.0.10"]}, True, None, ["198.18.0.10"]),
+        ({"query_name": "example.test"}, True, None, ["198.18.0.10"]),
         (
-            {"name": "example.test", "expect": ["198.18.0.11"]},
+            {"query_name": "www.example.test", "expect": ["198.18.0.10"]},
+            True,
+            None,
+            ["198.18.0.10"],
+        ),
+        (
+            {"query_name": "example.test", "expect": ["198.18.0.11"]},
             False,
             "expected 198.18.0.11, got 198.18.0.10",
             ["198.18.0.10"],
         ),
-        ({"name": "example.test", "protocol": "tcp"}, True, None, ["198.18.0.10"]),
+        ({"query_name": "example.test", "protocol": "tcp"}, True, None, ["198.18.0.10"]),
         (
-            {"name": "example.test", "record_type": "mx", "expect": ["mail.example.test"]},
+            {"query_name": "example.test", "record_type": "mx", "expect": ["mail.example.test"]},
             True,
             None,
             ["10 mail.example.test."],
         ),
         (
-            {"name": "example.test", "record_type": "MX", "expect": ["20 MAIL.example.test."]},
+            {
+                "query_name": "example.test",
+                "record_type": "MX",
+                "expect": ["20 MAIL.example.test."],
+            },
             False,
             "expected 20 MAIL.example.test., got 10 mail.example.test.",
             ["10 mail.example.test."],
         ),
         (
-            {"name": "example.test", "record_type": "TXT", "expect": ["v=spf1 -all"]},
+            {"query_name": "example.test", "record_type": "TXT", "expect": ["v=spf1 -all"]},
             True,
             None,
             ["v=spf1 -all"],
         ),
-        ({"name": "host.nx.test"}, False, "NXDOMAIN: host.nx.test does not exist", []),
+        ({"query_name": "host.nx.test"}, False, "NXDOMAIN: host.nx.test does not exist", []),
         # Not one of its domains and nowhere to forward: dnsmasq refuses.
-        ({"name": "elsewhere.invalid"}, False, "DNS REFUSED for elsewhere.invalid", []),
+        ({"query_name": "elsewhere.invalid"}, False, "DNS REFUSED for elsewhere.invalid", []),
     ],
 )
 async def test_dns(
@@ -105,7 +114,7 @@ async def test_server_not_answering(protocol: str) -> None:
         mute.bind((LOOPBACK, 0))
         port = mute.getsockname()[1]
         result = await dns.probe(
-            f"127.0.0.1:{port}", 0.3, opts(name="example.test", protocol=protocol)
+            f"127.0.0.1:{port}", 0.3, opts(query_name="example.test", protocol=protocol)
         )
     expected = "timeout after 0.3 s" if protocol == "udp" else "connection refused"
     assert (result.ok, result.error, result.latency) == (False, expected, None)
@@ -113,7 +122,7 @@ async def test_server_not_answering(protocol: str) -> None:
 
 async def test_server_not_listening_udp_times_out() -> None:
     # Over UDP dnspython does not surface ICMP port-unreachable: the query times out.
-    result = await dns.probe(f"127.0.0.1:{free_port(udp_too=True)}", 0.3, opts(name="x.test"))
+    result = await dns.probe(f"127.0.0.1:{free_port(udp_too=True)}", 0.3, opts(query_name="x.test"))
     assert (result.ok, result.error) == (False, "timeout after 0.3 s")
 
 
@@ -121,9 +130,9 @@ async def test_server_not_listening_udp_times_out() -> None:
     ("raw", "message"),
     [
         ({}, "Field required"),
-        ({"name": "example.test", "record_type": "BOGUS"}, "unknown record type 'BOGUS'"),
-        ({"name": "example.test", "protocol": "doh"}, "Input should be 'udp' or 'tcp'"),
-        ({"name": "a..b"}, "not a valid DNS name"),
+        ({"query_name": "example.test", "record_type": "BOGUS"}, "unknown record type 'BOGUS'"),
+        ({"query_name": "example.test", "protocol": "doh"}, "Input should be 'udp' or 'tcp'"),
+        ({"query_name": "a..b"}, "not a valid DNS name"),
     ],
 )
 def test_bad_options_are_config_errors(raw: dict[str, Any], message: str) -> None:
@@ -147,4 +156,4 @@ def test_check_target(target: str, problem: str | None) -> None:
 
 
 def test_record_type_is_normalised() -> None:
-    assert opts(name="example.test", record_type="aaaa").record_type == "AAAA"
+    assert opts(query_name="example.test", record_type="aaaa").record_type == "AAAA"

@@ -33,7 +33,7 @@ needs_icmp = pytest.mark.skipif(
 
 @needs_icmp
 async def test_loopback_is_up_with_statistics() -> None:
-    result = await icmp.probe("127.0.0.1", 2, opts(count=4, interval=0.01))
+    result = await icmp.probe("127.0.0.1", 2, opts(count=4, echo_interval=0.01))
     assert (result.ok, result.error, result.loss) == (True, None, 0.0)
     d = result.details
     assert (d["address"], d["sent"], d["received"]) == ("127.0.0.1", 4, 4)
@@ -53,7 +53,7 @@ async def test_one_echo_has_no_jitter() -> None:
 async def test_batch_keeps_order_and_names() -> None:
     # 300 loopback addresses (all of 127/8 answers on Linux), IPv6 and a name in one batch.
     targets = [f"127.0.{i // 200}.{i % 200 + 1}" for i in range(300)] + ["::1", "localhost"]
-    results = await icmp.probe_many(targets, 2, opts(count=2, interval=0.01))
+    results = await icmp.probe_many(targets, 2, opts(count=2, echo_interval=0.01))
     assert len(results) == len(targets)
     assert all(r.ok and r.loss == 0.0 for r in results), [r for r in results if not r.ok][:3]
     assert [r.details["address"] for r in results[:300]] == targets[:300]
@@ -74,7 +74,7 @@ def test_describe_mode_says_how(mode: icmp.Mode) -> None:
     ("raw", "message"),
     [
         ({"count": 0}, "greater than or equal to 1"),
-        ({"interval": 0}, "greater than or equal to 0.01"),
+        ({"echo_interval": 0}, "greater than or equal to 0.01"),
         ({"size": 64}, "Extra inputs are not permitted"),
     ],
 )
@@ -162,7 +162,9 @@ def test_echo_ignored_inside_namespace(
     netns: Netns, ignore_all: str, exit_code: int, ok: bool, loss: float, error: str | None
 ) -> None:
     netns.sysctl(f"net.ipv4.icmp_echo_ignore_all={ignore_all}")
-    code, out = netns.probe("127.0.0.1", "--timeout", "0.5", "--count", "2", "--interval", "0.01")
+    code, out = netns.probe(
+        "127.0.0.1", "--timeout", "0.5", "--count", "2", "--echo-interval", "0.01"
+    )
     assert (code, out["ok"], out["loss"], out["error"]) == (exit_code, ok, loss, error)
     assert out["details"]["sent"] == 2
 
