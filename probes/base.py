@@ -112,10 +112,12 @@ def split_host_port(target: str, default_port: int | None = None) -> tuple[str, 
 
 # --- TLS certificates, shared by every probe that speaks TLS (http, smtp) ------------------
 
-#: OpenSSL's X509_V_FLAG_NO_CHECK_TIME. We verify the chain and the host name with OpenSSL but
-#: judge the dates ourselves, so that the message can say "expired 3 days ago" rather than
-#: OpenSSL's bare "certificate has expired", and so that "expires soon" uses the same clock.
+#: OpenSSL's X509_V_FLAG_NO_CHECK_TIME: verify the chain and the host name but leave the dates
+#: to ``cert_verdict``, so that the message can say "expired 3 days ago" rather than OpenSSL's
+#: bare "certificate has expired".
 _X509_V_FLAG_NO_CHECK_TIME = 0x200000
+#: OpenSSL verify codes for a certificate outside its dates.
+CERT_DATE_ERRORS = (9, 10)  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
 
 
 class RecordingContext(ssl.SSLContext):
@@ -150,9 +152,14 @@ class RecordingContext(ssl.SSLContext):
         return None
 
 
-def tls_context(ca_file: Path | None = None, insecure: bool = False) -> RecordingContext:
+def tls_context(
+    ca_file: Path | None = None, insecure: bool = False, *, check_time: bool = True
+) -> RecordingContext:
     """A client context: the system CAs, or only ``ca_file`` (a private CA) when given.
 
+    With ``check_time=False`` an expired certificate still completes the handshake so that
+    ``cert_verdict`` can say how long ago it expired; use that only where nothing secret is
+    sent over the connection, or only to read the certificate.
     Blocking (it reads CA files): call it through ``asyncio.to_thread`` from a coroutine.
     """
     ctx = RecordingContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -164,7 +171,8 @@ def tls_context(ca_file: Path | None = None, insecure: bool = False) -> Recordin
         ctx.load_verify_locations(cafile=str(ca_file))
     else:
         ctx.load_default_certs()
-    ctx.verify_flags |= _X509_V_FLAG_NO_CHECK_TIME
+    if not check_time:
+        ctx.verify_flags |= _X509_V_FLAG_NO_CHECK_TIME
     return ctx
 
 

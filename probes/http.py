@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import ssl
@@ -21,6 +22,8 @@ import aiohttp
 from pydantic import Field, field_validator, model_validator
 
 from probes.base import (
+    CERT_DATE_ERRORS,
+    CertVerdict,
     ProbeResult,
     RecordingContext,
     TLSOptions,
@@ -124,9 +127,37 @@ async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)[:limit]
 
 
+async def _certificate_dates(host: str, port: int, options: Options) -> CertVerdict | None:
+    """Handshake again, dates unchecked, only to read them; no request is sent this time."""
+    ctx = await asyncio.to_thread(tls_context, options.ca_file, check_time=False)
+    try:
+        _reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
+    except (OSError, ssl.SSLError):
+        return None
+    try:
+        return cert_verdict(writer.get_extra_info("ssl_object"), options.cert_expiry_warn_days)
+    finally:
+        writer.transport.abort()
+
+
+async def _certificate_error(
+    exc: aiohttp.ClientConnectorCertificateError, options: Options, time_left: float
+) -> ProbeResult:
+    """Why the certificate was refused. OpenSSL checked the dates, so that no request (with
+    its credentials) goes to a server whose certificate has expired; on a date error we look
+    again to say by how much."""
+    cause = exc.certificate_error
+    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_code in CERT_DATE_ERRORS:
+        verdict = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.1, time_left)):
+                verdict = await _certificate_dates(exc.host, exc.port or 443, options)
+        if verdict is not None and verdict.error is not None:
+            return fail(verdict.error, **verdict.details())
+    return fail(tls_error_text(cause))
+
+
 def _connection_error(exc: aiohttp.ClientConnectorError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return tls_error_text(exc.certificate_error)
     if isinstance(exc.os_error, ssl.SSLError):
         return tls_error_text(exc.os_error)
     if isinstance(exc.os_error, ConnectionRefusedError):
@@ -167,6 +198,9 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
             charset = response.charset or "utf-8"
     except TimeoutError:
         return fail(timeout_text(timeout))
+    except aiohttp.ClientConnectorCertificateError as exc:
+        left = timeout - (time.perf_counter() - started)
+        return await _certificate_error(exc, options, left)
     except aiohttp.ClientConnectorError as exc:
         return fail(_connection_error(exc))
     except aiohttp.TooManyRedirects:

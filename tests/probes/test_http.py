@@ -26,8 +26,10 @@ def opts(**raw: Any) -> http.Options:
     return REGISTRY["http"].parse_options(raw)
 
 
-def make_app(never: asyncio.Event) -> web.Application:
+def make_app(never: asyncio.Event, seen: list[str] | None = None) -> web.Application:
     async def ok(request: web.Request) -> web.Response:
+        if seen is not None:
+            seen.append(request.headers.get("Authorization", ""))
         return web.Response(text="hello availmon, all systems go")
 
     async def status(request: web.Request) -> web.Response:
@@ -73,8 +75,10 @@ async def site(aiohttp_server: ServerFactory, never: asyncio.Event) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-async def https_site(aiohttp_server: ServerFactory, never: asyncio.Event, pair: Pair) -> str:
-    server = await aiohttp_server(make_app(never), ssl=pair.server_context())
+async def https_site(
+    aiohttp_server: ServerFactory, never: asyncio.Event, pair: Pair, seen: list[str] | None = None
+) -> str:
+    server = await aiohttp_server(make_app(never, seen), ssl=pair.server_context())
     return f"https://127.0.0.1:{server.port}"
 
 
@@ -212,9 +216,11 @@ def test_check_target(target: str, problem: str | None) -> None:
 async def test_https_trusted_ca_is_up(
     aiohttp_server: ServerFactory, never: asyncio.Event, certs: Certs
 ) -> None:
-    url = await https_site(aiohttp_server, never, certs.good)
+    seen: list[str] = []
+    url = await https_site(aiohttp_server, never, certs.good, seen)
     result = await http.probe(url + "/ok", 5, opts(ca_file=str(certs.ca)))
     assert (result.ok, result.degraded, result.error) == (True, False, None)
+    assert seen == [""]  # the contrast: a valid certificate gets the request
     assert 363 < result.details["cert_days_left"] < 366
 
 
@@ -229,13 +235,20 @@ async def test_https_expiring_soon_is_degraded(
     assert (relaxed.ok, relaxed.degraded, relaxed.error) == (True, False, None)
 
 
-async def test_https_expired_is_down(
-    aiohttp_server: ServerFactory, never: asyncio.Event, certs: Certs
+async def test_https_expired_is_down_and_gets_no_request(
+    aiohttp_server: ServerFactory,
+    never: asyncio.Event,
+    certs: Certs,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url = await https_site(aiohttp_server, never, certs.expired)
-    result = await http.probe(url + "/ok", 5, opts(ca_file=str(certs.ca)))
+    seen: list[str] = []
+    url = await https_site(aiohttp_server, never, certs.expired, seen)
+    monkeypatch.setenv("AVM_TEST_TOKEN", TOKEN)
+    options = opts(ca_file=str(certs.ca), bearer_token_env="AVM_TEST_TOKEN")
+    result = await http.probe(url + "/ok", 5, options)
     assert (result.ok, result.error) == (False, "certificate expired 1 day ago")
     assert result.details["cert_days_left"] < 0
+    assert seen == []  # no request, and so no token, went to the expired server
 
 
 @pytest.mark.parametrize(
