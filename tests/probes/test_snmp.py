@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -228,6 +229,30 @@ async def test_interface_up(peer: Snmpd, secrets_dir: Path) -> None:
 async def test_interface_not_found(peer: Snmpd, secrets_dir: Path) -> None:
     result = await snmp.probe(peer.target, 2.0, v2c(secrets_dir, interface="nope0"))
     assert (result.ok, result.error) == (False, "interface 'nope0' not found in ifName or ifDescr")
+
+
+async def test_poller_reuses_its_engine_across_polls(peer: Snmpd, secrets_dir: Path) -> None:
+    before = asyncio.all_tasks()
+    options = v3(secrets_dir, "avmsha256", "SHA-256", oid=COUNTER_OID, rate=True)
+    async with snmp.SnmpPoller() as poller:
+        first = await poller.probe(peer.target, 2.0, options)
+        peer.set_value("counter", 5000)
+        second = await poller.probe(peer.target, 2.0, options, previous=first)
+        uptime = await poller.probe(peer.target, 2.0, v2c(secrets_dir))
+    assert (first.ok, second.ok, uptime.ok) == (True, True, True)
+    assert second.details["value"] == 5000
+    assert second.details["rate"] is not None
+    assert asyncio.all_tasks() == before  # socket closed, timer task awaited
+    with pytest.raises(RuntimeError, match="outside 'async with'"):
+        await poller.probe(peer.target, 2.0, v2c(secrets_dir))
+
+
+async def test_many_probes_at_once(peer: Snmpd, secrets_dir: Path) -> None:
+    # Engines are built in threads; they must not trip over each other.
+    results = await asyncio.gather(
+        *(snmp.probe(peer.target, 5.0, v2c(secrets_dir, oid=GAUGE_OID)) for _ in range(12))
+    )
+    assert [r.details.get("value") for r in results] == [42] * 12
 
 
 async def test_missing_secret_file_cannot_start(tmp_path: Path) -> None:
