@@ -25,7 +25,6 @@ from probes.base import (
     CERT_DATE_ERRORS,
     CertVerdict,
     ProbeResult,
-    RecordingContext,
     TLSOptions,
     cert_verdict,
     compile_regex,
@@ -171,11 +170,8 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
     authorization = await asyncio.to_thread(_authorization, options)  # StartupError if missing
     if authorization is not None:
         headers["Authorization"] = authorization
-    ssl_ctx: RecordingContext | bool = True
-    if urlsplit(target).scheme == "https":
-        ssl_ctx = await asyncio.to_thread(
-            tls_context, options.ca_file, options.insecure_skip_verify
-        )
+    # Built for http:// targets too: a redirect to https:// must trust the same CA.
+    ssl_ctx = await asyncio.to_thread(tls_context, options.ca_file, options.insecure_skip_verify)
     started = time.perf_counter()
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     try:
@@ -217,7 +213,7 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
     if location is not None:
         details["location"] = location
     cert = None
-    if isinstance(ssl_ctx, RecordingContext):
+    if urlsplit(final_url).scheme == "https":
         peer = ssl_ctx.peer(urlsplit(final_url).hostname)
         cert = cert_verdict(peer, options.cert_expiry_warn_days)
         details.update(cert.details())

@@ -38,6 +38,9 @@ def make_app(never: asyncio.Event, seen: list[str] | None = None) -> web.Applica
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound("/ok")
 
+    async def away(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["to"])
+
     async def loop(request: web.Request) -> web.Response:
         raise web.HTTPFound("/loop")
 
@@ -56,6 +59,7 @@ def make_app(never: asyncio.Event, seen: list[str] | None = None) -> web.Applica
     app.router.add_get("/ok", ok)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/redirect", redirect)
+    app.router.add_get("/away", away)
     app.router.add_get("/loop", loop)
     app.router.add_get("/auth", auth)
     app.router.add_get("/slow", slow)
@@ -277,6 +281,22 @@ async def test_https_untrusted_is_down(
     raw = {k: str(certs.ca) if v == "CA" else v for k, v in raw.items()}
     result = await http.probe(url + "/ok", 5, opts(**raw))
     assert (result.ok, result.error) == (False, error)
+
+
+async def test_redirect_to_https_trusts_the_same_ca(
+    aiohttp_server: ServerFactory, never: asyncio.Event, site: str, certs: Certs
+) -> None:
+    secure = await https_site(aiohttp_server, never, certs.soon)
+    url = f"{site}/away?to={secure}/ok"
+    result = await http.probe(url, 5, opts(ca_file=str(certs.ca)))
+    assert (result.ok, result.degraded, result.error) == (
+        True,
+        True,
+        "certificate expires in 5 days",
+    )
+    assert result.details["url"] == secure + "/ok"
+    plain = await http.probe(site + "/ok", 5, opts(ca_file=str(certs.ca)))
+    assert "cert_days_left" not in plain.details  # no TLS, nothing measured
 
 
 @pytest.mark.parametrize("pair", ["self_signed", "expired"])
