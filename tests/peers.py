@@ -41,11 +41,15 @@ class Mosquitto:
     extra_conf: str = ""
     proc: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    #: More addresses to listen on, same port (a test namespace's veth end); loopback stays.
+    listen_on: tuple[str, ...] = ()
 
     def conf(self) -> Path:
         path = self.workdir / "mosquitto.conf"
+        extra_listeners = "".join(f"listener {self.port} {addr}\n" for addr in self.listen_on)
         path.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            f"{extra_listeners}"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
@@ -109,8 +113,10 @@ def threading_drain(stream: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def mosquitto(workdir: Path, extra_conf: str = "") -> AsyncIterator[Mosquitto]:
-    broker = Mosquitto(workdir, extra_conf=extra_conf)
+async def mosquitto(
+    workdir: Path, extra_conf: str = "", *, listen_on: tuple[str, ...] = ()
+) -> AsyncIterator[Mosquitto]:
+    broker = Mosquitto(workdir, extra_conf=extra_conf, listen_on=listen_on)
     await broker.start()
     try:
         yield broker
