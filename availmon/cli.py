@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "collector.main",
     "availmon.demo",
     "collector.cli",
+    "availmon.broker",
 )
 
 EXIT_FAIL = 1

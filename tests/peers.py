@@ -102,6 +102,30 @@ class Mosquitto:
         await self.start()
 
 
+@dataclass
+class MosquittoFromFile(Mosquitto):
+    """A Mosquitto started from a configuration written elsewhere (``availmon broker``).
+
+    ``port`` is where tests connect; the file must log to stderr, whose "running" line is the
+    readiness signal, like the generated one.
+    """
+
+    conf_file: Path = Path("mosquitto.conf")
+
+    def conf(self) -> Path:
+        return self.conf_file
+
+
+@contextlib.asynccontextmanager
+async def mosquitto_from(conf_file: Path, port: int) -> AsyncIterator[Mosquitto]:
+    broker = MosquittoFromFile(conf_file.parent, port=port, conf_file=conf_file)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
 def threading_drain(stream: Any) -> None:
     import threading
 
