@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -126,6 +127,17 @@ async def mosquitto_from(conf_file: Path, port: int) -> AsyncIterator[Mosquitto]
         await broker.stop()
 
 
+def broker_user() -> str:
+    """A ``user`` line that keeps Mosquitto running as the test's own user.
+
+    Started as root, Mosquitto drops to the ``mosquitto`` user, which cannot write its
+    persistence file in a root-owned temporary directory: it then keeps no queued message
+    across a restart and says so only on its (drained) stderr. Run as anyone else, Mosquitto
+    ignores the line. Pass it as ``extra_conf`` to any test that restarts the broker.
+    """
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+
+
 def threading_drain(stream: Any) -> None:
     import threading
 
@@ -208,6 +220,19 @@ def estate(
     extra: dict[str, Any] | None = None,
 ) -> Estate:
     """A one-site estate for tests, with its state under ``tmp``."""
+    return parse_config(estate_data(tmp, broker_port, checks, site=site, extra=extra), "test")
+
+
+def estate_data(
+    tmp: Path,
+    broker_port: int,
+    checks: list[dict[str, Any]],
+    *,
+    site: str = "hq",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The raw data behind ``estate``, for tests that write it to a TOML file for a
+    subprocess (``tests.e2e.procs.write_config``)."""
     data: dict[str, Any] = {
         "broker": {"host": "127.0.0.1", "port": broker_port},
         "agent": {"state_dir": str(tmp / "agent"), "heartbeat_interval": 1, "reconnect_max": 1},
@@ -218,7 +243,7 @@ def estate(
     }
     for key, value in (extra or {}).items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    return parse_config(data, "test")
+    return data
 
 
 async def wait_until(
