@@ -20,7 +20,7 @@ from availmon.clock import utcnow
 from availmon.config import Check
 from availmon.errors import StartupError
 from availmon.schema import CheckStatus, Evidence, State
-from probes.base import ProbeResult, ProbeSpec, timeout_text
+from probes.base import ProbeResult, ProbeSession, ProbeSpec, timeout_text
 from probes.registry import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,14 @@ class Scheduler:
                 tg.create_task(self._loop(members), name=f"batch:{names}")
 
     async def _loop(self, slots: list[_Slot]) -> None:
+        factory = slots[0].spec.session
+        if factory is None:
+            await self._ticks(slots, None)
+            return
+        async with factory() as session:  # one per check, for the agent's lifetime
+            await self._ticks(slots, session)
+
+    async def _ticks(self, slots: list[_Slot], session: ProbeSession | None) -> None:
         loop = asyncio.get_running_loop()
         first = slots[0].check
         interval = first.interval
@@ -116,17 +124,26 @@ class Scheduler:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self._probe(slots)
+            await self._probe(slots, session)
             # Skip slots missed while a slow probe ran, rather than bursting to catch up.
             tick = max(tick + 1, int((loop.time() - base) // interval) + 1)
 
-    async def _probe(self, slots: list[_Slot]) -> None:
+    async def _probe(self, slots: list[_Slot], session: ProbeSession | None = None) -> None:
         check = slots[0].check
         spec = slots[0].spec
         at = utcnow()
         try:
             async with asyncio.timeout(check.timeout + 1.0):
-                if len(slots) == 1:
+                if session is not None:
+                    results = [
+                        await session.probe(
+                            check.target,
+                            check.timeout,
+                            slots[0].options,
+                            previous=slots[0].state.last,
+                        )
+                    ]
+                elif len(slots) == 1:
                     results = [await spec.probe(check.target, check.timeout, slots[0].options)]
                 else:
                     assert spec.probe_many is not None

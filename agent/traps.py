@@ -33,8 +33,8 @@ from pysnmp.entity.rfc3413 import ntfrcv
 from pysnmp.proto.api import v2c
 
 from availmon.clock import utcnow
-from availmon.config import resolve_secret
 from availmon.errors import StartupError
+from availmon.secrets import resolve_secret
 from probes import snmp
 
 log = logging.getLogger(__name__)

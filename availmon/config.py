@@ -7,7 +7,6 @@ own ``Options`` model, so adding a probe never touches this module.
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections import Counter
@@ -25,7 +24,8 @@ from pydantic import (
 )
 
 from availmon.areas import DEFAULT_AREAS
-from availmon.errors import ConfigError, ConfigIssue, StartupError
+from availmon.errors import ConfigError, ConfigIssue
+from availmon.secrets import resolve_secret
 from probes.registry import REGISTRY
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -49,21 +49,6 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def resolve_secret(value_file: Path | None, value_env: str | None, key: str) -> str | None:
-    """Read a secret from its file or environment variable; never from the config itself."""
-    if value_file is not None:
-        try:
-            return value_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise StartupError(f"{key}_file: cannot read {value_file}: {exc.strerror}") from exc
-    if value_env is not None:
-        secret = os.environ.get(value_env)
-        if secret is None:
-            raise StartupError(f"{key}_env: environment variable {value_env} is not set")
-        return secret
-    return None
 
 
 class TLS(Frozen):

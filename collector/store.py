@@ -153,15 +153,21 @@ class Interval:
     end_event: str | None
 
 
-def derive_intervals(events: Iterable[tuple[str, int, str, str]]) -> list[Interval]:
-    """Not-up intervals from one check's events ``(id, seq, to_state, at)`` in seq order.
+def derive_intervals(events: Iterable[tuple[str, int, str, str, str]]) -> list[Interval]:
+    """Not-up intervals from one check's events ``(id, seq, from, to, at)`` in time order.
 
     Each event closes the open interval (if any) at its ``at`` and opens a new one when it
-    leads into down, degraded or unknown.
+    leads into down, degraded or unknown. An event that only restates the open state (an
+    agent restarted mid-outage reports ``unknown -> down``; a reboot note is ``up -> up``)
+    continues the interval instead of splitting it.
     """
     out: list[Interval] = []
     open_: tuple[str, str, str] | None = None  # state, start, start_event
-    for ev_id, _seq, to_state, at in events:
+    for ev_id, _seq, from_state, to_state, at in events:
+        if from_state in (State.UNKNOWN, to_state) and to_state == (
+            open_[0] if open_ else State.UP
+        ):
+            continue
         if open_ is not None:
             state, start, start_event = open_
             out.append(Interval(start, at, state, start_event, ev_id))
@@ -276,7 +282,7 @@ class Store:
         ).fetchone()
         origin = row[0] if row and row[0] is not None else since
         rows = self.conn.execute(
-            "SELECT id, seq, to_state, at, area FROM events"
+            "SELECT id, seq, from_state, to_state, at, area FROM events"
             " WHERE site=? AND agent=? AND check_name=? AND at >= ? ORDER BY at, seq",
             (*key, origin),
         ).fetchall()
@@ -285,8 +291,8 @@ class Store:
             " AND start >= ?",
             (*key, origin),
         )
-        area = rows[-1][4] if rows else None
-        for iv in derive_intervals((r[0], r[1], r[2], r[3]) for r in rows):
+        area = rows[-1][5] if rows else None
+        for iv in derive_intervals((r[0], r[1], r[2], r[3], r[4]) for r in rows):
             self.conn.execute(
                 "INSERT INTO outages (id, site, agent, check_name, area, state, start, end,"
                 " source, planned, start_event, end_event) VALUES (?,?,?,?,?,?,?,?,'agent',0,?,?)",

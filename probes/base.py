@@ -11,10 +11,11 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,6 +50,15 @@ class ProbeResult:
 
 OptionsT = TypeVar("OptionsT", bound=ProbeOptions)
 
+
+class ProbeSession(Protocol):
+    """A probe with memory: ``previous`` is this check's last result (rates, reboots)."""
+
+    async def probe(
+        self, target: str, timeout: float, options: Any, *, previous: ProbeResult | None = None
+    ) -> ProbeResult: ...
+
+
 ProbeFn = Callable[[str, float, Any], Awaitable[ProbeResult]]
 BatchFn = Callable[[Sequence[str], float, Any], Awaitable[list[ProbeResult]]]
 
@@ -64,6 +74,9 @@ class ProbeSpec(Generic[OptionsT]):
     check_target: Callable[[str], str | None] | None = None
     #: Probes many targets sharing one interval and options at once (ICMP through one socket).
     probe_many: BatchFn | None = None
+    #: For probes that keep state between polls of one check (an SNMP engine, the previous
+    #: counter sample): the scheduler owns one session per check for the agent's lifetime.
+    session: Callable[[], AbstractAsyncContextManager[ProbeSession]] | None = None
 
     def parse_options(self, raw: dict[str, Any]) -> OptionsT:
         return self.options.model_validate(raw)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import Field, field_validator, model_validator
 
+from availmon.secrets import resolve_secret
 from probes.base import (
     CERT_DATE_ERRORS,
     CertVerdict,
@@ -90,9 +91,6 @@ def check_target(target: str) -> str | None:
 
 def _authorization(options: Options) -> str | None:
     """The Authorization header value; reads the secret now (blocking: run it in a thread)."""
-    # Imported here: availmon.config imports the probe registry, which imports this module.
-    from availmon.config import resolve_secret
-
     if options.username is not None:
         password = resolve_secret(options.password_file, options.password_env, "password") or ""
         raw = f"{options.username}:{password}".encode()

@@ -14,5 +14,5 @@ REGISTRY: dict[str, ProbeSpec[Any]] = {
     "dns": ProbeSpec("dns", dns.Options, dns.probe, dns.check_target),
     "smtp": ProbeSpec("smtp", smtp.Options, smtp.probe, smtp.check_target),
     "sip": ProbeSpec("sip", sip.Options, sip.probe, sip.check_target),
-    "snmp": ProbeSpec("snmp", snmp.Options, snmp.probe, snmp.check_target),
+    "snmp": ProbeSpec("snmp", snmp.Options, snmp.probe, snmp.check_target, session=snmp.SnmpPoller),
 }

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -77,6 +76,7 @@ from pysnmp.proto.rfc1902 import (
 from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
 from availmon.errors import StartupError
+from availmon.secrets import resolve_secret
 from probes.base import ProbeOptions, ProbeResult, fail, timeout_text
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
@@ -257,16 +257,8 @@ class _Failed(Exception):
 
 
 def _read_secret(path: Path | None, env: str | None, key: str) -> str:
-    # Not availmon.config.resolve_secret: availmon.config imports the probe registry.
-    if path is not None:
-        try:
-            return path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise StartupError(f"{key}_file: cannot read {path}: {exc.strerror}") from exc
-    assert env is not None  # Options guarantees one of the two
-    value = os.environ.get(env)
-    if value is None:
-        raise StartupError(f"{key}_env: environment variable {env} is not set")
+    value = resolve_secret(path, env, key)
+    assert value is not None  # Options guarantees one of the two
     return value
 
 

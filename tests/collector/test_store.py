@@ -30,14 +30,32 @@ def ev(seq: int, frm: State, to: State, minute: int, check: str = "web") -> Even
 
 def test_intervals_from_events() -> None:
     rows = [
-        ("a", 1, "up", "t0"),
-        ("b", 2, "down", "t1"),
-        ("c", 3, "degraded", "t2"),
-        ("d", 4, "up", "t3"),
-        ("e", 5, "down", "t4"),
+        ("a", 1, "unknown", "up", "t0"),
+        ("b", 2, "up", "down", "t1"),
+        ("c", 3, "down", "degraded", "t2"),
+        ("d", 4, "degraded", "up", "t3"),
+        ("e", 5, "up", "down", "t4"),
     ]
     got = [(i.state, i.start, i.end) for i in derive_intervals(rows)]
     assert got == [("down", "t1", "t2"), ("degraded", "t2", "t3"), ("down", "t4", None)]
+
+
+def test_a_restarted_agent_continues_the_outage_it_was_in() -> None:
+    rows = [
+        ("a", 1, "up", "down", "t1"),
+        ("b", 2, "unknown", "down", "t2"),  # killed and restarted mid-outage
+        ("c", 3, "down", "up", "t3"),
+        ("d", 4, "up", "up", "t4"),  # a note that changes nothing (a device reboot)
+        ("e", 5, "unknown", "up", "t5"),  # restarted while healthy
+    ]
+    got = [(i.state, i.start, i.end, i.start_event) for i in derive_intervals(rows)]
+    assert got == [("down", "t1", "t3", "a")]
+
+
+def test_a_restart_into_another_state_splits() -> None:
+    rows = [("a", 1, "up", "down", "t1"), ("b", 2, "unknown", "degraded", "t2")]
+    got = [(i.state, i.start, i.end) for i in derive_intervals(rows)]
+    assert got == [("down", "t1", "t2"), ("degraded", "t2", None)]
 
 
 def test_ingest_is_idempotent_and_order_free(tmp_path: Path) -> None:
