@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -168,12 +168,28 @@ async def running_collector(broker: Mosquitto, tmp_path: Path) -> AsyncIterator[
 
 
 async def ingested(c: Collector, n: int) -> None:
-    """Wait until ``n`` distinct events are stored; on a hang, say how far it got."""
+    """Wait until the collector has counted ``n`` events stored (for tests without a
+    disconnect; see ``stored`` and ``test_batch_cut_off_by_a_disconnect_is_counted``)."""
     try:
         await wait_until(c.changed, lambda: counter(c, "availmon_events_ingested_total") >= n)
     except TimeoutError:
         got = {k: counter(c, f"availmon_{k}_total") for k in INGEST_COUNTERS}
         raise AssertionError(f"waited for {n} events stored; collector counted {got}") from None
+
+
+async def stored(c: Collector, n: int, detail: Callable[[], Awaitable[str]] | None = None) -> None:
+    """Wait until the store itself holds ``n`` events (checked after each committed batch);
+    on a hang, say how far it got."""
+    db = c.estate.collector.database
+    try:
+        await wait_until(c.changed, lambda: procs.count(db) >= n)
+    except TimeoutError:
+        got = {k: counter(c, f"availmon_{k}_total") for k in INGEST_COUNTERS}
+        more = await detail() if detail is not None else ""
+        raise AssertionError(
+            f"waited for {n} events stored, found {procs.count(db)}; collector counted {got}; "
+            f"{more}"
+        ) from None
 
 
 # -- 1. the broker restarted mid-stream ---------------------------------------------------
@@ -187,6 +203,7 @@ async def test_broker_restarted_mid_stream(
     persistent session resumes, and every event is stored exactly once."""
     caplog.set_level(logging.INFO, logger="collector.main")
     collector = running_collector.collector
+    db = collector.estate.collector.database
     n = 2000
     # clock=0: the spool numbers from 1, so ids are hq:1 .. hq:n.
     spool = Spool(
@@ -223,17 +240,26 @@ async def test_broker_restarted_mid_stream(
     pub_task = asyncio.create_task(publisher.run(), name="publisher")
     try:
         await produce(fault_events[: n // 2])
-        await ingested(collector, n // 3)
-        stored_at_fault = counter(collector, "availmon_events_ingested_total")
+        await stored(collector, n // 3)
+        stored_at_fault = procs.count(db)
         # The second half is spooled while the broker goes down and comes back.
         second_half = asyncio.create_task(produce(fault_events[n // 2 :]))
         caplog.clear()  # from here on, a "subscribed" record is a new session
         await broker.restart()
         await second_half
-        await ingested(collector, n)
+
+        async def missing() -> str:
+            lost = sorted({e.id for e in fault_events} - set(stored_ids(db)))
+            depth, _, _ = await spool.stats()
+            return (
+                f"missing {len(lost)}: {lost[:10]}; spool depth {depth}; "
+                f"publisher connected {publisher.connected.is_set()}"
+            )
+
+        await stored(collector, n, missing)
         # Still running after the fault: the session came back and a new event gets in.
         await produce([after])
-        await ingested(collector, n + 1)
+        await stored(collector, n + 1)
         depth, _, _ = await spool.stats()
     finally:
         pub_task.cancel()
@@ -244,7 +270,7 @@ async def test_broker_restarted_mid_stream(
     assert collector.connected.is_set()
     subscribed = [r for r in caplog.records if r.getMessage().startswith("collector subscribed")]
     assert subscribed, "the collector never re-established its session"
-    ids = stored_ids(collector.estate.collector.database)
+    ids = stored_ids(db)
     tally = Tally(
         sent=n,
         delivered=len(set(ids) - {after.id}),
@@ -255,10 +281,81 @@ async def test_broker_restarted_mid_stream(
     print(f"broker restarted with {stored_at_fault} of {n} events stored")
     assert stored_at_fault < n
     assert ids == [e.id for e in events], "each event exactly once"
-    assert counter(collector, "availmon_events_ingested_total") == n + 1
     assert depth == 0, "the spool still holds events the broker acknowledged"
     assert tally.rejected == {}
     assert tally.accounts_for_every_message()
+
+
+class EnteringCollector(Collector):
+    """Says when a batch has reached ``handle_batch`` (and so its write is submitted)."""
+
+    def __init__(self, estate: Estate) -> None:
+        super().__init__(estate)
+        self.entered = asyncio.Event()
+
+    async def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
+        self.entered.set()
+        await super().handle_batch(messages)
+
+
+class LogSignal(logging.Handler):
+    """Sets an asyncio event when a record containing ``text`` is logged (on the loop's
+    thread): a way to await a moment the code under test only logs."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a batch whose commit is under way when the MQTT session drops is stored but never "
+    "counted as ingested (its redelivery counts as a duplicate) — see report",
+)
+async def test_batch_cut_off_by_a_disconnect_is_counted(broker: Mosquitto, tmp_path: Path) -> None:
+    """Found by the broker-restart test: the session's TaskGroup cancels ``_consume`` while
+    ``handle_batch`` awaits the writer thread; the thread commits anyway, the coroutine never
+    counts it, and availmon_events_ingested_total falls behind the events stored. Made
+    deterministic here: the write is held on a lock while the broker goes away."""
+    cfg = estate(tmp_path, broker.port, [])
+    collector = EnteringCollector(cfg)
+    db = cfg.collector.database
+    [ev] = stream(1)
+    dropped = LogSignal("retrying")
+    logger = logging.getLogger("collector.main")
+    logger.addHandler(dropped)
+    try:
+        async with in_process(collector):
+            async with write_lock_held(db, None) as release:
+                sent = await publish(broker.port, [(EVENT_TOPIC, ev.to_json())], "fault-agent")
+                await asyncio.wait_for(collector.entered.wait(), 30)  # its write waits on us
+                await broker.stop()
+                await asyncio.wait_for(dropped.seen.wait(), 30)  # the session was torn down
+                release()  # the writer thread commits the batch now
+            await broker.start()
+            # The batch was never acknowledged, so the broker hands it over again.
+            await wait_until(
+                collector.changed,
+                lambda: counter(collector, "availmon_events_duplicate_total") >= 1,
+            )
+            tally = Tally(
+                sent=sent,
+                delivered=procs.count(db),
+                duplicates=counter(collector, "availmon_events_duplicate_total"),
+                rejected=rejected_by_reason(collector),
+            )
+            ingested_total = counter(collector, "availmon_events_ingested_total")
+    finally:
+        logger.removeHandler(dropped)
+    tally.show()
+    print(f"availmon_events_ingested_total={ingested_total} for {tally.delivered} stored")
+    assert tally.accounts_for_every_message()
+    assert ingested_total == tally.delivered
 
 
 # -- 2. the collector killed with kill -9 mid-stream --------------------------------------
@@ -576,6 +673,32 @@ async def test_far_future_and_seq_backwards(
     assert tally.delivered + tally.duplicates + sum(tally.rejected.values()) == tally.sent
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="two other versions of one id in one batch: both counted as seq_conflict, only "
+    "the first kept in the conflicts table (its key is id + received_at) — see report",
+)
+def test_every_conflicting_version_is_kept(tmp_path: Path) -> None:
+    """An id reused twice with different content, both in one batch (one ``received_at``):
+    each version must be kept for review, as the conflicts table promises."""
+    t0 = utcnow().replace(microsecond=0) - timedelta(hours=2)
+    original = event(100, t0)
+    versions = [event(100, t0 + timedelta(minutes=40)), event(100, t0 + timedelta(minutes=50))]
+    store = Store(tmp_path / "collector.db")
+    try:
+        now = utcnow()
+        store.ingest([original], now)
+        result = store.ingest(versions, now)
+        kept = [json.loads(r[0]) for r in store.conn.execute("SELECT payload FROM conflicts")]
+    finally:
+        store.close()
+    tally = Tally(sent=3, delivered=1, rejected={"seq_conflict": len(result.conflicts)})
+    tally.show()
+    print(f"conflicts kept: {len(kept)} of {len(versions)}")
+    assert tally.accounts_for_every_message()
+    assert sorted(k["at"] for k in kept) == sorted(json.loads(v.to_json())["at"] for v in versions)
+
+
 # -- 6. the collector's database held locked by another process for 5 s -------------------
 
 LOCKER = """
@@ -583,11 +706,63 @@ import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
 conn.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))  # the fault's duration (issue 5), not a synchronisation
+if sys.argv[2] == "until-told":
+    sys.stdin.readline()
+else:
+    time.sleep(float(sys.argv[2]))  # the fault's duration (issue 5), not a synchronisation
 conn.execute("COMMIT")
 print("released", flush=True)
 """
 LOCK_SECONDS = 5.0
+
+
+@contextlib.asynccontextmanager
+async def write_lock_held(db: Path, seconds: float | None) -> AsyncIterator[Callable[[], None]]:
+    """Another process holds ``db``'s write lock from entry, for ``seconds`` or (None) until
+    the test calls the yielded ``release``; the exit waits for it to let go, and kills it by
+    PID if the block fails."""
+    locker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LOCKER,
+        str(db),
+        "until-told" if seconds is None else str(seconds),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+    told = False
+
+    def release() -> None:
+        nonlocal told
+        assert locker.stdin is not None
+        if not told:
+            told = True
+            locker.stdin.write(b"release\n")
+
+    try:
+        assert locker.stdout is not None
+        assert await asyncio.wait_for(locker.stdout.readline(), 30) == b"locked\n"
+        assert_write_locked(db)
+        yield release
+        release()
+        wait = (seconds or 0) + 30
+        assert await asyncio.wait_for(locker.stdout.readline(), wait) == b"released\n"
+        assert await asyncio.wait_for(locker.wait(), 30) == 0
+    finally:
+        if locker.returncode is None:
+            locker.kill()
+            await locker.wait()
+
+
+def assert_write_locked(db: Path) -> None:
+    """The fault is real: nobody else can write now."""
+    probe = sqlite3.connect(str(db), isolation_level=None, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            probe.execute("BEGIN IMMEDIATE")
+    finally:
+        probe.close()
 
 
 async def test_database_locked_for_five_seconds(
@@ -603,26 +778,8 @@ async def test_database_locked_for_five_seconds(
     payloads = [(EVENT_TOPIC, e.to_json()) for e in events]
     sent = await publish(broker.port, payloads[: n // 2], "fault-agent")
     await ingested(collector, n // 2)
-    locker = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", LOCKER, str(db), str(LOCK_SECONDS), stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        assert locker.stdout is not None
-        assert await asyncio.wait_for(locker.stdout.readline(), 30) == b"locked\n"
-        # The fault is real: nobody else can write now.
-        probe = sqlite3.connect(str(db), isolation_level=None, timeout=0)
-        try:
-            with pytest.raises(sqlite3.OperationalError, match="locked"):
-                probe.execute("BEGIN IMMEDIATE")
-        finally:
-            probe.close()
+    async with write_lock_held(db, LOCK_SECONDS):
         sent += await publish(broker.port, payloads[n // 2 : n], "fault-agent")
-        assert await asyncio.wait_for(locker.stdout.readline(), 30) == b"released\n"
-        assert await asyncio.wait_for(locker.wait(), 30) == 0
-    finally:
-        if locker.returncode is None:
-            locker.kill()
-            await locker.wait()
     await ingested(collector, n)
     await publish(broker.port, [payloads[n]], "fault-agent")
     await ingested(collector, n + 1)
@@ -639,3 +796,41 @@ async def test_database_locked_for_five_seconds(
     assert ids == [e.id for e in events]
     assert tally.rejected == {}
     assert tally.accounts_for_every_message()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the collector dies (sqlite3.OperationalError: database is locked) when a lock "
+    "outlasts the store's busy_timeout, instead of waiting and retrying — see report",
+)
+async def test_lock_longer_than_busy_timeout(broker: Mosquitto, tmp_path: Path) -> None:
+    """A lock longer than busy_timeout (30 s in the store) must not end the collector: the
+    batch stays unacknowledged until it can be committed. To keep the test short, the same
+    fault is made with the writer's busy_timeout shortened to 0.2 s and a 3 s lock."""
+    cfg = estate(tmp_path, broker.port, [])
+    collector = Collector(cfg)
+    collector.store.conn.execute("PRAGMA busy_timeout=200")
+    db = cfg.collector.database
+    [ev] = stream(1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(collector.run(stop), name="collector")
+    try:
+        await asyncio.wait_for(collector.connected.wait(), 30)
+        async with write_lock_held(db, 3.0):
+            sent = await publish(broker.port, [(EVENT_TOPIC, ev.to_json())], "fault-agent")
+        stored = asyncio.ensure_future(ingested(collector, 1))
+        await asyncio.wait([task, stored], return_when=asyncio.FIRST_COMPLETED, timeout=60)
+        stored.cancel()
+        tally = Tally(
+            sent=sent,
+            delivered=len(stored_ids(db)),
+            duplicates=counter(collector, "availmon_events_duplicate_total"),
+            rejected=rejected_by_reason(collector),
+        )
+        tally.show()
+        crash = task.exception() if task.done() else None
+        assert crash is None, f"the collector died: {crash!r}"
+        assert tally.accounts_for_every_message()
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
