@@ -12,10 +12,11 @@ from agent.publisher import Publisher
 from agent.scheduler import ResultHook, Scheduler
 from agent.spool import Spool
 from agent.state import Transition
+from agent.traps import TrapConfig, TrapEvent, TrapReceiver, match_check
 from availmon.clock import utcnow
 from availmon.config import Check, Estate, load_config
 from availmon.errors import StartupError
-from availmon.schema import Heartbeat
+from availmon.schema import Evidence, Heartbeat, State
 from availmon.signals import install_stop_handlers
 from probes import icmp
 
@@ -48,6 +49,8 @@ class Agent:
         self.scheduler = Scheduler(
             estate.sites[site].checks, self._on_transition, on_result=on_result, site=site
         )
+        self.trap_receiver: TrapReceiver | None = None
+        self.traps_ready = asyncio.Event()
         self.publisher = Publisher(
             estate.broker,
             site=site,
@@ -85,11 +88,47 @@ class Agent:
             checks=self.scheduler.statuses(),
         )
 
+    async def _traps(self, config: TrapConfig) -> None:
+        """Receive linkDown/linkUp and apply them to the matching snmp check at once."""
+        queue: asyncio.Queue[TrapEvent] = asyncio.Queue()
+        snmp_checks = [
+            (c.name, c.target, c.options)
+            for c in self.estate.sites[self.site].checks
+            if c.type == "snmp"
+        ]
+        async with TrapReceiver(config, queue.put_nowait) as receiver:
+            self.trap_receiver = receiver
+            self.traps_ready.set()
+            log.info("SNMP trap receiver on %s:%d", config.listen, receiver.port)
+            while True:
+                await self.apply_trap(await queue.get(), snmp_checks)
+
+    async def apply_trap(self, trap: TrapEvent, checks: list[tuple[str, str, Any]]) -> None:
+        name = match_check(trap, checks)
+        interface = trap.if_name or trap.if_descr or f"ifIndex {trap.if_index}"
+        if name is None:
+            log.info("%s from %s about %s matches no snmp check", trap.kind, trap.source, interface)
+            return
+        if trap.kind == "linkDown" and trap.admin_status == 2:
+            log.info(
+                "%s from %s: %s shut down on purpose (ifAdminStatus down): not an outage",
+                trap.kind,
+                trap.source,
+                interface,
+            )
+            return
+        to = State.DOWN if trap.kind == "linkDown" else State.UP
+        evidence = Evidence(error=f"{trap.kind} trap from {trap.source} ({interface})"[:500])
+        await self.scheduler.force(name, to, trap.received_at, evidence)
+
     async def run(self, stop: asyncio.Event) -> None:
-        checks = self.estate.sites[self.site].checks
+        site = self.estate.sites[self.site]
+        checks = site.checks
         if any(c.type == "icmp" for c in checks):
-            mode = "raw sockets" if icmp.privileged_mode() else "unprivileged datagram sockets"
-            log.info("ICMP probes use %s", mode)
+            mode = icmp.icmp_mode()
+            if mode is icmp.Mode.NONE:
+                raise StartupError(icmp.describe_mode(mode))
+            log.info("%s", icmp.describe_mode(mode))
         log.info("agent %s for site %s: %d checks", self.agent_id, self.site, len(checks))
         try:
             async with asyncio.TaskGroup() as tg:
@@ -97,6 +136,8 @@ class Agent:
                     tg.create_task(self.scheduler.run(), name="scheduler"),
                     tg.create_task(self.publisher.run(), name="publisher"),
                 ]
+                if site.traps is not None:
+                    work.append(tg.create_task(self._traps(site.traps), name="traps"))
                 await stop.wait()
                 for task in work:
                     task.cancel()

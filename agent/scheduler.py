@@ -167,6 +167,14 @@ class Scheduler:
         transition = slot.state.observe(result, at)
         if transition is not None:
             await self._emit(slot, transition)
+        elif result.details.get("rebooted") is True:
+            # The device answered throughout, but it restarted: worth an event of its own
+            # (from == to, so it changes no outage), as the board asks about reboots.
+            state = slot.state.state
+            note = Evidence(
+                latency=result.latency, cause="device rebooted (sysUpTime went backwards)"
+            )
+            await self._emit(slot, Transition(state, state, at, note))
 
     async def _emit(self, slot: _Slot, transition: Transition) -> None:
         dep = slot.check.depends_on

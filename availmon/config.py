@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.traps import TrapConfig
 from availmon.areas import DEFAULT_AREAS
 from availmon.errors import ConfigError, ConfigIssue
 from availmon.secrets import resolve_secret
@@ -186,6 +187,8 @@ class Site(Frozen):
     #: Agent identity on the wire; defaults to the site id. Unique across the estate.
     agent: Name | None = None
     checks: list[Check] = Field(default_factory=list)
+    #: An SNMP trap receiver in this site's agent: linkDown/linkUp change snmp checks at once.
+    traps: TrapConfig | None = None
 
 
 class Estate(Frozen):
