@@ -41,7 +41,8 @@ def backlog_estate(tmp: Path, port: int, agents: int) -> Estate:
 
 
 def events(site: str, count: int) -> list[bytes]:
-    """Alternating down/up transitions over many checks, one per second of 2026."""
+    """Down/up pairs over many checks (seq 1 and 2 are check c0's, 3 and 4 c1's, ...), one
+    event per second of 2026, so every outage closes."""
     base = datetime(2026, 1, 1, tzinfo=UTC)
     out = []
     for seq in range(1, count + 1):
@@ -49,9 +50,16 @@ def events(site: str, count: int) -> list[bytes]:
         down = seq % 2 == 1
         out.append(
             Event(
-                id=f"{site}:{seq}", seq=seq, site=site, agent=site, check=f"c{seq % CHECKS}",
-                area="email", from_=State.UP if down else State.DOWN,
-                to=State.DOWN if down else State.UP, at=at, detected_at=at,
+                id=f"{site}:{seq}",
+                seq=seq,
+                site=site,
+                agent=site,
+                check=f"c{(seq - 1) // 2 % CHECKS}",
+                area="email",
+                from_=State.UP if down else State.DOWN,
+                to=State.DOWN if down else State.UP,
+                at=at,
+                detected_at=at,
             ).to_json()
         )
     return out
@@ -77,7 +85,7 @@ def publish_all(port: int, site: str, payloads: list[bytes]) -> None:
         topic = f"availmon/v1/{site}/{site}/event"
         window = 10_000
         for start in range(0, len(payloads), window):
-            infos = [client.publish(topic, p, qos=1) for p in payloads[start:start + window]]
+            infos = [client.publish(topic, p, qos=1) for p in payloads[start : start + window]]
             for info in infos:
                 info.wait_for_publish(timeout=120)
                 if not info.is_published():
@@ -96,7 +104,10 @@ class Result:
 
 
 async def run(
-    tmp: Path, port: int, total: int, agents: int = 4,
+    tmp: Path,
+    port: int,
+    total: int,
+    agents: int = 4,
     progress: Callable[[int], Any] = lambda n: None,
 ) -> Result:
     cfg = backlog_estate(tmp, port, agents)
@@ -112,10 +123,12 @@ async def run(
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(agents, mp_context=multiprocessing.get_context("spawn")) as pool:
-        await asyncio.gather(*(
-            loop.run_in_executor(pool, publish_site, port, f"s{i}", per_agent)
-            for i in range(agents)
-        ))
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, publish_site, port, f"s{i}", per_agent)
+                for i in range(agents)
+            )
+        )
     published = time.monotonic() - started
 
     sent = per_agent * agents
@@ -125,8 +138,9 @@ async def run(
     task = asyncio.create_task(collector.run(stop))
 
     def stored() -> int:
-        return int(collector.metrics.registry.get_sample_value(
-            "availmon_events_ingested_total") or 0)
+        return int(
+            collector.metrics.registry.get_sample_value("availmon_events_ingested_total") or 0
+        )
 
     async with collector.changed:
         await collector.changed.wait_for(lambda: progress(stored()) or stored() >= sent)
@@ -153,7 +167,9 @@ if __name__ == "__main__":  # pragma: no cover - manual benchmark
                         print(f"  stored {n}", flush=True)
 
                 r = await run(Path(d), b.port, total, progress=progress)
-        print(f"sent {r.sent}, stored {r.stored}; published in {r.publish_seconds:.1f} s, "
-              f"drained in {r.drain_seconds:.1f} s ({r.sent / r.drain_seconds:.0f}/s)")
+        print(
+            f"sent {r.sent}, stored {r.stored}; published in {r.publish_seconds:.1f} s, "
+            f"drained in {r.drain_seconds:.1f} s ({r.sent / r.drain_seconds:.0f}/s)"
+        )
 
     asyncio.run(main())

@@ -45,12 +45,22 @@ def outage_table(path: Path) -> list[tuple[object, ...]]:
 
 async def test_two_collectors_side_by_side_end_identical(tmp_path: Path) -> None:
     async with mosquitto(tmp_path / "mq") as broker, http_target() as target:
-        check = {"name": "web", "type": "http", "target": target.url, "area": "internet_web",
-                 "interval": 0.2, "timeout": 0.2, "failures_to_down": 2, "successes_to_up": 1}
-        cfg_a = estate(tmp_path / "a", broker.port, [check],
-                       extra={"collector": {"client_id": "collector-a"}})
-        cfg_b = estate(tmp_path / "b", broker.port, [check],
-                       extra={"collector": {"client_id": "collector-b"}})
+        check = {
+            "name": "web",
+            "type": "http",
+            "target": target.url,
+            "area": "internet_web",
+            "interval": 0.2,
+            "timeout": 0.2,
+            "failures_to_down": 2,
+            "successes_to_up": 1,
+        }
+        cfg_a = estate(
+            tmp_path / "a", broker.port, [check], extra={"collector": {"client_id": "collector-a"}}
+        )
+        cfg_b = estate(
+            tmp_path / "b", broker.port, [check], extra={"collector": {"client_id": "collector-b"}}
+        )
         a, b = Collector(cfg_a), Collector(cfg_b)
         agent = Agent(cfg_a, "hq")
         stop_a, stop_b, stop_agent = asyncio.Event(), asyncio.Event(), asyncio.Event()
