@@ -5,6 +5,9 @@ reason) and asserts that delivered + rejected accounts for every message sent. I
 collectors are awaited through ``Collector.changed``; subprocesses offer nothing to await, so
 they are polled (their SQLite files read-only, ``/healthz``, ``/metrics``) against a bounded
 deadline. No sleep is used to synchronise and no assertion depends on timing.
+
+Three tests are ``xfail(strict=True)``: each reproduces, as small as it could be made, a bug
+these faults exposed in collector/ (left for its owners to fix); each passes once fixed.
 """
 
 from __future__ import annotations
