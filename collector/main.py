@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
@@ -53,6 +54,8 @@ class Collector:
             lambda: kpi_families(kpi_snapshot(self.read_store, self.estate, utcnow())),
         )
         self.connected = asyncio.Event()
+        #: Set the moment a live session is seen to drop (before its teardown finishes).
+        self.disconnected = asyncio.Event()
         #: Notified after every committed batch; tests and the live board await it.
         self.changed = asyncio.Condition()
         self.web_port: int | None = None
@@ -79,7 +82,28 @@ class Collector:
                 self.liveness.opened(row["agent"])
 
     async def write(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, partial(fn, *args))
+        """Run a store write on the writer thread; a locked or busy database is waited out.
+
+        The batch stays unacknowledged meanwhile, so the broker keeps it: waiting loses
+        nothing, whereas giving up would crash the collector into a restart loop.
+        """
+        loop = asyncio.get_running_loop()
+        delay = 0.5
+        while True:
+            try:
+                return await loop.run_in_executor(self._writer, partial(fn, *args))
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                self.metrics.store_busy.inc()
+                log.warning(
+                    "database %s is locked by another process (%s); retrying in %.1f s",
+                    self.estate.collector.database,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def read(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._reader, partial(fn, *args))
@@ -227,17 +251,25 @@ class Collector:
             clean_session=False,  # the broker keeps our backlog while we are away
         ) as client:
             await client.subscribe(SUBSCRIPTIONS)
+            self.disconnected.clear()
             self.connected.set()
             log.info("collector subscribed as %s", cfg.client_id)
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._consume(client))
-                    tg.create_task(wait_disconnected(client))
+                    tg.create_task(self._watch(client))
             except BaseExceptionGroup as group:
                 mqtt_errors = group.subgroup(aiomqtt.MqttError)
                 if mqtt_errors is None:
                     raise
                 raise mqtt_errors.exceptions[0] from None
+
+    async def _watch(self, client: AckingClient) -> None:
+        try:
+            await wait_disconnected(client)
+        finally:
+            self.connected.clear()
+            self.disconnected.set()
 
     async def _consume(self, client: AckingClient) -> None:
         batch_size = self.estate.collector.batch_size
@@ -246,9 +278,18 @@ class Collector:
             batch = [first]
             while len(batch) < batch_size and len(messages) > 0:
                 batch.append(await anext(messages))
-            await self.handle_batch(
-                [(str(m.topic), bytes(m.payload)) for m in batch]  # type: ignore[arg-type]
+            work = asyncio.ensure_future(
+                self.handle_batch(
+                    [(str(m.topic), bytes(m.payload)) for m in batch]  # type: ignore[arg-type]
+                )
             )
+            try:
+                # A session that drops mid-commit must not cut the batch's bookkeeping short:
+                # the commit completes on the writer thread either way.
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await work
+                raise
             for m in batch:
                 client.ack(m)
 

@@ -116,6 +116,11 @@ class CollectorMetrics:
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
         self.heartbeats = Counter("availmon_heartbeats", "heartbeats received", registry=r)
+        self.store_busy = Counter(
+            "availmon_store_busy",
+            "writes that found the database locked by another process and were retried",
+            registry=r,
+        )
         self.messages = Counter("availmon_mqtt_messages", "MQTT messages received", registry=r)
 
     def watch(

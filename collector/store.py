@@ -130,6 +130,20 @@ def m002_order_and_conflicts(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m003_keep_every_conflicting_version(db: sqlite_utils.Database) -> None:
+    # Keyed on the payload, so two other versions of one id are both kept, and a redelivered
+    # conflict is recognised rather than stored again.
+    db.execute("ALTER TABLE conflicts RENAME TO conflicts_old")
+    db.table("conflicts").create(
+        {"id": str, "received_at": str, "payload": str, "stored": str}, pk=("id", "payload")
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO conflicts SELECT id, received_at, payload, stored FROM conflicts_old"
+    )
+    db.execute("DROP TABLE conflicts_old")
+
+
 @dataclass(frozen=True)
 class IngestResult:
     inserted: int
@@ -258,12 +272,15 @@ class Store:
                 ).fetchone()
                 if tuple(stored) == (ev.site, ev.check, ev.to.value, at):
                     duplicates += 1
-                else:
+                    continue
+                kept = self.conn.execute(
+                    "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
+                    (ev.id, received, ev.to_json().decode(), json.dumps(tuple(stored))),
+                )
+                if kept.rowcount:
                     conflicts.append(ev.id)
-                    self.conn.execute(
-                        "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
-                        (ev.id, received, ev.to_json().decode(), json.dumps(tuple(stored))),
-                    )
+                else:
+                    duplicates += 1  # a conflict we already hold, delivered again
             for (site, agent, check), since in sorted(earliest.items()):
                 self._rebuild(site, agent, check, since)
         return IngestResult(inserted, duplicates, tuple(conflicts))

@@ -60,6 +60,9 @@ class Mosquitto:
             # A persistent session must keep a collector's whole backlog (DESIGN.md).
             "max_queued_messages 0\n"
             "max_queued_bytes 0\n"
+            # As root, Mosquitto would drop to its own user, which cannot write persistence
+            # in a root-owned temporary directory (and says so only on stderr).
+            f"{'' if 'user ' in self.extra_conf else broker_user()}\n"
             f"{self.extra_conf}\n"
         )
         return path

@@ -6,8 +6,9 @@ collectors are awaited through ``Collector.changed``; subprocesses offer nothing
 they are polled (their SQLite files read-only, ``/healthz``, ``/metrics``) against a bounded
 deadline. No sleep is used to synchronise and no assertion depends on timing.
 
-Three tests are ``xfail(strict=True)``: each reproduces, as small as it could be made, a bug
-these faults exposed in collector/ (left for its owners to fix); each passes once fixed.
+Three tests reproduce, as small as they could be made, bugs these faults exposed in
+collector/ (a batch cut off by a disconnect went uncounted, a lock past busy_timeout killed
+the collector, a second conflicting version was not kept); they pass since the fixes.
 """
 
 from __future__ import annotations
@@ -301,25 +302,6 @@ class EnteringCollector(Collector):
         await super().handle_batch(messages)
 
 
-class LogSignal(logging.Handler):
-    """Sets an asyncio event when a record containing ``text`` is logged (on the loop's
-    thread): a way to await a moment the code under test only logs."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen.set()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a batch whose commit is under way when the MQTT session drops is stored but never "
-    "counted as ingested (its redelivery counts as a duplicate) — see report",
-)
 async def test_batch_cut_off_by_a_disconnect_is_counted(broker: Mosquitto, tmp_path: Path) -> None:
     """Found by the broker-restart test: the session's TaskGroup cancels ``_consume`` while
     ``handle_batch`` awaits the writer thread; the thread commits anyway, the coroutine never
@@ -329,32 +311,27 @@ async def test_batch_cut_off_by_a_disconnect_is_counted(broker: Mosquitto, tmp_p
     collector = EnteringCollector(cfg)
     db = cfg.collector.database
     [ev] = stream(1)
-    dropped = LogSignal("retrying")
-    logger = logging.getLogger("collector.main")
-    logger.addHandler(dropped)
-    try:
-        async with in_process(collector):
-            async with write_lock_held(db, None) as release:
-                sent = await publish(broker.port, [(EVENT_TOPIC, ev.to_json())], "fault-agent")
-                await asyncio.wait_for(collector.entered.wait(), 30)  # its write waits on us
-                await broker.stop()
-                await asyncio.wait_for(dropped.seen.wait(), 30)  # the session was torn down
-                release()  # the writer thread commits the batch now
-            await broker.start()
-            # The batch was never acknowledged, so the broker hands it over again.
-            await wait_until(
-                collector.changed,
-                lambda: counter(collector, "availmon_events_duplicate_total") >= 1,
-            )
-            tally = Tally(
-                sent=sent,
-                delivered=procs.count(db),
-                duplicates=counter(collector, "availmon_events_duplicate_total"),
-                rejected=rejected_by_reason(collector),
-            )
-            ingested_total = counter(collector, "availmon_events_ingested_total")
-    finally:
-        logger.removeHandler(dropped)
+    async with in_process(collector):
+        async with write_lock_held(db, None) as release:
+            sent = await publish(broker.port, [(EVENT_TOPIC, ev.to_json())], "fault-agent")
+            await asyncio.wait_for(collector.entered.wait(), 30)  # its write waits on us
+            await broker.stop()
+            # The session is seen to drop while its batch still waits on the lock.
+            await asyncio.wait_for(collector.disconnected.wait(), 30)
+            release()  # the writer thread commits the batch now
+        await broker.start()
+        # The batch was never acknowledged, so the broker hands it over again.
+        await wait_until(
+            collector.changed,
+            lambda: counter(collector, "availmon_events_duplicate_total") >= 1,
+        )
+        tally = Tally(
+            sent=sent,
+            delivered=procs.count(db),
+            duplicates=counter(collector, "availmon_events_duplicate_total"),
+            rejected=rejected_by_reason(collector),
+        )
+        ingested_total = counter(collector, "availmon_events_ingested_total")
     tally.show()
     print(f"availmon_events_ingested_total={ingested_total} for {tally.delivered} stored")
     assert tally.accounts_for_every_message()
@@ -676,11 +653,6 @@ async def test_far_future_and_seq_backwards(
     assert tally.delivered + tally.duplicates + sum(tally.rejected.values()) == tally.sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two other versions of one id in one batch: both counted as seq_conflict, only "
-    "the first kept in the conflicts table (its key is id + received_at) — see report",
-)
 def test_every_conflicting_version_is_kept(tmp_path: Path) -> None:
     """An id reused twice with different content, both in one batch (one ``received_at``):
     each version must be kept for review, as the conflicts table promises."""
@@ -801,11 +773,6 @@ async def test_database_locked_for_five_seconds(
     assert tally.accounts_for_every_message()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the collector dies (sqlite3.OperationalError: database is locked) when a lock "
-    "outlasts the store's busy_timeout, instead of waiting and retrying — see report",
-)
 async def test_lock_longer_than_busy_timeout(broker: Mosquitto, tmp_path: Path) -> None:
     """A lock longer than busy_timeout (30 s in the store) must not end the collector: the
     batch stays unacknowledged until it can be committed. To keep the test short, the same
