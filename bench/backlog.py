@@ -8,8 +8,8 @@ N=200,000 and runnable by hand: ``.venv/bin/python -m bench.backlog 200000``.
 from __future__ import annotations
 
 import asyncio
-import sys
 import multiprocessing
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
