@@ -82,6 +82,19 @@ class ProbeSpec(Generic[OptionsT]):
         return self.options.model_validate(raw)
 
 
+def target_checker(parse: Callable[[str], object]) -> Callable[[str], str | None]:
+    """A registry ``check_target`` from a target parser that raises ValueError."""
+
+    def check(target: str) -> str | None:
+        try:
+            parse(target)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return check
+
+
 def compile_regex(value: Any) -> Any:
     """Compile a regex at config load so that a bad one is a config error, not a probe error."""
     if isinstance(value, str):

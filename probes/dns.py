@@ -23,7 +23,14 @@ import dns.rdatatype
 import dns.rrset
 from pydantic import field_validator
 
-from probes.base import ProbeOptions, ProbeResult, fail, split_host_port, timeout_text
+from probes.base import (
+    ProbeOptions,
+    ProbeResult,
+    fail,
+    split_host_port,
+    target_checker,
+    timeout_text,
+)
 
 DEFAULT_PORT = 53
 
@@ -57,12 +64,7 @@ class Options(ProbeOptions):
             raise ValueError(f"unknown record type {value!r}") from None
 
 
-def check_target(target: str) -> str | None:
-    try:
-        split_host_port(target, DEFAULT_PORT)
-    except ValueError as exc:
-        return str(exc)
-    return None
+check_target = target_checker(lambda target: split_host_port(target, DEFAULT_PORT))
 
 
 async def _address(host: str, port: int) -> str:

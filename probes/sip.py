@@ -17,7 +17,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from probes.base import ProbeOptions, ProbeResult, fail, split_host_port, timeout_text
+from probes.base import (
+    ProbeOptions,
+    ProbeResult,
+    fail,
+    split_host_port,
+    target_checker,
+    timeout_text,
+)
 
 DEFAULT_PORT = 5060
 T1 = 0.5  # RFC 3261 17.1.2.2: first retransmission interval over UDP
@@ -37,12 +44,7 @@ class Options(ProbeOptions):
     from_user: Annotated[str, Field(pattern=r"^[A-Za-z0-9._~+-]+$")] = "availmon"
 
 
-def check_target(target: str) -> str | None:
-    try:
-        split_host_port(target, DEFAULT_PORT)
-    except ValueError as exc:
-        return str(exc)
-    return None
+check_target = target_checker(lambda target: split_host_port(target, DEFAULT_PORT))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from probes.base import (
     cert_verdict,
     fail,
     split_host_port,
+    target_checker,
     timeout_text,
     tls_context,
     tls_error_text,
@@ -49,12 +50,7 @@ class Options(TLSOptions):
         return self
 
 
-def check_target(target: str) -> str | None:
-    try:
-        split_host_port(target, DEFAULT_PORT)
-    except ValueError as exc:
-        return str(exc)
-    return None
+check_target = target_checker(lambda target: split_host_port(target, DEFAULT_PORT))
 
 
 class _Failed(Exception):

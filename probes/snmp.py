@@ -77,7 +77,7 @@ from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
 from availmon.errors import StartupError
 from availmon.secrets import resolve_secret
-from probes.base import ProbeOptions, ProbeResult, fail, timeout_text
+from probes.base import ProbeOptions, ProbeResult, fail, target_checker, timeout_text
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
@@ -239,12 +239,7 @@ def split_target(target: str) -> tuple[str, int]:
     return host, port
 
 
-def check_target(target: str) -> str | None:
-    try:
-        split_target(target)
-    except ValueError as exc:
-        return str(exc)
-    return None
+check_target = target_checker(split_target)
 
 
 class _Failed(Exception):

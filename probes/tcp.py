@@ -21,6 +21,7 @@ from probes.base import (
     compile_regex,
     fail,
     split_host_port,
+    target_checker,
     timeout_text,
 )
 
@@ -35,12 +36,7 @@ class Options(ProbeOptions):
     _compile_expect = field_validator("expect", mode="before")(compile_regex)
 
 
-def check_target(target: str) -> str | None:
-    try:
-        split_host_port(target)
-    except ValueError as exc:
-        return str(exc)
-    return None
+check_target = target_checker(split_host_port)
 
 
 def _shown(data: bytes | bytearray) -> str:
