@@ -12,7 +12,7 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from availmon.clock import to_iso, utcnow
+from availmon.clock import LONDON, from_iso, to_iso, utcnow
 from collector.accounting import PeriodError
 from collector.report import report_json
 
@@ -93,12 +93,30 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"mqtt_connected": ok}, status=200 if ok else 503)
 
 
+def local_time(text: str | None) -> str:
+    """Stored UTC text as the wall-clock time people in the councils read."""
+    if not text:
+        return ""
+    return from_iso(text).astimezone(LONDON).strftime("%a %d %b %H:%M:%S %Z")
+
+
+def duration(start: str | None, end: str | None = None) -> str:
+    if not start:
+        return ""
+    seconds = int(((from_iso(end) if end else utcnow()) - from_iso(start)).total_seconds())
+    hours, rest = divmod(max(seconds, 0), 3600)
+    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
+
+
 def make_app(collector: Collector) -> web.Application:
     app = web.Application()
     app[COLLECTOR] = collector
-    app[TEMPLATES] = Environment(
+    env = Environment(
         loader=PackageLoader("collector", "templates"), autoescape=select_autoescape()
     )
+    env.filters["local"] = local_time
+    env.globals["duration"] = duration
+    app[TEMPLATES] = env
     app.router.add_get("/", index)
     app.router.add_get("/api/v1/status", api_status)
     app.router.add_get("/api/v1/report", api_report)
