@@ -208,8 +208,9 @@ class Collector:
             if c.agent == agent:
                 self.live[key] = LiveCheck(c.site, c.agent, c.check, c.area, State.UNKNOWN, None)
 
-    async def check_liveness(self) -> None:
-        now = utcnow()
+    async def check_liveness(self, now: datetime | None = None) -> None:
+        """Open the provisional outages that are due (``now``: evaluate at another time)."""
+        now = now or utcnow()
         for agent, start in self.liveness.due(now):
             site = self.agents[agent].site if agent in self.agents else agent
             oid = await self.write(self.store.open_provisional, site, agent, start)
