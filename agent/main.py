@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 from datetime import datetime
 from typing import Any
@@ -78,13 +79,15 @@ class Agent:
         self.publisher.wake()
 
     async def _heartbeat(self) -> Heartbeat:
-        depth, seq, _dropped = await self.spool.stats()
+        depth, seq, dropped = await self.spool.stats()
         return Heartbeat(
             site=self.site,
             agent=self.agent_id,
             at=utcnow(),
             seq=seq,
             spool_depth=depth,
+            spool_dropped=dropped,
+            traps=dataclasses.asdict(self.trap_receiver.stats) if self.trap_receiver else {},
             checks=self.scheduler.statuses(),
         )
 

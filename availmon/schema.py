@@ -77,6 +77,10 @@ class Heartbeat(Wire):
     spool_depth: Annotated[int, Field(ge=0)]
     #: Superseded intermediate states dropped at the spool's cap, since the spool was made.
     spool_dropped: Annotated[int, Field(ge=0)] = 0
+    #: The site's SNMP trap receiver, by outcome (accepted, dropped_unknown_source, ...).
+    traps: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")], Annotated[int, Field(ge=0)]] = (
+        Field(default_factory=dict, max_length=10)
+    )
     checks: list[CheckStatus]
 
     def to_json(self) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -167,7 +168,12 @@ class Collector:
         prev = self.agents.get(hb.agent)
         status = prev.status if prev else "online"
         self.agents[hb.agent] = LiveAgent(
-            hb.site, hb.agent, status, hb.spool_depth, hb.spool_dropped
+            hb.site,
+            hb.agent,
+            status,
+            hb.spool_depth,
+            hb.spool_dropped,
+            tuple(sorted(hb.traps.items())),
         )
         if status == "online":
             for c in hb.checks:
@@ -186,12 +192,10 @@ class Collector:
         assert st.status is not None
         await self.write(self.store.record_agent_status, st.site, st.agent, st.status, now)
         prev = self.agents.get(st.agent)
-        self.agents[st.agent] = LiveAgent(
-            st.site,
-            st.agent,
-            st.status,
-            prev.spool_depth if prev else None,
-            prev.spool_dropped if prev else None,
+        self.agents[st.agent] = (
+            dataclasses.replace(prev, site=st.site, status=st.status)
+            if prev
+            else LiveAgent(st.site, st.agent, st.status)
         )
         self.liveness.set_status(st.agent, st.status, now)
         if st.status != "online":

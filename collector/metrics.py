@@ -43,6 +43,7 @@ class LiveAgent:
     status: str
     spool_depth: int | None = None
     spool_dropped: int | None = None
+    traps: tuple[tuple[str, int], ...] = ()
 
 
 class _LiveCollector(Collector):
@@ -90,13 +91,20 @@ class _LiveCollector(Collector):
             "superseded intermediate states the agent's spool dropped at its cap",
             labels=["site", "agent"],
         )
+        traps = CounterMetricFamily(
+            "availmon_agent_traps",
+            "SNMP traps the agent's receiver handled, by outcome",
+            labels=["site", "agent", "outcome"],
+        )
         for a in self._agents():
             online.add_metric([a.site, a.agent], 1.0 if a.status == "online" else 0.0)
+            for outcome, count in a.traps:
+                traps.add_metric([a.site, a.agent, outcome], float(count))
             if a.spool_depth is not None:
                 depth.add_metric([a.site, a.agent], float(a.spool_depth))
             if a.spool_dropped is not None:
                 dropped.add_metric([a.site, a.agent], float(a.spool_dropped))
-        yield from (up, state, latency, online, depth, dropped)
+        yield from (up, state, latency, online, depth, dropped, traps)
         yield from self._extra()
 
 

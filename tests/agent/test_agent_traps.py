@@ -113,3 +113,8 @@ async def test_link_traps_drive_the_snmp_check(tmp_path: Path) -> None:
         assert events[0]["evidence"]["error"] == "linkDown trap from 127.0.0.1 (eth0)"
         assert agent.trap_receiver is not None
         assert agent.trap_receiver.stats.accepted == 3
+        # The receiver's counters reach /metrics through the agent's heartbeat.
+        accepted = collector.metrics.registry.get_sample_value(
+            "availmon_agent_traps_total", {"site": "hq", "agent": "hq", "outcome": "accepted"}
+        )
+        assert accepted is not None
