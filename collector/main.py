@@ -60,6 +60,8 @@ class Collector:
         #: Notified after every committed batch; tests and the live board await it.
         self.changed = asyncio.Condition()
         self.web_port: int | None = None
+        #: Set once the web server listens (``web_port`` is then the real port).
+        self.web_ready = asyncio.Event()
 
     def _load_live(self) -> None:
         for row in self.store.check_statuses():
@@ -329,6 +331,7 @@ class Collector:
             site = web.TCPSite(runner, self.estate.web.listen, self.estate.web.port)
             await site.start()
             self.web_port = runner.addresses[0][1]
+            self.web_ready.set()
             log.info(
                 "status page http://%s:%d/  metrics http://%s:%d/metrics",
                 self.estate.web.listen,
