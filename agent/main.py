@@ -46,6 +46,11 @@ class Agent:
             site=site,
             agent=self.agent_id,
             max_events=cfg.spool_max_events,
+            mergeable=[
+                c.name
+                for c in estate.sites[site].checks
+                if estate.areas[c.area].degraded_counts_as_down
+            ],
         )
         self.scheduler = Scheduler(
             estate.sites[site].checks, self._on_transition, on_result=on_result, site=site

@@ -8,10 +8,11 @@ and is never reused. SQLite runs on one dedicated thread, never on the event loo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +41,11 @@ class Spool:
         agent: str,
         max_events: int,
         clock: Callable[[], float] = time.time,
+        mergeable: Iterable[str] = (),
     ) -> None:
+        """``mergeable``: checks whose area counts degraded as down, for which a change
+        between the two is not an outage's start or end (see ``_enforce_cap``)."""
+        self._mergeable = json.dumps(sorted(mergeable))
         self.path = path
         self.site, self.agent, self.max_events = site, agent, max_events
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,13 +119,18 @@ class Spool:
         return event
 
     def _enforce_cap(self) -> None:
-        """At the cap, drop the oldest event that neither starts nor ends an outage (a change
-        between two not-up states). Starts and ends are never dropped, even over the cap."""
+        """At the cap, drop the oldest event that neither starts nor ends a counted outage:
+        a note that changes no state (from == to), or a change between down and degraded of
+        a check whose area counts degraded as down. Starts and ends are never dropped, even
+        over the cap."""
         depth = int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
         while depth > self.max_events:
             row = self._conn.execute(
-                "SELECT seq, check_name FROM events WHERE from_state != 'up' AND to_state != 'up'"
-                " AND from_state != 'unknown' ORDER BY seq LIMIT 1"
+                "SELECT seq, check_name FROM events WHERE (from_state = to_state"
+                " AND from_state != 'unknown') OR (from_state IN ('down', 'degraded')"
+                " AND to_state IN ('down', 'degraded') AND check_name IN"
+                " (SELECT value FROM json_each(?))) ORDER BY seq LIMIT 1",
+                (self._mergeable,),
             ).fetchone()
             if row is None:
                 log.warning(

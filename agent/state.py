@@ -111,6 +111,11 @@ class CheckState:
             return self._move(State.DOWN, self._fail.start, self._evidence(self._fail))
         if self.state in (State.DOWN, State.UNKNOWN):
             if self._answering.count >= t.successes_to_up:
+                # Answering again. Slow answers must reach the same count that makes an up
+                # check degraded before they make a down one degraded; until then (or a good
+                # probe) it is not yet known whether the service is slow or recovering.
+                if verdict is Verdict.SLOW and self._slow.count < t.slow_to_degraded:
+                    return None
                 to = State.DEGRADED if verdict is Verdict.SLOW else State.UP
                 return self._move(to, self._answering.start, self._evidence(self._answering))
             return None
@@ -131,6 +136,10 @@ class CheckState:
 
     def _move(self, to: State, at: datetime | None, evidence: Evidence) -> Transition:
         assert at is not None, "a run that trips a transition has a start"
+        if self.since is not None and at < self.since:
+            # A probe that was in flight when a trap forced the state is dated before it;
+            # transitions must stay in time order or the collector pairs them wrongly.
+            at = self.since
         transition = Transition(self.state, to, at, evidence)
         self.state = to
         self.since = at

@@ -235,6 +235,18 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+_SECRET_KEY = re.compile(r"pass|secret|token|community|key", re.IGNORECASE)
+
+
+def _shown(loc: tuple[int | str, ...], value: Any) -> str:
+    """The bad value as it will be printed (and logged): never a secret written inline by
+    mistake, e.g. ``password = "..."`` where ``password_file`` was meant."""
+    key = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    if _SECRET_KEY.search(key) and not key.endswith(("_file", "_env")):
+        return "<hidden: looks like a secret; use a *_file or *_env key>"
+    return repr(value)
+
+
 def _issues_from(
     file: str, prefix: tuple[int | str, ...], exc: ValidationError
 ) -> list[ConfigIssue]:
@@ -245,13 +257,14 @@ def _issues_from(
         loc = tuple(
             p for p in loc if not (isinstance(p, str) and ("[" in p or p == "function-before"))
         )
+        shown = _shown(loc, err["input"])
         if err["type"] == "missing":
             msg = "missing required key"
         elif err["type"] == "extra_forbidden":
-            msg = f"unknown key (value {err['input']!r})"
+            msg = f"unknown key (value {shown})"
         else:
             text = err["msg"].removeprefix("Value error, ")
-            msg = f"{text} (got {err['input']!r})"
+            msg = f"{text} (got {shown})"
         issues.append(ConfigIssue(file, _path(loc), msg))
     return issues
 

@@ -6,16 +6,36 @@ models; anything that fails is rejected and counted by reason, never half-stored
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
 
 from availmon.clock import to_iso
 
 TOPIC_ROOT = "availmon/v1"
 
-UtcTime = Annotated[AwareDatetime, PlainSerializer(to_iso, return_type=str)]
+
+def _plausible(dt: datetime) -> datetime:
+    """UTC, and within years SQLite text and every later computation can hold."""
+    if not 2000 <= dt.year <= 2200:
+        raise ValueError(f"time {dt.isoformat()} is outside 2000-2200")
+    return dt.astimezone(UTC)
+
+
+UtcTime = Annotated[
+    AwareDatetime, AfterValidator(_plausible), PlainSerializer(to_iso, return_type=str)
+]
+#: Counters fit SQLite's signed 64-bit integers, or storing them would raise.
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
 
@@ -36,7 +56,7 @@ class Evidence(Wire):
     error: str | None = Field(default=None, max_length=500)
     latency: float | None = None  # seconds, of the last probe in the run
     loss: float | None = None  # percent
-    probes: int = Field(default=0, ge=0)  # how many probes the run held
+    probes: int = Field(default=0, ge=0, le=2**63 - 1)  # how many probes the run held
     #: Why, when the agent knows: e.g. the check it depends on was down at the time.
     cause: str | None = Field(default=None, max_length=200)
 
@@ -44,7 +64,7 @@ class Evidence(Wire):
 class Event(Wire):
     schema_: Literal[1] = Field(default=1, alias="schema")
     id: Annotated[str, Field(max_length=100)]
-    seq: Annotated[int, Field(ge=1)]
+    seq: Annotated[int, Field(ge=1, le=2**63 - 1)]
     site: Ident
     agent: Ident
     check: Ident
@@ -73,13 +93,13 @@ class Heartbeat(Wire):
     site: Ident
     agent: Ident
     at: UtcTime
-    seq: Annotated[int, Field(ge=0)]  # last event seq assigned
-    spool_depth: Annotated[int, Field(ge=0)]
+    seq: Count  # last event seq assigned
+    spool_depth: Count
     #: Superseded intermediate states dropped at the spool's cap, since the spool was made.
-    spool_dropped: Annotated[int, Field(ge=0)] = 0
+    spool_dropped: Count = 0
     #: The site's SNMP trap receiver, by outcome (accepted, dropped_unknown_source, ...).
-    traps: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")], Annotated[int, Field(ge=0)]] = (
-        Field(default_factory=dict, max_length=10)
+    traps: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")], Count] = Field(
+        default_factory=dict, max_length=10
     )
     checks: list[CheckStatus]
 

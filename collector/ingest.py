@@ -80,7 +80,7 @@ def validate(topic: str, payload: bytes, *, estate: Estate, now: datetime) -> Ac
         return Accepted("status", site, agent, status=text)
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         return Rejected("malformed", f"not JSON: {exc}"[:200])
     model: type[Event] | type[Heartbeat] = Event if kind == "event" else Heartbeat
     try:

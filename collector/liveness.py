@@ -32,8 +32,10 @@ class Liveness:
     all_offline_until: datetime | None = None
     _all_offline: bool = False
 
-    def heard(self, agent: str, now: datetime) -> None:
-        self.last_seen[agent] = now
+    def heard(self, agent: str, when: datetime) -> None:
+        """``when``: the message's own time where it has one (a queued heartbeat delivered
+        late must not make a dead agent look alive until the collector's restart)."""
+        self.last_seen[agent] = max(when, self.last_seen.get(agent, when))
 
     def set_status(self, agent: str, status: str, now: datetime) -> None:
         self.status[agent] = status
@@ -46,9 +48,9 @@ class Liveness:
             self.offline_since.setdefault(agent, now)
         else:  # stopped on purpose
             self.offline_since.pop(agent, None)
-        everyone_offline = len(self.status) > 0 and all(
-            s == "offline" for s in self.status.values()
-        )
+        # Agents stopped on purpose are out of the picture: they say nothing about a fault.
+        watched = [s for s in self.status.values() if s != "stopped"]
+        everyone_offline = len(watched) > 0 and all(s == "offline" for s in watched)
         if everyone_offline and not self._all_offline:
             log.warning(
                 "every agent is offline: the fault is the broker's or the collector's; "

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import sqlite3
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
@@ -134,8 +135,10 @@ class Collector:
                     "rejected message on %s: %s: %s", topic[:200], verdict.reason, verdict.detail
                 )
                 continue
-            if verdict.kind != "status":
-                self.liveness.heard(verdict.agent, now)
+            if verdict.heartbeat is not None:
+                self.liveness.heard(verdict.agent, min(now, verdict.heartbeat.at))
+            elif verdict.event is not None:
+                self.liveness.heard(verdict.agent, min(now, verdict.event.detected_at))
             if verdict.event is not None:
                 events.append(verdict.event)
             elif verdict.heartbeat is not None:
@@ -143,12 +146,28 @@ class Collector:
             else:
                 statuses.append(verdict)
         if events:
-            await self._ingest_events(events, now)
+            try:
+                await self._ingest_events(events, now)
+            except Exception:
+                # A message that validated but that the store refuses must not take the
+                # collector down (and, unacknowledged, again after every restart): find it.
+                log.exception(
+                    "store refused a batch of %d events; retrying one by one", len(events)
+                )
+                for ev in events:
+                    await self._guarded(self._ingest_events([ev], now), f"event {ev.id}")
         for hb in heartbeats:
-            await self._heartbeat(hb, now)
+            await self._guarded(self._heartbeat(hb, now), f"heartbeat of {hb.agent}")
         for st in statuses:
             await self._status(st, now)
         await self._notify()
+
+    async def _guarded(self, work: Awaitable[None], what: str) -> None:
+        try:
+            await work
+        except Exception:
+            self.metrics.rejected.labels("invalid").inc()
+            log.exception("rejected %s: the store refused it", what)
 
     async def _ingest_events(self, events: list[Event], now: datetime) -> None:
         result = await self.write(self.store.ingest, events, now)
@@ -192,6 +211,8 @@ class Collector:
 
     async def _status(self, st: Accepted, now: datetime) -> None:
         assert st.status is not None
+        # Bookkeeping first: a provisional outage being opened meanwhile must see this.
+        self.liveness.set_status(st.agent, st.status, now)
         await self.write(self.store.record_agent_status, st.site, st.agent, st.status, now)
         prev = self.agents.get(st.agent)
         self.agents[st.agent] = (
@@ -199,7 +220,6 @@ class Collector:
             if prev
             else LiveAgent(st.site, st.agent, st.status)
         )
-        self.liveness.set_status(st.agent, st.status, now)
         if st.status != "online":
             self._mark_unknown(st.agent)
         log.info("agent %s (site %s) is %s", st.agent, st.site, st.status)
@@ -219,8 +239,8 @@ class Collector:
         now = now or utcnow()
         for agent, start in self.liveness.due(now):
             site = self.agents[agent].site if agent in self.agents else agent
+            self.liveness.opened(agent)  # before the await: a status arriving meanwhile sees it
             oid = await self.write(self.store.open_provisional, site, agent, start)
-            self.liveness.opened(agent)
             log.warning(
                 "agent %s (site %s) offline for over %.0f s: provisional outage %s from %s",
                 agent,

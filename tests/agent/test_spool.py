@@ -13,8 +13,10 @@ from availmon.schema import Evidence, State
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
-def spool(tmp_path: Path, cap: int = 100) -> Spool:
-    return Spool(tmp_path / "a.spool.db", site="hq", agent="hq", max_events=cap)
+def spool(tmp_path: Path, cap: int = 100, mergeable: tuple[str, ...] = ("web",)) -> Spool:
+    return Spool(
+        tmp_path / "a.spool.db", site="hq", agent="hq", max_events=cap, mergeable=mergeable
+    )
 
 
 async def add(s: Spool, frm: State, to: State, minute: int, check: str = "web") -> int:
@@ -65,6 +67,35 @@ async def test_cap_keeps_outage_starts_and_ends(tmp_path: Path) -> None:
     assert last_seq == pending[-1]["seq"]
     assert (pending[0]["from"], pending[0]["to"]) == ("up", "degraded")
     assert (pending[-1]["from"], pending[-1]["to"]) == ("degraded", "up")
+    s.close()
+
+
+async def test_cap_keeps_degraded_changes_where_degraded_is_not_down(tmp_path: Path) -> None:
+    # In an area that does not count degraded as down, up->degraded->down->up has its
+    # counted outage start at degraded->down: never dropped, whatever the cap.
+    s = spool(tmp_path, cap=10, mergeable=())
+    await add(s, State.UP, State.DEGRADED, 0)
+    for i in range(1, 15):
+        await add(
+            s, State.DEGRADED if i % 2 else State.DOWN, State.DOWN if i % 2 else State.DEGRADED, i
+        )
+    depth, _, dropped = await s.stats()
+    assert (depth, dropped) == (15, 0)
+    s.close()
+
+
+async def test_cap_drops_notes_first(tmp_path: Path) -> None:
+    s = spool(tmp_path, cap=3, mergeable=())
+    await add(s, State.UP, State.DOWN, 0)
+    await add(s, State.DOWN, State.DOWN, 1)  # a reboot note during the outage
+    await add(s, State.DOWN, State.UP, 2)
+    await add(s, State.UP, State.DOWN, 3)
+    pending = [json.loads(p.payload) for p in await s.pending()]
+    assert [(e["from"], e["to"]) for e in pending] == [
+        ("up", "down"),
+        ("down", "up"),
+        ("up", "down"),
+    ]
     s.close()
 
 

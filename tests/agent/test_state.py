@@ -47,8 +47,10 @@ def run(codes: str, thresholds: Thresholds | None = None) -> list[tuple[str, str
         ("ggffsff", [("unknown", "up", 0)]),
         # A target that never answers from the start is down from the first probe.
         ("fff", [("unknown", "down", 0)]),
-        # Leaving down into a slow service lands in degraded.
-        ("gggfffss", [("unknown", "up", 0), ("up", "down", 3), ("down", "degraded", 6)]),
+        # Leaving down into a slow service lands in degraded, after as many slow probes as
+        # degraded takes from up (three); fewer, and it is up.
+        ("gggfffsss", [("unknown", "up", 0), ("up", "down", 3), ("down", "degraded", 6)]),
+        ("gggfffgsgg", [("unknown", "up", 0), ("up", "down", 3), ("down", "up", 6)]),
     ],
 )
 def test_transitions(codes: str, expected: list[tuple[str, str, int]]) -> None:
@@ -77,6 +79,16 @@ def test_evidence_carries_what_the_probes_saw() -> None:
     assert t is not None
     assert t.evidence.error == "connection refused"
     assert t.evidence.probes == 2
+
+
+def test_a_probe_in_flight_during_a_trap_is_not_dated_before_it() -> None:
+    m = CheckState(Thresholds(successes_to_up=1))
+    m.observe(GOOD, T0)
+    m.force(State.DOWN, T0 + timedelta(seconds=10), Evidence(error="linkDown trap"))
+    # The poll started at t9, before the trap, and answers OK after it.
+    t = m.observe(GOOD, T0 + timedelta(seconds=9))
+    assert t is not None
+    assert (t.to, t.at) == (State.UP, T0 + timedelta(seconds=10))
 
 
 def test_force_changes_state_at_once_and_resets_runs() -> None:

@@ -259,6 +259,7 @@ def test_files_are_written_locked_down(broker: Broker) -> None:
     for setting in (
         "per_listener_settings false",
         "allow_anonymous false",
+        "use_username_as_clientid true",
         f"password_file {out}/passwd",
         f"acl_file {out}/acl",
         "persistence true",
@@ -329,13 +330,33 @@ async def test_mqtt5_refusal_is_not_authorized(broker: Broker) -> None:
     assert forger.puback_codes == [0x87]  # Not authorized
 
 
+def persistent_collector(broker: Broker) -> Client:
+    """The collector's login with a persistent session (one login, one connection: the
+    broker ties the client id to the username)."""
+    return Client(
+        "127.0.0.1",
+        broker.plain_port,
+        username=COLLECTOR,
+        password=broker.password(COLLECTOR),
+        identifier=COLLECTOR,
+        clean_session=False,
+        timeout=HANG,
+    )
+
+
 async def test_collector_cannot_publish(broker: Broker) -> None:
-    async with running(broker), collector(broker) as sub:
-        # A forged event from the collector's login; its PUBACK means Mosquitto has already
-        # refused or routed it, so the agent's marker, published after, is queued behind it.
-        await publish(broker, COLLECTOR, OWN, b"forged by the collector", refused=True)
+    async with running(broker):
+        async with persistent_collector(broker) as away:
+            await away.subscribe("availmon/v1/#", qos=1)
+        # While its session waits, the collector's login forges an event; its PUBACK means
+        # Mosquitto has already refused or queued it, so the agent's marker queues behind it.
+        # (Its own session, not a clean one: a clean login would simply discard it.)
+        with contextlib.suppress(aiomqtt.MqttError):  # Mosquitto drops it after refusing
+            async with persistent_collector(broker) as forger:
+                await forger.publish(OWN, b"forged by the collector", qos=1)
         await publish(broker, "a", OWN, b"marker")
-        got = await received_until(sub, b"marker")
+        async with persistent_collector(broker) as back:
+            got = await received_until(back, b"marker")
     assert got == [(OWN, b"marker")]
 
 
@@ -452,3 +473,48 @@ def test_bad_logins_in_config_name_the_key(
     assert broker.render() == EXIT_CONFIG
     assert error in capsys.readouterr().err
     assert not broker.out.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("attack", [False, True], ids=["control", "attack"])
+async def test_an_agent_login_cannot_take_over_the_collectors_session(
+    broker: Broker, attack: bool
+) -> None:
+    """With the client id tied to the login, an agent connecting as the collector's client
+    id with a clean session gets its own id instead, and the collector's backlog survives."""
+    async with running(broker):
+        # The collector subscribes with a persistent session, then goes away.
+        async with Client(
+            "127.0.0.1",
+            broker.plain_port,
+            username=COLLECTOR,
+            password=broker.password(COLLECTOR),
+            identifier=COLLECTOR,
+            clean_session=False,
+            timeout=HANG,
+        ) as away:
+            await away.subscribe("availmon/v1/#", qos=1)
+        await publish(broker, "a", OWN, b"queued while the collector is away")
+        # Agent a's login, claiming the collector's client id with a clean session.
+        if attack:
+            async with Client(
+                "127.0.0.1",
+                broker.plain_port,
+                username="a",
+                password=broker.password("a"),
+                identifier=COLLECTOR,
+                clean_session=True,
+                timeout=HANG,
+            ):
+                pass
+        await publish(broker, "a", OWN, b"marker")
+        async with Client(
+            "127.0.0.1",
+            broker.plain_port,
+            username=COLLECTOR,
+            password=broker.password(COLLECTOR),
+            identifier=COLLECTOR,
+            clean_session=False,
+            timeout=HANG,
+        ) as back:
+            got = await received_until(back, b"marker")
+    assert got == [(OWN, b"queued while the collector is away"), (OWN, b"marker")]

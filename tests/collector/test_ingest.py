@@ -62,6 +62,25 @@ E = "availmon/v1/hq/hq/event"
         (E, raw(event(id="hq:99")), "invalid"),  # id must be agent:seq
         (E, raw(event(at=(NOW + timedelta(days=1)).isoformat())), "future"),
         ("availmon/v1/hq/hq/status", b"sideways", "malformed"),
+        # Messages that once validated and then crashed the store, again on every restart:
+        (E, raw({**event(), "seq": 2**64, "id": f"hq:{2**64}"}), "invalid"),
+        (E, raw(event(detected_at="0001-01-01T00:00:00+14:00")), "invalid"),
+        (E, b"[" * 30_000 + b"]" * 30_000, "malformed"),
+        (
+            "availmon/v1/hq/hq/heartbeat",
+            raw(
+                {
+                    "schema": 1,
+                    "site": "hq",
+                    "agent": "hq",
+                    "at": NOW.isoformat(),
+                    "seq": 1,
+                    "spool_depth": 2**63,
+                    "checks": [],
+                }
+            ),
+            "invalid",
+        ),
     ],
 )
 def test_rejections(topic: str, payload: bytes, reason: str) -> None:

@@ -62,3 +62,28 @@ def test_a_lone_agent_dropping_is_everyone_dropping() -> None:
     lv = live("a")
     lv.set_status("a", "offline", at(10))
     assert lv.due(at(1000)) == []
+
+
+def test_a_stopped_agent_does_not_break_the_everyone_offline_rule() -> None:
+    lv = live("a", "b", "c")
+    lv.set_status("c", "stopped", at(5))  # retired for maintenance
+    lv.set_status("a", "offline", at(10))
+    lv.set_status("b", "offline", at(10))  # then the broker's uplink fails
+    assert lv.due(at(1000)) == []
+
+
+def test_an_agent_back_while_its_outage_is_being_opened_still_replaces_it() -> None:
+    lv = live("a", "b")
+    lv.set_status("a", "offline", at(10))
+    [(agent, _start)] = lv.due(at(100))
+    lv.opened(agent)  # the collector marks it before writing the row ...
+    lv.set_status("a", "online", at(100))  # ... so a status arriving during the write sees it
+    assert lv.heartbeat("a", 0, at(101)) is True
+
+
+def test_last_heard_is_the_message_time_not_its_late_delivery() -> None:
+    lv = live("a", "b")
+    lv.heard("a", at(30))  # a heartbeat sent at 30 s ...
+    lv.heard("a", at(20))  # ... and an older one delivered after it changes nothing
+    lv.set_status("a", "offline", at(500))
+    assert lv.due(at(1000)) == [("a", at(30))]
