@@ -19,7 +19,11 @@ from availmon.schema import Heartbeat, topic
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 15.0
-BATCH = 200
+#: No more than paho keeps in flight (20): each publish's timeout then starts when it is sent,
+#: so a slow link delays a batch instead of failing it forever.
+BATCH = 20
+#: A session that lasted this long (or delivered anything) earns a fresh backoff.
+SETTLED = 30.0
 
 
 class Publisher:
@@ -53,11 +57,15 @@ class Publisher:
 
     async def run(self) -> None:
         backoff = 1.0
+        loop = asyncio.get_running_loop()
         while True:
+            started, delivered = loop.time(), self.delivered
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
-                if self.connected.is_set():
+                # Reset only after a session that was useful: one that connects and is at once
+                # kicked out (a duplicate agent id, an ACL refusal) must not retry every second.
+                if self.delivered > delivered or loop.time() - started >= SETTLED:
                     backoff = 1.0
                 log.warning(
                     "broker %s:%d: %s; retrying in %.0f s",
@@ -103,11 +111,19 @@ class Publisher:
                 if not batch:
                     await self._wake.wait()
                     continue
-            # QoS 1 keeps order on one connection; the gather only overlaps the PUBACK waits.
-            await asyncio.gather(*(client.publish(topic_, s.payload, qos=1) for s in batch))
-            await self.spool.ack([s.seq for s in batch])
-            self.delivered += len(batch)
-            log.debug("delivered %d events (last seq %d)", len(batch), batch[-1].seq)
+            # QoS 1 keeps order on one connection; the gather only overlaps the PUBACK waits,
+            # and waits for every publish so none is left running without an owner.
+            results = await asyncio.gather(
+                *(client.publish(topic_, s.payload, qos=1) for s in batch), return_exceptions=True
+            )
+            acked = [s.seq for s, r in zip(batch, results, strict=True) if r is None]
+            if acked:  # keep what the broker has, even when the rest of the batch failed
+                await self.spool.ack(acked)
+                self.delivered += len(acked)
+                log.debug("delivered %d events (last seq %d)", len(acked), acked[-1])
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
 
     async def _heartbeats(self, client: aiomqtt.Client) -> None:
         topic_ = topic(self.site, self.agent, "heartbeat")

@@ -223,6 +223,15 @@ def parse_date(text: str) -> date:
 
 def parse_period(text: str, tz: ZoneInfo) -> Period:
     """``FY2019Q2``, ``2019Q3``, ``2019-09`` or ``2019-07-01..2019-09-30``."""
+    try:
+        return _parse_period(text, tz)
+    except (ValueError, OverflowError) as exc:  # e.g. FY0000Q1: no such date
+        if isinstance(exc, PeriodError):
+            raise
+        raise PeriodError(f"period {text!r} is out of range: {exc}") from None
+
+
+def _parse_period(text: str, tz: ZoneInfo) -> Period:
     s = text.strip()
     if m := _FY.match(s):
         return fy_quarter(int(m.group(1)), int(m.group(2)), tz)

@@ -555,6 +555,14 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                # A failed COMMIT (disk full) leaves the transaction open; close it, or every
+                # later write fails with "cannot start a transaction within a transaction".
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")

@@ -108,3 +108,10 @@ def test_last_four_quarters(text: str, expected: list[str]) -> None:
     assert [q.id for q in quarters] == expected
     # Contiguous: each quarter starts where the one before ended.
     assert all(a.end_us == b.start_us for a, b in itertools.pairwise(quarters))
+
+
+@pytest.mark.parametrize("text", ["FY0000Q1", "9999Q4", "0000-01"])
+def test_periods_outside_the_calendar_are_period_errors(text: str) -> None:
+    # A PeriodError is a 400 from /api/v1/report; anything else was a 500.
+    with pytest.raises(PeriodError, match="out of range"):
+        parse_period(text, LONDON)
