@@ -156,10 +156,11 @@ class Collector:
                 )
                 for ev in events:
                     await self._guarded(self._ingest_events([ev], now), f"event {ev.id}")
-        for hb in heartbeats:
-            await self._guarded(self._heartbeat(hb, now), f"heartbeat of {hb.agent}")
+        # Statuses first: an agent's "online" and its first heartbeat often share a batch.
         for st in statuses:
             await self._status(st, now)
+        for hb in heartbeats:
+            await self._guarded(self._heartbeat(hb, now), f"heartbeat of {hb.agent}")
         await self._notify()
 
     async def _guarded(self, work: Awaitable[None], what: str) -> None:
