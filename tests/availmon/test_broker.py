@@ -483,15 +483,7 @@ async def test_an_agent_login_cannot_take_over_the_collectors_session(
     id with a clean session gets its own id instead, and the collector's backlog survives."""
     async with running(broker):
         # The collector subscribes with a persistent session, then goes away.
-        async with Client(
-            "127.0.0.1",
-            broker.plain_port,
-            username=COLLECTOR,
-            password=broker.password(COLLECTOR),
-            identifier=COLLECTOR,
-            clean_session=False,
-            timeout=HANG,
-        ) as away:
+        async with persistent_collector(broker) as away:
             await away.subscribe("availmon/v1/#", qos=1)
         await publish(broker, "a", OWN, b"queued while the collector is away")
         # Agent a's login, claiming the collector's client id with a clean session.
@@ -507,14 +499,6 @@ async def test_an_agent_login_cannot_take_over_the_collectors_session(
             ):
                 pass
         await publish(broker, "a", OWN, b"marker")
-        async with Client(
-            "127.0.0.1",
-            broker.plain_port,
-            username=COLLECTOR,
-            password=broker.password(COLLECTOR),
-            identifier=COLLECTOR,
-            clean_session=False,
-            timeout=HANG,
-        ) as back:
+        async with persistent_collector(broker) as back:
             got = await received_until(back, b"marker")
     assert got == [(OWN, b"queued while the collector is away"), (OWN, b"marker")]
