@@ -119,6 +119,8 @@ def split_host_port(target: str, default_port: int | None = None) -> tuple[str, 
     Raises ValueError with a readable message.
     """
     if default_port is not None:
+        if not target.strip("[]") or any(c.isspace() for c in target):
+            raise ValueError(f"expected host or host:port, got {target!r}")
         if target.startswith("[") and target.endswith("]"):
             return target[1:-1], default_port
         if target.count(":") != 1 and not target.startswith("["):

@@ -77,7 +77,14 @@ from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
 from availmon.errors import StartupError
 from availmon.secrets import resolve_secret
-from probes.base import ProbeOptions, ProbeResult, fail, target_checker, timeout_text
+from probes.base import (
+    ProbeOptions,
+    ProbeResult,
+    fail,
+    split_host_port,
+    target_checker,
+    timeout_text,
+)
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
@@ -219,24 +226,12 @@ class Options(ProbeOptions):
         return out
 
 
+DEFAULT_PORT = 161
+
+
 def split_target(target: str) -> tuple[str, int]:
     """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; port 161 by default."""
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        port_text = rest.removeprefix(":") if rest else "161"
-    elif target.count(":") == 1:
-        host, _, port_text = target.partition(":")
-    else:
-        host, port_text = target, "161"  # a name, IPv4, or a bare IPv6 address
-    if not host or " " in host:
-        raise ValueError(f"expected host or host:port, got {target!r}")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"port {port_text!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} is out of range 1-65535")
-    return host, port
+    return split_host_port(target, DEFAULT_PORT)
 
 
 check_target = target_checker(split_target)
