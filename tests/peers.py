@@ -255,3 +255,19 @@ async def wait_until(
     """Wait for a state the collector announces; the timeout only guards a hung test."""
     async with condition:
         await asyncio.wait_for(condition.wait_for(predicate), timeout)
+
+
+def web_check(url: str, **over: Any) -> dict[str, Any]:
+    """The fast-probing http check most end-to-end tests watch (0.2 s interval, 3 to go
+    down, 2 to come back); ``over`` changes any key."""
+    return {
+        "name": "web",
+        "type": "http",
+        "target": url,
+        "area": "internet_web",
+        "interval": 0.2,
+        "timeout": 0.2,
+        "failures_to_down": 3,
+        "successes_to_up": 2,
+        **over,
+    }

@@ -10,7 +10,7 @@ from agent.main import Agent
 from bench.backlog import run
 from collector.main import Collector
 from collector.store import Store
-from tests.peers import estate, http_target, mosquitto, wait_until
+from tests.peers import estate, http_target, mosquitto, wait_until, web_check
 
 BACKLOG = 200_000
 
@@ -45,16 +45,7 @@ def outage_table(path: Path) -> list[tuple[object, ...]]:
 
 async def test_two_collectors_side_by_side_end_identical(tmp_path: Path) -> None:
     async with mosquitto(tmp_path / "mq") as broker, http_target() as target:
-        check = {
-            "name": "web",
-            "type": "http",
-            "target": target.url,
-            "area": "internet_web",
-            "interval": 0.2,
-            "timeout": 0.2,
-            "failures_to_down": 2,
-            "successes_to_up": 1,
-        }
+        check = web_check(target.url, failures_to_down=2, successes_to_up=1)
         cfg_a = estate(
             tmp_path / "a", broker.port, [check], extra={"collector": {"client_id": "collector-a"}}
         )

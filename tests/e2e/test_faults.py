@@ -46,6 +46,7 @@ from tests.peers import (
     http_target,
     mosquitto,
     wait_until,
+    web_check,
 )
 
 EVENT_TOPIC = topic("hq", "hq", "event")
@@ -453,16 +454,7 @@ async def test_agent_killed_with_events_in_its_spool(tmp_path: Path) -> None:
     events, in seq order, and derives the outage they describe."""
     broker_port = free_port()  # nothing listens here until the agent has been killed
     async with http_target() as target:
-        check = {
-            "name": "web",
-            "type": "http",
-            "target": target.url,
-            "area": "internet_web",
-            "interval": 0.2,
-            "timeout": 0.2,
-            "failures_to_down": 3,
-            "successes_to_up": 2,
-        }
+        check = web_check(target.url)
         config, cfg = write_estate(tmp_path, broker_port, checks=[check])
         spool_db = cfg.agent.state_dir / "hq.spool.db"
         agent = procs.agent(config, "hq", tmp_path / "agent.log")

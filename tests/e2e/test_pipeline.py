@@ -18,7 +18,7 @@ from availmon.config import Check
 from availmon.schema import State
 from collector.main import Collector
 from probes.base import ProbeResult
-from tests.peers import amqtt_broker, estate, http_target, mosquitto, wait_until
+from tests.peers import amqtt_broker, estate, http_target, mosquitto, wait_until, web_check
 
 
 def broker_for(kind: str, tmp: Path) -> AbstractAsyncContextManager[Any]:
@@ -36,18 +36,7 @@ async def test_outage_from_first_failed_to_first_good_probe(broker: Any, tmp_pat
         cfg = estate(
             tmp_path,
             broker.port,
-            [
-                {
-                    "name": "web",
-                    "type": "http",
-                    "target": target.url,
-                    "area": "internet_web",
-                    "interval": 0.2,
-                    "timeout": 0.2,
-                    "failures_to_down": 3,
-                    "successes_to_up": 2,
-                }
-            ],
+            [web_check(target.url)],
         )
         probes: list[tuple[datetime, bool]] = []
 
