@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests start as real peers (installed with apt-get when missing).
 DEBS := mosquitto mosquitto-clients prometheus snmpd snmp sip-tester dnsmasq-base iproute2 systemd
 
-.PHONY: demo test lint format venv debs clean
+.PHONY: demo test lint format venv debs clean dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,5 +40,18 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The wheel, and an install bundle for a site's or the centre's Debian host: the wheel, the
+# systemd units, systemd/install.sh and the example configs (docs/operations.md).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+BUNDLE := availmon-$(VERSION)
+dist: $(STAMP)
+	rm -rf dist/$(BUNDLE) dist/*.whl
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	mkdir -p dist/$(BUNDLE)
+	cp dist/availmon-$(VERSION)-*.whl systemd/install.sh systemd/*.service dist/$(BUNDLE)/
+	cp config/demo.toml dist/$(BUNDLE)/example-estate.toml
+	tar -C dist -czf dist/$(BUNDLE).tar.gz $(BUNDLE)
+	@echo "built dist/$(BUNDLE).tar.gz (unpack on the host, then: sudo ./install.sh agent|collector ...)"
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state build dist

@@ -37,6 +37,7 @@ def add_parser(sub: Any) -> None:
     csub = config.add_subparsers(dest="config_command", required=True)
     check = csub.add_parser("check", help="print every error with file, key and value")
     check.add_argument("file")
+    check.add_argument("--site", help="also check that this site is in the config (installers)")
     check.set_defaults(func=cmd_config_check)
 
 
@@ -46,6 +47,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.site is not None and args.site not in estate.sites:
+        known = ", ".join(sorted(estate.sites)) or "none"
+        print(f"{args.file}: sites: no site {args.site!r} (sites: {known})", file=sys.stderr)
         return EXIT_CONFIG
     print(summary(estate))
     return 0

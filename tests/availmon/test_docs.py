@@ -32,3 +32,18 @@ def test_quick_start_is_the_two_commands() -> None:
         "make demo",
         "make test",
     ]
+
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def test_docs_stay_inside_the_repository() -> None:
+    """The product documents itself: nothing it ships points at files users never have."""
+    texts = {p: p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
+    assert [str(p) for p, text in texts.items() if "../shared" in text or "DESIGN.md" in text] == []
+
+
+def test_readme_links_to_docs_that_exist() -> None:
+    linked = {part.split(")", 1)[0] for part in README.split("](docs/")[1:]}
+    assert {"architecture.md", "operations.md"} <= linked
+    assert [name for name in linked if not (REPO / "docs" / name).is_file()] == []
