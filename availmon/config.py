@@ -44,7 +44,8 @@ def _duration(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+Name = Annotated[str, Field(pattern=_NAME.pattern, max_length=64)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -225,11 +226,31 @@ class Estate(Frozen):
         return None
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
+def _check_key(data: Any, site: Any, index: int) -> str | None:
+    """A check's name where it identifies the check (present, valid text, unique in its
+    site): ``sites.dc.checks.webmail.timeout`` reads better than ``checks[2]``."""
+    try:
+        checks = data["sites"][site]["checks"]
+        name = checks[index]["name"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(name, str) or not _NAME.match(name):
+        return None
+    if sum(1 for c in checks if isinstance(c, dict) and c.get("name") == name) != 1:
+        return None
+    return name
+
+
+def _path(loc: tuple[int | str, ...], data: Any = None) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
-            out += f"[{part}]"
+            name = (
+                _check_key(data, loc[i - 2], part)
+                if i >= 3 and loc[i - 1] == "checks" and loc[i - 3] == "sites"
+                else None
+            )
+            out += f".{name}" if name is not None else f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
     return out
@@ -248,7 +269,7 @@ def _shown(loc: tuple[int | str, ...], value: Any) -> str:
 
 
 def _issues_from(
-    file: str, prefix: tuple[int | str, ...], exc: ValidationError
+    file: str, prefix: tuple[int | str, ...], exc: ValidationError, data: Any = None
 ) -> list[ConfigIssue]:
     issues = []
     for err in exc.errors():
@@ -265,7 +286,7 @@ def _issues_from(
         else:
             text = err["msg"].removeprefix("Value error, ")
             msg = f"{text} (got {shown})"
-        issues.append(ConfigIssue(file, _path(loc), msg))
+        issues.append(ConfigIssue(file, _path(loc, data), msg))
     return issues
 
 
@@ -299,7 +320,7 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
         for i, check in enumerate(checks):
             if not isinstance(check, dict):
                 continue
-            where = f"sites.{site_id}.checks[{i}]"
+            where = _path(("sites", site_id, "checks", i), data)
             name = check.get("name")
             if isinstance(name, str) and names[name] > 1:
                 if name in seen:
@@ -363,7 +384,7 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
             try:
                 spec.parse_options(options)
             except ValidationError as exc:
-                issues.extend(_issues_from(file, ("sites", site_id, "checks", i), exc))
+                issues.extend(_issues_from(file, ("sites", site_id, "checks", i), exc, data))
     for agent, count in agents.items():
         if count > 1:
             issues.append(
@@ -378,7 +399,7 @@ def parse_config(data: dict[str, Any], file: str = "<config>") -> Estate:
     try:
         estate = Estate.model_validate(data)
     except ValidationError as exc:
-        issues = _issues_from(file, (), exc) + issues
+        issues = _issues_from(file, (), exc, data) + issues
     if issues or estate is None:
         raise ConfigError(issues)
     return estate

@@ -312,7 +312,7 @@ def test_bad_options_are_config_errors(keys: dict[str, Any], message: str) -> No
     with pytest.raises(ConfigError) as info:
         parse_config(_estate(keys))
     assert message in str(info.value)
-    assert "sites.s1.checks[0]" in str(info.value)
+    assert "sites.s1.checks.c" in str(info.value)
 
 
 @pytest.mark.parametrize(
