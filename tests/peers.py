@@ -14,15 +14,17 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 from aiohttp import web
 
 from availmon.config import Estate, parse_config
 from availmon.embedded import embedded_broker
+from availmon.schema import Event, topic
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -271,3 +273,25 @@ def web_check(url: str, **over: Any) -> dict[str, Any]:
         "successes_to_up": 2,
         **over,
     }
+
+
+# -- events on the wire, made by hand ---------------------------------------------------------
+# The one place that knows how events travel (topic and payload): a test that publishes events
+# itself, acting as an agent, goes through these, so a change of wire format is one edit here.
+
+
+def event_messages(site: str, agent: str, events: Sequence[Event]) -> list[tuple[str, bytes]]:
+    """The MQTT messages (topic, payload) that carry ``events`` from ``site``'s ``agent``."""
+    where = topic(site, agent, "event")
+    return [(where, e.to_json()) for e in events]
+
+
+async def publish_events(
+    client: aiomqtt.Client, site: str, agent: str, events: Sequence[Event]
+) -> int:
+    """Publish ``events`` as ``site``'s ``agent`` would (QoS 1, each PUBACK awaited); returns
+    the number of messages sent."""
+    messages = event_messages(site, agent, events)
+    for where, payload in messages:
+        await client.publish(where, payload, qos=1)
+    return len(messages)
