@@ -124,7 +124,7 @@ async def test_live_rejections_are_counted_and_ingest_goes_on(tmp_path: Path) ->
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(collector.run(stop))
-            await collector.connected.wait()
+            await asyncio.wait_for(collector.connected.wait(), 30)  # 30 s: only a hang
             async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-pub") as pub:
                 for topic, payload in messages:
                     await pub.publish(topic, payload, qos=1)
