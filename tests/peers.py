@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -27,6 +29,30 @@ from availmon.embedded import embedded_broker
 from availmon.schema import Event, topic
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+@functools.cache
+def netns_unavailable() -> str | None:
+    """Why tests that build network namespaces cannot run here, or None when they can.
+
+    Probed by adding and deleting a namespace: ``ip netns list`` succeeds where ``ip netns
+    add`` is refused (root in an unprivileged container), so listing proves nothing."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2 (`ip`) is not installed"
+    name = f"avm-probe-{secrets.token_hex(4)}"
+    added = subprocess.run(
+        ["ip", "netns", "add", name], capture_output=True, text=True, timeout=30, check=False
+    )
+    if added.returncode != 0:
+        return f"cannot create a network namespace: {added.stderr.strip()}"
+    deleted = subprocess.run(
+        ["ip", "netns", "delete", name], capture_output=True, text=True, timeout=30, check=False
+    )
+    if deleted.returncode != 0:
+        return f"cannot delete a network namespace: {deleted.stderr.strip()}"
+    return None
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

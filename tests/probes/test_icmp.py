@@ -4,7 +4,6 @@ must not answer (no route out of it, so nothing leaves the machine)."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 
 from probes import icmp
 from probes.registry import REGISTRY
+from tests.peers import netns_unavailable
 
 AVAILMON = str(Path(sys.executable).parent / "availmon")
 
@@ -133,13 +133,9 @@ class Netns:
 
 @pytest.fixture
 def netns() -> Iterator[Netns]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if (
-        shutil.which("ip") is None
-        or subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode
-    ):
-        pytest.skip("`ip netns` is not available")
+    reason = netns_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
     name = f"avm-icmp-{secrets.token_hex(4)}"
     subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
     try:
