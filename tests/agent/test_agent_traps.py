@@ -62,7 +62,7 @@ async def snmptrap(tmp: Path, port: int, trap: str, admin: int = 1) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _out, err = await proc.communicate()
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)  # 30 s: only a hang
     assert proc.returncode == 0, err.decode()
 
 
