@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from aiohttp import web
 
 from availmon.config import Estate, parse_config
@@ -303,21 +302,11 @@ def web_check(url: str, **over: Any) -> dict[str, Any]:
 
 # -- events on the wire, made by hand ---------------------------------------------------------
 # The one place that knows how events travel (topic and payload): a test that publishes events
-# itself, acting as an agent, goes through these, so a change of wire format is one edit here.
+# itself, acting as an agent, or hands them to ``Collector.handle_batch``, goes through this,
+# so a change of wire format is one edit here.
 
 
 def event_messages(site: str, agent: str, events: Sequence[Event]) -> list[tuple[str, bytes]]:
     """The MQTT messages (topic, payload) that carry ``events`` from ``site``'s ``agent``."""
     where = topic(site, agent, "event")
     return [(where, e.to_json()) for e in events]
-
-
-async def publish_events(
-    client: aiomqtt.Client, site: str, agent: str, events: Sequence[Event]
-) -> int:
-    """Publish ``events`` as ``site``'s ``agent`` would (QoS 1, each PUBACK awaited); returns
-    the number of messages sent."""
-    messages = event_messages(site, agent, events)
-    for where, payload in messages:
-        await client.publish(where, payload, qos=1)
-    return len(messages)
