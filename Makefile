@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests start as real peers (installed with apt-get when missing).
-DEBS := mosquitto mosquitto-clients prometheus snmpd snmp sip-tester dnsmasq-base iproute2 systemd
+DEBS := mosquitto mosquitto-clients prometheus snmpd snmp sip-tester dnsmasq-base iproute2 systemd \
+	openssl
 
-.PHONY: demo test lint format venv debs clean dist
+.PHONY: demo test bench lint format venv debs clean dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,10 @@ lint: $(STAMP)
 
 test: $(STAMP) debs lint
 	$(BIN)/pytest -q
+
+# Measurements, not tests (bench/README.md): speed is reported, never asserted.
+bench: $(STAMP) debs
+	$(BIN)/python -m bench.backlog 200000
 
 format: $(STAMP)
 	$(BIN)/ruff format .

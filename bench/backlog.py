@@ -1,8 +1,9 @@
 """A collector draining a large backlog from its persistent session (DESIGN.md: 200,000).
 
 Builds the backlog with real paho publishers (one per simulated agent) while the collector is
-away, then starts the collector and times the drain. Used by tests/e2e/test_backlog.py with
-N=200,000 and runnable by hand: ``.venv/bin/python -m bench.backlog 200000``.
+away, then starts the collector and times the drain. ``make bench`` runs it with N=200,000
+(``.venv/bin/python -m bench.backlog 200000``); tests/e2e/test_backlog.py runs the same code
+with a few thousand events, for correctness only.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import paho.mqtt.client as mqtt
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
 from collector.main import Collector
+from collector.metrics import REJECT_REASONS
 
 CHECKS = 50
 
@@ -101,6 +103,15 @@ class Result:
     stored: int
     publish_seconds: float
     drain_seconds: float
+    #: Redelivered events the collector ignored, and messages it rejected (its own counters).
+    duplicates: int = 0
+    rejected: int = 0
+
+
+def deadline_for(total: int) -> float:
+    """Seconds each phase (publish, drain) may take before the run is declared hung: ten
+    times the rate measured on the 2-core development machine, plus start-up."""
+    return 60.0 + total / 300
 
 
 async def run(
@@ -109,25 +120,34 @@ async def run(
     total: int,
     agents: int = 4,
     progress: Callable[[int], Any] = lambda n: None,
+    deadline: float | None = None,
 ) -> Result:
+    """Every wait is bounded by ``deadline`` seconds (default ``deadline_for(total)``): a
+    collector that stops draining fails the run with TimeoutError instead of hanging it."""
+    limit = deadline if deadline is not None else deadline_for(total)
     cfg = backlog_estate(tmp, port, agents)
     # Subscribe once so the broker holds a persistent session for the collector, then go away.
     collector = Collector(cfg)
     stop = asyncio.Event()
     task = asyncio.create_task(collector.run(stop))
-    await collector.connected.wait()
-    stop.set()
-    await task
+    try:
+        await asyncio.wait_for(collector.connected.wait(), limit)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, limit)
 
     per_agent = total // agents
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(agents, mp_context=multiprocessing.get_context("spawn")) as pool:
-        await asyncio.gather(
-            *(
-                loop.run_in_executor(pool, publish_site, port, f"s{i}", per_agent)
-                for i in range(agents)
-            )
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, publish_site, port, f"s{i}", per_agent)
+                    for i in range(agents)
+                )
+            ),
+            limit,
         )
     published = time.monotonic() - started
 
@@ -137,17 +157,38 @@ async def run(
     stop = asyncio.Event()
     task = asyncio.create_task(collector.run(stop))
 
-    def stored() -> int:
-        return int(
-            collector.metrics.registry.get_sample_value("availmon_events_ingested_total") or 0
-        )
+    def counted(name: str, **labels: str) -> int:
+        return int(collector.metrics.registry.get_sample_value(name, labels) or 0)
 
-    async with collector.changed:
-        await collector.changed.wait_for(lambda: progress(stored()) or stored() >= sent)
-    drained = time.monotonic() - started
-    stop.set()
-    await task
-    return Result(sent, stored(), published, drained)
+    def stored() -> int:
+        return counted("availmon_events_ingested_total")
+
+    try:
+        async with collector.changed:
+            await asyncio.wait_for(
+                collector.changed.wait_for(lambda: progress(stored()) or stored() >= sent),
+                limit,
+            )
+        drained = time.monotonic() - started
+        # Read while the collector still runs (a scrape also reads its store).
+        result = Result(
+            sent,
+            stored(),
+            published,
+            drained,
+            duplicates=counted("availmon_events_duplicate_total"),
+            rejected=sum(
+                counted("availmon_events_rejected_total", reason=r) for r in REJECT_REASONS
+            ),
+        )
+    except TimeoutError:
+        raise TimeoutError(
+            f"the collector stored {stored()} of {sent} events within {limit:.0f} s"
+        ) from None
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, limit)
+    return result
 
 
 if __name__ == "__main__":  # pragma: no cover - manual benchmark

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,33 @@ from aiohttp import web
 
 from availmon.config import Estate, parse_config
 from availmon.embedded import embedded_broker
+from availmon.schema import Event, topic
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+@functools.cache
+def netns_unavailable() -> str | None:
+    """Why tests that build network namespaces cannot run here, or None when they can.
+
+    Probed by adding and deleting a namespace: ``ip netns list`` succeeds where ``ip netns
+    add`` is refused (root in an unprivileged container), so listing proves nothing."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2 (`ip`) is not installed"
+    name = f"avm-probe-{secrets.token_hex(4)}"
+    added = subprocess.run(
+        ["ip", "netns", "add", name], capture_output=True, text=True, timeout=30, check=False
+    )
+    if added.returncode != 0:
+        return f"cannot create a network namespace: {added.stderr.strip()}"
+    deleted = subprocess.run(
+        ["ip", "netns", "delete", name], capture_output=True, text=True, timeout=30, check=False
+    )
+    if deleted.returncode != 0:
+        return f"cannot delete a network namespace: {deleted.stderr.strip()}"
+    return None
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -271,3 +298,15 @@ def web_check(url: str, **over: Any) -> dict[str, Any]:
         "successes_to_up": 2,
         **over,
     }
+
+
+# -- events on the wire, made by hand ---------------------------------------------------------
+# The one place that knows how events travel (topic and payload): a test that publishes events
+# itself, acting as an agent, or hands them to ``Collector.handle_batch``, goes through this,
+# so a change of wire format is one edit here.
+
+
+def event_messages(site: str, agent: str, events: Sequence[Event]) -> list[tuple[str, bytes]]:
+    """The MQTT messages (topic, payload) that carry ``events`` from ``site``'s ``agent``."""
+    where = topic(site, agent, "event")
+    return [(where, e.to_json()) for e in events]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import shutil
 import ssl
 import subprocess
 import tomllib
@@ -31,6 +33,7 @@ from tests.peers import free_port, mosquitto_from
 #: Only guards a hung test; nothing is timed.
 HANG = 60
 
+ROOT = Path(__file__).resolve().parents[2]
 ESTATE = """\
 [broker]
 host = "127.0.0.1"
@@ -67,6 +70,8 @@ class Certs:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl CLI (Debian package openssl; make test installs it)")
     d = tmp_path_factory.mktemp("certs")
 
     def openssl(*args: str) -> None:
@@ -272,6 +277,19 @@ def test_files_are_written_locked_down(broker: Broker) -> None:
         f"listener {broker.plain_port} 127.0.0.1",
     ):
         assert setting in conf
+
+
+def test_persistence_is_saved_as_often_as_the_readme_says(tmp_path: Path) -> None:
+    """A broker crash loses what was queued since its last save, which agents have already
+    deleted from their spools: the rendered autosave interval is short (it was 60 s), and it
+    is the figure the README gives operators."""
+    estate = parse_config(tomllib.loads(ESTATE), "estate.toml")
+    conf = render_conf(estate, "estate.toml", Layout(tmp_path), Listeners()).splitlines()
+    [interval] = [int(line.split()[1]) for line in conf if line.startswith("autosave_interval ")]
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    said = re.search(r"Mosquitto saves its persistence every (\d+) s", readme)
+    assert said is not None, "the README no longer says how often the broker saves"
+    assert interval == int(said.group(1)) == 10
 
 
 def test_defaults_render_a_public_tls_listener_only(tmp_path: Path) -> None:

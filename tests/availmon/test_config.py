@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from availmon.config import load_config, summary
+from availmon.config import load_config, parse_config, summary
 from availmon.errors import ConfigError
 from probes.registry import REGISTRY
 
@@ -67,3 +67,49 @@ def test_config_check_cli_exit_codes() -> None:
 def test_missing_file_is_named() -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: cannot read: No such file"):
         load_config(HERE / "nope.toml")
+
+
+def check_with(**keys: object) -> dict[str, object]:
+    check = {"name": "web", "type": "http", "target": "http://127.0.0.1:8080/"}
+    return {
+        "partners": {"CCC": {"name": "Cambridge City Council"}},
+        "sites": {"hq": {"partner": "CCC", "checks": [{**check, "area": "email", **keys}]}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (30, 30.0),
+        (2.5, 2.5),
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("1.5s", 1.5),
+        ("5m", 300.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
+        ("250ms", 0.25),
+        (" 45 s ", 45.0),
+    ],
+)
+def test_durations_are_seconds_or_text(text: object, seconds: float) -> None:
+    """README: durations are seconds or text such as "30s", "5m", "250ms"."""
+    estate = parse_config(check_with(interval=text, timeout=0.1, degraded_latency=text), "t")
+    [check] = estate.sites["hq"].checks
+    assert (check.interval, check.degraded_latency) == (seconds, seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5 minutes", "expected seconds or a duration such as '30s', '5m', '250ms'"),
+        ("-5s", "expected seconds or a duration such as '30s', '5m', '250ms'"),
+        ("0s", "Input should be greater than 0"),
+        (0, "Input should be greater than 0"),
+    ],
+)
+def test_bad_durations_name_key_and_value(text: object, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(check_with(interval=text), "estate.toml")
+    [issue] = err.value.issues
+    assert str(issue) == f"estate.toml: sites.hq.checks[0].interval: {message} (got {text!r})"

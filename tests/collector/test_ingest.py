@@ -12,7 +12,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from availmon.schema import Event, State
+from availmon.schema import CheckStatus, Event, Heartbeat, State, topic
 from collector.ingest import Accepted, Rejected, validate
 from collector.main import Collector
 from tests.peers import estate, mosquitto, wait_until
@@ -124,7 +124,7 @@ async def test_live_rejections_are_counted_and_ingest_goes_on(tmp_path: Path) ->
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(collector.run(stop))
-            await collector.connected.wait()
+            await asyncio.wait_for(collector.connected.wait(), 30)  # 30 s: only a hang
             async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-pub") as pub:
                 for topic, payload in messages:
                     await pub.publish(topic, payload, qos=1)
@@ -160,3 +160,47 @@ async def test_live_rejections_are_counted_and_ingest_goes_on(tmp_path: Path) ->
         assert [e["id"] for e in store.events()] == ["hq:1", "hq:2"]
         [outage] = store.outages()
         assert outage["end"] is not None
+
+
+def heartbeat(site: str, at: datetime, state: State = State.UP) -> tuple[str, bytes]:
+    hb = Heartbeat(
+        site=site,
+        agent=site,
+        at=at,
+        seq=1,
+        spool_depth=0,
+        checks=[CheckStatus(check="web", area="internet_web", state=state, latency=0.01)],
+    )
+    return topic(site, site, "heartbeat"), hb.to_json()
+
+
+def status(site: str, text: str) -> tuple[str, bytes]:
+    return topic(site, site, "status"), text.encode()
+
+
+async def test_a_status_is_taken_before_the_heartbeat_in_its_batch(tmp_path: Path) -> None:
+    """An agent that comes back sends ``online`` and then its first heartbeat, and one batch
+    often holds both. Handled heartbeat first, the heartbeat met an agent still offline: its
+    checks stayed unknown and its provisional outage stayed open until the next heartbeat."""
+    check = {"name": "web", "type": "http", "target": "http://127.0.0.1:1/", "area": "internet_web"}
+    site = {"partner": "CCC", "checks": [check]}
+    collector = Collector(
+        estate(tmp_path, 1, [], extra={"sites": {"a": site, "b": site}}),
+    )
+    try:
+        now = datetime.now(UTC)
+        await collector.handle_batch([status("a", "online"), status("b", "online")])
+        await collector.handle_batch([status("a", "offline")])  # a's last will
+        await collector.check_liveness(now=now + timedelta(hours=1))
+        assert [o["site"] for o in collector.store.outages(open_only=True)] == ["a"]
+        assert collector.live.get(("a", "web")) is None
+
+        await collector.handle_batch([status("a", "online"), heartbeat("a", now)])
+        assert collector.agents["a"].status == "online"
+        live = collector.live.get(("a", "web"))
+        assert live is not None
+        assert (live.state, live.latency) == (State.UP, 0.01)
+        # Its spool is empty (spool_depth 0): its own record replaces the provisional outage.
+        assert collector.store.outages(open_only=True) == []
+    finally:
+        collector.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from availmon.cli import main
 from availmon.config import Estate, load_config, parse_config
 from availmon.schema import Event
+from collector.accounting import quarter_containing
 from collector.outage_csv import parse_csv
 from collector.store import Store
 from tests.collector.helpers import LONDON
@@ -287,3 +288,73 @@ def test_annotation_survives_the_rebuild_of_agent_outages(store: Store) -> None:
     assert row["id"] == oid
     assert row["end"] is not None
     assert (row["cause"], row["provider"]) == ("Certificate expired", "Sectigo")
+
+
+def test_list_defaults_to_this_quarter(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    period = quarter_containing(datetime.now(UTC), LONDON)
+    start = period.start + timedelta(minutes=1)
+    now_csv = tmp_path / "now.csv"
+    now_csv.write_text(
+        HEADER + f"dc,email,webmail,{start.isoformat()},"
+        f"{(start + timedelta(minutes=30)).isoformat()},unplanned,This quarter's,,\n",
+        encoding="utf-8",
+    )
+    assert run("outages", "import", SAMPLE, "--config", config_file) == 0  # FY2019Q2
+    assert run("outages", "import", now_csv, "--config", config_file) == 0
+    capsys.readouterr()
+    assert run("outages", "list", "--config", config_file) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"1 outage(s) in {period.id}"
+    [row] = lines[1:-1]
+    assert row.endswith("This quarter's")
+
+
+def test_annotate_unplanned_undoes_planned(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("outages", "import", SAMPLE, "--config", config_file) == 0
+    capsys.readouterr()
+    db = tmp_path / "cli.db"
+    target = next(r for r in stored(db) if r["check_name"] == "file-server")
+    assert (target["planned"], target["cause"]) == (1, "Storage array firmware upgrade")
+    code = run("outages", "annotate", str(target["id"]), "--unplanned", "--config", config_file)
+    assert code == 0
+    assert "): unplanned; cause 'Storage array firmware upgrade'" in capsys.readouterr().out
+    row = stored_one(db, str(target["id"]))
+    assert (row["planned"], row["cause"]) == (0, "Storage array firmware upgrade")
+
+
+def test_db_overrides_the_configs_database(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "elsewhere" / "other.db"
+    assert run("outages", "import", SAMPLE, "--config", config_file, "--db", other) == 0
+    assert f"(database {other})" in capsys.readouterr().out
+    assert len(stored(other)) == 12
+    assert not (tmp_path / "cli.db").exists()  # the config's database is left alone
+    argv = ["report", "--period", "FY2019Q2", "--format", "json", "--config", config_file]
+    assert run(*argv, "--db", other) == 0
+    assert json.loads(capsys.readouterr().out)["combined"]["downtime_minutes"] == 2780
+    assert run(*argv) == 2
+    assert f"no database at {tmp_path / 'cli.db'}" in capsys.readouterr().err
+
+
+def test_config_comes_from_availmon_config(
+    config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AVAILMON_CONFIG", str(config_file))
+    assert run("outages", "import", SAMPLE) == 0
+    assert f"(database {tmp_path / 'cli.db'})" in capsys.readouterr().out
+    assert run("report", "--period", "FY2019Q2", "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)["combined"]["downtime_minutes"] == 2780
+    # --config still wins over the environment.
+    monkeypatch.setenv("AVAILMON_CONFIG", str(tmp_path / "nope.toml"))
+    assert run("outages", "list", "--period", "FY2019Q2", "--config", config_file) == 0
+    assert capsys.readouterr().out.rstrip().endswith("12 outage(s) in FY2019Q2")
+    assert run("outages", "list", "--period", "FY2019Q2") == 2
+    assert "nope.toml: cannot read" in capsys.readouterr().err

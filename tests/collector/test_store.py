@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from availmon.clock import to_iso
 from availmon.schema import Event, State
@@ -97,3 +100,34 @@ def test_reopen_keeps_everything(tmp_path: Path) -> None:
     assert again.event_count() == 1
     assert len(again.outages(open_only=True)) == 1
     again.close()
+
+
+def test_a_failed_commit_is_rolled_back(tmp_path: Path) -> None:
+    """A COMMIT that fails (disk full in production) leaves SQLite's transaction open; unless
+    it is rolled back, every later write fails with "cannot start a transaction within a
+    transaction". A real failing COMMIT: a deferred foreign key, broken by a trigger on
+    ``events``, is only checked at COMMIT."""
+    store = Store(tmp_path / "collector.db")
+    try:
+        conn = store.conn
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "CREATE TEMP TABLE child "
+            "(pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+        conn.execute(
+            "CREATE TEMP TRIGGER commit_fails AFTER INSERT ON main.events "
+            "BEGIN INSERT INTO child VALUES (1); END"
+        )
+        first = ev(1, State.UP, State.DOWN, 0)
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            store.ingest([first], T0)
+        assert not conn.in_transaction
+        conn.execute("DROP TRIGGER commit_fails")
+        # The store goes on: the same event is stored now (the failed batch left nothing).
+        result = store.ingest([first, ev(2, State.DOWN, State.UP, 5)], T0)
+        assert (result.inserted, result.duplicates) == (2, 0)
+        assert [e["id"] for e in store.events()] == ["hq:1", "hq:2"]
+    finally:
+        store.close()

@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import os
 import random
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -38,15 +36,11 @@ IP_TIMEOUT = 30.0
 
 
 def unavailable() -> str | None:
-    """Why these tests cannot run here, or None when they can."""
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "iproute2 (`ip`) is not installed"
-    done = subprocess.run(["ip", "netns", "list"], capture_output=True, check=False)
-    if done.returncode != 0:
-        return f"`ip netns` is not available: {done.stderr.decode(errors='replace').strip()}"
-    return None
+    """Why these tests cannot run here, or None when they can (a namespace is added and
+    deleted to find out: see ``tests.peers.netns_unavailable``)."""
+    from tests.peers import netns_unavailable
+
+    return netns_unavailable()
 
 
 def ip(*args: str, netns: str | None = None, check: bool = True) -> str:

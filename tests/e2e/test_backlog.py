@@ -1,5 +1,9 @@
-"""The collector drains a 200,000-message backlog from its persistent session (DESIGN.md,
-"Delivery guarantees"), and two collectors side by side end with identical outage tables."""
+"""The collector drains a backlog from its persistent session (DESIGN.md, "Delivery
+guarantees"), and two collectors side by side end with identical outage tables.
+
+The backlog here is a few thousand events, enough for several full batches from each of four
+publishers: the test is about every event arriving once, not about speed. The 200,000-event
+drain and its rates are ``make bench`` (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -7,28 +11,34 @@ import asyncio
 from pathlib import Path
 
 from agent.main import Agent
-from bench.backlog import run
+from bench.backlog import deadline_for, run
 from collector.main import Collector
 from collector.store import Store
 from tests.peers import estate, http_target, mosquitto, wait_until, web_check
 
-BACKLOG = 200_000
+#: At least four collector batches (batch_size 1000): 1,000 events from each of four agents.
+BACKLOG = 4_000
+CONNECTED = 30.0  # only guards a hung test
 
 
-async def test_collector_drains_a_200k_backlog(tmp_path: Path) -> None:
+async def test_collector_drains_a_backlog(tmp_path: Path) -> None:
     async with mosquitto(tmp_path / "mq", extra_conf="max_inflight_messages 1000") as broker:
-        result = await run(tmp_path, broker.port, BACKLOG, agents=4)
+        result = await run(tmp_path, broker.port, BACKLOG, agents=4, deadline=deadline_for(BACKLOG))
     store = Store(tmp_path / "collector.db")
-    outages = store.outages()
+    try:
+        outages = store.outages()
+        in_store = store.event_count()
+    finally:
+        store.close()
     print(
         f"tally: sent={result.sent} delivered={result.stored} "
-        f"duplicates={store.event_count() - result.stored} rejected={{}} "
-        f"publish={result.publish_seconds:.0f}s drain={result.drain_seconds:.0f}s"
+        f"duplicates={result.duplicates} rejected={result.rejected}"
     )
     assert result.sent == BACKLOG
-    assert store.event_count() == BACKLOG
+    assert in_store == BACKLOG
     assert result.stored == BACKLOG
-    # Every event is a down or an up of one of 50 checks per agent: 100,000 closed outages.
+    assert result.rejected == 0
+    # Every event is a down or an up of one of 50 checks per agent: one closed outage a pair.
     assert len(outages) == BACKLOG // 2
     assert all(o["end"] is not None for o in outages)
 
@@ -67,8 +77,8 @@ async def test_two_collectors_side_by_side_end_identical(tmp_path: Path) -> None
         async with asyncio.TaskGroup() as tg:
             task_a = tg.create_task(a.run(stop_a))
             tg.create_task(b.run(stop_b))
-            await a.connected.wait()
-            await b.connected.wait()
+            await asyncio.wait_for(a.connected.wait(), CONNECTED)
+            await asyncio.wait_for(b.connected.wait(), CONNECTED)
             tg.create_task(agent.run(stop_agent))
             await wait_until(a.changed, lambda: up(a))
             target.healthy = False

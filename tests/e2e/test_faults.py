@@ -1,7 +1,10 @@
 """Issue 5 part 6: faults, each ending with nothing lost and the collector still running.
 
 Every test prints one ``tally:`` line (events sent, delivered, duplicates ignored, rejected by
-reason) and asserts that delivered + rejected accounts for every message sent. In-process
+reason), each figure counted from the store or the collector's metrics, and asserts that
+delivered + rejected accounts for every message sent. Each fault's premise is asserted on
+something measured too: the broker restart and the kill land while events are in flight (some
+stored, some not yet), and the database locks are really met by the collector. In-process
 collectors are awaited through ``Collector.changed``; subprocesses offer nothing to await, so
 they are polled (their SQLite files read-only, ``/healthz``, ``/metrics``) against a bounded
 deadline. No sleep is used to synchronise and no assertion depends on timing.
@@ -17,6 +20,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 import sqlite3
 import sys
 from collections import Counter
@@ -42,6 +47,7 @@ from tests.peers import (
     broker_user,
     estate,
     estate_data,
+    event_messages,
     free_port,
     http_target,
     mosquitto,
@@ -51,6 +57,8 @@ from tests.peers import (
 
 EVENT_TOPIC = topic("hq", "hq", "event")
 INGEST_COUNTERS = ("mqtt_messages", "events_ingested", "events_duplicate", "heartbeats")
+#: Only guards a hung test; every wait returns as soon as its condition holds.
+DEADLINE = procs.DEADLINE
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -152,11 +160,16 @@ async def in_process(collector: Collector) -> AsyncIterator[Running]:
     task = asyncio.create_task(collector.run(stop), name="collector")
     try:
         waiter = asyncio.ensure_future(collector.connected.wait())
-        done, _ = await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            [task, waiter], return_when=asyncio.FIRST_COMPLETED, timeout=DEADLINE
+        )
         if task in done:  # it died before it subscribed: show why
             waiter.cancel()
             task.result()
             raise AssertionError("collector stopped before it connected")
+        if waiter not in done:
+            waiter.cancel()
+            raise AssertionError(f"collector not subscribed within {DEADLINE:.0f} s")
         yield Running(collector, task)
     finally:
         stop.set()
@@ -246,12 +259,16 @@ async def test_broker_restarted_mid_stream(
     try:
         await produce(fault_events[: n // 2])
         await stored(collector, n // 3)
-        stored_at_fault = procs.count(db)
-        # The second half is spooled while the broker goes down and comes back.
+        # The second half is spooled while the broker goes down, and while it is down.
         second_half = asyncio.create_task(produce(fault_events[n // 2 :]))
         caplog.clear()  # from here on, a "subscribed" record is a new session
-        await broker.restart()
-        await second_half
+        await broker.stop()  # SIGTERM: it saves its persistence and exits
+        await asyncio.wait_for(second_half, DEADLINE)
+        # The restart's premise, measured while the broker is down: the store holds part of
+        # the stream and the spool holds events still to be delivered.
+        stored_at_fault = procs.count(db)
+        depth_at_fault, _, _ = await spool.stats()
+        await broker.start()
 
         async def missing() -> str:
             lost = sorted({e.id for e in fault_events} - set(stored_ids(db)))
@@ -283,8 +300,13 @@ async def test_broker_restarted_mid_stream(
         rejected=rejected_by_reason(collector),
     )
     tally.show()
-    print(f"broker restarted with {stored_at_fault} of {n} events stored")
-    assert stored_at_fault < n
+    print(
+        f"broker down with {stored_at_fault} of {n} events stored and {depth_at_fault} in the "
+        "agent's spool"
+    )
+    # Mid-stream: part of the stream was stored, and events waited in the spool.
+    assert 0 < stored_at_fault < n
+    assert depth_at_fault > 0
     assert ids == [e.id for e in events], "each event exactly once"
     assert depth == 0, "the spool still holds events the broker acknowledged"
     assert tally.rejected == {}
@@ -351,23 +373,30 @@ def write_estate(tmp_path: Path, broker_port: int, **extra: Any) -> tuple[Path, 
 async def test_collector_killed_mid_stream(broker: Mosquitto, tmp_path: Path) -> None:
     """``kill -9`` the collector while a stream is in flight, then start it again with the
     same config: its persistent session hands it the backlog (and redelivers what it had not
-    acknowledged), and idempotent ingest stores each event exactly once."""
+    acknowledged), and idempotent ingest stores each event exactly once.
+
+    A collector that keeps pace with its publisher may have nothing in flight at any given
+    instant, so the test makes it fall behind first: stalled (SIGSTOP) while the first part of
+    the stream reaches the broker, let go, and killed as soon as it has committed anything."""
     web_port = free_port()
     config, cfg = write_estate(tmp_path, broker.port, web={"port": web_port})
     db = cfg.collector.database
     n = 3000
     events = stream(n + 1)
-    payloads = [(EVENT_TOPIC, e.to_json()) for e in events]
+    payloads = event_messages("hq", "hq", events)
     before, during, after = payloads[: 2 * n // 3], payloads[2 * n // 3 : n], payloads[n]
     proc = procs.collector(config, tmp_path / "collector.log")
     async with procs.running(proc):
         await procs.wait_collector_ready(proc, web_port)
-        first = asyncio.create_task(publish(broker.port, before, "fault-agent"))
-        await procs.poll_until(
-            lambda: procs.count(db), lambda c: c >= n // 3, what=f"{n // 3} events", alive=proc
-        )
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            sent = await publish(broker.port, before, "fault-agent")
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        queued_at_kill = sent
+        await procs.poll_until(lambda: procs.count(db), what="a first commit", alive=proc)
         assert await proc.kill9() == -9
-        sent = await first
+        # Dead, so the store now holds exactly what the first life committed.
         committed_by_first_life = procs.count(db)
         # While it is down the stream goes on; the broker queues it for the session.
         sent += await publish(broker.port, during, "fault-agent")
@@ -400,10 +429,12 @@ async def test_collector_killed_mid_stream(broker: Mosquitto, tmp_path: Path) ->
     )
     tally.show()
     print(
-        f"killed with {committed_by_first_life} of {n} committed; second life ingested "
-        f"{second_life['events_ingested']} (post-fault event included)"
+        f"killed with {committed_by_first_life} committed of the {queued_at_kill} the broker "
+        f"held for it ({n} in all); second life ingested {second_life['events_ingested']} "
+        "(post-fault event included)"
     )
-    assert committed_by_first_life < n
+    # Mid-stream: it had committed some, and the broker held events it had not yet committed.
+    assert 0 < committed_by_first_life < queued_at_kill
     assert ids == [e.id for e in events], "each event exactly once"
     # What the first life committed plus what the second stored is the whole stream.
     assert committed_by_first_life + second_life["events_ingested"] == n + 1
@@ -654,14 +685,21 @@ def test_every_conflicting_version_is_kept(tmp_path: Path) -> None:
     store = Store(tmp_path / "collector.db")
     try:
         now = utcnow()
-        store.ingest([original], now)
+        first = store.ingest([original], now)
         result = store.ingest(versions, now)
         kept = [json.loads(r[0]) for r in store.conn.execute("SELECT payload FROM conflicts")]
+        in_store = store.event_count()
     finally:
         store.close()
-    tally = Tally(sent=3, delivered=1, rejected={"seq_conflict": len(result.conflicts)})
+    tally = Tally(
+        sent=len([original, *versions]),
+        delivered=in_store,
+        duplicates=first.duplicates + result.duplicates,
+        rejected={"seq_conflict": len(first.conflicts) + len(result.conflicts)},
+    )
     tally.show()
     print(f"conflicts kept: {len(kept)} of {len(versions)}")
+    assert (first.inserted, result.inserted) == (1, 0)
     assert tally.accounts_for_every_message()
     assert sorted(k["at"] for k in kept) == sorted(json.loads(v.to_json())["at"] for v in versions)
 
@@ -673,10 +711,9 @@ import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
 conn.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
-if sys.argv[2] == "until-told":
+time.sleep(float(sys.argv[2]))  # the fault's duration (issue 5), not a synchronisation
+if sys.argv[3] == "until-told":
     sys.stdin.readline()
-else:
-    time.sleep(float(sys.argv[2]))  # the fault's duration (issue 5), not a synchronisation
 conn.execute("COMMIT")
 print("released", flush=True)
 """
@@ -684,16 +721,20 @@ LOCK_SECONDS = 5.0
 
 
 @contextlib.asynccontextmanager
-async def write_lock_held(db: Path, seconds: float | None) -> AsyncIterator[Callable[[], None]]:
+async def write_lock_held(
+    db: Path, seconds: float | None, *, until_told: bool = False
+) -> AsyncIterator[Callable[[], None]]:
     """Another process holds ``db``'s write lock from entry, for ``seconds`` or (None) until
-    the test calls the yielded ``release``; the exit waits for it to let go, and kills it by
-    PID if the block fails."""
+    the test calls the yielded ``release``; with ``until_told`` as well, for at least
+    ``seconds`` and until then (so the test can measure the fault while it lasts). The exit
+    waits for it to let go, and kills it by PID if the block fails."""
     locker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         LOCKER,
         str(db),
-        "until-told" if seconds is None else str(seconds),
+        str(seconds or 0),
+        "until-told" if seconds is None or until_told else "timed",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -732,34 +773,50 @@ def assert_write_locked(db: Path) -> None:
         probe.close()
 
 
-async def test_database_locked_for_five_seconds(
-    broker: Mosquitto, running_collector: Running
-) -> None:
+async def test_database_locked_for_five_seconds(broker: Mosquitto, tmp_path: Path) -> None:
     """Another process holds the store's write lock for 5 s while events stream in: the
     collector waits (busy_timeout, BEGIN IMMEDIATE) instead of failing, loses nothing, and
     goes on ingesting."""
-    collector = running_collector.collector
+    collector = EnteringCollector(estate(tmp_path, broker.port, []))
     db = collector.estate.collector.database
     n = 1000
     events = stream(n + 1)
-    payloads = [(EVENT_TOPIC, e.to_json()) for e in events]
-    sent = await publish(broker.port, payloads[: n // 2], "fault-agent")
-    await ingested(collector, n // 2)
-    async with write_lock_held(db, LOCK_SECONDS):
-        sent += await publish(broker.port, payloads[n // 2 : n], "fault-agent")
-    await ingested(collector, n)
-    await publish(broker.port, [payloads[n]], "fault-agent")
-    await ingested(collector, n + 1)
-    assert not running_collector.task.done()
-    assert collector.connected.is_set()
-    ids = stored_ids(db)
-    tally = Tally(
-        sent=sent,
-        delivered=len(set(ids) - {events[n].id}),
-        duplicates=counter(collector, "availmon_events_duplicate_total"),
-        rejected=rejected_by_reason(collector),
-    )
+    payloads = event_messages("hq", "hq", events)
+    async with in_process(collector) as running:
+        sent = await publish(broker.port, payloads[: n // 2], "fault-agent")
+        await ingested(collector, n // 2)
+        received_before = counter(collector, "availmon_mqtt_messages_total")
+        collector.entered.clear()
+        async with write_lock_held(db, LOCK_SECONDS, until_told=True):
+            sent += await publish(broker.port, payloads[n // 2 : n], "fault-agent")
+            # The premise, measured while the lock lasts: the collector has a batch in hand
+            # and its write is waiting on the lock, so nothing more reaches the store.
+            await asyncio.wait_for(collector.entered.wait(), DEADLINE)
+            received_in_lock = counter(collector, "availmon_mqtt_messages_total") - received_before
+            stored_in_lock = procs.count(db)
+            assert_write_locked(db)
+        await ingested(collector, n)
+        await publish(broker.port, [payloads[n]], "fault-agent")
+        await ingested(collector, n + 1)
+        assert not running.task.done()
+        assert collector.connected.is_set()
+        busy = counter(collector, "availmon_store_busy_total")
+        ids = stored_ids(db)
+        tally = Tally(
+            sent=sent,
+            delivered=len(set(ids) - {events[n].id}),
+            duplicates=counter(collector, "availmon_events_duplicate_total"),
+            rejected=rejected_by_reason(collector),
+        )
     tally.show()
+    print(
+        f"while locked: {received_in_lock} messages received, store held {stored_in_lock}; "
+        f"availmon_store_busy_total={busy}"
+    )
+    assert received_in_lock > 0
+    assert stored_in_lock == n // 2
+    # 5 s is inside the store's busy_timeout (30 s): SQLite waited, no write had to be retried.
+    assert busy == 0
     assert ids == [e.id for e in events]
     assert tally.rejected == {}
     assert tally.accounts_for_every_message()
@@ -768,7 +825,8 @@ async def test_database_locked_for_five_seconds(
 async def test_lock_longer_than_busy_timeout(broker: Mosquitto, tmp_path: Path) -> None:
     """A lock longer than busy_timeout (30 s in the store) must not end the collector: the
     batch stays unacknowledged until it can be committed. To keep the test short, the same
-    fault is made with the writer's busy_timeout shortened to 0.2 s and a 3 s lock."""
+    fault is made with the writer's busy_timeout shortened to 0.2 s; the lock is held until
+    the collector has run into it twice (its write failed, was retried, and failed again)."""
     cfg = estate(tmp_path, broker.port, [])
     collector = Collector(cfg)
     collector.store.conn.execute("PRAGMA busy_timeout=200")
@@ -776,10 +834,20 @@ async def test_lock_longer_than_busy_timeout(broker: Mosquitto, tmp_path: Path) 
     [ev] = stream(1)
     stop = asyncio.Event()
     task = asyncio.create_task(collector.run(stop), name="collector")
+
+    def busy() -> int:
+        return counter(collector, "availmon_store_busy_total")
+
     try:
-        await asyncio.wait_for(collector.connected.wait(), 30)
-        async with write_lock_held(db, 3.0):
-            sent = await publish(broker.port, [(EVENT_TOPIC, ev.to_json())], "fault-agent")
+        await asyncio.wait_for(collector.connected.wait(), DEADLINE)
+        async with write_lock_held(db, None):
+            sent = await publish(broker.port, event_messages("hq", "hq", [ev]), "fault-agent")
+            # The counter has no event to await: poll it, bounded (and fail fast on a crash).
+            await procs.poll_until(
+                lambda: task.done() or busy() >= 2, what="two writes refused by the lock"
+            )
+            busy_in_lock = busy()
+            stored_in_lock = procs.count(db)
         stored = asyncio.ensure_future(ingested(collector, 1))
         await asyncio.wait([task, stored], return_when=asyncio.FIRST_COMPLETED, timeout=60)
         stored.cancel()
@@ -790,8 +858,13 @@ async def test_lock_longer_than_busy_timeout(broker: Mosquitto, tmp_path: Path) 
             rejected=rejected_by_reason(collector),
         )
         tally.show()
+        print(
+            f"while locked: availmon_store_busy_total={busy_in_lock}, store held {stored_in_lock}"
+        )
         crash = task.exception() if task.done() else None
         assert crash is None, f"the collector died: {crash!r}"
+        assert busy_in_lock >= 2
+        assert stored_in_lock == 0
         assert tally.accounts_for_every_message()
     finally:
         stop.set()

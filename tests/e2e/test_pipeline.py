@@ -57,7 +57,7 @@ async def test_outage_from_first_failed_to_first_good_probe(broker: Any, tmp_pat
 
         async with asyncio.TaskGroup() as tg:
             tg.create_task(collector.run(stop))
-            await collector.connected.wait()
+            await asyncio.wait_for(collector.connected.wait(), 30)  # 30 s: only a hang
             tg.create_task(agent.run(stop))
             await wait_until(collector.changed, lambda: state() is State.UP)
             target.healthy = False

@@ -66,18 +66,6 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def netns_unavailable() -> str | None:
-    """Why namespace tests cannot run here, or None when they can."""
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    if shutil.which("ip") is None:
-        return "needs iproute2's ip"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        return f"ip netns unavailable: {probe.stderr.strip()}"
-    return None
-
-
 @contextmanager
 def netns() -> Iterator[str]:
     """A fresh namespace with only loopback up (no default route); deleted on exit."""

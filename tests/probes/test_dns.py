@@ -149,6 +149,9 @@ def test_bad_options_are_config_errors(raw: dict[str, Any], message: str) -> Non
         ("::1", None),
         ("[::1]:5353", None),
         ("127.0.0.1:dns", "port 'dns' is not a number"),
+        ("", "expected host or host:port, got ''"),
+        (" ", "expected host or host:port, got ' '"),
+        ("[]", "expected host or host:port, got '[]'"),
     ],
 )
 def test_check_target(target: str, problem: str | None) -> None:

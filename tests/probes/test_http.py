@@ -163,6 +163,17 @@ async def test_bearer_token_from_env(site: str, monkeypatch: pytest.MonkeyPatch)
     assert TOKEN not in repr(result)  # the secret is sent, never reported
 
 
+async def test_bearer_token_from_file(site: str, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")  # trailing newline as editors leave it: stripped
+    options = opts(
+        bearer_token_file=str(token_file), body_contains=f"authorization=Bearer {TOKEN} "
+    )
+    result = await http.probe(site + "/auth", 5, options)
+    assert (result.ok, result.error) == (True, None)
+    assert TOKEN not in repr(result)  # the secret is sent, never reported
+
+
 async def test_without_credentials_server_says_401(site: str) -> None:
     result = await http.probe(site + "/auth", 5, opts())
     assert result.error == "HTTP 401"

@@ -4,11 +4,11 @@ must not answer (no route out of it, so nothing leaves the machine)."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from probes import icmp
 from probes.registry import REGISTRY
+from tests.peers import netns_unavailable
 
 AVAILMON = str(Path(sys.executable).parent / "availmon")
 
@@ -133,13 +134,9 @@ class Netns:
 
 @pytest.fixture
 def netns() -> Iterator[Netns]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if (
-        shutil.which("ip") is None
-        or subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode
-    ):
-        pytest.skip("`ip netns` is not available")
+    reason = netns_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
     name = f"avm-icmp-{secrets.token_hex(4)}"
     subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
     try:
@@ -222,3 +219,75 @@ def test_without_cap_net_raw_uses_datagram_sockets(
     got_mode, got = netns.python(script, prefix=("setpriv", "--bounding-set=-net_raw"))
     assert got_mode == mode
     assert got == outcome if isinstance(outcome, bool) else outcome in got
+
+
+AGENT_CONFIG = """\
+[broker]
+host = "127.0.0.1"
+port = {port}
+
+[agent]
+state_dir = "{state}"
+
+[partners.CCC]
+name = "Cambridge City Council"
+
+[sites.hq]
+partner = "CCC"
+
+[[sites.hq.checks]]
+name = "wan-link"
+type = "icmp"
+target = "127.0.0.1"
+area = "network_telephony"
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize(
+    ("group_range", "outcome"),
+    [
+        ("1 0", "refused"),  # no raw sockets and no datagram ICMP: the agent must not start
+        ("0 0", "ICMP through unprivileged datagram sockets"),  # the contrast: it starts
+    ],
+)
+def test_agent_refuses_to_start_without_icmp(
+    netns: Netns, tmp_path: Path, group_range: str, outcome: str
+) -> None:
+    """README: the agent logs which ICMP mode it uses at start, and refuses to start with
+    neither. Root without CAP_NET_RAW, in a namespace whose ping_group_range is set here."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    netns.sysctl(f"net.ipv4.ping_group_range={group_range}")
+    config = tmp_path / "estate.toml"
+    # Inside the namespace nothing listens on the broker port: the agent only gets as far as
+    # connecting, which is all the contrast needs.
+    config.write_text(AGENT_CONFIG.format(port=1883, state=tmp_path / "agent"))
+    argv = [
+        "ip", "netns", "exec", netns.name, "setpriv", "--bounding-set=-net_raw",
+        AVAILMON, "agent", "--config", str(config), "--site", "hq",
+    ]  # fmt: skip
+    if outcome == "refused":
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == (
+            "availmon: " + icmp.describe_mode(icmp.Mode.NONE)
+        )
+        return
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The deadline: a silent agent is killed, which ends the read loop below.
+    deadline = threading.Timer(30, proc.kill)
+    deadline.start()
+    seen: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if outcome in line:
+                break
+        assert any(outcome in line for line in seen), "".join(seen)
+        assert proc.poll() is None, "".join(seen)  # started, and still running
+    finally:
+        deadline.cancel()
+        proc.terminate()
+        proc.wait(30)

@@ -170,6 +170,9 @@ def test_bad_options_are_config_errors(raw: dict[str, Any], message: str) -> Non
         ("sip.example.test", None),
         ("127.0.0.1:5080", None),
         ("pbx:sip", "port 'sip' is not a number"),
+        ("", "expected host or host:port, got ''"),
+        (" ", "expected host or host:port, got ' '"),
+        ("[]", "expected host or host:port, got '[]'"),
     ],
 )
 def test_check_target(target: str, problem: str | None) -> None:

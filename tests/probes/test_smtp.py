@@ -180,6 +180,9 @@ def test_bad_options_are_config_errors(raw: dict[str, Any], message: str) -> Non
         ("mx.example.test", None),
         ("127.0.0.1:2525", None),
         ("mx:smtp", "port 'smtp' is not a number"),
+        ("", "expected host or host:port, got ''"),
+        (" ", "expected host or host:port, got ' '"),
+        ("[]", "expected host or host:port, got '[]'"),
     ],
 )
 def test_check_target(target: str, problem: str | None) -> None:

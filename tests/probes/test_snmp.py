@@ -22,7 +22,6 @@ from snmp_peer import (
     free_udp_port,
     in_netns,
     netns,
-    netns_unavailable,
     running_snmpd,
 )
 
@@ -30,6 +29,7 @@ from availmon.config import parse_config
 from availmon.errors import ConfigError, StartupError
 from probes import snmp
 from probes.base import ProbeResult
+from tests.peers import netns_unavailable
 
 needs_snmpd = pytest.mark.skipif(
     not Path(SNMPD).exists(), reason="needs net-snmp's snmpd (Debian package snmpd)"

@@ -65,7 +65,7 @@ class Sender:
         proc = await asyncio.create_subprocess_exec(
             *argv, env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
-        _out, err = await proc.communicate()
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)  # 30 s: only a hang
         assert proc.returncode == 0, err.decode()
 
     async def v2c(
@@ -187,7 +187,7 @@ async def test_v1_generic_link_down_is_translated(running: Running) -> None:
         SNMPTRAP, "-r0", *argv, sender.target, "1.3.6.1.4.1.8072.3.2.10", "127.0.0.1", "2", "0",
         "", *link_varbinds(4, name=None), env=sender.env,
     )  # fmt: skip
-    assert await proc.wait() == 0
+    assert await asyncio.wait_for(proc.wait(), 30) == 0  # 30 s: only a hang
     event = await received.next()
     assert (event.kind, event.if_index, event.if_name) == ("linkDown", 4, None)
 
