@@ -112,4 +112,4 @@ def test_bad_durations_name_key_and_value(text: object, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(check_with(interval=text), "estate.toml")
     [issue] = err.value.issues
-    assert str(issue) == f"estate.toml: sites.hq.checks[0].interval: {message} (got {text!r})"
+    assert str(issue) == f"estate.toml: sites.hq.checks.web.interval: {message} (got {text!r})"
