@@ -247,6 +247,10 @@ class Collector:
         async with self.changed:
             self.changed.notify_all()
 
+    async def notify_changed(self) -> None:
+        """Tell the board (and tests) about a change made outside ingest: a web write."""
+        await self._notify()
+
     def _mark_unknown(self, agent: str) -> None:
         """An agent we cannot hear from tells us nothing about its checks."""
         for key, c in self.live.items():
