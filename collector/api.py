@@ -349,6 +349,12 @@ def _param(name: str, where: str, text: str, **schema: Any) -> dict[str, Any]:
     }
 
 
+PERIOD_PATTERN = (
+    r"^(FY[0-9]{4}Q[1-4]|[0-9]{4}Q[1-4]|[0-9]{4}-(0[1-9]|1[0-2])"
+    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}\.\.[0-9]{4}-[0-9]{2}-[0-9]{2})$"
+)
+
+
 def openapi_document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
         ChecksOut,
@@ -364,7 +370,12 @@ def openapi_document() -> dict[str, Any]:
     schemas = top.get("$defs", {})
     read = _err("401")
     period_params = [
-        _param("period", "query", "FY2019Q2, 2019Q3, 2019-09 or 2019-07-01..2019-09-30"),
+        _param(
+            "period",
+            "query",
+            "FY2019Q2, 2019Q3, 2019-09 or 2019-07-01..2019-09-30",
+            pattern=PERIOD_PATTERN,
+        ),
         _param("from", "query", "first day, YYYY-MM-DD (with to)", format="date"),
         _param("to", "query", "last day, YYYY-MM-DD, included (with from)", format="date"),
         _param("area", "query", "area id, e.g. email"),
@@ -481,7 +492,14 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/report": {
                 "get": {
                     "summary": "The quarterly report's figures (default: the quarter to date)",
-                    "parameters": [_param("period", "query", "FY2019Q2, 2019Q3, 2019-09, ...")],
+                    "parameters": [
+                        _param(
+                            "period",
+                            "query",
+                            "FY2019Q2, 2019Q3, 2019-09, ...",
+                            pattern=PERIOD_PATTERN,
+                        )
+                    ],
                     "responses": {
                         "200": {
                             "description": "the report, as availmon report --format json",

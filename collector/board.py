@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from availmon.clock import from_iso, to_iso, utcnow
 from availmon.config import Estate
@@ -605,13 +606,14 @@ def outage_detail(
 class AnnotationIn(BaseModel):
     """What people know about an outage; fields left out keep their value."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The published schema says what the validator says: at least one field, none null.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
 
-    cause: str | None = Field(default=None, max_length=500)
-    provider: str | None = Field(default=None, max_length=200)
-    note: str | None = Field(default=None, max_length=2000)
+    cause: str | SkipJsonSchema[None] = Field(default=None, max_length=500)
+    provider: str | SkipJsonSchema[None] = Field(default=None, max_length=200)
+    note: str | SkipJsonSchema[None] = Field(default=None, max_length=2000)
     #: True marks it planned work (shown as maintenance, never red); false unplanned.
-    planned: bool | None = None
+    planned: bool | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _something(self) -> AnnotationIn:

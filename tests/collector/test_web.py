@@ -42,7 +42,7 @@ async def test_status_page_and_api_show_open_outages(tmp_path: Path, aiohttp_cli
     page = await client.get("/")
     assert page.status == 200
     html = await page.text()
-    assert "Ongoing outages <span class=\"count\">(1)</span>" in html
+    assert 'Ongoing outages <span class="count">(1)</span>' in html
     assert "1 Jul" in html and "10:00" in html  # the start, in the councils' local time
 
     health = await client.get("/healthz")
