@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import schemathesis
-from schemathesis.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
 
 from availmon.clock import utcnow
 from availmon.schema import CheckStatus, State
@@ -94,7 +94,7 @@ def test_api_matches_its_openapi_document(tmp_path: Path) -> None:
                 database=None,
                 suppress_health_check=list(HealthCheck),
             )
-            def check(case: Any) -> None:
+            def check(case: Any, headers: Any = headers, excluded: Any = excluded) -> None:
                 case.call_and_validate(
                     base_url=server.url, headers=headers, excluded_checks=excluded
                 )
