@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from availmon.clock import utcnow
-from collector import board
+from collector import auth, board
 from collector.accounting import (
     PeriodError,
     date_range,
@@ -476,7 +476,7 @@ def openapi_document() -> dict[str, Any]:
                             "in": "header",
                             "required": True,
                             "description": "who is writing (recorded with the change)",
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "schema": {"type": "string", "pattern": auth.WHO_PATTERN},
                         },
                     ],
                     "requestBody": {

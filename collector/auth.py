@@ -23,8 +23,10 @@ from availmon.errors import StartupError
 
 COOKIE = "availmon_token"
 USER_HEADER = "X-Availmon-User"
-#: Who did it: a person's name or login, as people write it (no control characters).
-_WHO = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+#: Who did it: a person's name or login, as people write it (no control characters, not
+#: only blanks); the OpenAPI document publishes the same pattern.
+WHO_PATTERN = r"^(?=.*\S)[^\x00-\x1f\x7f]{1,64}$"
+_WHO = re.compile(WHO_PATTERN)
 #: Paths anyone may fetch even with a read token set: liveness, the sign-in form and the
 #: static files it needs.
 OPEN_PATHS = ("/healthz", "/board/login")
@@ -72,8 +74,7 @@ def who(value: str | None) -> str | None:
     """The name a write is recorded under, or None when missing or unfit."""
     if value is None:
         return None
-    value = value.strip()
-    return value if _WHO.match(value) else None
+    return value.strip() if _WHO.match(value) else None
 
 
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
