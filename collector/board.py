@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from aiohttp_sse import sse_response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
@@ -849,6 +850,9 @@ def environment() -> Environment:
     )
     env.filters["pct"] = lambda v: "—" if v is None else f"{v:.2f}%"
     env.filters["ms"] = lambda v: "" if v is None else f"{v * 1000:.0f} ms"
+    env.filters["mins"] = lambda v: f"{v:g} min"
+    # Let long area names such as "Network/Telephony" break after the slash, not mid-word.
+    env.filters["slashbreak"] = lambda v: Markup("/<wbr>").join(escape(str(v)).split("/"))
     return env
 
 
@@ -894,13 +898,16 @@ async def board_events(request: web.Request) -> web.StreamResponse:
         sent = -1
         if last_seen == feed.event_id:
             sent = feed.version  # reconnected to the same collector, nothing missed
-        while not feed.closing.is_set() and resp.is_connected():
-            if feed.version != sent and feed.payload:
-                sent = feed.version
-                await resp.send(feed.payload, id=feed.event_id, event="board", retry=2000)
-            else:
-                await resp.send(json.dumps({"now": to_iso(utcnow())}), event="tick")
-            await feed.wait_newer(sent, TICK)
+        try:
+            while not feed.closing.is_set() and resp.is_connected():
+                if feed.version != sent and feed.payload:
+                    sent = feed.version
+                    await resp.send(feed.payload, id=feed.event_id, event="board", retry=2000)
+                else:
+                    await resp.send(json.dumps({"now": to_iso(utcnow())}), event="tick")
+                await feed.wait_newer(sent, TICK)
+        except ConnectionResetError:
+            pass  # the browser went away (closed, navigated): nothing to send it
     return resp
 
 
