@@ -102,7 +102,8 @@ async def run_demo(estate: Estate, stop: asyncio.Event) -> None:
             print(
                 f"\navailmon demo is running ({len(agents)} agents, "
                 f"{sum(len(s.checks) for s in estate.sites.values())} checks).\n"
-                f"  status page  http://{web_.listen}:{collector.web_port}/\n"
+                f"  board        http://{web_.listen}:{collector.web_port}/"
+                f"   (wall screen: /?wall)\n"
                 f"  status JSON  http://{web_.listen}:{collector.web_port}/api/v1/status\n"
                 f"  metrics      http://{web_.listen}:{collector.web_port}/metrics\n"
                 f"  state        {estate.collector.database.parent}\n"

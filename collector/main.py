@@ -379,7 +379,7 @@ class Collector:
             self.web_port = runner.addresses[0][1]
             self.web_ready.set()
             log.info(
-                "status page http://%s:%d/  metrics http://%s:%d/metrics",
+                "board http://%s:%d/  metrics http://%s:%d/metrics",
                 self.estate.web.listen,
                 self.web_port,
                 self.estate.web.listen,
