@@ -234,12 +234,10 @@ def _outages(
         out.append(view)
         if len(out) >= limit:
             break
-    evidence = store.start_evidence(
-        [r["start_event"] for r in rows[: len(out) * 2] if r["start_event"]]
-    )
-    by_id = {r["id"]: r["start_event"] for r in rows}
+    starts = {r["id"]: r["start_event"] for r in rows if r["start_event"]}
+    evidence = store.start_evidence([starts[v["id"]] for v in out if v["id"] in starts])
     for view in out:
-        ev = evidence.get(by_id.get(view["id"]) or "")
+        ev = evidence.get(starts.get(view["id"]) or "")
         if ev and ev.get("error"):
             view["reason"] = ev["error"]
     return out

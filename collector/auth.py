@@ -15,6 +15,7 @@ import hmac
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -98,7 +99,7 @@ def read_guard() -> Callable[..., Awaitable[web.StreamResponse]]:
         ):
             return await handler(request)
         if "text/html" in request.headers.get("Accept", "") and request.method == "GET":
-            raise web.HTTPSeeOther(f"/board/login?next={path}")
+            raise web.HTTPSeeOther(f"/board/login?next={quote(path)}")
         return web.json_response(
             {"error": "reading needs a token: Authorization: Bearer <web.read_token>"},
             status=401,

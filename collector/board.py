@@ -971,7 +971,8 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     """Sign in for reading when ``web.read_token_file`` is set: sets an HttpOnly cookie."""
     tokens = request.app[auth.TOKENS]
     target = request.query.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
+    # Only a path on this server: "//host" and "/\\host" would send the browser elsewhere.
+    if not target.startswith("/") or target[1:2] in ("/", "\\"):
         target = "/"
     message = None
     if request.method == "POST":

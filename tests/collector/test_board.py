@@ -288,3 +288,46 @@ async def test_empty_token_file_is_a_startup_error(tmp_path: Path) -> None:
             make_app(collector)
     finally:
         collector.close()
+
+
+async def test_api_outages_filter_by_partner_kind_and_period(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    oid = await down_webmail(collector)
+    collector.store.import_outages(
+        [
+            {
+                "id": "imp:2019",
+                "site": "hdc-pathfinder",
+                "check_name": "file-server",
+                "area": "servers",
+                "state": "down",
+                "start": "2019-07-03T09:15:00.000000+00:00",
+                "end": "2019-07-03T11:00:00.000000+00:00",
+                "planned": 1,
+                "cause": "disk swap",
+                "provider": None,
+                "note": None,
+            }
+        ]
+    )
+    client = await aiohttp_client(make_app(collector))
+
+    async def ids(query: str) -> list[str]:
+        response = await client.get(f"/api/v1/outages?{query}")
+        assert response.status == 200, await response.text()
+        return [o["id"] for o in (await response.json())["outages"]]
+
+    assert await ids("") == [oid]  # this quarter by default
+    assert await ids("partner=SHARED&open=true&kind=unplanned") == [oid]
+    assert await ids("partner=HDC") == []
+    assert await ids("period=FY2019Q2") == ["imp:2019"]
+    assert await ids("from=2019-07-01&to=2019-07-31&kind=maintenance") == ["imp:2019"]
+    assert await ids("period=FY2019Q2&kind=unplanned") == []
+    [webmail] = (await (await client.get("/api/v1/outages")).json())["outages"]
+    assert webmail["reason"] == "HTTP 503"
+    for bad in ("period=2019Q9", "from=2019-07-01", "kind=broken", "open=maybe", "limit=0"):
+        assert (await client.get(f"/api/v1/outages?{bad}")).status == 400, bad
+    # The 2019 record on the board shows its year.
+    html = await (await client.get("/")).text()
+    assert "3 Jul 2019 10:15" in html
