@@ -54,7 +54,7 @@ from collector.accounting import (
     union,
 )
 from collector.metrics import LiveCheck
-from collector.report import accounts_for
+from collector.report import accounts_for, show_minutes
 
 if TYPE_CHECKING:
     from collector.main import Collector
@@ -315,7 +315,7 @@ def kpi_view(store: Store, estate: Estate, now: datetime) -> dict[str, Any]:
                 "name": a.name,
                 "percent": pct(a.ratio),
                 "ratio": float(a.ratio) if a.ratio is not None else None,
-                "downtime_minutes": round(a.downtime / 60_000_000, 1),
+                "downtime_minutes": a.downtime / 60_000_000,
                 "met": a.ratio is not None and float(a.ratio) * 100 >= target,
             }
             for a in acc.areas
@@ -323,7 +323,7 @@ def kpi_view(store: Store, estate: Estate, now: datetime) -> dict[str, Any]:
         "combined": {
             "percent": pct(acc.combined_ratio),
             "ratio": float(acc.combined_ratio) if acc.combined_ratio is not None else None,
-            "downtime_minutes": round(acc.combined_downtime / 60_000_000, 1),
+            "downtime_minutes": acc.combined_downtime / 60_000_000,
             "met": acc.met,
         },
     }
@@ -850,7 +850,8 @@ def environment() -> Environment:
     )
     env.filters["pct"] = lambda v: "—" if v is None else f"{v:.2f}%"
     env.filters["ms"] = lambda v: "" if v is None else f"{v * 1000:.0f} ms"
-    env.filters["mins"] = lambda v: f"{v:g} min"
+    # Rounded up to a tenth, as the report does: downtime is never understated.
+    env.filters["mins"] = lambda v: f"{show_minutes(v)} min"
     # Let long area names such as "Network/Telephony" break after the slash, not mid-word.
     env.filters["slashbreak"] = lambda v: Markup("/<wbr>").join(escape(str(v)).split("/"))
     return env
