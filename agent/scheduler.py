@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.state import CheckState, Thresholds, Transition
@@ -37,6 +39,38 @@ class _Slot:
     spec: ProbeSpec[Any]
     options: Any
     state: CheckState
+    #: Wall time of the last probe, seconds (the batch's, for batched checks).
+    duration: float | None = None
+
+
+def _finite(value: Any) -> float | None:
+    """A number fit for the heartbeat's measurements, else None (not measured)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _measures(last: ProbeResult | None, now: datetime) -> dict[str, float | None]:
+    """Loss, jitter and certificate expiry from the last result's own fields and details;
+    each is None when this probe did not measure it (issue 12: absent, not 0)."""
+    if last is None:
+        return {"loss": None, "jitter": None, "cert_expires_in": None}
+    loss = _finite(last.loss)
+    jitter_ms = _finite(last.details.get("jitter_ms"))
+    expires_in = None
+    not_after = last.details.get("cert_not_after")
+    if isinstance(not_after, str):
+        try:
+            when = datetime.strptime(not_after, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            when = None
+        if when is not None:
+            expires_in = (when - now).total_seconds()
+    return {
+        "loss": loss if loss is not None and 0 <= loss <= 100 else None,
+        "jitter": jitter_ms / 1000 if jitter_ms is not None and jitter_ms >= 0 else None,
+        "cert_expires_in": expires_in,
+    }
 
 
 def offset(name: str, interval: float) -> float:
@@ -72,6 +106,7 @@ class Scheduler:
 
     def statuses(self) -> list[CheckStatus]:
         out = []
+        now = utcnow()
         for slot in self._slots.values():
             last = slot.state.last
             out.append(
@@ -82,6 +117,8 @@ class Scheduler:
                     since=slot.state.since,
                     latency=last.latency if last else None,
                     error=(last.error or "")[:500] or None if last else None,
+                    **_measures(last, now),
+                    duration=_finite(slot.duration),
                 )
             )
         return out
@@ -132,6 +169,7 @@ class Scheduler:
         check = slots[0].check
         spec = slots[0].spec
         at = utcnow()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(check.timeout + 1.0):
                 if session is not None:
@@ -158,7 +196,9 @@ class Scheduler:
             # A bug in a probe is not an outage of the target: log it, record nothing.
             log.exception("probe %s crashed; no result recorded", check.name)
             return
+        took = time.perf_counter() - started
         for slot, result in zip(slots, results, strict=True):
+            slot.duration = took
             await self._observe(slot, result, at)
 
     async def _observe(self, slot: _Slot, result: ProbeResult, at: datetime) -> None:

@@ -103,11 +103,19 @@ class CollectorConfig(Frozen):
 class WebConfig(Frozen):
     listen: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9810  # 0: any free port (tests)
+    #: Bearer token for writes (annotate an outage, mark it planned); without one the web
+    #: surface is read-only and every write is refused.
     token_file: Path | None = None
     token_env: str | None = None
+    #: When set, reads (board, API, /metrics) need this token or the write token too.
+    read_token_file: Path | None = None
+    read_token_env: str | None = None
 
     def token(self) -> str | None:
         return resolve_secret(self.token_file, self.token_env, "web.token")
+
+    def read_token(self) -> str | None:
+        return resolve_secret(self.read_token_file, self.read_token_env, "web.read_token")
 
 
 class Area(Frozen):

@@ -221,7 +221,7 @@ def _banner(estate: Estate, collector: Collector, agents: int, speed: float) -> 
     print(
         f"\navailmon demo is running ({agents} agents, "
         f"{sum(len(s.checks) for s in estate.sites.values())} checks{pace}).\n"
-        f"  status page  {base}/\n"
+        f"  board        {base}/   (wall screen: /?wall)\n"
         f"  status JSON  {base}/api/v1/status\n"
         f"  metrics      {base}/metrics\n"
         f"  state        {estate.collector.database.parent}\n"

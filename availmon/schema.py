@@ -79,6 +79,10 @@ class Event(Wire):
         return self.model_dump_json(by_alias=True).encode()
 
 
+#: A measurement: finite and non-negative (None when it was not taken, never 0).
+Measure = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class CheckStatus(Wire):
     check: Ident
     area: Ident
@@ -86,6 +90,16 @@ class CheckStatus(Wire):
     since: UtcTime | None = None
     latency: float | None = None
     error: str | None = Field(default=None, max_length=500)
+    # Per-check measurements of the last probe for dashboards (issue 12); optional, so an
+    # older agent's heartbeat still validates, and absent when the probe does not measure it.
+    #: Echoes lost in the last burst, percent (ICMP).
+    loss: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+    #: Mean difference between consecutive round trips, seconds (ICMP).
+    jitter: Measure | None = None
+    #: Seconds from the last probe to the peer certificate's notAfter; negative once expired.
+    cert_expires_in: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    #: Wall time the last probe took, seconds (a batch's, for checks probed as one batch).
+    duration: Measure | None = None
 
 
 class Heartbeat(Wire):

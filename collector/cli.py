@@ -13,6 +13,7 @@ Every command reads the estate config (areas, partners, sites, accounting settin
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -80,6 +81,9 @@ def add_parser(sub: Any) -> None:
     kind = ann.add_mutually_exclusive_group()
     kind.add_argument("--planned", dest="planned", action="store_true", default=None)
     kind.add_argument("--unplanned", dest="planned", action="store_false")
+    ann.add_argument(
+        "--by", help="who is recording this (default: your login name); kept with the change"
+    )
     _common(ann)
     ann.set_defaults(func=cmd_annotate)
 
@@ -220,6 +224,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
             provider=args.provider,
             note=args.note,
             planned=args.planned,
+            by=args.by or getpass.getuser(),
         )
     finally:
         store.close()

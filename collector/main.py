@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import aiomqtt
 from aiohttp import web
 
-from availmon.clock import utcnow
+from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config
 from availmon.embedded import embedded_broker
 from availmon.mqtt import client_kwargs, wait_disconnected
@@ -53,7 +53,10 @@ class Collector:
             lambda: list(self.live.values()),
             lambda: list(self.agents.values()),
             # Scrapes run on the reader thread (web.metrics), so the store read is off-loop.
-            lambda: kpi_families(kpi_snapshot(self.read_store, self.estate, utcnow())),
+            lambda: kpi_families(
+                kpi_snapshot(self.read_store, self.estate, utcnow()),
+                self.estate.accounting.target_percent / 100,
+            ),
         )
         self.connected = asyncio.Event()
         #: Set the moment a live session is seen to drop (before its teardown finishes).
@@ -73,6 +76,8 @@ class Collector:
                 row["area"],
                 State(row["state"]),
                 row["latency"],
+                since=from_iso(row["since"]) if row["since"] else None,
+                error=row["error"],
             )
         for row in self.store.agents():
             self.agents[row["agent"]] = LiveAgent(
@@ -200,7 +205,20 @@ class Collector:
         if status == "online":
             for c in hb.checks:
                 self.live[(hb.site, c.check)] = LiveCheck(
-                    hb.site, hb.agent, c.check, c.area, c.state, c.latency
+                    hb.site,
+                    hb.agent,
+                    c.check,
+                    c.area,
+                    c.state,
+                    c.latency,
+                    since=c.since,
+                    error=c.error,
+                    loss=c.loss,
+                    jitter=c.jitter,
+                    cert_not_after=hb.at + timedelta(seconds=c.cert_expires_in)
+                    if c.cert_expires_in is not None
+                    else None,
+                    duration=c.duration,
                 )
         if self.liveness.heartbeat(hb.agent, hb.spool_depth, now):
             dropped = await self.write(self.store.drop_provisional, hb.agent)
@@ -229,11 +247,17 @@ class Collector:
         async with self.changed:
             self.changed.notify_all()
 
+    async def notify_changed(self) -> None:
+        """Tell the board (and tests) about a change made outside ingest: a web write."""
+        await self._notify()
+
     def _mark_unknown(self, agent: str) -> None:
         """An agent we cannot hear from tells us nothing about its checks."""
         for key, c in self.live.items():
             if c.agent == agent:
-                self.live[key] = LiveCheck(c.site, c.agent, c.check, c.area, State.UNKNOWN, None)
+                self.live[key] = LiveCheck(
+                    c.site, c.agent, c.check, c.area, State.UNKNOWN, None, since=utcnow()
+                )
 
     async def check_liveness(self, now: datetime | None = None) -> None:
         """Open the provisional outages that are due (``now``: evaluate at another time)."""
@@ -259,16 +283,17 @@ class Collector:
             await self.check_liveness()
 
     def _apply_event(self, ev: Event) -> None:
-        prev = self.live.get((ev.site, ev.check))
-        self.live[(ev.site, ev.check)] = LiveCheck(
-            ev.site,
-            ev.agent,
-            ev.check,
-            ev.area,
-            ev.to,
-            ev.evidence.latency
-            if ev.evidence.latency is not None
-            else (prev.latency if prev else None),
+        key = (ev.site, ev.check)
+        prev = self.live.get(key)
+        base = prev or LiveCheck(ev.site, ev.agent, ev.check, ev.area, ev.to, None)
+        self.live[key] = dataclasses.replace(
+            base,
+            agent=ev.agent,
+            area=ev.area,
+            state=ev.to,
+            latency=ev.evidence.latency if ev.evidence.latency is not None else base.latency,
+            since=ev.at if prev is None or prev.state is not ev.to else prev.since,
+            error=ev.evidence.error,
         )
 
     async def _session(self) -> None:
@@ -354,7 +379,7 @@ class Collector:
             self.web_port = runner.addresses[0][1]
             self.web_ready.set()
             log.info(
-                "status page http://%s:%d/  metrics http://%s:%d/metrics",
+                "board http://%s:%d/  metrics http://%s:%d/metrics",
                 self.estate.web.listen,
                 self.web_port,
                 self.estate.web.listen,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from availmon.clock import utcnow
 from availmon.schema import State
 
 #: Why a message was rejected. Fixed, so the label stays low-cardinality (never error text).
@@ -34,6 +36,14 @@ class LiveCheck:
     area: str
     state: State
     latency: float | None
+    #: When the current state began (first probe of the run), and the last probe's reason.
+    since: datetime | None = None
+    error: str | None = None
+    # The last probe's measurements from the heartbeat (issue 12); None: not measured.
+    loss: float | None = None  # percent
+    jitter: float | None = None  # seconds
+    cert_not_after: datetime | None = None
+    duration: float | None = None  # seconds
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,13 @@ class _LiveCollector(Collector):
         labels = ["site", "check", "area"]
         up = GaugeMetricFamily(
             "availmon_check_up",
-            "1 when the check is up, 0 when down or degraded; absent while unknown",
+            "1 when the check answers (up or degraded), 0 when down; absent while unknown",
+            labels=labels,
+        )
+        degraded = GaugeMetricFamily(
+            "availmon_check_degraded",
+            "1 when the check answers but poorly (slow, lossy, certificate expiring), else 0;"
+            " absent while unknown",
             labels=labels,
         )
         state = GaugeMetricFamily(
@@ -68,14 +84,49 @@ class _LiveCollector(Collector):
         latency = GaugeMetricFamily(
             "availmon_check_latency_seconds", "latency of the last probe", labels=labels
         )
+        loss = GaugeMetricFamily(
+            "availmon_check_loss_ratio",
+            "share of echoes lost in the last ICMP burst (0-1); ICMP checks only",
+            labels=labels,
+        )
+        jitter = GaugeMetricFamily(
+            "availmon_check_jitter_seconds",
+            "mean difference between consecutive round trips of the last ICMP burst",
+            labels=labels,
+        )
+        cert = GaugeMetricFamily(
+            "availmon_check_cert_expiry_seconds",
+            "seconds until the peer certificate expires (negative once expired); TLS checks",
+            labels=labels,
+        )
+        duration = GaugeMetricFamily(
+            "availmon_check_probe_duration_seconds",
+            "wall time the last probe took (the whole batch for batched ICMP)",
+            labels=labels,
+        )
+        now = utcnow()
         for c in self._checks():
             key = [c.site, c.check, c.area]
             if c.state is not State.UNKNOWN:
-                up.add_metric(key, 1.0 if c.state is State.UP else 0.0)
+                up.add_metric(key, 0.0 if c.state is State.DOWN else 1.0)
+                degraded.add_metric(key, 1.0 if c.state is State.DEGRADED else 0.0)
             for s in State:
                 state.add_metric([*key, s.value], 1.0 if c.state is s else 0.0)
-            if c.latency is not None:
-                latency.add_metric(key, c.latency)
+            # A measurement not taken is absent, never 0 (a down check has no latency).
+            for family, value in (
+                (latency, c.latency),
+                (loss, c.loss / 100 if c.loss is not None else None),
+                (jitter, c.jitter),
+                (duration, c.duration),
+                (
+                    cert,
+                    (c.cert_not_after - now).total_seconds()
+                    if c.cert_not_after is not None
+                    else None,
+                ),
+            ):
+                if value is not None:
+                    family.add_metric(key, value)
         online = GaugeMetricFamily(
             "availmon_agent_online",
             "1 while the agent's MQTT status is online",
@@ -104,7 +155,8 @@ class _LiveCollector(Collector):
                 depth.add_metric([a.site, a.agent], float(a.spool_depth))
             if a.spool_dropped is not None:
                 dropped.add_metric([a.site, a.agent], float(a.spool_dropped))
-        yield from (up, state, latency, online, depth, dropped, traps)
+        yield from (up, degraded, state, latency, loss, jitter, cert, duration)
+        yield from (online, depth, dropped, traps)
         yield from self._extra()
 
 
@@ -140,7 +192,9 @@ class CollectorMetrics:
         self.registry.register(_LiveCollector(checks, agents, extra))
 
 
-def kpi_families(kpi: Mapping[str, tuple[float, float]]) -> list[Metric]:
+def kpi_families(
+    kpi: Mapping[str, tuple[float, float]], target: float | None = None
+) -> list[Metric]:
     """The quarter-to-date KPI (issue 3) from ``collector.report.kpi_snapshot``: per area and
     ``area="combined"``, so Grafana shows the board's figure as the quarter goes."""
     downtime = GaugeMetricFamily(
@@ -156,4 +210,15 @@ def kpi_families(kpi: Mapping[str, tuple[float, float]]) -> list[Metric]:
     for area, (seconds, value) in kpi.items():
         downtime.add_metric([area], seconds)
         ratio.add_metric([area], value)
-    return [downtime, ratio]
+    families: list[Metric] = [downtime, ratio]
+    if target is not None:
+        # Exported so dashboards and alert rules compare against the configured target
+        # (accounting.target_percent), not a copy of it.
+        families.append(
+            GaugeMetricFamily(
+                "availmon_availability_target_ratio",
+                "the availability target (accounting.target_percent / 100)",
+                value=target,
+            )
+        )
+    return families

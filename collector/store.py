@@ -144,6 +144,25 @@ def m003_keep_every_conflicting_version(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE conflicts_old")
 
 
+@migration
+def m004_annotation_history(db: sqlite_utils.Database) -> None:
+    # Who changed an outage's annotation and when (issue 12): the current annotation says who
+    # last changed it, and every change is kept, so the outage page can show the history.
+    db.execute("ALTER TABLE annotations ADD COLUMN updated_by TEXT")
+    db.table("annotation_history").create(
+        {
+            "outage_id": str,
+            "at": str,
+            "by": str,
+            "cause": str,
+            "provider": str,
+            "note": str,
+            "planned": int,
+        },
+    )
+    db.table("annotation_history").create_index(["outage_id", "at"])
+
+
 @dataclass(frozen=True)
 class IngestResult:
     inserted: int
@@ -471,10 +490,12 @@ class Store:
         provider: str | None = None,
         note: str | None = None,
         planned: bool | None = None,
+        by: str | None = None,
     ) -> dict[str, Any]:
         """Record what people know about an outage; fields left as None keep their value.
 
-        Written to ``annotations`` so the rebuild of agent-derived rows never loses it.
+        Written to ``annotations`` so the rebuild of agent-derived rows never loses it; ``by``
+        (who) and ``at`` (when) go with it, and each change is kept in ``annotation_history``.
         """
         with self._tx():
             if (
@@ -482,21 +503,21 @@ class Store:
                 is None
             ):
                 raise StoreError(f"no outage with id {outage_id!r}")
+            flag = None if planned is None else int(planned)
             self.conn.execute(
-                "INSERT INTO annotations (outage_id, cause, provider, note, planned, updated_at)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT(outage_id) DO UPDATE SET"
+                "INSERT INTO annotations (outage_id, cause, provider, note, planned, updated_at,"
+                " updated_by) VALUES (?,?,?,?,?,?,?) ON CONFLICT(outage_id) DO UPDATE SET"
                 " cause=COALESCE(excluded.cause, cause),"
                 " provider=COALESCE(excluded.provider, provider),"
                 " note=COALESCE(excluded.note, note),"
-                " planned=COALESCE(excluded.planned, planned), updated_at=excluded.updated_at",
-                (
-                    outage_id,
-                    cause,
-                    provider,
-                    note,
-                    None if planned is None else int(planned),
-                    to_iso(at),
-                ),
+                " planned=COALESCE(excluded.planned, planned), updated_at=excluded.updated_at,"
+                " updated_by=excluded.updated_by",
+                (outage_id, cause, provider, note, flag, to_iso(at), by),
+            )
+            self.conn.execute(
+                "INSERT INTO annotation_history (outage_id, at, by, cause, provider, note,"
+                " planned) VALUES (?,?,?,?,?,?,?)",
+                (outage_id, to_iso(at), by, cause, provider, note, flag),
             )
         found = self.outage(outage_id)
         assert found is not None
@@ -541,6 +562,108 @@ class Store:
             " UNION ALL SELECT min(at) FROM events)"
         ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
+
+    # -- the live board and its API (issue 12): reads only, all in this block -------------
+    # Times are compared as stored (ISO UTC text, fixed width, so text order is time order).
+
+    _BOARD_SELECT = (
+        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
+        " o.source, COALESCE(a.planned, o.planned) AS planned,"
+        " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
+        " COALESCE(a.note, o.note) AS note, o.start_event, o.end_event,"
+        " a.updated_at AS annotated_at, a.updated_by AS annotated_by"
+        " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
+    )
+
+    def board_outages(
+        self,
+        *,
+        open_only: bool = False,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        site: str | None = None,
+        check: str | None = None,
+        area: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Outages (annotations applied, with who last annotated) newest first; ``start``/
+        ``end`` keep those overlapping ``[start, end)``."""
+        where: list[str] = []
+        params: list[Any] = []
+        if open_only:
+            where.append("o.end IS NULL")
+        if end is not None:
+            where.append("o.start < ?")
+            params.append(to_iso(end))
+        if start is not None:
+            where.append("(o.end IS NULL OR o.end > ?)")
+            params.append(to_iso(start))
+        for column, value in (("o.site", site), ("o.check_name", check), ("o.area", area)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = self._BOARD_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY o.start DESC, o.id LIMIT ?"
+        return [dict(r) for r in self.conn.execute(sql, [*params, int(limit)])]
+
+    def board_outage(self, outage_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(self._BOARD_SELECT + " WHERE o.id=?", (outage_id,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def recent_outages(self, limit: int) -> list[dict[str, Any]]:
+        """The latest closed outages, newest end first (the board's "recent" list)."""
+        sql = self._BOARD_SELECT + " WHERE o.end IS NOT NULL ORDER BY o.end DESC LIMIT ?"
+        return [dict(r) for r in self.conn.execute(sql, (int(limit),))]
+
+    def check_first_seen(self, site: str, check: str) -> str | None:
+        """When this check was first recorded (an event or an imported outage): before it
+        the history bars say "no data" rather than claim a 100% nobody measured."""
+        row = self.conn.execute(
+            "SELECT min(t) FROM (SELECT min(at) AS t FROM events WHERE site=? AND check_name=?"
+            " UNION ALL SELECT min(start) FROM outages WHERE site=? AND check_name=?)",
+            (site, check, site, check),
+        ).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def outage_events(self, outage_id: str) -> list[dict[str, Any]]:
+        """What the probes saw: the check's events from the outage's start to its end."""
+        o = self.conn.execute(
+            "SELECT site, agent, check_name, start, end FROM outages WHERE id=?", (outage_id,)
+        ).fetchone()
+        if o is None or o["agent"] is None or o["check_name"] is None:
+            return []
+        sql = (
+            "SELECT id, seq, from_state, to_state, at, detected_at, received_at, evidence"
+            " FROM events WHERE site=? AND agent=? AND check_name=? AND at >= ?"
+        )
+        params: list[Any] = [o["site"], o["agent"], o["check_name"], o["start"]]
+        if o["end"] is not None:
+            sql += " AND at <= ?"
+            params.append(o["end"])
+        rows = self.conn.execute(sql + " ORDER BY at, seq LIMIT 500", params)
+        return [{**dict(r), "evidence": json.loads(r["evidence"])} for r in rows]
+
+    def start_evidence(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Evidence of the given events by id: why each outage began, as the probes saw it."""
+        out: dict[str, dict[str, Any]] = {}
+        ids = list(event_ids)
+        for i in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                f"SELECT id, evidence FROM events WHERE id IN ({marks})", chunk
+            ):
+                out[r["id"]] = json.loads(r["evidence"])
+        return out
+
+    def annotation_history(self, outage_id: str) -> list[dict[str, Any]]:
+        """Every change to an outage's annotation, oldest first: who, when and what."""
+        rows = self.conn.execute(
+            "SELECT at, by, cause, provider, note, planned FROM annotation_history"
+            " WHERE outage_id=? ORDER BY at, rowid",
+            (outage_id,),
+        )
+        return [dict(r) for r in rows]
 
 
 class _Transaction:

@@ -1,7 +1,9 @@
-"""The collector's read-only web surface: status page, JSON API and /metrics.
+"""The collector's web surface: the live board (collector/board.py), the JSON API
+(collector/api.py), /metrics and /healthz.
 
 Shared state lives on the app under typed keys (no singletons); store reads run on the
-collector's reader thread, never on the event loop.
+collector's reader thread, never on the event loop. Reads are open unless
+``web.read_token_file`` is set; writes always need ``web.token_file`` (collector/auth.py).
 """
 
 from __future__ import annotations
@@ -9,18 +11,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from availmon.clock import LONDON, from_iso, to_iso, utcnow
+from collector import auth
 from collector.accounting import PeriodError
+from collector.api import add_api
+from collector.board import add_board
 from collector.report import report_json
 
 if TYPE_CHECKING:
     from collector.main import Collector
 
 COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
-TEMPLATES: web.AppKey[Environment] = web.AppKey("templates")
 
 
 def status_snapshot(collector: Collector) -> dict[str, Any]:
@@ -76,17 +79,6 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def index(request: web.Request) -> web.Response:
-    collector = request.app[COLLECTOR]
-    snapshot = await collector.read(status_snapshot, collector)
-    html = (
-        request.app[TEMPLATES]
-        .get_template("status.html")
-        .render(estate=collector.estate, **snapshot)
-    )
-    return web.Response(text=html, content_type="text/html")
-
-
 async def healthz(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
     ok = collector.connected.is_set()
@@ -109,15 +101,11 @@ def duration(start: str | None, end: str | None = None) -> str:
 
 
 def make_app(collector: Collector) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[auth.read_guard()])
     app[COLLECTOR] = collector
-    env = Environment(
-        loader=PackageLoader("collector", "templates"), autoescape=select_autoescape()
-    )
-    env.filters["local"] = local_time
-    env.globals["duration"] = duration
-    app[TEMPLATES] = env
-    app.router.add_get("/", index)
+    app[auth.TOKENS] = auth.Tokens.from_config(collector.estate.web)
+    add_board(app, collector)  # "/", /board/..., /static/...
+    add_api(app)
     app.router.add_get("/api/v1/status", api_status)
     app.router.add_get("/api/v1/report", api_report)
     app.router.add_get("/metrics", metrics)

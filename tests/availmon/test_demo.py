@@ -178,7 +178,7 @@ async def test_demo_runs_its_schedule_stops_cleanly_and_carries_on(tmp_path: Pat
         base = f"http://127.0.0.1:{port}"
         assert first.banner == [
             f"availmon demo is running (4 agents, 8 checks, {SPEED} times faster).",
-            f"  status page  {base}/",
+            f"  board        {base}/   (wall screen: /?wall)",
             f"  status JSON  {base}/api/v1/status",
             f"  metrics      {base}/metrics",
             f"  state        {state}",

@@ -1,0 +1,1041 @@
+"""The live outage board (issue 12): server-rendered HTML, updated over Server-Sent Events.
+
+One feed task per app waits on ``Collector.changed`` (every committed batch), builds the
+board's view once on the reader thread, renders its sections with the same Jinja macros
+as the full page, and hands the result to every connected browser; the browser swaps the
+sections in place. Event ids are ``<boot>-<version>``, so a browser reconnecting with
+``Last-Event-ID`` after a collector restart gets the whole board again, and one that
+reconnects to the same collector with nothing new is sent nothing until something changes.
+A ``tick`` every few seconds lets the page tell a live board from a stale one.
+
+Writes (annotate, mark planned) are :class:`WriteAction` s: each is one route on the page
+(a form) and one on the API (JSON), behind the write token; adding "declare maintenance" or
+"acknowledge alert" later is one more action and one form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from availmon.clock import from_iso, to_iso, utcnow
+from availmon.config import Estate
+from availmon.schema import State
+from collector import auth
+from collector.accounting import (
+    BusinessCalendar,
+    Outage,
+    clip,
+    counts,
+    floor_percent,
+    local_midnight,
+    quarter_containing,
+    to_us,
+    total,
+    union,
+)
+from collector.metrics import LiveCheck
+from collector.report import accounts_for, show_minutes
+
+if TYPE_CHECKING:
+    from collector.main import Collector
+    from collector.store import Store
+
+log = logging.getLogger(__name__)
+
+#: What the board shows, worst first; "maintenance" is a planned outage, never red.
+STATES = ("down", "degraded", "maintenance", "unknown", "up")
+LABELS = {
+    "up": "Up",
+    "degraded": "Degraded",
+    "down": "Down",
+    "maintenance": "Maintenance",
+    "unknown": "Unknown",
+    "nodata": "No data",
+}
+#: Seconds between ``tick`` events; the page calls itself stale after three missed.
+TICK = 5.0
+#: Refresh the board even without a committed change (the KPI moves during an outage).
+REFRESH = 30.0
+#: Latency samples kept per check: one per 30 s for 24 h.
+LATENCY_SAMPLES = 2880
+LATENCY_STEP = 30.0
+
+
+def worst(states: Iterable[str]) -> str:
+    present = set(states)
+    return next((s for s in STATES if s in present), "unknown")
+
+
+# -- time for people -----------------------------------------------------------------------
+
+
+def when(text: str | None, now: datetime, tz: ZoneInfo) -> str:
+    """Local time; the date unless today, and the year unless this year (issue 12)."""
+    if not text:
+        return ""
+    t = from_iso(text).astimezone(tz)
+    local_now = now.astimezone(tz)
+    if t.date() == local_now.date():
+        return f"today {t:%H:%M}"
+    if t.year == local_now.year:
+        return f"{t:%a} {t.day} {t:%b %H:%M}"
+    return f"{t.day} {t:%b %Y %H:%M}"
+
+
+def span_text(seconds: float) -> str:
+    s = max(int(seconds), 0)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {s:02d}s"
+
+
+def outage_shown(row: Mapping[str, Any]) -> str:
+    """The board's word for an outage: planned work is maintenance, whatever its state."""
+    if row.get("planned"):
+        return "maintenance"
+    state = str(row.get("state") or "down")
+    return state if state in ("degraded", "unknown") else "down"
+
+
+def outage_kind(row: Mapping[str, Any]) -> str:
+    """The report's word (and the import CSV's): unplanned, planned, degraded; unknown is
+    "not monitored"."""
+    if row.get("state") == "unknown":
+        return "unknown"
+    if row.get("planned"):
+        return "planned"
+    return "degraded" if row.get("state") == "degraded" else "unplanned"
+
+
+# -- latency history (in memory: the last 24 h since this collector started) ------------
+
+
+@dataclass
+class LatencyHistory:
+    """Per-check latency samples taken from the live view after committed batches."""
+
+    samples: dict[tuple[str, str], deque[tuple[float, float | None]]] = field(default_factory=dict)
+
+    def sample(self, checks: Iterable[LiveCheck], now: datetime) -> None:
+        t = now.timestamp()
+        for c in checks:
+            ring = self.samples.setdefault((c.site, c.check), deque(maxlen=LATENCY_SAMPLES))
+            if ring and t - ring[-1][0] < LATENCY_STEP:
+                continue
+            # A down check has no latency worth drawing: a gap, not a figure.
+            value = c.latency if c.state in (State.UP, State.DEGRADED) else None
+            ring.append((t, value))
+
+    def series(self, site: str, check: str) -> list[tuple[float, float | None]]:
+        return list(self.samples.get((site, check), ()))
+
+
+def latency_svg(points: list[tuple[float, float | None]], width: int = 600) -> str:
+    """A small inline SVG line chart of latency in ms; gaps where the check was down."""
+    values = [v for _, v in points if v is not None]
+    if len(values) < 2:
+        return ""
+    height, pad = 120, 4
+    t0, t1 = points[0][0], points[-1][0]
+    top = max(values) * 1.1 or 1.0
+    span_t = max(t1 - t0, 1.0)
+    paths: list[str] = []
+    current: list[str] = []
+    for t, v in points:
+        if v is None:
+            if len(current) > 1:
+                paths.append(" ".join(current))
+            current = []
+            continue
+        x = pad + (t - t0) / span_t * (width - 2 * pad)
+        y = height - pad - v / top * (height - 2 * pad)
+        current.append(f"{x:.1f},{y:.1f}")
+    if len(current) > 1:
+        paths.append(" ".join(current))
+    lines = "".join(
+        f'<polyline points="{p}" fill="none" stroke="currentColor" stroke-width="2"/>'
+        for p in paths
+    )
+    return (
+        f'<svg class="latency" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="latency, highest {max(values) * 1000:.0f} ms">'
+        f'<line x1="0" y1="{height - pad}" x2="{width}" y2="{height - pad}" '
+        f'stroke="#999"/>{lines}</svg>'
+    )
+
+
+# -- the board's view (runs on the reader thread) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Names:
+    """Ids to the names people use."""
+
+    estate: Estate
+
+    def site(self, site: str) -> str:
+        s = self.estate.sites.get(site)
+        return (s.name or site) if s else site
+
+    def partner_of(self, site: str) -> str | None:
+        s = self.estate.sites.get(site)
+        return s.partner if s else None
+
+    def partner(self, pid: str | None) -> str:
+        if pid is None:
+            return "Other"
+        p = self.estate.partners.get(pid)
+        return p.name if p else pid
+
+    def area(self, area: str) -> str:
+        a = self.estate.areas.get(area)
+        return a.name if a else area
+
+
+def outage_view(
+    row: Mapping[str, Any], names: Names, evidence: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """One outage as the board and the API show it."""
+    start, end = row["start"], row["end"]
+    stop = from_iso(end) if end else now
+    reason = (evidence or {}).get("error") or None
+    site = row["site"]
+    return {
+        "id": row["id"],
+        "site": site,
+        "site_name": names.site(site),
+        "partner": names.partner_of(site),
+        "partner_name": names.partner(names.partner_of(site)),
+        "check": row.get("check_name"),
+        "area": row["area"],
+        "area_name": names.area(row["area"]),
+        "state": row["state"],
+        "kind": outage_kind(row),
+        "shown": outage_shown(row),
+        "planned": bool(row.get("planned")),
+        "start": start,
+        "end": end,
+        "open": end is None,
+        "duration_seconds": max((stop - from_iso(start)).total_seconds(), 0.0),
+        "reason": reason,
+        "cause": row.get("cause") or (evidence or {}).get("cause") or None,
+        "provider": row.get("provider") or None,
+        "note": row.get("note") or None,
+        "source": row.get("source") or "agent",
+        "annotated_by": row.get("annotated_by"),
+        "annotated_at": row.get("annotated_at"),
+    }
+
+
+def check_view(
+    site: str,
+    check: str,
+    live: LiveCheck | None,
+    estate: Estate,
+    names: Names,
+    planned: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    """One check's live state; latency only while it answers, never for a down check."""
+    cfg = estate.check(site, check) if site in estate.sites else None
+    state = live.state.value if live else "unknown"
+    shown = "maintenance" if planned and state != "up" else state
+    answering = state in ("up", "degraded")
+    area = live.area if live else (cfg.area if cfg else "")
+    expiry = (
+        (live.cert_not_after - now).total_seconds()
+        if live is not None and live.cert_not_after is not None
+        else None
+    )
+    return {
+        "site": site,
+        "site_name": names.site(site),
+        "partner": names.partner_of(site),
+        "partner_name": names.partner(names.partner_of(site)),
+        "check": check,
+        "type": cfg.type if cfg else None,
+        "target": cfg.target if cfg else None,
+        "provider": cfg.provider if cfg else None,
+        "area": area,
+        "area_name": names.area(area),
+        "agent": live.agent if live else None,
+        "state": shown,
+        "since": to_iso(live.since) if live and live.since else None,
+        "reason": (live.error if live and state != "up" else None) or None,
+        "latency_seconds": live.latency if live and answering else None,
+        "loss_ratio": live.loss / 100 if live and live.loss is not None else None,
+        "jitter_seconds": live.jitter if live else None,
+        "cert_expiry_seconds": expiry,
+        "probe_duration_seconds": live.duration if live else None,
+    }
+
+
+def kpi_view(store: Store, estate: Estate, now: datetime) -> dict[str, Any]:
+    """Quarter-to-date availability per area and combined, against the target."""
+    calendar = BusinessCalendar.from_accounting(estate.accounting)
+    quarter = quarter_containing(now, calendar.tz)
+    acc = accounts_for(store, estate, quarter, now, calendar)
+
+    def pct(ratio: Any) -> float | None:
+        value = floor_percent(ratio)
+        return float(value) if value is not None else None
+
+    target = estate.accounting.target_percent
+    return {
+        "period": quarter.id,
+        "target_percent": target,
+        "areas": [
+            {
+                "id": a.id,
+                "name": a.name,
+                "percent": pct(a.ratio),
+                "ratio": float(a.ratio) if a.ratio is not None else None,
+                "downtime_minutes": a.downtime / 60_000_000,
+                "met": a.ratio is not None and float(a.ratio) * 100 >= target,
+            }
+            for a in acc.areas
+        ],
+        "combined": {
+            "percent": pct(acc.combined_ratio),
+            "ratio": float(acc.combined_ratio) if acc.combined_ratio is not None else None,
+            "downtime_minutes": acc.combined_downtime / 60_000_000,
+            "met": acc.met,
+        },
+    }
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def banner(checks: list[dict[str, Any]], outages: list[dict[str, Any]]) -> dict[str, str]:
+    """One line for the whole estate: "All services up", "2 services down at 1 site"."""
+    by_state: dict[str, list[dict[str, Any]]] = {s: [] for s in STATES}
+    for c in checks:
+        by_state[c["state"]].append(c)
+    unreachable = sorted({o["site"] for o in outages if o["open"] and o["source"] == "provisional"})
+    parts: list[str] = []
+    if unreachable:
+        parts.append(_plural(len(unreachable), "site unreachable", "sites unreachable"))
+    down = by_state["down"]
+    if down:
+        sites = len({c["site"] for c in down})
+        parts.append(
+            f"{_plural(len(down), 'service', 'services')} down at {_plural(sites, 'site', 'sites')}"
+        )
+    if by_state["degraded"]:
+        parts.append(f"{_plural(len(by_state['degraded']), 'service', 'services')} degraded")
+    if by_state["maintenance"]:
+        parts.append(f"{len(by_state['maintenance'])} in planned maintenance")
+    if by_state["unknown"]:
+        parts.append(f"{len(by_state['unknown'])} not reporting")
+    if not unreachable and all(c["state"] == "unknown" for c in checks):
+        return {"level": "unknown", "text": "No checks reporting yet"}
+    if not parts:
+        return {"level": "up", "text": "All services up"}
+    level = (
+        "down"
+        if unreachable or down
+        else worst(s for s in ("degraded", "maintenance", "unknown") if by_state[s])
+    )
+    return {"level": level, "text": "; ".join(parts)}
+
+
+def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
+    """Everything the board shows, in one read (runs on the reader thread)."""
+    store, estate = collector.read_store, collector.estate
+    names = Names(estate)
+    open_rows = store.board_outages(open_only=True)
+    evidence = store.start_evidence([r["start_event"] for r in open_rows if r["start_event"]])
+    outages = [outage_view(r, names, evidence.get(r["start_event"] or ""), now) for r in open_rows]
+    # Down first, then degraded, maintenance last; longest-running first within each.
+    order = {"down": 0, "degraded": 1, "unknown": 2, "maintenance": 3}
+    outages.sort(key=lambda o: (order.get(o["shown"], 9), o["start"]))
+    planned = {(o["site"], o["check"]) for o in outages if o["planned"]}
+    reasons = {(o["site"], o["check"]): o["reason"] for o in outages if o["reason"]}
+    live = dict(collector.live)
+    keys: list[tuple[str, str]] = [
+        (sid, c.name) for sid, site in estate.sites.items() for c in site.checks
+    ]
+    keys += sorted(k for k in live if k not in set(keys))
+    checks = []
+    for site, check in keys:
+        view = check_view(
+            site, check, live.get((site, check)), estate, names, (site, check) in planned, now
+        )
+        if view["state"] != "up" and not view["reason"]:
+            view["reason"] = reasons.get((site, check))
+        checks.append(view)
+    recent = [outage_view(r, names, None, now) for r in store.recent_outages(10)]
+    return {
+        "now": to_iso(now),
+        "estate": estate.name,
+        "banner": banner(checks, outages),
+        "outages": outages,
+        "grid": grid(checks, estate, names),
+        "checks": checks,
+        "kpi": kpi_view(store, estate, now),
+        "recent": recent,
+        "agents": [
+            {"site": a.site, "site_name": names.site(a.site), "agent": a.agent, "status": a.status}
+            for a in sorted(collector.agents.values(), key=lambda a: (a.site, a.agent))
+        ],
+        "areas": [{"id": aid, "name": a.name} for aid, a in estate.areas.items()],
+    }
+
+
+def grid(checks: list[dict[str, Any]], estate: Estate, names: Names) -> list[dict[str, Any]]:
+    """Sites grouped by partner (config order), each against every area."""
+    by_site: dict[str, list[dict[str, Any]]] = {}
+    for c in checks:
+        by_site.setdefault(c["site"], []).append(c)
+    partners: dict[str | None, list[str]] = {pid: [] for pid in estate.partners}
+    for sid in [*estate.sites, *sorted(set(by_site) - set(estate.sites))]:
+        partners.setdefault(names.partner_of(sid), []).append(sid)
+    out = []
+    for pid, sites in partners.items():
+        rows = []
+        for sid in sites:
+            mine = by_site.get(sid, [])
+            cells = []
+            for aid in estate.areas:
+                here = [c for c in mine if c["area"] == aid]
+                cells.append(
+                    {
+                        "area": aid,
+                        "area_name": names.area(aid),
+                        "state": worst(c["state"] for c in here) if here else None,
+                        "checks": here,
+                    }
+                )
+            rows.append({"site": sid, "site_name": names.site(sid), "cells": cells})
+        if rows:
+            out.append({"partner": pid, "partner_name": names.partner(pid), "sites": rows})
+    return out
+
+
+# -- history of one check ------------------------------------------------------------------
+
+
+def _buckets(window: str, now: datetime, tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    local = now.astimezone(tz)
+    if window == "24h":
+        top = local.replace(minute=0, second=0, microsecond=0)
+        starts = [top - timedelta(hours=h) for h in range(23, -1, -1)]
+        return [(s, s + timedelta(hours=1)) for s in starts]
+    if window == "30d":
+        first = local.date() - timedelta(days=29)
+    else:
+        first = quarter_containing(now, tz).start.date()
+    days = (local.date() - first).days + 1
+    out = []
+    for i in range(days):
+        day = first + timedelta(days=i)
+        out.append((local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)))
+    return out
+
+
+WINDOWS = {"24h": "Last 24 hours", "30d": "Last 30 days", "quarter": "This quarter"}
+
+
+def check_history(
+    store: Store, estate: Estate, site: str, check: str, now: datetime
+) -> dict[str, Any]:
+    """Bars for the last 24 h (hourly), 30 days and this quarter (daily), with uptime.
+
+    A bar's uptime counts downtime as the quarterly report does (``accounting.counts``), so
+    the board and the report agree; time before the check was first recorded is "no data".
+    """
+    tz = ZoneInfo(estate.accounting.timezone)
+    names = Names(estate)
+    quarter = quarter_containing(now, tz)
+    earliest = min(quarter.start, now - timedelta(days=30))
+    rows = store.board_outages(site=site, check=check, start=earliest, end=now, limit=10_000)
+    first = store.check_first_seen(site, check)
+    first_us = to_us(from_iso(first)) if first else None
+    now_us = to_us(now)
+    outages = [Outage.from_row(r) for r in rows]
+    spans: dict[str, list[tuple[int, int]]] = {
+        k: [] for k in ("down", "degraded", "maintenance", "unknown")
+    }
+    counted: list[tuple[int, int]] = []
+    for o in outages:
+        span = o.span(now_us)
+        kind = "maintenance" if o.planned else ("down" if o.state == "down" else o.state)
+        spans.setdefault(kind, []).append(span)
+        if counts(o, estate):
+            counted.append(span)
+    merged = {k: union(v) for k, v in spans.items()}
+    counted = union(counted)
+    windows = []
+    for wid, label in WINDOWS.items():
+        bars = []
+        w_observed = w_down = 0
+        for lo_dt, hi_dt in _buckets(wid, now, tz):
+            lo, hi = to_us(lo_dt), min(to_us(hi_dt), now_us)
+            observed_lo = max(lo, first_us) if first_us is not None else hi
+            observed = max(hi - observed_lo, 0)
+            secs = {k: total(clip(v, lo, hi)) / 1e6 for k, v in merged.items()}
+            down = total(clip(counted, observed_lo, hi)) if observed else 0
+            w_observed += observed
+            w_down += down
+            if observed == 0:
+                state = "nodata"
+            else:
+                state = next(
+                    (k for k in ("down", "degraded", "maintenance", "unknown") if secs[k] > 0), "up"
+                )
+            ratio = 1 - down / observed if observed else None
+            bars.append(
+                {
+                    "start": lo_dt.isoformat(),
+                    "end": hi_dt.isoformat(),
+                    "state": state,
+                    "uptime_ratio": ratio,
+                    "down_seconds": secs["down"],
+                    "degraded_seconds": secs["degraded"],
+                    "maintenance_seconds": secs["maintenance"],
+                    "unknown_seconds": secs["unknown"],
+                    "title": _bar_title(lo_dt, wid, state, ratio, secs),
+                }
+            )
+        ratio = 1 - w_down / w_observed if w_observed else None
+        windows.append(
+            {
+                "id": wid,
+                "label": label,
+                "uptime_ratio": ratio,
+                "uptime_percent": _floor2(ratio),
+                "downtime_seconds": w_down / 1e6,
+                "bars": bars,
+            }
+        )
+    return {
+        "site": site,
+        "check": check,
+        "first_seen": first,
+        "windows": windows,
+        "outages": [outage_view(r, names, None, now) for r in rows[:50]],
+    }
+
+
+def _floor2(ratio: float | None) -> float | None:
+    """Percent rounded down to two decimals: never claim more than was achieved."""
+    if ratio is None:
+        return None
+    return math.floor(round(ratio * 100 * 100, 6)) / 100
+
+
+def _bar_title(
+    start: datetime, window: str, state: str, ratio: float | None, secs: Mapping[str, float]
+) -> str:
+    head = f"{start:%H:00 %a %d %b}" if window == "24h" else f"{start:%a %d %b %Y}"
+    if ratio is None:
+        return f"{head}: no data"
+    parts = [f"{head}: {_floor2(ratio):.2f}% up"]
+    for key, word in (
+        ("down", "down"),
+        ("degraded", "degraded"),
+        ("maintenance", "planned"),
+        ("unknown", "not monitored"),
+    ):
+        if secs[key] > 0:
+            parts.append(f"{math.ceil(secs[key] / 60)} min {word}")
+    return ", ".join(parts)
+
+
+def outage_detail(
+    store: Store, estate: Estate, outage_id: str, now: datetime
+) -> dict[str, Any] | None:
+    """An outage with what each probe run saw and who changed what."""
+    row = store.board_outage(outage_id)
+    if row is None:
+        return None
+    events = store.outage_events(outage_id)
+    evidence = store.start_evidence([row["start_event"]]) if row["start_event"] else {}
+    view = outage_view(row, Names(estate), evidence.get(row["start_event"] or ""), now)
+    view["events"] = [
+        {
+            "id": e["id"],
+            "at": e["at"],
+            "detected_at": e["detected_at"],
+            "from": e["from_state"],
+            "to": e["to_state"],
+            "error": e["evidence"].get("error"),
+            "latency_seconds": e["evidence"].get("latency"),
+            "loss_percent": e["evidence"].get("loss"),
+            "probes": e["evidence"].get("probes"),
+            "cause": e["evidence"].get("cause"),
+        }
+        for e in events
+    ]
+    view["annotations"] = [
+        {**h, "planned": None if h["planned"] is None else bool(h["planned"])}
+        for h in store.annotation_history(outage_id)
+    ]
+    return view
+
+
+# -- writes ----------------------------------------------------------------------------
+
+
+class AnnotationIn(BaseModel):
+    """What people know about an outage; fields left out keep their value."""
+
+    # The published schema says what the validator says: at least one field, none null.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
+
+    cause: str | SkipJsonSchema[None] = Field(default=None, max_length=500)
+    provider: str | SkipJsonSchema[None] = Field(default=None, max_length=200)
+    note: str | SkipJsonSchema[None] = Field(default=None, max_length=2000)
+    #: True marks it planned work (shown as maintenance, never red); false unplanned.
+    planned: bool | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> AnnotationIn:
+        if all(v is None for v in (self.cause, self.provider, self.note, self.planned)):
+            raise ValueError("nothing to record: give cause, provider, note or planned")
+        return self
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class WriteAction(Generic[M]):
+    """One kind of write: its input model and what it does (target id, input, who, when).
+
+    ``apply`` returns the changed record as JSON-ready data, or None when the target does
+    not exist. Each action is served as one API route and one page form (``add_write``).
+    """
+
+    name: str
+    model: type[M]
+    apply: Callable[[Collector, str, M, str, datetime], Awaitable[dict[str, Any] | None]]
+
+
+async def _annotate(
+    collector: Collector, outage_id: str, data: AnnotationIn, by: str, at: datetime
+) -> dict[str, Any] | None:
+    store = collector.store
+    if await collector.read(collector.read_store.outage, outage_id) is None:
+        return None
+    await collector.write(
+        lambda: store.annotate(
+            outage_id,
+            at,
+            cause=data.cause,
+            provider=data.provider,
+            note=data.note,
+            planned=data.planned,
+            by=by,
+        )
+    )
+    log.info("outage %s annotated by %s: %s", outage_id, by, data.model_dump(exclude_none=True))
+    await collector.notify_changed()
+    detail: dict[str, Any] | None = await collector.read(
+        outage_detail, collector.read_store, collector.estate, outage_id, utcnow()
+    )
+    return detail
+
+
+ANNOTATE = WriteAction("annotate", AnnotationIn, _annotate)
+
+
+def _error(status: int, text: str) -> web.Response:
+    return web.json_response({"error": text}, status=status)
+
+
+def api_write(action: WriteAction[Any]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The JSON route: bearer token, ``X-Availmon-User``, a JSON body for the model."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        by = auth.writer(request, auth.bearer(request), request.headers.get(auth.USER_HEADER))
+        try:
+            body = await request.json()
+            data = action.model.model_validate(body)
+        except (ValueError, ValidationError) as exc:
+            return _error(400, f"bad {action.name} request: {_why(exc)}")
+        collector = request.app[COLLECTOR]
+        result = await action.apply(collector, request.match_info["id"], data, by, utcnow())
+        if result is None:
+            return _error(404, f"no outage with id {request.match_info['id']!r}")
+        return web.json_response(result)
+
+    return handler
+
+
+def form_write(
+    action: WriteAction[Any], fields: Callable[[Mapping[str, str]], dict[str, Any]]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The page route: the same action from an HTML form (token and name are form fields,
+    so no cookie can authorise a write on someone's behalf), then back to the page."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        text = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        oid = request.match_info["id"]
+        back = f"/board/outages/{quote(oid, safe=':')}"
+        try:
+            by = auth.writer(request, text.get("token") or None, text.get("by"))
+        except web.HTTPException as exc:
+            return await _outage_page(request, oid, status=exc.status, message=_why_http(exc))
+        try:
+            data = action.model.model_validate(fields(text))
+        except ValidationError as exc:
+            return await _outage_page(request, oid, status=400, message=_why(exc))
+        result = await action.apply(request.app[COLLECTOR], oid, data, by, utcnow())
+        if result is None:
+            raise web.HTTPNotFound(text=f"no outage with id {oid!r}")
+        raise web.HTTPSeeOther(f"{back}?saved={action.name}")
+
+    return handler
+
+
+def annotation_fields(form: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("cause", "provider", "note"):
+        value = form.get(key, "").strip()
+        if value:
+            out[key] = value
+    if form.get("planned") in ("yes", "no"):
+        out["planned"] = form["planned"] == "yes"
+    return out
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: "
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+    return str(exc) or type(exc).__name__
+
+
+def _why_http(exc: web.HTTPException) -> str:
+    try:
+        return str(json.loads(exc.text or "{}").get("error") or exc.reason)
+    except ValueError:
+        return exc.reason
+
+
+# -- the feed --------------------------------------------------------------------------
+
+
+class BoardFeed:
+    """Builds the board once per committed change and fans it out to every browser."""
+
+    def __init__(self, collector: Collector, env: Environment) -> None:
+        self.collector = collector
+        self.env = env
+        self.boot = secrets.token_hex(4)
+        self.version = 0
+        self.payload = ""
+        self._sections: dict[str, str] = {}
+        self.updated = asyncio.Condition()
+        self.closing = asyncio.Event()
+        self.latency = LatencyHistory()
+        self._dirty = asyncio.Event()
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.boot}-{self.version}"
+
+    async def refresh(self) -> None:
+        now = utcnow()
+        self.latency.sample(list(self.collector.live.values()), now)
+        snap = await self.collector.read(board_snapshot, self.collector, now)
+        sections = render_sections(self.env, snap, self.collector.estate)
+        if sections != self._sections:
+            self._sections = sections
+            self.version += 1
+            self.payload = json.dumps(
+                {"now": snap["now"], "title": page_title(snap), "sections": sections}
+            )
+            async with self.updated:
+                self.updated.notify_all()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._watch(), name="board-watch")
+            while True:
+                self._dirty.clear()
+                try:
+                    await self.refresh()
+                except Exception:
+                    # The board must outlive a bad read; the next change tries again.
+                    log.exception("could not build the board")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._dirty.wait(), REFRESH)
+
+    async def _watch(self) -> None:
+        """Turn every notification into the dirty flag. The lock is held from one wait to
+        the next, so no commit's notification falls between two waits and is lost."""
+        changed = self.collector.changed
+        async with changed:
+            while True:
+                await changed.wait()
+                self._dirty.set()
+
+    async def wait_newer(self, version: int, timeout: float) -> bool:
+        async with self.updated:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.updated.wait_for(lambda: self.version != version or self.closing.is_set()),
+                    timeout,
+                )
+        return self.version != version
+
+
+def page_title(snap: Mapping[str, Any]) -> str:
+    return f"{snap['banner']['text']} · {snap['estate']}"
+
+
+SECTIONS = ("banner", "outages", "grid", "kpi", "checks", "recent")
+
+
+def render_sections(env: Environment, snap: Mapping[str, Any], estate: Estate) -> dict[str, str]:
+    tmpl = env.get_template("board_sections.html")
+    ctx = {**snap, "tz": ZoneInfo(estate.accounting.timezone)}
+    module = tmpl.make_module(ctx)
+    return {name: str(getattr(module, name)(ctx)) for name in SECTIONS}
+
+
+# -- routes ----------------------------------------------------------------------------
+
+COLLECTOR: web.AppKey[Collector] = web.AppKey("board_collector")
+FEED: web.AppKey[BoardFeed] = web.AppKey("board_feed")
+ENV: web.AppKey[Environment] = web.AppKey("board_env")
+
+
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("collector", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(
+        labels=LABELS,
+        span_text=span_text,
+        quote=lambda s: quote(str(s), safe=":"),
+        when_at=lambda text, now, tz: when(text, from_iso(now), tz),
+        since_seconds=lambda text: (utcnow() - from_iso(text)).total_seconds(),
+    )
+    env.filters["pct"] = lambda v: "—" if v is None else f"{v:.2f}%"
+    env.filters["ms"] = lambda v: "" if v is None else f"{v * 1000:.0f} ms"
+    # Rounded up to a tenth, as the report does: downtime is never understated.
+    env.filters["mins"] = lambda v: f"{show_minutes(v)} min"
+    # Let long area names such as "Network/Telephony" break after the slash, not mid-word.
+    env.filters["slashbreak"] = lambda v: Markup("/<wbr>").join(escape(str(v)).split("/"))
+    return env
+
+
+def _ctx(request: web.Request) -> dict[str, Any]:
+    collector = request.app[COLLECTOR]
+    return {
+        "tz": ZoneInfo(collector.estate.accounting.timezone),
+        "wall": "wall" in request.query or "kiosk" in request.query,
+        "writes_enabled": request.app[auth.TOKENS].write is not None,
+    }
+
+
+def _render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:
+    env = request.app[ENV]
+    when_ = lambda text: when(text, from_iso(ctx["now"]), ctx["tz"])  # noqa: E731
+    html = env.get_template(name).render(when=when_, **ctx)
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+async def board_page(request: web.Request) -> web.Response:
+    feed = request.app[FEED]
+    collector = request.app[COLLECTOR]
+    now = utcnow()
+    snap = await collector.read(board_snapshot, collector, now)
+    ctx = _ctx(request)
+    sections = render_sections(request.app[ENV], snap, collector.estate)
+    return _render(
+        request,
+        "board.html",
+        sections=sections,
+        title=page_title(snap),
+        event_id=feed.event_id,
+        **snap,
+        **ctx,
+    )
+
+
+async def board_events(request: web.Request) -> web.StreamResponse:
+    """The SSE feed: the board's sections on every change, a tick every few seconds."""
+    feed = request.app[FEED]
+    last_seen = request.headers.get("Last-Event-ID")
+    async with sse_response(request, ping_interval=60) as resp:
+        sent = -1
+        if last_seen == feed.event_id:
+            sent = feed.version  # reconnected to the same collector, nothing missed
+        try:
+            while not feed.closing.is_set() and resp.is_connected():
+                if feed.version != sent and feed.payload:
+                    sent = feed.version
+                    await resp.send(feed.payload, id=feed.event_id, event="board", retry=2000)
+                else:
+                    await resp.send(json.dumps({"now": to_iso(utcnow())}), event="tick")
+                await feed.wait_newer(sent, TICK)
+        except ConnectionResetError:
+            pass  # the browser went away (closed, navigated): nothing to send it
+    return resp
+
+
+async def check_page(request: web.Request) -> web.Response:
+    collector = request.app[COLLECTOR]
+    site, check = request.match_info["site"], request.match_info["check"]
+    if (site, check) not in collector.live and (
+        site not in collector.estate.sites or collector.estate.check(site, check) is None
+    ):
+        raise web.HTTPNotFound(text=f"no check {check!r} at site {site!r}")
+    now = utcnow()
+    history = await collector.read(
+        check_history, collector.read_store, collector.estate, site, check, now
+    )
+    names = Names(collector.estate)
+    view = check_view(
+        site, check, collector.live.get((site, check)), collector.estate, names, False, now
+    )
+    open_planned = any(o["open"] and o["planned"] for o in history["outages"])
+    if open_planned and view["state"] != "up":
+        view["state"] = "maintenance"
+    chart = latency_svg(request.app[FEED].latency.series(site, check))
+    return _render(
+        request,
+        "board_check.html",
+        now=to_iso(now),
+        c=view,
+        history=history,
+        chart=chart,
+        estate=collector.estate.name,
+        **_ctx(request),
+    )
+
+
+async def _outage_page(
+    request: web.Request, oid: str, *, status: int = 200, message: str | None = None
+) -> web.Response:
+    collector = request.app[COLLECTOR]
+    now = utcnow()
+    detail = await collector.read(outage_detail, collector.read_store, collector.estate, oid, now)
+    if detail is None:
+        raise web.HTTPNotFound(text=f"no outage with id {oid!r}")
+    return _render(
+        request,
+        "board_outage.html",
+        status=status,
+        now=to_iso(now),
+        o=detail,
+        message=message,
+        saved=request.query.get("saved"),
+        estate=collector.estate.name,
+        **_ctx(request),
+    )
+
+
+async def outage_page(request: web.Request) -> web.Response:
+    return await _outage_page(request, request.match_info["id"])
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """Sign in for reading when ``web.read_token_file`` is set: sets an HttpOnly cookie."""
+    tokens = request.app[auth.TOKENS]
+    target = request.query.get("next", "/")
+    # Only a path on this server: "//host" and "/\\host" would send the browser elsewhere.
+    if not target.startswith("/") or target[1:2] in ("/", "\\"):
+        target = "/"
+    message = None
+    if request.method == "POST":
+        form = await request.post()
+        token = form.get("token")
+        if isinstance(token, str) and tokens.may_read(token):
+            resp = web.HTTPSeeOther(target)
+            resp.set_cookie(auth.COOKIE, token, httponly=True, samesite="Strict", path="/")
+            raise resp
+        message = "That token is not right."
+    return _render(
+        request,
+        "board_login.html",
+        status=401 if message else 200,
+        now=to_iso(utcnow()),
+        next=target,
+        message=message,
+        estate=request.app[COLLECTOR].estate.name,
+        **_ctx(request),
+    )
+
+
+async def _feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    feed = app[FEED]
+    task = asyncio.create_task(feed.run(), name="board-feed")
+
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    """Let open SSE streams end, or the server would wait for them before it stops."""
+    feed = app[FEED]
+    feed.closing.set()
+    async with feed.updated:
+        feed.updated.notify_all()
+
+
+def add_board(app: web.Application, collector: Collector) -> None:
+    """Mount the board on the collector's app: pages, the SSE feed, static files, writes."""
+    env = environment()
+    app[COLLECTOR] = collector
+    app[ENV] = env
+    app[FEED] = BoardFeed(collector, env)
+    app.cleanup_ctx.append(_feed_ctx)
+    app.on_shutdown.append(_on_shutdown)
+    static = Path(__file__).resolve().parent / "static"
+    app.router.add_static("/static/", static)
+    app.router.add_get("/", board_page)
+    app.router.add_get("/board/events", board_events)
+    app.router.add_get("/board/checks/{site}/{check}", check_page)
+    app.router.add_get("/board/outages/{id}", outage_page)
+    app.router.add_route("*", "/board/login", login_page)
+    add_form_write(app, "/board/outages/{id}/annotate", ANNOTATE, annotation_fields)
+
+
+def add_form_write(
+    app: web.Application,
+    path: str,
+    action: WriteAction[Any],
+    fields: Callable[[Mapping[str, str]], dict[str, Any]],
+) -> None:
+    app.router.add_post(path, form_write(action, fields))

@@ -1,0 +1,333 @@
+"""The live board and its writes, served by the collector's real aiohttp app (issue 12)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from availmon.clock import utcnow
+from availmon.schema import CheckStatus, State
+from collector.board import when
+from collector.main import Collector
+from collector.web import make_app
+from tests.collector.board_helpers import Feed, board_estate
+
+TOKEN = "s3cret-write-token"
+READ_TOKEN = "read-only-token"
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "web-token"
+    path.write_text(TOKEN + "\n")
+    return path
+
+
+@pytest.fixture
+async def collector(tmp_path: Path, token_file: Path) -> AsyncIterator[Collector]:
+    c = Collector(board_estate(tmp_path, {"token_file": str(token_file)}))
+    yield c
+    c.close()
+
+
+async def down_webmail(collector: Collector, minutes_ago: int = 5) -> str:
+    """webmail at the data centre went down (HTTP 503); everything else is up."""
+    feed = Feed(collector)
+    now = utcnow()
+    start = now - timedelta(minutes=minutes_ago)
+    up = [
+        CheckStatus(check="council-website", area="internet_web", state=State.UP, latency=0.05),
+        CheckStatus(
+            check="webmail", area="email", state=State.DOWN, latency=0.02, error="HTTP 503"
+        ),
+    ]
+    await feed.heartbeat("dc", now, *up)
+    await feed.heartbeat(
+        "ccc-guildhall",
+        now,
+        CheckStatus(check="intranet", area="internet_web", state=State.UP, latency=0.1),
+    )
+    await feed.heartbeat(
+        "hdc-pathfinder",
+        now,
+        CheckStatus(check="file-server", area="servers", state=State.UP, latency=0.01),
+    )
+    return await feed.event(
+        "dc", "webmail", "email", State.UP, State.DOWN, start, error="HTTP 503", latency=0.02
+    )
+
+
+async def test_board_says_what_is_down_where_and_why(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    oid = await down_webmail(collector)
+    client = await aiohttp_client(make_app(collector))
+    html = await (await client.get("/")).text()
+    assert 'name="viewport"' in html
+    assert "1 service down at 1 site" in html
+    # names, not ids; the reason as the probes saw it; the partner council
+    assert "Data centre" in html
+    assert "Shared service (data centre)" in html
+    assert "Probes saw:</b> HTTP 503" in html
+    assert f'data-outage="{oid}"' in html
+    # a down check shows no latency; an up one does
+    row = html.split('<tr data-check="dc/webmail"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-state="down"' in row
+    assert " ms" not in row
+    ok_row = html.split('<tr data-check="dc/council-website"', 1)[1].split("</tr>", 1)[0]
+    assert "50 ms" in ok_row
+    # every state has text, not colour alone
+    tile = html.split('data-check="dc/webmail"', 1)[1].split("</a>", 1)[0]
+    assert '<span class="tile-s">Down</span>' in tile
+    assert "refresh" not in html  # no full-page reload
+
+
+async def test_planned_work_is_maintenance_never_red(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    oid = await down_webmail(collector)
+    client = await aiohttp_client(make_app(collector))
+    response = await client.post(
+        f"/api/v1/outages/{oid}/annotations",
+        json={"planned": True, "cause": "mail server upgrade"},
+        headers={"Authorization": f"Bearer {TOKEN}", "X-Availmon-User": "Alice Smith"},
+    )
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert (body["kind"], body["shown"], body["cause"]) == (
+        "planned",
+        "maintenance",
+        "mail server upgrade",
+    )
+    assert body["annotations"][0]["by"] == "Alice Smith"
+    html = await (await client.get("/")).text()
+    assert "1 in planned maintenance" in html
+    assert "down at" not in html
+    tile = html.split('data-check="dc/webmail"', 1)[1].split("</a>", 1)[0]
+    assert 'data-state="maintenance"' in tile
+    assert "Maintenance" in tile
+    outage = html.split(f'data-outage="{oid}"', 1)[1].split("</li>", 1)[0]
+    assert "outage-down" not in outage
+    assert "st-down" not in outage
+    assert "Planned maintenance" in outage
+
+
+def test_dates_before_this_year_show_the_year() -> None:
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo("Europe/London")
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    assert when("2019-07-03T09:15:00+00:00", now, tz) == "3 Jul 2019 10:15"
+    assert when("2026-02-01T09:15:00+00:00", now, tz) == "Sun 1 Feb 09:15"
+    assert when("2026-03-10T08:00:00+00:00", now, tz) == "today 08:00"
+
+
+async def read_event(stream: aiohttp.StreamReader) -> dict[str, str]:
+    """One server-sent event (fields by name), skipping comments."""
+    fields: dict[str, str] = {}
+    while True:
+        line = (await stream.readline()).decode().rstrip("\r\n")
+        if not line:
+            if fields:
+                return fields
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        fields[name] = fields.get(name, "") + value.removeprefix(" ")
+
+
+async def next_board(stream: aiohttp.StreamReader) -> dict[str, str]:
+    while True:
+        ev = await read_event(stream)
+        if ev.get("event") == "board":
+            return ev
+
+
+async def test_sse_sends_the_board_on_every_committed_change(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    client = await aiohttp_client(make_app(collector))
+    async with client.get("/board/events") as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        first = await asyncio.wait_for(next_board(resp.content), 10)
+        assert "No checks reporting yet" in json.loads(first["data"])["sections"]["banner"]
+        oid = await down_webmail(collector)
+        while True:  # the heartbeats and the event each commit; the event comes last
+            ev = await asyncio.wait_for(next_board(resp.content), 10)
+            data = json.loads(ev["data"])
+            if f'data-outage="{oid}"' in data["sections"]["outages"]:
+                break
+        assert "1 service down at 1 site" in data["sections"]["banner"]
+        assert 'data-check="dc/webmail" data-state="down"' in data["sections"]["grid"]
+        assert ev["id"] != first["id"]
+        last_id = ev["id"]
+    # Reconnecting with the last id seen: nothing missed, so no board until a change.
+    async with client.get("/board/events", headers={"Last-Event-ID": last_id}) as resp:
+        ev = await asyncio.wait_for(read_event(resp.content), 10)
+        assert ev["event"] == "tick"
+    # A browser that saw another collector (a restart: another boot id) gets the board.
+    async with client.get("/board/events", headers={"Last-Event-ID": "0000-7"}) as resp:
+        ev = await asyncio.wait_for(read_event(resp.content), 10)
+        assert ev["event"] == "board"
+        assert ev["id"] == last_id
+
+
+async def test_writes_need_the_token_and_a_name(collector: Collector, aiohttp_client: Any) -> None:
+    oid = await down_webmail(collector)
+    client = await aiohttp_client(make_app(collector))
+    url = f"/api/v1/outages/{oid}/annotations"
+    cases = [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"Authorization": f"Bearer {TOKEN}"}, 400),  # who is writing?
+        ({"Authorization": f"Bearer {TOKEN}", "X-Availmon-User": "bob"}, 200),
+    ]
+    for headers, status in cases:
+        response = await client.post(url, json={"note": "BT ticket 123"}, headers=headers)
+        assert response.status == status, (headers, await response.text())
+    bad = await client.post(
+        url, json={}, headers={"Authorization": f"Bearer {TOKEN}", "X-Availmon-User": "bob"}
+    )
+    assert bad.status == 400
+    assert "nothing to record" in (await bad.json())["error"]
+    missing = await client.post(
+        "/api/v1/outages/o:nope/annotations",
+        json={"note": "x"},
+        headers={"Authorization": f"Bearer {TOKEN}", "X-Availmon-User": "bob"},
+    )
+    assert missing.status == 404
+    detail = await (await client.get(f"/api/v1/outages/{oid}")).json()
+    assert detail["note"] == "BT ticket 123"
+    assert [(h["by"], h["note"]) for h in detail["annotations"]] == [("bob", "BT ticket 123")]
+    assert detail["events"][0]["error"] == "HTTP 503"
+
+
+async def test_page_form_writes_with_token_and_refuses_without(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    oid = await down_webmail(collector)
+    client = await aiohttp_client(make_app(collector))
+    url = f"/board/outages/{oid}/annotate"
+    refused = await client.post(url, data={"cause": "fibre cut", "by": "eve", "token": "guess"})
+    assert refused.status == 401
+    assert "writing needs the token" in await refused.text()
+    saved = await client.post(
+        url, data={"cause": "fibre cut", "by": "Carol", "token": TOKEN, "planned": "keep"}
+    )
+    assert saved.status == 200  # after the redirect
+    assert "Saved." in await saved.text()
+    page = await (await client.get(f"/board/outages/{oid}")).text()
+    assert "fibre cut" in page
+    assert "Carol" in page
+
+
+async def test_without_a_write_token_writes_are_disabled(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    collector = Collector(board_estate(tmp_path))
+    try:
+        oid = await down_webmail(collector)
+        client = await aiohttp_client(make_app(collector))
+        response = await client.post(
+            f"/api/v1/outages/{oid}/annotations",
+            json={"note": "x"},
+            headers={"Authorization": "Bearer anything", "X-Availmon-User": "bob"},
+        )
+        assert response.status == 403
+        assert "writes are disabled" in (await response.json())["error"]
+        page = await (await client.get(f"/board/outages/{oid}")).text()
+        assert "Writes are disabled on this collector" in page
+    finally:
+        collector.close()
+
+
+async def test_read_token_guards_reads(
+    tmp_path: Path, token_file: Path, aiohttp_client: Any
+) -> None:
+    read_file = tmp_path / "read-token"
+    read_file.write_text(READ_TOKEN)
+    collector = Collector(
+        board_estate(tmp_path, {"token_file": str(token_file), "read_token_file": str(read_file)})
+    )
+    try:
+        client = await aiohttp_client(make_app(collector))
+        assert (await client.get("/api/v1/checks")).status == 401
+        assert (await client.get("/metrics")).status == 401
+        assert (await client.get("/healthz")).status == 503  # open, and honest: no MQTT
+        ok = await client.get("/api/v1/checks", headers={"Authorization": f"Bearer {READ_TOKEN}"})
+        assert ok.status == 200
+        writer = await client.get("/api/v1/checks", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert writer.status == 200
+        page = await client.get("/", headers={"Accept": "text/html"}, allow_redirects=False)
+        assert page.status == 303
+        assert page.headers["Location"].startswith("/board/login")
+        login = await client.post("/board/login?next=/", data={"token": READ_TOKEN})
+        assert login.status == 200
+        assert "test council ICT" in await login.text()
+        assert (await client.get("/board/events")).status == 200  # the cookie carries it
+    finally:
+        collector.close()
+
+
+async def test_empty_token_file_is_a_startup_error(tmp_path: Path) -> None:
+    from availmon.errors import StartupError
+
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    collector = Collector(board_estate(tmp_path, {"token_file": str(empty)}))
+    try:
+        with pytest.raises(StartupError, match=r"web\.token"):
+            make_app(collector)
+    finally:
+        collector.close()
+
+
+async def test_api_outages_filter_by_partner_kind_and_period(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    oid = await down_webmail(collector)
+    collector.store.import_outages(
+        [
+            {
+                "id": "imp:2019",
+                "site": "hdc-pathfinder",
+                "check_name": "file-server",
+                "area": "servers",
+                "state": "down",
+                "start": "2019-07-03T09:15:00.000000+00:00",
+                "end": "2019-07-03T11:00:00.000000+00:00",
+                "planned": 1,
+                "cause": "disk swap",
+                "provider": None,
+                "note": None,
+            }
+        ]
+    )
+    client = await aiohttp_client(make_app(collector))
+
+    async def ids(query: str) -> list[str]:
+        response = await client.get(f"/api/v1/outages?{query}")
+        assert response.status == 200, await response.text()
+        return [o["id"] for o in (await response.json())["outages"]]
+
+    assert await ids("") == [oid]  # this quarter by default
+    assert await ids("partner=SHARED&open=true&kind=unplanned") == [oid]
+    assert await ids("partner=HDC") == []
+    assert await ids("period=FY2019Q2") == ["imp:2019"]
+    assert await ids("from=2019-07-01&to=2019-07-31&kind=maintenance") == ["imp:2019"]
+    assert await ids("period=FY2019Q2&kind=unplanned") == []
+    [webmail] = (await (await client.get("/api/v1/outages")).json())["outages"]
+    assert webmail["reason"] == "HTTP 503"
+    for bad in ("period=2019Q9", "from=2019-07-01", "kind=broken", "open=maybe", "limit=0"):
+        assert (await client.get(f"/api/v1/outages?{bad}")).status == 400, bad
+    # The 2019 record on the board shows its year.
+    html = await (await client.get("/")).text()
+    assert "3 Jul 2019 10:15" in html
