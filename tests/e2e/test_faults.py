@@ -220,8 +220,15 @@ async def test_broker_restarted_mid_stream(
     )
 
     async def heartbeat() -> Heartbeat:
-        depth, seq, _ = await spool.stats()
-        return Heartbeat(site="hq", agent="hq", at=utcnow(), seq=seq, spool_depth=depth, checks=[])
+        stats = await spool.stats()
+        return Heartbeat(
+            site="hq",
+            agent="hq",
+            at=utcnow(),
+            seq=stats.last_seq,
+            spool_depth=stats.depth,
+            checks=[],
+        )
 
     publisher = Publisher(
         collector.estate.broker,
@@ -255,7 +262,7 @@ async def test_broker_restarted_mid_stream(
 
         async def missing() -> str:
             lost = sorted({e.id for e in fault_events} - set(stored_ids(db)))
-            depth, _, _ = await spool.stats()
+            depth = (await spool.stats()).depth
             return (
                 f"missing {len(lost)}: {lost[:10]}; spool depth {depth}; "
                 f"publisher connected {publisher.connected.is_set()}"
@@ -265,7 +272,7 @@ async def test_broker_restarted_mid_stream(
         # Still running after the fault: the session came back and a new event gets in.
         await produce([after])
         await stored(collector, n + 1)
-        depth, _, _ = await spool.stats()
+        depth = (await spool.stats()).depth
     finally:
         pub_task.cancel()
         await asyncio.gather(pub_task, return_exceptions=True)
