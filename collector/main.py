@@ -230,10 +230,10 @@ class Collector:
         confirm: dict[str, Confirmation] = {}
         firsts: dict[str, int] = {}
         for topic, payload in messages:
-            self.metrics.messages.inc()
             if topic.startswith(COLLECTORS_ROOT + "/"):
-                self._presence(topic, payload)
+                self._presence(topic, payload)  # collectors' own traffic, not agents'
                 continue
+            self.metrics.messages.inc()
             verdict = validate(topic, payload, estate=self.estate, now=now)
             if isinstance(verdict, Rejected):
                 self.metrics.rejected.labels(verdict.reason).inc()
@@ -431,19 +431,6 @@ class Collector:
     async def check_liveness(self, now: datetime | None = None) -> None:
         """Open the provisional outages that are due (``now``: evaluate at another time)."""
         now = now or utcnow()
-        if self._connected_at is not None:
-            for agent in self.liveness.silent(
-                now, timedelta(seconds=self.estate.heartbeat_timeout()), self._connected_at
-            ):
-                site = self.agents[agent].site if agent in self.agents else agent
-                log.warning(
-                    "agent %s (site %s): no heartbeat for over %.0f s: offline",
-                    agent,
-                    site,
-                    self.estate.heartbeat_timeout(),
-                )
-                await self._status(Accepted("status", site, agent, status="offline"), now)
-                await self._notify()
         for agent, start in self.liveness.due(now):
             site = self.agents[agent].site if agent in self.agents else agent
             self.liveness.opened(agent)  # before the await: a status arriving meanwhile sees it
@@ -458,11 +445,26 @@ class Collector:
             )
             await self._notify()
 
+    async def check_silence(self, now: datetime | None = None) -> None:
+        """Mark offline the agents online whose heartbeats stopped (issue 8, part 6)."""
+        now = now or utcnow()
+        if self._connected_at is None:
+            return  # the collector's own outage silences nobody
+        timeout = self.estate.heartbeat_timeout()
+        for agent in self.liveness.silent(now, timedelta(seconds=timeout), self._connected_at):
+            site = self.agents[agent].site if agent in self.agents else agent
+            log.warning(
+                "agent %s (site %s): no heartbeat for over %.0f s: offline", agent, site, timeout
+            )
+            await self._status(Accepted("status", site, agent, status="offline"), now)
+            await self._notify()
+
     async def _liveness_loop(self) -> None:
         cfg = self.estate.collector
         tick = min(cfg.offline_grace / 4, self.estate.heartbeat_timeout() / 4, 5.0)
         while True:
             await asyncio.sleep(tick)  # a supervision period, not a synchronisation
+            await self.check_silence()
             await self.check_liveness()
             self.check_gaps()
 
