@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiomqtt
@@ -22,6 +22,7 @@ from availmon.clock import utcnow
 from availmon.config import Estate
 from availmon.schema import Ack, Evidence, Heartbeat, State, ack_topic, collector_topic
 from collector.main import Collector
+from tests.e2e import procs
 from tests.peers import Mosquitto, estate, mosquitto, wait_until
 
 T = 100.0  # a loop time for the pure tests
@@ -150,11 +151,9 @@ async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
         yield b
 
 
-async def until(predicate: object, what: str, timeout: float = 60.0) -> None:
-    """Poll the publisher's own state (nothing there to await); bounded."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.02)  # polling a condition, with a deadline
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    """Poll the publisher's own state (it offers nothing to await), with a deadline."""
+    await procs.poll_until(predicate, what=what)
 
 
 class FakeCollector:
