@@ -43,43 +43,14 @@ from collector.metrics import (
     kpi_families,
 )
 from collector.report import kpi_snapshot
-from collector.store import Store
+from collector.store import Store, store_fault
 from collector.web import make_app
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: sqlite3 error text -> the reason it is counted under. Each is the environment's fault, not
-#: the event's: the batch stays unacknowledged and is retried (issue 8, part 3).
-_STORE_FAULTS = (
-    ("database or disk is full", "disk_full"),
-    ("disk i/o error", "io_error"),
-    ("readonly", "readonly"),
-    ("read-only", "readonly"),
-    ("locked", "locked"),
-    ("busy", "locked"),
-    ("unable to open", "cant_open"),
-    ("malformed", "corrupt"),
-    ("not a database", "corrupt"),
-)
 #: After these, the writer's connection is reopened: it may have been opened read-only.
 _REOPEN = ("readonly", "cant_open", "io_error")
-
-
-def store_fault(exc: BaseException) -> str | None:
-    """Why the store failed when the fault is the environment's (disk full, I/O, read-only,
-    locked ...), or None when it is a property of what was written (a constraint)."""
-    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | OverflowError):
-        return None
-    if isinstance(exc, sqlite3.Error):
-        text = str(exc).lower()
-        for needle, reason in _STORE_FAULTS:
-            if needle in text:
-                return reason
-        return "other"
-    if isinstance(exc, OSError):
-        return "io_error"
-    return None
 
 
 @dataclasses.dataclass
@@ -101,8 +72,8 @@ class Collector:
         path = estate.collector.database
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
-        self.store = Store(path)
-        self.read_store = Store(path)
+        self.store = Store(path, tolerant=True)
+        self.read_store = Store(path, tolerant=True)
         self.live: dict[tuple[str, str], LiveCheck] = {}
         self.agents: dict[str, LiveAgent] = {}
         self.liveness = Liveness(timedelta(seconds=estate.collector.offline_grace))
@@ -116,7 +87,13 @@ class Collector:
         #: Sessions established with the broker (subscribed), since start.
         self.connects = 0
         self._connected_at: datetime | None = None
-        self._load_live()
+        self._live_loaded = False
+        try:
+            self._load_live()
+        except sqlite3.Error as exc:
+            if store_fault(exc) is None:
+                raise
+            log.error("database %s cannot be read yet (%s); waiting for it", path, exc)
         self.metrics.watch(
             lambda: list(self.live.values()),
             lambda: list(self.agents.values()),
@@ -158,6 +135,7 @@ class Collector:
         started = time.monotonic()
         for agent, ranges in self.store.seen_seqs().items():
             self.gaps.load(agent, ranges, started)
+        self._live_loaded = True
 
     async def write(self, fn: Any, *args: Any) -> Any:
         """Run a store write on the writer thread. A fault of the environment (disk full,
@@ -210,6 +188,27 @@ class Collector:
 
     async def read(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._reader, partial(fn, *args))
+
+    async def _store_ready(self, stop: asyncio.Event) -> bool:
+        """Wait until the store can write (or ``stop``); False when stopped first."""
+
+        async def ready() -> None:
+            await self.write(self.store.ready)
+            if not self._live_loaded:
+                await self.write(self._load_live)
+
+        waiting = asyncio.ensure_future(ready())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                task.cancel()
+            await asyncio.gather(waiting, stopping, return_exceptions=True)
+        if waiting.cancelled():
+            return False
+        waiting.result()  # an error that is not the environment's ends the collector
+        return True
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -601,6 +600,11 @@ class Collector:
                 self.estate.web.listen,
                 self.web_port,
             )
+            # Subscribe only once the store can write: until then the broker keeps the
+            # backlog and the agents their spools (issue 8: a store fault is never an ack).
+            if not await self._store_ready(stop):
+                self.close()
+                return
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self._mqtt_loop(), name="mqtt"),

@@ -214,27 +214,39 @@ def derive_intervals(events: Iterable[tuple[str, int, str, str, str]]) -> list[I
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, tolerant: bool = False) -> None:
+        """``tolerant``: a database that cannot be written yet (a read-only or full file
+        system) is opened anyway and migrated on the first write that succeeds; the
+        collector starts, says so on /healthz, and waits for it."""
         self.path = Path(path)
         self._tails: dict[tuple[str, str, str], _Tail] = {}
+        self._migrated = False
         self.conn = self._connect()
         self.db = sqlite_utils.Database(self.conn)
-        self._migrate()
+        try:
+            self._migrate()
+        except sqlite3.OperationalError as exc:
+            if not tolerant or store_fault(exc) is None:
+                self.conn.close()
+                raise
 
     def _connect(self) -> sqlite3.Connection:
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        # FULL: we confirm and PUBACK only after commit, so a commit must survive power
+        # loss too.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
         try:
-            conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: we confirm and PUBACK only after commit, so a commit must survive power
-            # loss too.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-        except BaseException:
-            conn.close()
-            raise
+        except sqlite3.OperationalError as exc:
+            # A read-only file system: reads work; the first write says why and the
+            # collector reopens the connection once it can write.
+            if store_fault(exc) is None:
+                conn.close()
+                raise
         return conn
 
     def reopen(self) -> None:
@@ -247,8 +259,13 @@ class Store:
         old.close()
         self._migrate()
 
-    def _migrate(self) -> None:
+    def ready(self) -> None:
+        """A write that does nothing: raises while the database cannot be written."""
         with self._tx():
+            pass
+
+    def _migrate(self) -> None:
+        with _Transaction(self.conn):
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
             )
@@ -259,8 +276,11 @@ class Store:
                     self.conn.execute(
                         "INSERT INTO _migrations VALUES (?, datetime('now'))", (name,)
                     )
+        self._migrated = True
 
     def _tx(self) -> Any:
+        if not self._migrated:
+            self._migrate()
         return _Transaction(self.conn)
 
     def close(self) -> None:
@@ -682,6 +702,37 @@ class Store:
             " UNION ALL SELECT min(at) FROM events)"
         ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
+
+
+#: sqlite3 error text -> the reason it is counted under. Each is the environment's fault, not
+#: the data's: the collector keeps the batch unacknowledged and retries (issue 8, part 3).
+_STORE_FAULTS = (
+    ("database or disk is full", "disk_full"),
+    ("disk i/o error", "io_error"),
+    ("readonly", "readonly"),
+    ("read-only", "readonly"),
+    ("locked", "locked"),
+    ("busy", "locked"),
+    ("unable to open", "cant_open"),
+    ("malformed", "corrupt"),
+    ("not a database", "corrupt"),
+)
+
+
+def store_fault(exc: BaseException) -> str | None:
+    """Why the store failed when the fault is the environment's (disk full, I/O, read-only,
+    locked ...), or None when it is a property of what was written (a constraint)."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | OverflowError):
+        return None
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc).lower()
+        for needle, reason in _STORE_FAULTS:
+            if needle in text:
+                return reason
+        return "other"
+    if isinstance(exc, OSError):
+        return "io_error"
+    return None
 
 
 class _Transaction:
