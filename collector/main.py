@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sqlite3
@@ -511,6 +512,12 @@ class Collector:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._consume(client))
                     tg.create_task(self._watch(client))
+            except asyncio.CancelledError:
+                # A clean stop sends no last will: say it, so the agents stop waiting on us
+                # and the other collector of a pair takes over the alerts.
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    await client.publish(presence, b"offline", qos=1, retain=True, timeout=2)
+                raise
             except BaseExceptionGroup as group:
                 mqtt_errors = group.subgroup(aiomqtt.MqttError)
                 if mqtt_errors is None:
