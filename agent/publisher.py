@@ -68,8 +68,9 @@ class Outstanding:
     - it has waited ``ack_timeout`` (doubling with each try, up to 8x) since it was published
       or since the collector came back online, whichever is later, and the collector has
       confirmed nothing for ``ack_timeout``: it is not just busy draining a backlog.
-    A collector whose presence says ``offline`` is not waited on: its persistent session (or
-    its return) brings what it missed.
+    A collector whose presence says ``offline``, or has said nothing yet (it has never
+    connected), is not waited on: its persistent session, or its return, brings what it
+    missed (when it comes online the clock starts).
     """
 
     required: frozenset[str]
@@ -136,7 +137,7 @@ class Outstanding:
         return sorted(out)
 
     def _overdue(self, collector: str, s: Sent, now: float) -> bool:
-        since = self.online_since.get(collector, self.started)
+        since = self.online_since.get(collector)
         if since is None:
             return False
         if self.acked_pubno.get(collector, 0) > s.pubno:

@@ -235,11 +235,11 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        # FULL: we confirm and PUBACK only after commit, so a commit must survive power
-        # loss too.
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
         try:
+            # FULL: we confirm and PUBACK only after commit, so a commit must survive power
+            # loss too.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError as exc:
             # A read-only file system: reads work; the first write says why and the

@@ -32,7 +32,10 @@ T = 100.0  # a loop time for the pure tests
 
 
 def outstanding(*required: str, timeout: float = 10.0) -> Outstanding:
-    return Outstanding(frozenset(required or ("c",)), timeout, started=0.0)
+    out = Outstanding(frozenset(required or ("c",)), timeout, started=0.0)
+    for c in out.required:
+        out.presence(c, True, 0.0)
+    return out
 
 
 def test_nothing_is_due_before_the_timeout() -> None:
@@ -69,6 +72,14 @@ def test_republishing_backs_off_per_event() -> None:
     out.published([(1, ())], T + 10)
     assert out.due(T + 29) == []  # second try waits twice as long
     assert out.due(T + 30) == [1]
+
+
+def test_a_collector_never_seen_is_not_waited_on() -> None:
+    out = Outstanding(frozenset({"c"}), 10.0)
+    out.published([(1, ())], T)
+    assert out.due(T + 1000) == []
+    out.presence("c", True, T + 1000)
+    assert out.due(T + 1010) == [1]
 
 
 def test_an_offline_collector_is_not_waited_on_and_its_return_restarts_the_clock() -> None:

@@ -145,18 +145,19 @@ class Rig:
 
         # Each check makes at most one more change (to up) after the flapping stops.
         await procs.poll_until(done, what="every spool confirmed empty", timeout=120)
-        sent = self.sent()
-        dropped = sum(d for _, _, d in self.assigned().values())
+        assigned = self.assigned()  # one snapshot: later events are not counted
+        sent = sum(last - first + 1 for first, last, _ in assigned.values())
+        dropped = sum(d for _, _, d in assigned.values())
         out: dict[str, Any] = {"sent": sent, "dropped_at_cap": dropped}
         for name in names:
-            stored = self.distinct_stored(name)
+            stored = self.distinct_stored(name, assigned)
             dup = int(await self.metric(name, "availmon_events_duplicate_total"))
             out[name] = {"stored": stored, "lost": sent - dropped - stored, "duplicated": dup}
         return out
 
-    def distinct_stored(self, name: str) -> int:
+    def distinct_stored(self, name: str, assigned: dict[str, tuple[int, int, int]]) -> int:
         total = 0
-        for site, (first, last, _) in self.assigned().items():
+        for site, (first, last, _) in assigned.items():
             rows = procs.query(
                 self.dbs[name],
                 "SELECT count(DISTINCT seq) FROM events WHERE agent=? AND seq BETWEEN ? AND ?",
