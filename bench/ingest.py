@@ -154,9 +154,7 @@ async def drain_bare(port: int, db: Path, total: int) -> float:
     conn.execute("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, payload TEXT)")
     stored = 0
     started = time.monotonic()
-    async with aiomqtt.Client(
-        "127.0.0.1", port, identifier="bare", clean_session=False
-    ) as client:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bare", clean_session=False) as client:
         await client.subscribe("availmon/v1/+/+/events", qos=1)
         msgs = client.messages
         async for first in msgs:
