@@ -407,12 +407,14 @@ class Store:
         ).fetchone()
         if last is None:
             return None
+        # Only the latest interval can be open; ask for it by that, not by start order, which
+        # ties when a run's outages begin at the same instant (degraded, then down, at once).
         row = self.conn.execute(
-            "SELECT state, start, start_event, end FROM outages WHERE source='agent' AND"
-            " site=? AND agent=? AND check_name=? ORDER BY start DESC LIMIT 1",
+            "SELECT state, start, start_event FROM outages WHERE source='agent' AND"
+            " site=? AND agent=? AND check_name=? AND end IS NULL ORDER BY start DESC LIMIT 1",
             key,
         ).fetchone()
-        open_ = (row[0], row[1], row[2]) if row is not None and row[3] is None else None
+        open_ = (row[0], row[1], row[2]) if row is not None else None
         tail = self._tails[key] = _Tail((str(last[0]), int(last[1])), open_)
         return tail
 
@@ -421,7 +423,7 @@ class Store:
         come after what was stored, else by re-deriving from the outage the first falls in."""
         first = (to_iso(evs[0].at), evs[0].seq)
         if tail is None or first <= tail.last:
-            self._rebuild(*key, first[0])
+            self._rebuild(*key, first)
             self._tails.pop(key, None)
             return
         site, agent, check = key
@@ -446,28 +448,38 @@ class Store:
                 )
                 tail.open = (ev.to.value, at, ev.id)
 
-    def _rebuild(self, site: str, agent: str, check: str, since: str) -> None:
-        """Re-derive the check's outages from the last one that began before ``since``.
+    def _rebuild(self, site: str, agent: str, check: str, since: tuple[str, int]) -> None:
+        """Re-derive the check's outages from the last one that began before ``since``
+        (the ``(at, seq)`` of the earliest new event).
 
         Events usually arrive in order, so this touches only the tail of the history; a late
-        event (a spool replay) re-derives from the outage it falls into.
+        event (a spool replay) re-derives from the outage it falls into. Positions are
+        ``(at, seq)``, not ``at`` alone: events of one instant may belong to two intervals
+        (a restated "degraded" that closes one run, then "down" that opens the next).
         """
         key = (site, agent, check)
+        at, seq = since
         row = self.conn.execute(
-            "SELECT max(start) FROM outages WHERE source='agent' AND site=? AND agent=?"
-            " AND check_name=? AND start <= ?",
-            (*key, since),
+            "SELECT o.start, e.seq FROM outages o JOIN events e ON e.id = o.start_event"
+            " WHERE o.source='agent' AND o.site=? AND o.agent=? AND o.check_name=?"
+            " AND (o.start < ? OR (o.start = ? AND e.seq <= ?))"
+            " ORDER BY o.start DESC, e.seq DESC LIMIT 1",
+            (*key, at, at, seq),
         ).fetchone()
-        origin = row[0] if row and row[0] is not None else since
+        origin = (str(row[0]), int(row[1])) if row is not None else (at, seq)
         rows = self.conn.execute(
             "SELECT id, seq, from_state, to_state, at, area FROM events"
-            " WHERE site=? AND agent=? AND check_name=? AND at >= ? ORDER BY at, seq",
-            (*key, origin),
+            " WHERE site=? AND agent=? AND check_name=? AND (at > ? OR (at = ? AND seq >= ?))"
+            " ORDER BY at, seq",
+            (*key, origin[0], origin[0], origin[1]),
         ).fetchall()
+        # Every derived outage from the origin on is re-derived: those starting later, and
+        # those starting at the origin's instant from its event on.
         self.conn.execute(
             "DELETE FROM outages WHERE source='agent' AND site=? AND agent=? AND check_name=?"
-            " AND start >= ?",
-            (*key, origin),
+            " AND (start > ? OR (start = ? AND start_event IN (SELECT id FROM events"
+            " WHERE site=? AND agent=? AND check_name=? AND at = ? AND seq >= ?)))",
+            (*key, origin[0], origin[0], *key, origin[0], origin[1]),
         )
         area = rows[-1][5] if rows else None
         for iv in derive_intervals((r[0], r[1], r[2], r[3], r[4]) for r in rows):
