@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 
 from availmon.config import Estate, load_config
-from availmon.errors import ConfigError, ConfigIssue, StartupError
+from availmon.errors import ConfigError, ConfigIssue, StartupError, UsageError
 from availmon.schema import TOPIC_ROOT
 
 #: Usernames and topic levels we render: no ``:`` (password file), no ``+``/``#``/``/``
@@ -411,7 +411,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     if args.plain_port is not None and args.plain_port == args.port:
-        raise StartupError(f"--plain-port {args.plain_port} is also the TLS --port")
+        raise UsageError(f"--plain-port {args.plain_port} is also the TLS --port")
     estate = load_config(args.config)
     listeners = Listeners(
         cert=args.tls_cert,

@@ -20,7 +20,7 @@ import sqlite_utils
 
 from availmon.areas import NETWORK_AREA
 from availmon.clock import to_iso
-from availmon.errors import StoreError
+from availmon.errors import NoSuchRecord, StoreError
 from availmon.schema import Event, Heartbeat, State
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -195,18 +195,27 @@ def derive_intervals(events: Iterable[tuple[str, int, str, str, str]]) -> list[I
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        """Open (creating it if need be) and migrate; a file that is not a usable database,
+        or a directory that cannot be made, is a ``StoreError`` naming the path."""
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: we PUBACK only after commit, so a commit must survive power loss too.
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA busy_timeout=30000")
-        self.db = sqlite_utils.Database(self.conn)
-        self._migrate()
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        try:
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: we PUBACK only after commit, so a commit must survive power loss too.
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.db = sqlite_utils.Database(self.conn)
+            self._migrate()
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise StoreError(describe(exc, self.path)) from exc
 
     def _migrate(self) -> None:
         with self._tx():
@@ -481,7 +490,7 @@ class Store:
                 self.conn.execute("SELECT 1 FROM outages WHERE id=?", (outage_id,)).fetchone()
                 is None
             ):
-                raise StoreError(f"no outage with id {outage_id!r}")
+                raise NoSuchRecord(f"no outage with id {outage_id!r}")
             self.conn.execute(
                 "INSERT INTO annotations (outage_id, cause, provider, note, planned, updated_at)"
                 " VALUES (?,?,?,?,?,?) ON CONFLICT(outage_id) DO UPDATE SET"
@@ -541,6 +550,16 @@ class Store:
             " UNION ALL SELECT min(at) FROM events)"
         ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
+
+
+def describe(exc: sqlite3.Error, path: Path) -> str:
+    """One line for a database failure, with what to do about the usual ones."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"database {path} is locked by another process (the collector?): {text}; try again"
+    if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text):
+        return f"database {path} is corrupt or not an availmon database: {text}"
+    return f"database {path}: {text}"
 
 
 class _Transaction:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from availmon.clock import LONDON, from_iso, to_iso, utcnow
@@ -111,9 +111,8 @@ def duration(start: str | None, end: str | None = None) -> str:
 def make_app(collector: Collector) -> web.Application:
     app = web.Application()
     app[COLLECTOR] = collector
-    env = Environment(
-        loader=PackageLoader("collector", "templates"), autoescape=select_autoescape()
-    )
+    # Autoescape whatever the template is called: the page shows imported check names.
+    env = Environment(loader=PackageLoader("collector", "templates"), autoescape=True)
     env.filters["local"] = local_time
     env.globals["duration"] = duration
     app[TEMPLATES] = env

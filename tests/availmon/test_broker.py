@@ -24,8 +24,9 @@ import aiomqtt
 import pytest
 
 from availmon.broker import Layout, Listeners, render_conf
-from availmon.cli import EXIT_CONFIG, main
+from availmon.cli import main
 from availmon.config import parse_config
+from availmon.errors import EXIT_USAGE
 from tests.peers import free_port, mosquitto_from
 
 #: Only guards a hung test; nothing is timed.
@@ -470,7 +471,7 @@ def test_bad_logins_in_config_name_the_key(
     error: str,
 ) -> None:
     broker = new_broker(tmp_path, certs, ESTATE.replace(old, new))
-    assert broker.render() == EXIT_CONFIG
+    assert broker.render() == EXIT_USAGE
     assert error in capsys.readouterr().err
     assert not broker.out.exists()  # nothing half-written
 
