@@ -97,6 +97,11 @@ class CollectorConfig(Frozen):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     #: How long an agent must stay offline before its site gets a provisional outage.
     offline_grace: Seconds = 60.0
+    #: Events for a check the config no longer lists (or for its former area) are accepted
+    #: this long after the last one stored, and always while it has an open outage: an agent's
+    #: spool still holds them, and an outage's end must never be refused. Invented checks and
+    #: areas, which the store has never held, are rejected.
+    removed_check_grace: Seconds = 7 * 86_400.0
 
 
 class WebConfig(Frozen):
@@ -104,6 +109,16 @@ class WebConfig(Frozen):
     port: Annotated[int, Field(ge=0, le=65535)] = 9810  # 0: any free port (tests)
     token_file: Path | None = None
     token_env: str | None = None
+    #: Open connections at most; more are answered 503 and closed at once, so idle sockets
+    #: can never use up the process's file descriptors (systemd's LimitNOFILE is 4096).
+    max_connections: Annotated[int, Field(ge=1, le=60_000)] = 256
+    #: A connection that has not sent a complete request head in this long, or sits idle
+    #: between requests this long, is closed.
+    idle_timeout: Seconds = 15.0
+    #: How long a request body we do not read may keep arriving after the response.
+    body_timeout: Seconds = 5.0
+    #: The largest request body accepted (every endpoint is a GET).
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
 
     def token(self) -> str | None:
         return resolve_secret(self.token_file, self.token_env, "web.token")

@@ -8,6 +8,7 @@ redelivery, which idempotent ingest absorbs.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 import aiomqtt
 from pydantic import ValidationError
 
+from availmon.clock import from_iso
 from availmon.config import Estate
 from availmon.schema import TOPIC_ROOT, Event, Heartbeat, parse_topic
+from availmon.text import terminal
 
 SUBSCRIPTIONS = [
     (f"{TOPIC_ROOT}/+/+/event", 1),
@@ -52,6 +55,24 @@ class Accepted:
     event: Event | None = None
     heartbeat: Heartbeat | None = None
     status: str | None = None
+    #: An event for a check (or area) the config no longer lists, accepted from the history.
+    removed_check: bool = False
+    #: Check statuses left out of the heartbeat: not in the config.
+    ignored_checks: int = 0
+
+
+@dataclass(frozen=True)
+class Known:
+    """A (site, check, area) the store holds events for although the config does not list it
+    (a check removed, or moved to another area): see ``removed_check_grace``."""
+
+    last_received: datetime
+    open_outage: bool = False
+
+
+#: ``(site, check, area)`` -> what the store knew of it when the collector started.
+History = Mapping[tuple[str, str, str], Known]
+NO_HISTORY: History = {}
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -60,14 +81,85 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}"
 
 
-def validate(topic: str, payload: bytes, *, estate: Estate, now: datetime) -> Accepted | Rejected:
+def configured_area(estate: Estate, site: str, check: str) -> str | None:
+    """The area the config gives this site's check, or None when it has no such check."""
+    if site not in estate.sites:
+        return None
+    found = estate.check(site, check)
+    return found.area if found is not None else None
+
+
+def _future(what: str, at: datetime, now: datetime, estate: Estate) -> Rejected | None:
+    if at > now + timedelta(seconds=estate.collector.max_future_skew):
+        return Rejected("future", f"{what} {at.isoformat()} is in the future")
+    return None
+
+
+def check_event(
+    event: Event, estate: Estate, now: datetime, history: History = NO_HISTORY
+) -> Rejected | None:
+    """Pure: whether one event (already a valid ``Event``) may be stored, checked against the
+    config; None when it may. Every rule on a single event lives here, so a batch of events
+    is checked one by one (issue 15).
+
+    The event's check and area must be the config's, or a (site, check, area) the store
+    already holds events for, within ``removed_check_grace`` of the last one or while its
+    outage is open: an agent's login cannot invent checks or areas (an invented area used to
+    join the combined KPI), and a check just removed still gets its late, spooled events.
+    """
+    if event.id != f"{event.agent}:{event.seq}":
+        return Rejected("invalid", f"id {event.id!r} is not agent:seq")
+    for what, at in (("at", event.at), ("detected_at", event.detected_at)):
+        if (late := _future(f"event {what}", at, now, estate)) is not None:
+            return late
+    if event.site not in estate.sites:
+        return Rejected("unknown_site", f"site {event.site!r} is not in the estate config")
+    area = configured_area(estate, event.site, event.check)
+    if area == event.area:
+        return None
+    known = history.get((event.site, event.check, event.area))
+    grace = timedelta(seconds=estate.collector.removed_check_grace)
+    if known is not None and (known.open_outage or now - known.last_received <= grace):
+        return None
+    if area is None:
+        return Rejected("unknown_check", f"site {event.site!r} has no check {event.check!r}")
+    if event.area not in estate.areas:
+        return Rejected("unknown_area", f"no area {event.area!r} in the estate config")
+    return Rejected(
+        "area_mismatch", f"check {event.check!r} is in area {area!r}, not {event.area!r}"
+    )
+
+
+def check_heartbeat(hb: Heartbeat, estate: Estate, now: datetime) -> Rejected | Heartbeat:
+    """Pure: the heartbeat with only the check statuses the config lists (check and area), or
+    why it is refused. Statuses of other checks are left out: they once made permanent rows
+    and per-check metrics by the thousand (issue 15)."""
+    if (late := _future("heartbeat at", hb.at, now, estate)) is not None:
+        return late
+    for c in hb.checks:
+        if c.since is not None and (late := _future("since", c.since, now, estate)) is not None:
+            return late
+    kept = [c for c in hb.checks if configured_area(estate, hb.site, c.check) == c.area]
+    if len(kept) == len(hb.checks):
+        return hb
+    return hb.model_copy(update={"checks": kept})
+
+
+def validate(
+    topic: str,
+    payload: bytes,
+    *,
+    estate: Estate,
+    now: datetime,
+    history: History = NO_HISTORY,
+) -> Accepted | Rejected:
     """Pure: decide what a message is, or why it is refused. Never raises."""
     cfg = estate.collector
     if len(payload) > cfg.max_payload_bytes:
         return Rejected("oversized", f"{len(payload)} bytes > {cfg.max_payload_bytes}")
     parsed = parse_topic(topic)
     if parsed is None:
-        return Rejected("bad_topic", topic[:200])
+        return Rejected("bad_topic", terminal(topic[:200]))
     site, agent, kind = parsed
     if site not in estate.sites:
         return Rejected("unknown_site", f"site {site!r} is not in the estate config")
@@ -86,15 +178,28 @@ def validate(topic: str, payload: bytes, *, estate: Estate, now: datetime) -> Ac
     try:
         message = model.model_validate(data)
     except ValidationError as exc:
-        return Rejected("invalid", _first_error(exc))
+        return Rejected("invalid", terminal(_first_error(exc)[:300]))
     if message.site != site:
         return Rejected("site_mismatch", f"payload site {message.site!r} on topic of {site!r}")
     if message.agent != agent:
         return Rejected("agent_mismatch", f"payload agent {message.agent!r} on topic of {agent!r}")
     if isinstance(message, Event):
-        if message.at > now + timedelta(seconds=cfg.max_future_skew):
-            return Rejected("future", f"event at {message.at.isoformat()} is in the future")
-        if message.id != f"{message.agent}:{message.seq}":
-            return Rejected("invalid", f"id {message.id!r} is not agent:seq")
-        return Accepted("event", site, agent, event=message)
-    return Accepted("heartbeat", site, agent, heartbeat=message)
+        rejected = check_event(message, estate, now, history)
+        if rejected is not None:
+            return rejected
+        removed = configured_area(estate, site, message.check) != message.area
+        return Accepted("event", site, agent, event=message, removed_check=removed)
+    checked = check_heartbeat(message, estate, now)
+    if isinstance(checked, Rejected):
+        return checked
+    ignored = len(message.checks) - len(checked.checks)
+    return Accepted("heartbeat", site, agent, heartbeat=checked, ignored_checks=ignored)
+
+
+def history_from(rows: list[tuple[str, str, str, str, bool]], estate: Estate) -> History:
+    """``Store.event_history()`` rows, keeping only what the config does not list."""
+    return {
+        (site, check, area): Known(from_iso(last), open_outage)
+        for site, check, area, last, open_outage in rows
+        if configured_area(estate, site, check) != area
+    }

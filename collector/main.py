@@ -15,7 +15,6 @@ from functools import partial
 from typing import Any, TypeVar
 
 import aiomqtt
-from aiohttp import web
 
 from availmon.clock import utcnow
 from availmon.config import Estate, load_config
@@ -23,12 +22,21 @@ from availmon.embedded import embedded_broker
 from availmon.mqtt import client_kwargs, wait_disconnected
 from availmon.schema import Event, Heartbeat, State
 from availmon.signals import install_stop_handlers
-from collector.ingest import SUBSCRIPTIONS, Accepted, AckingClient, Rejected, validate
+from availmon.text import terminal
+from collector.ingest import (
+    SUBSCRIPTIONS,
+    Accepted,
+    AckingClient,
+    Rejected,
+    configured_area,
+    history_from,
+    validate,
+)
 from collector.liveness import Liveness
 from collector.metrics import CollectorMetrics, LiveAgent, LiveCheck, kpi_families
 from collector.report import kpi_snapshot
 from collector.store import Store
-from collector.web import make_app
+from collector.web import start_web
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,7 +73,10 @@ class Collector:
         self.web_ready = asyncio.Event()
 
     def _load_live(self) -> None:
+        self.history = history_from(self.store.event_history(), self.estate)
         for row in self.store.check_statuses():
+            if configured_area(self.estate, row["site"], row["check_name"]) != row["area"]:
+                continue  # a check removed from the config, or one an agent made up
             self.live[(row["site"], row["check_name"])] = LiveCheck(
                 row["site"],
                 row["agent"],
@@ -128,13 +139,18 @@ class Collector:
         statuses: list[Accepted] = []
         for topic, payload in messages:
             self.metrics.messages.inc()
-            verdict = validate(topic, payload, estate=self.estate, now=now)
+            verdict = validate(topic, payload, estate=self.estate, now=now, history=self.history)
             if isinstance(verdict, Rejected):
                 self.metrics.rejected.labels(verdict.reason).inc()
                 log.warning(
-                    "rejected message on %s: %s: %s", topic[:200], verdict.reason, verdict.detail
+                    "rejected message on %s: %s: %s",
+                    terminal(topic[:200]),
+                    verdict.reason,
+                    verdict.detail,
                 )
                 continue
+            self.metrics.removed_check.inc(verdict.removed_check)
+            self.metrics.heartbeat_checks_ignored.inc(verdict.ignored_checks)
             if verdict.heartbeat is not None:
                 self.liveness.heard(verdict.agent, min(now, verdict.heartbeat.at))
             elif verdict.event is not None:
@@ -346,11 +362,8 @@ class Collector:
             broker = self.estate.broker
             if broker.embedded:
                 await stack.enter_async_context(embedded_broker(broker.host, broker.port))
-            runner = web.AppRunner(make_app(self), access_log=None)
-            await runner.setup()
+            runner = await start_web(self)
             stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, self.estate.web.listen, self.estate.web.port)
-            await site.start()
             self.web_port = runner.addresses[0][1]
             self.web_ready.set()
             log.info(

@@ -23,6 +23,9 @@ REJECT_REASONS = (
     "unknown_site",
     "future",
     "seq_conflict",
+    "unknown_check",
+    "unknown_area",
+    "area_mismatch",
 )
 
 
@@ -130,6 +133,21 @@ class CollectorMetrics:
             registry=r,
         )
         self.messages = Counter("availmon_mqtt_messages", "MQTT messages received", registry=r)
+        self.removed_check = Counter(
+            "availmon_events_removed_check",
+            "events accepted for a check (or area) no longer in the config, within its grace",
+            registry=r,
+        )
+        self.heartbeat_checks_ignored = Counter(
+            "availmon_heartbeat_checks_ignored",
+            "check statuses left out of heartbeats because the config does not list them",
+            registry=r,
+        )
+        self.web_connections_refused = Counter(
+            "availmon_web_connections_refused",
+            "web connections closed at once because web.max_connections were open",
+            registry=r,
+        )
 
     def watch(
         self,

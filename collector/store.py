@@ -9,6 +9,7 @@ transaction at open.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -409,9 +410,34 @@ class Store:
         return [dict(r) for r in self.conn.execute(sql)]
 
     def check_statuses(self) -> list[dict[str, Any]]:
-        return [
+        """Latencies that are not finite and non-negative (stored before issue 15 refused
+        them) read as not measured: ``-Infinity`` is not JSON."""
+        rows = [
             dict(r)
             for r in self.conn.execute("SELECT * FROM check_status ORDER BY site, check_name")
+        ]
+        for row in rows:
+            latency = row["latency"]
+            if latency is not None and not (math.isfinite(latency) and latency >= 0):
+                row["latency"] = None
+        return rows
+
+    def event_history(self) -> list[tuple[str, str, str, str, bool]]:
+        """Every (site, check, area) with events: the last ``received_at`` and whether an
+        outage derived from them is open. Read once at start (one pass over ``events``), so
+        a check removed from the config can still take its late events."""
+        open_ = {
+            (r[0], r[1], r[2])
+            for r in self.conn.execute(
+                "SELECT site, check_name, area FROM outages WHERE source='agent' AND end IS NULL"
+            )
+        }
+        return [
+            (site, check, area, last, (site, check, area) in open_)
+            for site, check, area, last in self.conn.execute(
+                "SELECT site, check_name, area, max(received_at) FROM events"
+                " GROUP BY site, check_name, area"
+            )
         ]
 
     def agents(self) -> list[dict[str, Any]]:
