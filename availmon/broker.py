@@ -24,6 +24,7 @@ import jinja2
 
 from availmon.config import Estate, load_config
 from availmon.errors import ConfigError, ConfigIssue, StartupError, UsageError
+from availmon.limits import MQTT_PACKET_OVERHEAD
 from availmon.schema import TOPIC_ROOT
 
 #: Usernames and topic levels we render: no ``:`` (password file), no ``+``/``#``/``/``
@@ -170,10 +171,16 @@ def render_conf(estate: Estate, source: str, layout: Layout, listeners: Listener
             install_dir=str(install).rstrip("/") or "/",
             persistence_location=str(layout.persistence_location).rstrip("/"),
             max_inflight=estate.collector.batch_size,
+            max_packet_size=packet_limit(estate),
             tls=listeners,
             plain_port=listeners.plain_port,
         )
     )
+
+
+def packet_limit(estate: Estate) -> int:
+    """The largest MQTT packet the broker takes: the collector's payload limit and framing."""
+    return estate.collector.max_payload_bytes + MQTT_PACKET_OVERHEAD
 
 
 def render_acl(ids: Identities, source: str) -> str:

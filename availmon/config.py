@@ -91,7 +91,8 @@ class CollectorConfig(Frozen):
     database: Path = Path("/var/lib/availmon/collector.db")
     #: Fixed, so the broker keeps our persistent session (and its backlog) across restarts.
     client_id: Name = "availmon-collector"
-    max_payload_bytes: Annotated[int, Field(ge=256)] = 65_536
+    #: The largest MQTT payload ingested; the rendered broker config refuses packets above it.
+    max_payload_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 65_536
     #: Events stamped further than this into the future are rejected.
     max_future_skew: Seconds = 300.0
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
