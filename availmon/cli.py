@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Warnings (a secret file others can read) go to the log, in its format.
+    logging.captureWarnings(True)
     # The embedded broker narrates every packet at INFO; keep its warnings only.
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))

@@ -26,7 +26,7 @@ from pydantic import (
 from agent.traps import TrapConfig
 from availmon.areas import DEFAULT_AREAS
 from availmon.errors import ConfigError, ConfigIssue
-from availmon.secrets import resolve_secret
+from availmon.secrets import inline_secrets, redact_url, resolve_secret, shown
 from probes.registry import REGISTRY
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -251,16 +251,11 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-_SECRET_KEY = re.compile(r"pass|secret|token|community|key", re.IGNORECASE)
-
-
 def _shown(loc: tuple[int | str, ...], value: Any) -> str:
     """The bad value as it will be printed (and logged): never a secret written inline by
-    mistake, e.g. ``password = "..."`` where ``password_file`` was meant."""
-    key = next((p for p in reversed(loc) if isinstance(p, str)), "")
-    if _SECRET_KEY.search(key) and not key.endswith(("_file", "_env")):
-        return "<hidden: looks like a secret; use a *_file or *_env key>"
-    return repr(value)
+    mistake (``password = "..."`` where ``password_file`` was meant), a header's value, or a
+    URL holding a password, under whatever key."""
+    return shown(loc, value)
 
 
 def _issues_from(
@@ -370,7 +365,8 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                 )
                 continue
             target = check.get("target")
-            if isinstance(target, str) and spec.check_target is not None:
+            # A target holding credentials is already refused; its own check would echo it.
+            if isinstance(target, str) and spec.check_target is not None and not redact_url(target):
                 problem = spec.check_target(target)
                 if problem:
                     issues.append(ConfigIssue(file, f"{where}.target", problem))
@@ -389,7 +385,9 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
 
 
 def parse_config(data: dict[str, Any], file: str = "<config>") -> Estate:
-    issues = _semantic_issues(file, data)
+    # Nothing secret inline, anywhere (issue 15): refused with its key path, value hidden.
+    issues = [ConfigIssue(file, path, message) for path, message in inline_secrets((), data)]
+    issues += _semantic_issues(file, data)
     estate: Estate | None = None
     try:
         estate = Estate.model_validate(data)

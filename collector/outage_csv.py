@@ -63,7 +63,8 @@ def read_csv_file(path: Path, limit: int = CSV_MAX_BYTES) -> str:
     """The file's text, read whole but never more than ``limit`` bytes: a device such as
     /dev/zero, a FIFO or a runaway file is refused with a clear message, not read forever."""
     try:
-        with path.open("rb") as f:
+        # O_NONBLOCK: a FIFO must not hang the open; it is refused below.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise FileFailure(f"cannot read {path}: not a regular file")
             raw = f.read(limit + 1)

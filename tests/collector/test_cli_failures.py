@@ -3,6 +3,7 @@ bad paths, corrupt or locked databases, unreadable or hostile CSV files."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -77,6 +78,13 @@ def test_dev_zero_is_refused_not_read_forever(
     code, err = run(capsys, "outages", "import", "/dev/zero", "--config", config_file)
     assert code == EXIT_RUNTIME
     assert one_line(err) == "availmon: cannot read /dev/zero: not a regular file"
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(FileFailure, match=r"not a regular file$"):
+        read_csv_file(fifo)
 
 
 def test_files_are_capped(tmp_path: Path) -> None:
