@@ -305,7 +305,9 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
         checks = site.get("checks") or []
         if not isinstance(checks, list):
             continue
-        names = Counter(c.get("name") for c in checks if isinstance(c, dict))
+        names = Counter(
+            c["name"] for c in checks if isinstance(c, dict) and isinstance(c.get("name"), str)
+        )
         seen: set[str] = set()
         for i, check in enumerate(checks):
             if not isinstance(check, dict):

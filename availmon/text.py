@@ -54,6 +54,10 @@ def markdown(text: object) -> str:
 
 def csv_cell(value: object) -> str:
     """A cell a spreadsheet shows as text: a leading formula character gets a ``'`` in front
-    (OWASP's recommendation), so ``=HYPERLINK(...)`` or ``=cmd|...`` is never evaluated."""
+    (OWASP's recommendation), so ``=HYPERLINK(...)`` or ``=cmd|...`` is never evaluated. A
+    bare carriage return becomes a newline: the csv module quotes cells holding its line
+    terminator (``\n``) but not ``\r``, which a reader then takes for the end of the row."""
     s = "" if value is None else str(value)
-    return "'" + s if s.startswith(_FORMULA_START) else s
+    if s.startswith(_FORMULA_START):
+        s = "'" + s
+    return s.replace("\r\n", "\n").replace("\r", "\n")
