@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections import Counter
 from datetime import time
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from pydantic import (
 from agent.traps import TrapConfig
 from availmon.areas import DEFAULT_AREAS
 from availmon.errors import ConfigError, ConfigIssue
+from availmon.limits import MAX_HEARTBEAT_CHECKS
 from availmon.secrets import inline_secrets, redact_url, resolve_secret, shown
 from probes.registry import REGISTRY
 
@@ -202,7 +204,8 @@ class Site(Frozen):
     partner: str
     #: Agent identity on the wire; defaults to the site id. Unique across the estate.
     agent: Name | None = None
-    checks: list[Check] = Field(default_factory=list)
+    #: Bounded like a heartbeat's statuses, which carry every check of the site.
+    checks: list[Check] = Field(default_factory=list, max_length=MAX_HEARTBEAT_CHECKS)
     #: An SNMP trap receiver in this site's agent: linkDown/linkUp change snmp checks at once.
     traps: TrapConfig | None = None
 
@@ -230,6 +233,12 @@ class Estate(Frozen):
                     merged[key] = {**base, **value} if isinstance(value, dict) else value
                 data = {**data, "areas": merged}
         return data
+
+    @cached_property
+    def check_areas(self) -> dict[tuple[str, str], str]:
+        """``(site, check)`` -> area: the collector looks every event and heartbeat status up
+        here, so once per check rather than a walk of the site's checks each time."""
+        return {(sid, c.name): c.area for sid, site in self.sites.items() for c in site.checks}
 
     def agent_id(self, site: str) -> str:
         return self.sites[site].agent or site

@@ -177,9 +177,17 @@ def looks_secret(path: Sequence[int | str], value: Any) -> bool:
     return False
 
 
+#: Longest value an error message prints (a whole table of checks is no help).
+SHOWN_MAX = 200
+
+
 def shown(path: Sequence[int | str], value: Any) -> str:
-    """A value as an error message may print it: ``repr``, or hidden when it looks secret."""
-    return HIDDEN if looks_secret(path, value) else repr(value)
+    """A value as an error message may print it: ``repr``, cut at SHOWN_MAX characters, or
+    hidden when it looks secret."""
+    if looks_secret(path, value):
+        return HIDDEN
+    text = repr(value)
+    return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX] + "…"
 
 
 def _path(loc: Sequence[int | str]) -> str:

@@ -83,10 +83,7 @@ def _first_error(exc: ValidationError) -> str:
 
 def configured_area(estate: Estate, site: str, check: str) -> str | None:
     """The area the config gives this site's check, or None when it has no such check."""
-    if site not in estate.sites:
-        return None
-    found = estate.check(site, check)
-    return found.area if found is not None else None
+    return estate.check_areas.get((site, check))
 
 
 def _future(what: str, at: datetime, now: datetime, estate: Estate) -> Rejected | None:

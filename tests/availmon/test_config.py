@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from availmon.config import load_config, summary
+from availmon.config import load_config, parse_config, summary
 from availmon.errors import ConfigError
 from probes.registry import REGISTRY
 
@@ -67,3 +67,18 @@ def test_config_check_cli_exit_codes() -> None:
 def test_missing_file_is_named() -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: cannot read: No such file"):
         load_config(HERE / "nope.toml")
+
+
+def test_a_site_has_at_most_1000_checks_and_long_values_are_cut() -> None:
+    """As many as a heartbeat may carry (issue 15); the error does not print all 1001."""
+    checks = [
+        {"name": f"c{i}", "type": "tcp", "target": "127.0.0.1:9", "area": "email"}
+        for i in range(1001)
+    ]
+    with pytest.raises(ConfigError) as err:
+        parse_config({"sites": {"hq": {"partner": "P", "checks": checks}}}, "x.toml")
+    [issue] = err.value.issues
+    assert issue.path == "sites.hq.checks"
+    assert issue.message.startswith("List should have at most 1000 items")
+    assert len(str(issue)) < 400
+    assert str(issue).endswith("…)")
