@@ -11,7 +11,6 @@ import re
 import tomllib
 from collections import Counter
 from datetime import time
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -210,6 +210,22 @@ class Site(Frozen):
     traps: TrapConfig | None = None
 
 
+class _Memo:
+    """A value derived from a frozen model, kept beside it. pydantic compares private
+    attributes, so this one compares equal to any other (or to none): a cache is no part of
+    the model's value."""
+
+    __slots__ = ("source", "value")
+
+    def __init__(self, source: object, value: Any) -> None:
+        self.source, self.value = source, value
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, _Memo)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class Estate(Frozen):
     name: str = "availmon"
     broker: BrokerConfig = BrokerConfig()
@@ -234,11 +250,18 @@ class Estate(Frozen):
                 data = {**data, "areas": merged}
         return data
 
-    @cached_property
+    _check_areas: _Memo | None = PrivateAttr(None)
+
     def check_areas(self) -> dict[tuple[str, str], str]:
         """``(site, check)`` -> area: the collector looks every event and heartbeat status up
-        here, so once per check rather than a walk of the site's checks each time."""
-        return {(sid, c.name): c.area for sid, site in self.sites.items() for c in site.checks}
+        here, so a dict built once rather than a walk of the site's checks each time. Kept
+        with the very ``sites`` table it was built from: a ``model_copy`` that replaces
+        ``sites`` keeps private attributes."""
+        memo = self._check_areas
+        if memo is None or memo.source is not self.sites:
+            areas = {(sid, c.name): c.area for sid, site in self.sites.items() for c in site.checks}
+            memo = self._check_areas = _Memo(self.sites, areas)
+        return memo.value  # type: ignore[no-any-return]
 
     def agent_id(self, site: str) -> str:
         return self.sites[site].agent or site

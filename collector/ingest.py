@@ -83,7 +83,7 @@ def _first_error(exc: ValidationError) -> str:
 
 def configured_area(estate: Estate, site: str, check: str) -> str | None:
     """The area the config gives this site's check, or None when it has no such check."""
-    return estate.check_areas.get((site, check))
+    return estate.check_areas().get((site, check))
 
 
 def _future(what: str, at: datetime, now: datetime, estate: Estate) -> Rejected | None:

@@ -20,6 +20,7 @@ from collector.ingest import (
     Rejected,
     check_event,
     check_heartbeat,
+    configured_area,
     history_from,
     validate,
 )
@@ -264,3 +265,12 @@ async def test_status_api_is_strict_json_even_with_old_bad_rows(
         assert data["checks"][0]["latency"] is None
     finally:
         collector.close()
+
+
+def test_the_check_index_follows_a_copy_with_other_sites() -> None:
+    assert configured_area(EST, "hq", "web") == "email"
+    emptied = EST.model_copy(update={"sites": {}})
+    assert configured_area(emptied, "hq", "web") is None
+    assert configured_area(EST, "hq", "web") == "email"
+    assert emptied != EST
+    assert estate(Path("/nonexistent"), 1883, [WEB, DNS]) == EST  # the index is no part of it
