@@ -13,10 +13,13 @@ Every command reads the estate config (areas, partners, sites, accounting settin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
+import sqlite3
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from zoneinfo import ZoneInfo
 
 from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config
-from availmon.errors import AvailmonError
+from availmon.errors import EXIT_FAIL, FileFailure, StoreError, UsageError
+from availmon.text import terminal
 from collector.accounting import (
     Outage,
     Period,
@@ -36,12 +40,13 @@ from collector.accounting import (
     quarter_containing,
     to_us,
 )
-from collector.outage_csv import parse_csv
+from collector.outage_csv import parse_csv, read_csv_file
 from collector.report import FORMATS, build_report, render, show_minutes, show_percent
-from collector.store import Store
+from collector.store import Store, describe
 
-EXIT_FAIL = 1
 DEFAULT_CONFIG = "config/demo.toml"
+#: How long a command waits for a database another process (the collector) is writing.
+BUSY_TIMEOUT = 30.0
 
 
 def add_parser(sub: Any) -> None:
@@ -128,26 +133,35 @@ def _period(args: argparse.Namespace, estate: Estate, *, default_now: datetime) 
     return quarter_containing(default_now, tz)
 
 
-def _open(args: argparse.Namespace, *, create: bool = False) -> tuple[Estate, Store]:
-    estate = load_config(args.config)
+def _open(
+    args: argparse.Namespace, *, create: bool = False, estate: Estate | None = None
+) -> tuple[Estate, Store]:
+    estate = estate or load_config(args.config)
     db = args.db or estate.collector.database
     if not create and not Path(db).exists():
-        raise AvailmonError(
+        raise StoreError(
             f"no database at {db}: import outages first, run the collector, or pass --db"
         )
-    return estate, Store(db)
+    return estate, Store(db, busy_timeout=BUSY_TIMEOUT)
+
+
+@contextlib.contextmanager
+def _using(store: Store) -> Iterator[Store]:
+    """Close the store however the command ends; a database failure becomes one line."""
+    try:
+        yield store
+    except sqlite3.Error as exc:
+        raise StoreError(describe(exc, store.path)) from exc
+    finally:
+        store.close()
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     estate = load_config(args.config)
-    try:
-        text = args.file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AvailmonError(f"cannot read {args.file}: {exc}") from exc
-    parsed = parse_csv(text, estate)
+    parsed = parse_csv(read_csv_file(args.file), estate)
     if parsed.errors:
         for err in parsed.errors:
-            print(f"{args.file}: {err}", file=sys.stderr)
+            print(terminal(f"{args.file}: {err}"), file=sys.stderr)
         bad = len({e.line for e in parsed.errors})
         print(f"nothing imported: {bad} bad row(s)", file=sys.stderr)
         return EXIT_FAIL
@@ -155,10 +169,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"{args.file}: {len(parsed.rows)} outages, all good (dry run: nothing stored)")
         return 0
     _, store = _open(args, create=True)
-    try:
+    with _using(store):
         result = store.import_outages(parsed.rows)
-    finally:
-        store.close()
     print(
         f"{args.file}: {len(parsed.rows)} outages: {result.new} new, {result.updated} updated,"
         f" {result.unchanged} unchanged (database {args.db or estate.collector.database})"
@@ -168,12 +180,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     now = utcnow()
-    estate, store = _open(args)
-    try:
-        period = _period(args, estate, default_now=now)
+    estate = load_config(args.config)
+    period = _period(args, estate, default_now=now)  # a usage error before any database one
+    _, store = _open(args, estate=estate)
+    with _using(store):
         rows = store.outages_between(period.start, period.end, area=args.area, site=args.site)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -199,9 +210,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 cause,
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    # Imported and annotated text goes to a terminal: no escape sequence gets through.
+    shown = [[terminal(c) for c in row] for row in table]
+    widths = [max(len(row[i]) for row in shown) for i in range(len(shown[0]) - 1)]
+    for cells in shown:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + "  " + cells[-1])
     print(f"{len(rows)} outage(s) in {period.id}")
     return 0
 
@@ -212,11 +225,11 @@ def _when(us: int, tz: ZoneInfo) -> str:
 
 def cmd_annotate(args: argparse.Namespace) -> int:
     if all(getattr(args, k) is None for k in ("cause", "provider", "note", "planned")):
-        raise AvailmonError(
+        raise UsageError(
             "nothing to record: give --cause, --provider, --note, --planned or --unplanned"
         )
     estate, store = _open(args)
-    try:
+    with _using(store):
         row = store.annotate(
             args.id,
             utcnow(),
@@ -226,31 +239,33 @@ def cmd_annotate(args: argparse.Namespace) -> int:
             planned=args.planned,
             by=args.by or getpass.getuser(),
         )
-    finally:
-        store.close()
     start = from_iso(row["start"]).astimezone(ZoneInfo(estate.accounting.timezone))
     start_text = start.strftime("%Y-%m-%d %H:%M")
     print(
-        f"{row['id']} ({row['area']} at {row['site']}, from {start_text}):"
-        f" {'planned' if row['planned'] else 'unplanned'}; cause {row['cause']!r};"
-        f" provider {row['provider']!r}; note {row['note']!r}"
+        terminal(
+            f"{row['id']} ({row['area']} at {row['site']}, from {start_text}):"
+            f" {'planned' if row['planned'] else 'unplanned'}; cause {row['cause']!r};"
+            f" provider {row['provider']!r}; note {row['note']!r}"
+        )
     )
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     now = utcnow()
-    estate, store = _open(args)
-    try:
-        period = _period(args, estate, default_now=now)
+    estate = load_config(args.config)
+    period = _period(args, estate, default_now=now)
+    _, store = _open(args, estate=estate)
+    with _using(store):
         data = build_report(store, estate, period, now)
-    finally:
-        store.close()
     text = render(args.format, data)
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    args.out.write_text(text, encoding="utf-8")
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise FileFailure(f"cannot write {args.out}: {exc.strerror or exc}") from exc
     c = data["combined"]
     met = {True: "met", False: "not met", None: "no figure"}[c["met"]]
     print(
