@@ -518,7 +518,8 @@ def _collector_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
 
 def parse_config(data: dict[str, Any], file: str = "<config>") -> Estate:
     # Nothing secret inline, anywhere (issue 15): refused with its key path, value hidden.
-    issues = [ConfigIssue(file, path, message) for path, message in inline_secrets((), data)]
+    found = inline_secrets((), data, lambda loc: _path(loc, data))
+    issues = [ConfigIssue(file, path, message) for path, message in found]
     issues += _semantic_issues(file, data)
     estate: Estate | None = None
     try:
