@@ -234,7 +234,7 @@ async def test_interface_not_found(peer: Snmpd, secrets_dir: Path) -> None:
 async def test_poller_reuses_its_engine_across_polls(peer: Snmpd, secrets_dir: Path) -> None:
     before = asyncio.all_tasks()
     options = v3(secrets_dir, "avmsha256", "SHA-256", oid=COUNTER_OID, rate=True)
-    async with snmp.SnmpPoller() as poller:
+    async with snmp.session() as poller:
         first = await poller.probe(peer.target, 2.0, options)
         peer.set_value("counter", 5000)
         second = await poller.probe(peer.target, 2.0, options, previous=first)
