@@ -109,11 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The embedded broker narrates every packet at INFO; keep its warnings only.
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
-    # `_created` series double every counter for no use on a dashboard. (Imported here, not at
-    # the top, so that `availmon --help` does not pay for it: issue 9.)
-    import prometheus_client
+    # `_created` series double every counter for no use on a dashboard. Only the commands that
+    # export metrics have loaded prometheus_client by now; the others never pay for it (issue 9).
+    if "prometheus_client" in sys.modules:
+        import prometheus_client
 
-    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         result = args.func(args)
         if isinstance(result, types.CoroutineType):

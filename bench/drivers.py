@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 Driver = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -159,7 +160,8 @@ async def snmp_raw(a: dict[str, Any]) -> dict[str, Any]:
     from probes.snmp import IF_ADMIN, IF_OPER, SYS_UPTIME
 
     engine = SnmpEngine()
-    auth = CommunityData(open(a["community_file"]).read().strip(), mpModel=1)
+    community = Path(a["community_file"]).read_text().strip()  # noqa: ASYNC240
+    auth = CommunityData(community, mpModel=1)
     oids = [SYS_UPTIME]
     for index in a["if_indexes"]:
         oids += [f"{IF_ADMIN}.{index}", f"{IF_OPER}.{index}"]

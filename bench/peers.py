@@ -190,15 +190,19 @@ def _wait_snmpd(log: Path, deadline: float = 15.0) -> None:
 
 @contextlib.contextmanager
 def netns_with_interfaces(count: int) -> Iterator[str]:
-    """A namespace with loopback up and ``count`` dummy interfaces (bench0..), half up."""
+    """A namespace with loopback up and ``count`` interfaces bench0.. up: veth pairs whose
+    both ends stay inside it (the dummy driver is not always there)."""
     name = f"avm-bench-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        for i in range(count):
+        for i in range(0, count, 2):
+            a, b = f"bench{i}", f"bench{i + 1}"
             subprocess.run(
-                ["ip", "-n", name, "link", "add", f"bench{i}", "type", "dummy"], check=True
+                ["ip", "-n", name, "link", "add", a, "type", "veth", "peer", "name", b],
+                check=True,
             )
+        for i in range(count):
             subprocess.run(["ip", "-n", name, "link", "set", f"bench{i}", "up"], check=True)
         yield name
     finally:

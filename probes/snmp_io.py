@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
+from pysnmp.entity.rfc3413 import cmdgen
 from pysnmp.error import PySnmpError
 from pysnmp.hlapi.v3arch.asyncio import (
     USM_AUTH_HMAC96_SHA,
@@ -36,8 +38,8 @@ from pysnmp.hlapi.v3arch.asyncio import (
     UdpTransportTarget,
     UsmUserData,
     bulk_cmd,
-    get_cmd,
 )
+from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
 from pysnmp.proto import errind
 from pysnmp.proto.rfc1902 import (
     Counter32,
@@ -45,6 +47,8 @@ from pysnmp.proto.rfc1902 import (
     Gauge32,
     Integer32,
     IpAddress,
+    Null,
+    ObjectName,
     OctetString,
     TimeTicks,
     Unsigned32,
@@ -72,6 +76,8 @@ from probes.snmp import (
     split_target,
 )
 
+_LCD = CommandGeneratorLcdConfigurator()
+_GET = cmdgen.GetCommandGenerator()
 #: SNMP errorStatus tooBig (RFC 3416): the answer would not fit in one message.
 _TOO_BIG = 1
 
@@ -184,22 +190,43 @@ class _Session:
 
     async def get(self, *oids: str) -> list[tuple[str, Any]]:
         """One GET for all ``oids`` (in halves if the device says the answer is too big)."""
-        try:
-            indication, status, index, varbinds = await get_cmd(
-                self.engine,
-                self.auth,
-                self.transport,
-                ContextData(),
-                *(ObjectType(ObjectIdentity(oid)) for oid in oids),
-                lookupMib=False,
-            )
-        except PySnmpError as exc:
-            raise _Failed(str(exc)) from exc
+        indication, status, index, varbinds = await self._send_get(oids)
         if not indication and status and int(status) == _TOO_BIG and len(oids) > 1:
             half = len(oids) // 2
             return [*await self.get(*oids[:half]), *await self.get(*oids[half:])]
         self._raise_for(indication, status, index)
         return [(str(name), value) for name, value in varbinds]
+
+    async def _send_get(self, oids: Sequence[str]) -> tuple[Any, Any, Any, Sequence[Any]]:
+        """pysnmp's command generator with numeric OIDs as they are.
+
+        hlapi's ``get_cmd`` resolves every OID through the MIB view first, even with
+        ``lookupMib=False`` (that only skips the reply's); for numeric OIDs that is most of a
+        poll's CPU (issue 9), so the request goes one layer down, as ``get_cmd`` itself does.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Any, Any, Any, Sequence[Any]]] = loop.create_future()
+
+        def done(
+            _engine: Any, _handle: Any, indication: Any, status: Any, index: Any,
+            varbinds: Any, _ctx: Any,
+        ) -> None:  # fmt: skip
+            if not future.done():
+                future.set_result((indication, status, index, varbinds))
+
+        try:
+            target, _params = _LCD.configure(self.engine, self.auth, self.transport, b"")
+            _GET.send_varbinds(
+                self.engine,
+                target,
+                None,
+                b"",
+                [(ObjectName(oid), Null("")) for oid in oids],
+                done,
+            )
+        except PySnmpError as exc:
+            raise _Failed(str(exc)) from exc
+        return await future
 
     async def walk(self, base: str) -> list[tuple[str, Any]]:
         """Every (OID, value) under ``base`` via GETBULK, bounded in requests."""
@@ -258,6 +285,12 @@ class _Need:
     if_index: int | None = None
     #: The remembered ifIndex must still carry the interface's name (read in the same GET).
     verify: bool = False
+    #: The column (IF_NAME or IF_DESCR) that carries the name, when known.
+    column: str | None = None
+
+    def verify_oids(self) -> list[str]:
+        columns = [self.column] if self.column else [IF_NAME, IF_DESCR]
+        return [f"{c}.{self.if_index}" for c in columns]
 
     def oids(self) -> list[str]:
         kind = self.options.kind
@@ -266,30 +299,36 @@ class _Need:
             return [self.options.oid]
         if kind == "interface" and self.if_index is not None:
             i = self.if_index
-            verify = [f"{IF_NAME}.{i}", f"{IF_DESCR}.{i}"] if self.verify else []
+            verify = self.verify_oids() if self.verify else []
             return [*verify, f"{IF_ADMIN}.{i}", f"{IF_OPER}.{i}"]
         return []
 
 
-def _hint(poll: Poll, name: str) -> int | None:
-    """The ifIndex this check found last time, if it was for the same interface name."""
+_COLUMN_NAMES = {IF_NAME: "ifName", IF_DESCR: "ifDescr"}
+_COLUMNS = {v: k for k, v in _COLUMN_NAMES.items()}
+
+
+def _hint(poll: Poll, name: str) -> tuple[int | None, str | None]:
+    """The ifIndex (and the column naming it) this check found last time, if it was for the
+    same interface name."""
     previous = poll.previous
     if previous is None or previous.details.get("interface") != name:
-        return None
+        return None, None
     hint = previous.details.get("if_index")
-    return hint if isinstance(hint, int) else None
+    column = _COLUMNS.get(str(previous.details.get("if_column")))
+    return (hint, column) if isinstance(hint, int) else (None, None)
 
 
-async def _interface_indexes(session: _Session, names: set[str]) -> dict[str, int]:
-    """ifIndex of each name: ifName first, then ifDescr (walked only if still needed)."""
-    found: dict[str, int] = {}
+async def _interface_indexes(session: _Session, names: set[str]) -> dict[str, tuple[int, str]]:
+    """ifIndex and column of each name: ifName first, then ifDescr (walked only if needed)."""
+    found: dict[str, tuple[int, str]] = {}
     for column in (IF_NAME, IF_DESCR):
         if not names - found.keys():
             break
         for oid, value in await session.walk(column):
             text = plain_value(value)
             if isinstance(text, str) and text in names and text not in found:
-                found[text] = int(oid.rsplit(".", 1)[1])
+                found[text] = int(oid.rsplit(".", 1)[1]), column
     return found
 
 
@@ -305,6 +344,8 @@ def _interface_result(need: _Need, values: dict[str, Any]) -> ProbeResult:
     details: dict[str, Any] = {
         "interface": name,
         "if_index": index,
+        # Where the name was found: later polls confirm the ifIndex with that one OID.
+        "if_column": _COLUMN_NAMES.get(need.column or ""),
         "admin_status": _status_text(ADMIN_STATUS, admin_n),
         "oper_status": _status_text(OPER_STATUS, oper_n),
         **_uptime_details(values[SYS_UPTIME], need.poll.previous),
@@ -377,7 +418,7 @@ async def _poll(session: _Session, polls: Sequence[Poll]) -> list[ProbeResult | 
     for need in needs:
         name = need.options.interface
         if need.options.kind == "interface" and name is not None:
-            need.if_index = _hint(need.poll, name)
+            need.if_index, need.column = _hint(need.poll, name)
             need.verify = need.if_index is not None
             if need.if_index is None:
                 unknown.append(need)
@@ -388,7 +429,7 @@ async def _poll(session: _Session, polls: Sequence[Poll]) -> list[ProbeResult | 
             for need in unknown:
                 name = need.options.interface
                 assert name is not None
-                need.if_index = indexes.get(name)
+                need.if_index, need.column = indexes.get(name, (None, None))
                 need.verify = False
                 if need.if_index is None:
                     results[id(need)] = _Failed(
@@ -400,13 +441,14 @@ async def _poll(session: _Session, polls: Sequence[Poll]) -> list[ProbeResult | 
         unknown = []
         for need in todo:
             if need.verify:
-                name = need.options.interface
-                i = need.if_index
-                seen = (
-                    plain_value(values[f"{IF_NAME}.{i}"]),
-                    plain_value(values[f"{IF_DESCR}.{i}"]),
-                )
-                if name not in seen and attempt == 0:
+                named = [
+                    oid.rsplit(".", 1)[0]
+                    for oid in need.verify_oids()
+                    if plain_value(values[oid]) == need.options.interface
+                ]
+                if named:
+                    need.column = named[0]
+                elif attempt == 0:
                     unknown.append(need)  # the device renumbered its interfaces: look again
                     continue
             results[id(need)] = _result(need, values)
@@ -415,15 +457,25 @@ async def _poll(session: _Session, polls: Sequence[Poll]) -> list[ProbeResult | 
     return [results[id(n)] for n in needs]
 
 
-async def _transport(
-    host: str, port: int, timeout: float, retries: int
-) -> UdpTransportTarget | Udp6TransportTarget:
+Transport: TypeAlias = UdpTransportTarget | Udp6TransportTarget
+_TransportKey: TypeAlias = tuple[str, int, float, int]
+
+
+async def _transport(host: str, port: int, timeout: float, retries: int) -> Transport:
     kind = Udp6TransportTarget if ":" in host else UdpTransportTarget
     per_try = timeout / (retries + 1)
     try:
         return await kind.create((host, port), timeout=per_try, retries=retries)
     except PySnmpError as exc:
         raise _Failed(f"cannot resolve {host}: {exc}") from exc
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def _close(engine: SnmpEngine) -> None:
@@ -454,6 +506,18 @@ class SnmpPoller:
 
     def __init__(self) -> None:
         self._engine: SnmpEngine | None = None
+        #: Transports to devices given by address: pysnmp's ``create`` resolves even those
+        #: through a thread on every call. Names are resolved again at every poll.
+        self._transports: dict[_TransportKey, Transport] = {}
+
+    async def _transport(self, host: str, port: int, timeout: float, retries: int) -> Transport:
+        key = (host, port, timeout, retries)
+        found = self._transports.get(key)
+        if found is None:
+            found = await _transport(host, port, timeout, retries)
+            if _is_address(host):
+                self._transports[key] = found
+        return found
 
     async def __aenter__(self) -> Self:
         # Pure CPU (it loads pysnmp's MIB modules), so off the event loop.
@@ -493,7 +557,7 @@ class SnmpPoller:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
-                transport = await _transport(host, port, timeout, options.retries)
+                transport = await self._transport(host, port, timeout, options.retries)
                 session = _Session(self._engine, auth, transport, timeout)
                 results = await _poll(session, polls)
         except TimeoutError:

@@ -65,7 +65,8 @@ def run(ctx: Ctx) -> list[Figure]:
             wall,
             "s (wall)",
             wall.median < 2.0,
-            note=f"process start to engine ready, config parsed; CPU {Spread.of(start_cpu).text()} s",
+            note="process start to config parsed and engine ready; "
+            f"CPU {Spread.of(start_cpu).text()} s",
         ),
     ]
 
