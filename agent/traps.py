@@ -22,19 +22,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Self
-
-from pysnmp.carrier.asyncio.dgram import udp, udp6
-from pysnmp.entity import config as snmp_config
-from pysnmp.entity import engine as snmp_engine
-from pysnmp.entity.rfc3413 import ntfrcv
-from pysnmp.proto.api import v2c
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from availmon.clock import utcnow
 from availmon.config import TrapConfig
 from availmon.errors import StartupError
 from availmon.secrets import resolve_secret
-from probes import snmp, snmp_io
+from probes import snmp
+
+if TYPE_CHECKING:  # pysnmp loads when a receiver starts, not with the agent (issue 9: memory)
+    from pysnmp.entity import engine as snmp_engine
+    from pysnmp.entity.rfc3413 import ntfrcv
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +90,15 @@ def _ip(text: str) -> str:
 
 
 def _text(value: Any) -> str | None:
+    from probes import snmp_io
+
     plain = snmp_io.plain_value(value) if value is not None else None
     return plain if isinstance(plain, str) else None
 
 
 def _int(value: Any) -> int | None:
+    from probes import snmp_io
+
     plain = snmp_io.plain_value(value) if value is not None else None
     return plain if isinstance(plain, int) else None
 
@@ -210,6 +212,10 @@ class TrapReceiver:
         return int(self._socket.getsockname()[1])
 
     async def __aenter__(self) -> Self:
+        from pysnmp.carrier.asyncio.dgram import udp, udp6
+        from pysnmp.entity import config as snmp_config
+        from pysnmp.entity import engine as snmp_engine
+
         credentials = await asyncio.to_thread(self._read_credentials)
         engine = snmp_engine.SnmpEngine()
         try:
@@ -262,6 +268,8 @@ class TrapReceiver:
 
     def _read_credentials(self) -> list[tuple[_Credential, Any]]:
         """Every device's secrets (blocking file reads: runs in a thread)."""
+        from probes import snmp_io
+
         out: list[tuple[_Credential, Any]] = []
         if any(d.users for d in self.config.devices):
             snmp_io.require_privacy()
@@ -285,6 +293,12 @@ class TrapReceiver:
     def _setup(
         self, engine: snmp_engine.SnmpEngine, credentials: list[tuple[_Credential, Any]]
     ) -> None:
+        from pysnmp.entity import config as snmp_config
+        from pysnmp.entity.rfc3413 import ntfrcv
+        from pysnmp.proto.api import v2c
+
+        from probes import snmp_io
+
         for cred, secret in credentials:
             self._allowed.setdefault(cred.security_name, set()).add(cred.device)
             if isinstance(secret, str):

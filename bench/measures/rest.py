@@ -111,7 +111,7 @@ def _toml(data: dict[str, Any], prefix: str = "") -> str:
 
 def start_agent(ctx: Ctx, config: Path, name: str) -> Process:
     p = Process(
-        [AVAILMON, "--log-level", "WARNING", "agent", "--config", str(config), "--site", "rest"],
+        [AVAILMON, "agent", "--config", str(config), "--site", "rest"],
         ctx.workdir / f"{name}.log",
     )
     p.start()
@@ -123,6 +123,7 @@ def run(ctx: Ctx) -> list[Figure]:
     secret.write_text(COMMUNITY + "\n")
     window = ctx.rest_seconds
     ours, theirs, rss300, rss1000 = [], [], [], []
+    downs: list[str] = []
     with (
         nginx(ctx.workdir) as (_ng, http_port),
         mosquitto(ctx.workdir) as (_mq, mqtt_port),
@@ -151,6 +152,7 @@ def run(ctx: Ctx) -> list[Figure]:
             finally:
                 agent.stop()
                 load.stop()
+            downs += _downs(agent)
             ours.append((a1 - a0) / window * 100)
             theirs.append((b1 - b0) / window * 100)
         big = write_config(ctx, "rest1000", mqtt_port, checks(250, http_port, snmp_port, secret))
@@ -160,6 +162,7 @@ def run(ctx: Ctx) -> list[Figure]:
                 time.sleep(65.0 if window >= 60 else max(WARM_UP, window))  # every check ran
                 _alive(agent)
                 rss1000.append(proc_rss_mb(agent.pid))
+                downs += _downs(agent)
             finally:
                 agent.stop()
     ratio = Spread.of([a / b for a, b in zip(ours, theirs, strict=True)])
@@ -175,10 +178,16 @@ def run(ctx: Ctx) -> list[Figure]:
             peer_value=Spread.of(theirs),
             ratio=ratio,
             note=f"{window:g} s window per run (target: 300 s); RSS with 300 checks "
-            f"{Spread.of(rss300).text()} MB",
+            f"{Spread.of(rss300).text()} MB; checks that went down: {len(downs)}"
+            + (f" (first: {downs[0]})" if downs else ""),
         ),
         Figure("rest.rss", rss, "MB", rss.median <= 60.0, note="after every check ran once"),
     ]
+
+
+def _downs(p: Process) -> list[str]:
+    """Transitions to down in the agent's log: at rest against healthy peers, none."""
+    return [line for line in p.log.read_text(errors="replace").splitlines() if "-> down" in line]
 
 
 def _alive(p: Process) -> None:
