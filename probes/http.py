@@ -75,20 +75,6 @@ def check_target(target: str) -> str | None:
     return None
 
 
-def _status_ok(status: int, options: Options) -> bool:
-    if options.expect_status:
-        return status in options.expect_status
-    return 200 <= status < 300
-
-
-def _body_problem(body: str, options: Options) -> str | None:
-    if options.body_contains is not None and options.body_contains not in body:
-        return f"body does not contain {options.body_contains!r}"
-    if options.body_regex is not None and not options.body_regex.search(body):
-        return f"body does not match {options.body_regex.pattern!r}"
-    return None
-
-
 async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
     """One probe with a client of its own (``availmon probe``); checks share a session."""
     from probes import http_io

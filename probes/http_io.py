@@ -38,7 +38,21 @@ from probes.base import (
     tls_context,
     tls_error_text,
 )
-from probes.http import Options, _body_problem, _status_ok
+from probes.http import Options
+
+
+def _status_ok(status: int, options: Options) -> bool:
+    if options.expect_status:
+        return status in options.expect_status
+    return 200 <= status < 300
+
+
+def _body_problem(body: str, options: Options) -> str | None:
+    if options.body_contains is not None and options.body_contains not in body:
+        return f"body does not contain {options.body_contains!r}"
+    if options.body_regex is not None and not options.body_regex.search(body):
+        return f"body does not match {options.body_regex.pattern!r}"
+    return None
 
 
 def _authorization(options: Options) -> str | None:

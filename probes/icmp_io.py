@@ -52,6 +52,11 @@ class _Host:
     sent: int = 0
     rtts: dict[int, float] = field(default_factory=dict)  # round -> seconds
     error: str | None = None
+    #: Where its replies come from: the address without an IPv6 scope (fe80::1%eth0).
+    source: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.source = _canonical(self.address)
 
 
 def _parse(data: bytes, v6: bool, raw: bool) -> tuple[int, int, int, int] | None:
@@ -190,7 +195,7 @@ async def _burst(
                 continue
             host, rnd, sent_at = entry
             if kind == reply_kind:
-                if _canonical(source[0]) != host.address:
+                if _canonical(source[0]) != host.source:
                     continue
                 if rnd not in host.rtts:  # duplicates count once
                     host.rtts[rnd] = received_at - sent_at
@@ -261,8 +266,14 @@ def _result(host: _Host) -> ProbeResult:
 
 
 def _literal(target: str) -> str | None:
+    """The canonical text of an address literal, or None for a name to look up."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:  # inet_pton/ntop in C: ipaddress costs more than the ping itself here
+            return socket.inet_ntop(family, socket.inet_pton(family, target))
+        except OSError:
+            continue
     try:
-        return str(ipaddress.ip_address(target))
+        return str(ipaddress.ip_address(target))  # e.g. fe80::1%eth0, with its scope
     except ValueError:
         return None
 

@@ -36,7 +36,6 @@ or logs. SNMPv3 is authPriv only; AES needs the ``cryptography`` package.
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Hashable
 from contextlib import AbstractAsyncContextManager
@@ -80,7 +79,6 @@ _TICKS_WRAP = 2**32
 #: sysUpTime (TimeTicks, 1/100 s) wraps after ~497 days; a drop from within a day of the
 #: top to within a day of zero is a wrap, not a reboot.
 _WRAP_MARGIN = 100 * 86_400
-_MAX_WALK_CALLS = 200  # x 25 rows per GETBULK: enough for a chassis, bounded for a bad agent
 
 
 class Options(ProbeOptions):
@@ -244,34 +242,6 @@ def counter_rate(
     if delta < 0 and wrap is not None:
         delta += wrap
     return delta / dt
-
-
-def _status_text(table: dict[int, str], value: int | None) -> str:
-    return f"{table.get(value, 'unknown') if value is not None else 'missing'}({value})"
-
-
-def _judge(options: Options, label: str, unit: str, x: float) -> tuple[bool, bool, str | None]:
-    """(ok, degraded, reason) of a reading against the check's thresholds."""
-    rules = (
-        (options.down_below, operator.lt, "below", False),
-        (options.down_above, operator.gt, "above", False),
-        (options.warn_below, operator.lt, "below", True),
-        (options.warn_above, operator.gt, "above", True),
-    )
-    for threshold, crossed, word, only_degraded in rules:
-        if threshold is not None and crossed(x, threshold):
-            reason = f"{label} {x:g}{unit} {word} {threshold:g}{unit}"
-            return only_degraded, only_degraded, reason
-    return True, False, None
-
-
-def _previous_sample(previous: ProbeResult | None, oid: str) -> tuple[int, int] | None:
-    if previous is None or previous.details.get("oid") != oid:
-        return None
-    value, ticks = previous.details.get("value"), previous.details.get("sys_uptime_ticks")
-    if isinstance(value, int) and isinstance(ticks, int):
-        return value, ticks
-    return None
 
 
 async def probe(

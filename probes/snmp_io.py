@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import operator
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -59,7 +60,6 @@ from availmon.errors import StartupError
 from availmon.secrets import resolve_secret
 from probes.base import Poll, ProbeResult, fail, timeout_text
 from probes.snmp import (
-    _MAX_WALK_CALLS,
     ADMIN_STATUS,
     IF_ADMIN,
     IF_DESCR,
@@ -68,16 +68,12 @@ from probes.snmp import (
     OPER_STATUS,
     SYS_UPTIME,
     Options,
-    _judge,
-    _previous_sample,
-    _status_text,
     counter_rate,
     rebooted,
     split_target,
 )
 
-_LCD = CommandGeneratorLcdConfigurator()
-_GET = cmdgen.GetCommandGenerator()
+_MAX_WALK_CALLS = 200  # x 25 rows per GETBULK: enough for a chassis, bounded for a bad agent
 #: SNMP errorStatus tooBig (RFC 3416): the answer would not fit in one message.
 _TOO_BIG = 1
 
@@ -180,6 +176,15 @@ def _number(value: Any) -> float | None:
 
 
 @dataclass
+class _EngineParts:
+    """pysnmp's request machinery for one engine: the target configurator and the command
+    generator (which keeps the pending requests), owned by the poller with its engine."""
+
+    lcd: CommandGeneratorLcdConfigurator = field(default_factory=CommandGeneratorLcdConfigurator)
+    get: cmdgen.GetCommandGenerator = field(default_factory=cmdgen.GetCommandGenerator)
+
+
+@dataclass
 class _Session:
     """One engine, one target, one set of credentials: what every request needs."""
 
@@ -187,6 +192,7 @@ class _Session:
     auth: CommunityData | UsmUserData
     transport: UdpTransportTarget | Udp6TransportTarget
     timeout: float
+    engine_parts: _EngineParts
 
     async def get(self, *oids: str) -> list[tuple[str, Any]]:
         """One GET for all ``oids`` (in halves if the device says the answer is too big)."""
@@ -215,8 +221,10 @@ class _Session:
                 future.set_result((indication, status, index, varbinds))
 
         try:
-            target, _params = _LCD.configure(self.engine, self.auth, self.transport, b"")
-            _GET.send_varbinds(
+            target, _params = self.engine_parts.lcd.configure(
+                self.engine, self.auth, self.transport, b""
+            )
+            self.engine_parts.get.send_varbinds(
                 self.engine,
                 target,
                 None,
@@ -274,6 +282,34 @@ def _uptime_details(ticks_value: Any, previous: ProbeResult | None) -> dict[str,
         "sys_uptime_ticks": ticks,
         "rebooted": rebooted(before if isinstance(before, int) else None, ticks),
     }
+
+
+def _status_text(table: dict[int, str], value: int | None) -> str:
+    return f"{table.get(value, 'unknown') if value is not None else 'missing'}({value})"
+
+
+def _judge(options: Options, label: str, unit: str, x: float) -> tuple[bool, bool, str | None]:
+    """(ok, degraded, reason) of a reading against the check's thresholds."""
+    rules = (
+        (options.down_below, operator.lt, "below", False),
+        (options.down_above, operator.gt, "above", False),
+        (options.warn_below, operator.lt, "below", True),
+        (options.warn_above, operator.gt, "above", True),
+    )
+    for threshold, crossed, word, only_degraded in rules:
+        if threshold is not None and crossed(x, threshold):
+            reason = f"{label} {x:g}{unit} {word} {threshold:g}{unit}"
+            return only_degraded, only_degraded, reason
+    return True, False, None
+
+
+def _previous_sample(previous: ProbeResult | None, oid: str) -> tuple[int, int] | None:
+    if previous is None or previous.details.get("oid") != oid:
+        return None
+    value, ticks = previous.details.get("value"), previous.details.get("sys_uptime_ticks")
+    if isinstance(value, int) and isinstance(ticks, int):
+        return value, ticks
+    return None
 
 
 @dataclass
@@ -506,6 +542,7 @@ class SnmpPoller:
 
     def __init__(self) -> None:
         self._engine: SnmpEngine | None = None
+        self._parts = _EngineParts()
         #: Transports to devices given by address: pysnmp's ``create`` resolves even those
         #: through a thread on every call. Names are resolved again at every poll.
         self._transports: dict[_TransportKey, Transport] = {}
@@ -558,7 +595,7 @@ class SnmpPoller:
         try:
             async with asyncio.timeout(timeout):
                 transport = await self._transport(host, port, timeout, options.retries)
-                session = _Session(self._engine, auth, transport, timeout)
+                session = _Session(self._engine, auth, transport, timeout, self._parts)
                 results = await _poll(session, polls)
         except TimeoutError:
             return [fail(timeout_text(timeout)) for _ in polls]
