@@ -244,7 +244,8 @@ async def rest_blackbox(a: dict[str, Any]) -> dict[str, Any]:
 
     async with aiohttp.ClientSession() as session:
         jobs = []
-        for i, (target, module, every) in enumerate(a["jobs"]):
+        jobs_list = json.loads(Path(a["jobs_file"]).read_text())  # noqa: ASYNC240
+        for i, (target, module, every) in enumerate(jobs_list):
             offset = (i * 7919 % 1000) / 1000 * every
             jobs.append(schedule(session, target, module, every, offset))
         tasks = [asyncio.ensure_future(j) for j in jobs]

@@ -9,7 +9,7 @@ measured, then expressed as a share of one core at one round per 60 s.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import subprocess
 
 from bench.common import PYTHON, ROOT, Ctx, Figure, Spread, driver, run_timed
 from bench.peers import COMMUNITY, netns_with_interfaces, snmpd
@@ -27,7 +27,7 @@ def run(ctx: Ctx) -> list[Figure]:
     with netns_with_interfaces(INTERFACES) as ns, snmpd(ctx.workdir, addresses, ns) as (_p, port):
         inside = ["ip", "netns", "exec", ns]
         indexes = [
-            int(driver_read(inside, f"/sys/class/net/bench{i}/ifindex")) for i in range(INTERFACES)
+            int(read_in(inside, f"/sys/class/net/bench{i}/ifindex")) for i in range(INTERFACES)
         ]
         common = {"addresses": addresses, "port": port, "community_file": str(secret)}
         for _ in range(ctx.runs):
@@ -71,12 +71,8 @@ def run(ctx: Ctx) -> list[Figure]:
     ]
 
 
-def driver_read(prefix: list[str], path: str) -> str:
-    import subprocess
-
+def read_in(prefix: list[str], path: str) -> str:
+    """A file as seen inside the namespace (/sys/class/net is per namespace)."""
     return subprocess.run(
         [*prefix, "cat", path], capture_output=True, text=True, check=True
     ).stdout.strip()
-
-
-_ = Path
