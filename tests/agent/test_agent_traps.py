@@ -104,6 +104,11 @@ async def test_link_traps_drive_the_snmp_check(tmp_path: Path) -> None:
             await wait_until(collector.changed, lambda: transitions() == [("unknown", "down")])
             await snmptrap(tmp_path, trap_port, LINK_UP)
             await wait_until(collector.changed, lambda: len(transitions()) == 2)
+            # The receiver's counters travel in the agent's heartbeats: wait for one sent
+            # after the three traps (the first may predate the receiver, which starts apart).
+            await wait_until(
+                collector.changed, lambda: ("accepted", 3) in collector.agents["hq"].traps
+            )
             stop.set()
         events = Store(cfg.collector.database).events()
         assert [(e["from_state"], e["to_state"]) for e in events] == [
