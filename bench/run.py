@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -53,7 +54,13 @@ def table(figures: dict[str, Figure], errors: dict[str, str]) -> str:
     return "\n".join(lines + (["", "notes:", *notes] if notes else []))
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every peer and agent started so far is stopped."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__)
     parser.add_argument("--runs", type=int, default=5, help="runs per measure (5)")
     parser.add_argument("--only", default="", help=f"comma-separated: {', '.join(MEASURES)}")
