@@ -51,6 +51,7 @@ class Agent:
                 for c in estate.sites[site].checks
                 if estate.areas[c.area].degraded_counts_as_down
             ],
+            confirmers=estate.confirmers(),
         )
         self.scheduler = Scheduler(
             estate.sites[site].checks, self._on_transition, on_result=on_result, site=site
@@ -66,6 +67,9 @@ class Agent:
             heartbeat_interval=cfg.heartbeat_interval,
             reconnect_max=cfg.reconnect_max,
             password=cfg.password(),
+            batch_events=cfg.batch_events,
+            max_bytes=estate.collector.max_payload_bytes,
+            ack_timeout=cfg.ack_timeout,
         )
 
     async def _on_transition(
@@ -84,14 +88,16 @@ class Agent:
         self.publisher.wake()
 
     async def _heartbeat(self) -> Heartbeat:
-        depth, seq, dropped = await self.spool.stats()
+        stats = await self.spool.stats()
         return Heartbeat(
             site=self.site,
             agent=self.agent_id,
             at=utcnow(),
-            seq=seq,
-            spool_depth=depth,
-            spool_dropped=dropped,
+            seq=stats.last_seq,
+            first_seq=stats.first_seq,
+            spool_depth=stats.depth,
+            spool_dropped=stats.dropped,
+            unconfirmed=stats.unconfirmed,
             traps=dataclasses.asdict(self.trap_receiver.stats) if self.trap_receiver else {},
             checks=self.scheduler.statuses(),
         )

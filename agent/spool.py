@@ -1,8 +1,12 @@
 """The agent's on-disk spool: every event is committed here before it is published and
-deleted only after the broker's PUBACK, so a cut WAN link or ``kill -9`` loses nothing.
+deleted only when every collector it must reach has confirmed, on its ``ack`` topic, that the
+event is committed (issue 8). A broker's PUBACK deletes nothing: a broker crash, a cut WAN
+link, a collector's full disk or ``kill -9`` of anything loses nothing.
 
 ``seq`` is assigned in the same transaction that stores the event, so it survives restarts
-and is never reused. SQLite runs on one dedicated thread, never on the event loop.
+and is never reused. A seq dropped at the cap stays as a *drop* (no payload) until the
+collectors confirm they know of it, so they never count it as missing. SQLite runs on one
+dedicated thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -28,8 +32,30 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Spooled:
+    """One held seq: an event (``payload``) or a drop at the cap (``payload`` None), and
+    the collectors that have already confirmed it."""
+
     seq: int
-    payload: bytes
+    payload: bytes | None
+    confirmed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """What a confirmation changed: seqs now gone from the spool, and seqs still held for
+    another collector."""
+
+    deleted: list[int]
+    held: list[int]
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    depth: int  # events held (drops not included)
+    last_seq: int
+    dropped: int  # dropped at the cap since the spool was made
+    first_seq: int
+    unconfirmed: dict[str, int]  # per required collector: held seqs it has not confirmed
 
 
 class Spool:
@@ -42,10 +68,14 @@ class Spool:
         max_events: int,
         clock: Callable[[], float] = time.time,
         mergeable: Iterable[str] = (),
+        confirmers: Iterable[str] = ("availmon-collector",),
     ) -> None:
         """``mergeable``: checks whose area counts degraded as down, for which a change
-        between the two is not an outage's start or end (see ``_enforce_cap``)."""
+        between the two is not an outage's start or end (see ``_enforce_cap``).
+        ``confirmers``: the collectors whose confirmation deletes an event."""
         self._mergeable = json.dumps(sorted(mergeable))
+        self.confirmers = tuple(sorted(set(confirmers)))
+        self._confirmers_json = json.dumps(self.confirmers)
         self.path = path
         self.site, self.agent, self.max_events = site, agent, max_events
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,14 +89,26 @@ class Spool:
             CREATE TABLE IF NOT EXISTS events (
                 seq INTEGER PRIMARY KEY, check_name TEXT NOT NULL, from_state TEXT NOT NULL,
                 to_state TEXT NOT NULL, payload BLOB NOT NULL);
+            -- Seqs dropped at the cap, held until the collectors confirm they know of them.
+            CREATE TABLE IF NOT EXISTS drops (seq INTEGER PRIMARY KEY);
+            -- Which collector has confirmed which held seq (while another is still awaited).
+            CREATE TABLE IF NOT EXISTS confirmed (
+                seq INTEGER NOT NULL, collector TEXT NOT NULL, PRIMARY KEY (seq, collector)
+            ) WITHOUT ROWID;
             """
         )
         # A new spool starts seq at the current time in milliseconds, so that an agent whose
         # spool was lost or reinstalled never reuses an id it already sent.
+        origin = int(clock() * 1000)
         self._conn.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('seq', ?), ('dropped', 0)",
-            (int(clock() * 1000),),
+            "INSERT OR IGNORE INTO meta VALUES ('seq', ?), ('dropped', 0)", (origin,)
         )
+        # The first seq this spool assigns (an older spool: its next one).
+        self._conn.execute(
+            "INSERT OR IGNORE INTO meta SELECT 'first', value + 1 FROM meta WHERE key='seq'"
+        )
+        # The required collectors may have changed since the last run.
+        self._sweep()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
@@ -141,30 +183,143 @@ class Spool:
                 )
                 return
             self._conn.execute("DELETE FROM events WHERE seq=?", (row[0],))
+            self._conn.execute("INSERT OR IGNORE INTO drops VALUES (?)", (row[0],))
             self._conn.execute("UPDATE meta SET value=value+1 WHERE key='dropped'")
             log.warning(
                 "spool at its cap of %d events: dropped superseded intermediate state "
-                "seq %d of check %s",
+                "seq %d of check %s%s",
                 self.max_events,
                 row[0],
                 row[1],
+                self._awaited(),
             )
             depth -= 1
 
-    def _pending(self, limit: int) -> list[Spooled]:
+    def _awaited(self) -> str:
+        """Why the spool is full, when a collector is the reason: it has not confirmed."""
+        waiting = {c: n for c, n in self._unconfirmed().items() if n}
+        if not waiting:
+            return ""
+        return (
+            " (awaiting confirmation from "
+            + ", ".join(f"{c}: {n} seqs" for c, n in sorted(waiting.items()))
+            + ")"
+        )
+
+    _HELD = "SELECT seq, payload FROM events UNION ALL SELECT seq, NULL FROM drops"
+
+    def _with_confirmations(self, rows: list[Any]) -> list[Spooled]:
+        if not rows or len(self.confirmers) < 2:
+            return [Spooled(int(r[0]), None if r[1] is None else bytes(r[1])) for r in rows]
+        seqs = [int(r[0]) for r in rows]
+        by_seq: dict[int, set[str]] = {}
+        for seq, collector in self._conn.execute(
+            "SELECT seq, collector FROM confirmed WHERE seq BETWEEN ? AND ?",
+            (min(seqs), max(seqs)),
+        ):
+            by_seq.setdefault(int(seq), set()).add(str(collector))
+        return [
+            Spooled(
+                int(r[0]),
+                None if r[1] is None else bytes(r[1]),
+                frozenset(by_seq.get(int(r[0]), ())),
+            )
+            for r in rows
+        ]
+
+    def _pending(self, after: int, limit: int) -> list[Spooled]:
         rows = self._conn.execute(
-            "SELECT seq, payload FROM events ORDER BY seq LIMIT ?", (limit,)
+            f"SELECT * FROM ({self._HELD}) WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
         ).fetchall()
-        return [Spooled(int(r[0]), bytes(r[1])) for r in rows]
+        return self._with_confirmations(rows)
 
-    def _ack(self, seqs: list[int]) -> None:
+    def _get(self, seqs: list[int]) -> list[Spooled]:
+        out: list[Any] = []
+        for i in range(0, len(seqs), 500):
+            chunk = seqs[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out += self._conn.execute(
+                f"SELECT * FROM ({self._HELD}) WHERE seq IN ({marks})", chunk
+            ).fetchall()
+        out.sort(key=lambda r: int(r[0]))
+        return self._with_confirmations(out)
+
+    def _confirm(self, collector: str, ranges: list[tuple[int, int]]) -> Confirmed:
+        if collector not in self.confirmers:
+            return Confirmed([], [])
+        deleted: list[int] = []
+        held: list[int] = []
         self._conn.execute("BEGIN IMMEDIATE")
-        self._conn.executemany("DELETE FROM events WHERE seq=?", [(s,) for s in seqs])
-        self._conn.execute("COMMIT")
+        try:
+            for lo, hi in ranges:
+                if len(self.confirmers) == 1:
+                    for table in ("events", "drops"):
+                        deleted += [
+                            int(r[0])
+                            for r in self._conn.execute(
+                                f"DELETE FROM {table} WHERE seq BETWEEN ? AND ? RETURNING seq",
+                                (lo, hi),
+                            )
+                        ]
+                    continue
+                self._conn.execute(
+                    f"INSERT OR IGNORE INTO confirmed SELECT seq, ? FROM ({self._HELD})"
+                    " WHERE seq BETWEEN ? AND ?",
+                    (collector, lo, hi),
+                )
+                done, waiting = self._settle(lo, hi)
+                deleted += done
+                held += waiting
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return Confirmed(sorted(deleted), sorted(held))
 
-    def _stats(self) -> tuple[int, int, int]:
+    def _settle(self, lo: int, hi: int) -> tuple[list[int], list[int]]:
+        """Delete the seqs in ``[lo, hi]`` every required collector has confirmed."""
+        rows = self._conn.execute(
+            "SELECT seq, count(*) = ? FROM confirmed WHERE seq BETWEEN ? AND ?"
+            " AND collector IN (SELECT value FROM json_each(?)) GROUP BY seq",
+            (len(self.confirmers), lo, hi, self._confirmers_json),
+        ).fetchall()
+        done = [int(r[0]) for r in rows if r[1]]
+        for seq in done:
+            self._conn.execute("DELETE FROM events WHERE seq=?", (seq,))
+            self._conn.execute("DELETE FROM drops WHERE seq=?", (seq,))
+            self._conn.execute("DELETE FROM confirmed WHERE seq=?", (seq,))
+        return done, [int(r[0]) for r in rows if not r[1]]
+
+    def _sweep(self) -> None:
+        """Settle every held seq against the current set of required collectors."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._settle(0, 2**63 - 1)
+            # Confirmations of seqs no longer held (a drop already settled) are noise.
+            self._conn.execute(
+                f"DELETE FROM confirmed WHERE seq NOT IN (SELECT seq FROM ({self._HELD}))"
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def _unconfirmed(self) -> dict[str, int]:
+        held = int(self._conn.execute(f"SELECT count(*) FROM ({self._HELD})").fetchone()[0])
+        got = dict(
+            self._conn.execute("SELECT collector, count(*) FROM confirmed GROUP BY collector")
+        )
+        return {c: held - int(got.get(c, 0)) for c in self.confirmers}
+
+    def _stats(self) -> SpoolStats:
         depth = int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
-        return depth, self._meta("seq"), self._meta("dropped")
+        return SpoolStats(
+            depth,
+            self._meta("seq"),
+            self._meta("dropped"),
+            self._meta("first"),
+            self._unconfirmed(),
+        )
 
     # -- async API ------------------------------------------------------------------------
 
@@ -183,14 +338,22 @@ class Spool:
         )
         return event
 
-    async def pending(self, limit: int = 100) -> list[Spooled]:
-        rows: list[Spooled] = await self._run(self._pending, limit)
+    async def pending(self, limit: int = 100, *, after: int = 0) -> list[Spooled]:
+        """Held seqs (events and drops) after ``after``, in seq order."""
+        rows: list[Spooled] = await self._run(self._pending, after, limit)
         return rows
 
-    async def ack(self, seqs: list[int]) -> None:
-        await self._run(self._ack, seqs)
+    async def get(self, seqs: list[int]) -> list[Spooled]:
+        """Those of ``seqs`` still held, in seq order."""
+        rows: list[Spooled] = await self._run(self._get, seqs)
+        return rows
 
-    async def stats(self) -> tuple[int, int, int]:
-        """(depth, last seq, dropped at cap)."""
-        result: tuple[int, int, int] = await self._run(self._stats)
+    async def confirm(self, collector: str, ranges: list[tuple[int, int]]) -> Confirmed:
+        """``collector`` has committed (or refused for good) these seqs: delete each one
+        every required collector has now confirmed. Another collector's word is ignored."""
+        result: Confirmed = await self._run(self._confirm, collector, ranges)
+        return result
+
+    async def stats(self) -> SpoolStats:
+        result: SpoolStats = await self._run(self._stats)
         return result

@@ -24,7 +24,7 @@ import jinja2
 
 from availmon.config import Estate, load_config
 from availmon.errors import ConfigError, ConfigIssue, StartupError
-from availmon.schema import TOPIC_ROOT
+from availmon.schema import COLLECTORS_ROOT, TOPIC_ROOT
 
 #: Usernames and topic levels we render: no ``:`` (password file), no ``+``/``#``/``/``
 #: (topics), no whitespace (Mosquitto's config and ACL parsers split on it).
@@ -49,13 +49,24 @@ class AgentIdentity:
 
 
 @dataclass(frozen=True)
+class CollectorIdentity:
+    username: str  # its broker login
+    client_id: str  # the name in its ack topics and presence (collector.members)
+
+
+@dataclass(frozen=True)
 class Identities:
     agents: tuple[AgentIdentity, ...]
-    collector: str
+    collectors: tuple[CollectorIdentity, ...]
+
+    @property
+    def collector(self) -> str:
+        """The first collector's login (the only one unless the estate runs a pair)."""
+        return self.collectors[0].username
 
     @property
     def usernames(self) -> list[str]:
-        return [a.username for a in self.agents] + [self.collector]
+        return [a.username for a in self.agents] + [c.username for c in self.collectors]
 
 
 @dataclass(frozen=True)
@@ -116,27 +127,35 @@ def identities(estate: Estate, file: str) -> Identities:
         else:
             agents.append(AgentIdentity(site_id, agent, site.name))
             owner[agent] = key
-    if estate.broker.username is not None:
-        collector, key = estate.broker.username, "broker.username"
-    else:
-        collector, key = estate.collector.client_id, "collector.client_id"
-    if not _IDENT.fullmatch(collector):
-        issues.append(ConfigIssue(file, key, _not_ident("collector username", collector)))
-    elif collector in owner:
-        issues.append(
-            ConfigIssue(
-                file,
-                key,
-                f"collector username {collector!r} is also the agent id of {owner[collector]}:"
-                " the two need separate logins (the collector may only read, an agent only"
-                " write its own topics)",
+    collectors: list[CollectorIdentity] = []
+    for i, client_id in enumerate(estate.collectors()):
+        # This config's collector logs in as broker.username when set; a pair's other
+        # member logs in as its client id.
+        if client_id == estate.collector.client_id and estate.broker.username is not None:
+            login, key = estate.broker.username, "broker.username"
+        elif estate.collector.members:
+            login, key = client_id, f"collector.members[{i}]"
+        else:
+            login, key = client_id, "collector.client_id"
+        if not _IDENT.fullmatch(login):
+            issues.append(ConfigIssue(file, key, _not_ident("collector username", login)))
+        elif login in owner:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    key,
+                    f"collector username {login!r} is also the agent id of {owner[login]}:"
+                    " the two need separate logins (the collector may only read, an agent only"
+                    " write its own topics)",
+                )
             )
-        )
+        else:
+            collectors.append(CollectorIdentity(login, client_id))
     if not estate.sites:
         issues.append(ConfigIssue(file, "sites", "no sites: no agent would have a login"))
     if issues:
         raise ConfigError(issues)
-    return Identities(tuple(agents), collector)
+    return Identities(tuple(agents), tuple(collectors))
 
 
 def _not_ident(what: str, value: str) -> str:
@@ -180,7 +199,13 @@ def render_acl(ids: Identities, source: str) -> str:
     return (
         _environment()
         .get_template("acl.j2")
-        .render(source=source, agents=ids.agents, collector=ids.collector, topic_root=TOPIC_ROOT)
+        .render(
+            source=source,
+            agents=ids.agents,
+            collectors=ids.collectors,
+            topic_root=TOPIC_ROOT,
+            collectors_root=COLLECTORS_ROOT,
+        )
     )
 
 
@@ -294,9 +319,11 @@ def summary(estate: Estate, done: Rendered, listeners: Listeners) -> str:
         f"  mosquitto.conf  TLS listener {where} (TLS 1.2+){plain};"
         f" persistence in {layout.persistence_location}/",
         f"  passwd          {len(ids.usernames)} logins: {len(ids.agents)} agents,"
-        f" collector {ids.collector!r} (hashed by mosquitto_passwd)",
-        f"  acl             each agent writes only {TOPIC_ROOT}/<site>/<agent>/#;"
-        f" {ids.collector} reads {TOPIC_ROOT}/#",
+        f" collector {', '.join(repr(c.username) for c in ids.collectors)}"
+        " (hashed by mosquitto_passwd)",
+        f"  acl             each agent writes only its own {TOPIC_ROOT}/<site>/<agent>/ topics"
+        " and reads only its confirmations; each collector reads"
+        f" {TOPIC_ROOT}/# and writes only its confirmations and presence",
         f"  secrets/        {len(done.created)} new, {len(done.kept)} kept (mode 0600)",
     ]
     lines += [f"  unused secret   {p} (no such login now)" for p in done.unused]
@@ -304,9 +331,11 @@ def summary(estate: Estate, done: Rendered, listeners: Listeners) -> str:
     lines += ["Next:", f"  1. Copy each agent's secret to its host as {agent_file}:"]
     lines += [f"       {a.site}: secrets/{a.username}.password" for a in ids.agents]
     collector_file = estate.broker.password_file or "the file named by broker.password_file"
-    lines.append(
-        f"  2. Copy secrets/{ids.collector}.password to the collector host as {collector_file}."
-    )
+    for c in ids.collectors:
+        lines.append(
+            f"  2. Copy secrets/{c.username}.password to collector {c.client_id}'s host as"
+            f" {collector_file}."
+        )
     if estate.broker.username is None:
         lines.append(f'     Set broker.username = "{ids.collector}": it is unset in the config.')
     lines += [
@@ -355,8 +384,9 @@ Write a locked-down Mosquitto configuration for the estate into DIR:
                   the collector's persistent session hold a large backlog
   passwd          one login per agent (its agent id) and one for the collector
                   (broker.username, else collector.client_id), hashed by mosquitto_passwd
-  acl             each agent may publish only under availmon/v1/<site>/<agent>/; the
-                  collector may only read availmon/v1/#
+  acl             each agent may publish only its own availmon/v1/<site>/<agent>/ topics
+                  and read only its confirmations (ack); each collector may read
+                  availmon/v1/# and write only its confirmations and its presence
   secrets/        each login's password (0600), to copy to its host; existing ones are kept,
                   so re-running never locks an agent out
 """

@@ -81,6 +81,14 @@ class AgentConfig(Frozen):
     #: The spool's cap; at the cap only superseded intermediate states are dropped.
     spool_max_events: Annotated[int, Field(ge=10)] = 100_000
     reconnect_max: Seconds = 30.0
+    #: Events per MQTT message on ``.../events`` (kept under collector.max_payload_bytes too).
+    batch_events: Annotated[int, Field(ge=1, le=500)] = 100
+    #: An event a required collector has not confirmed this long after it was published (while
+    #: that collector is online and not busy confirming others) is published again.
+    ack_timeout: Seconds = 30.0
+    #: Whose confirmation deletes an event from the spool (collector client ids); default:
+    #: every collector in collector.members.
+    confirm_by: tuple[Name, ...] | None = None
     #: Each agent logs in to the broker as its agent id with this password (one per host).
     password_file: Path | None = None
     password_env: str | None = None
@@ -99,6 +107,17 @@ class CollectorConfig(Frozen):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     #: How long an agent must stay offline before its site gets a provisional outage.
     offline_grace: Seconds = 60.0
+    #: Every collector of the estate by client id, in order of preference for sending alerts
+    #: (the first one online leads); default: just this one (client_id).
+    members: tuple[Name, ...] = ()
+    #: A seq an agent skipped that is still missing this long after it was first expected is
+    #: logged and counted (availmon_events_missing); it must exceed agent.ack_timeout.
+    gap_grace: Seconds = 120.0
+    #: The longest wait between retries of a batch the store could not commit.
+    store_retry_max: Seconds = 10.0
+    #: No heartbeat for this long marks an agent offline (its checks unknown), without waiting
+    #: for the broker's keepalive to fire its last will; default: two heartbeat intervals + 5 s.
+    heartbeat_timeout: Seconds | None = None
 
 
 class WebConfig(Frozen):
@@ -388,6 +407,17 @@ class Estate(Frozen):
                 data = {**data, "areas": merged}
         return data
 
+    def collectors(self) -> tuple[str, ...]:
+        """Every collector's client id, in order of preference for sending alerts."""
+        return self.collector.members or (self.collector.client_id,)
+
+    def confirmers(self) -> tuple[str, ...]:
+        """The collectors whose confirmation an agent needs before it deletes an event."""
+        return self.agent.confirm_by or self.collectors()
+
+    def heartbeat_timeout(self) -> float:
+        return self.collector.heartbeat_timeout or 2 * self.agent.heartbeat_interval + 5.0
+
     def agent_id(self, site: str) -> str:
         return self.sites[site].agent or site
 
@@ -555,6 +585,7 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                 spec.parse_options(options)
             except ValidationError as exc:
                 issues.extend(_issues_from(file, ("sites", site_id, "checks", i), exc, data))
+    issues += _collector_issues(file, data)
     for agent, count in agents.items():
         if count > 1:
             issues.append(
@@ -783,6 +814,44 @@ def scope_issues(
                 hit = any(n == ref for _, n in every) or ref in services
             if not hit:
                 issues.append(ConfigIssue(file, f"{where}.checks", f"no check or service {ref!r}"))
+    return issues
+
+
+def _collector_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
+    """A collector pair: this collector is one of the members, and agents wait only for
+    collectors that exist."""
+    collector = data.get("collector") or {}
+    agent = data.get("agent") or {}
+    if not isinstance(collector, dict) or not isinstance(agent, dict):
+        return []
+    client_id = collector.get("client_id", "availmon-collector")
+    members = collector.get("members") or [client_id]
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        return []  # reported by the type check
+    issues = []
+    if len(set(members)) != len(members):
+        issues.append(
+            ConfigIssue(file, "collector.members", f"a collector is listed twice (got {members})")
+        )
+    if "members" in collector and client_id not in members:
+        issues.append(
+            ConfigIssue(
+                file,
+                "collector.client_id",
+                f"{client_id!r} is not one of collector.members ({', '.join(members)})",
+            )
+        )
+    confirm_by = agent.get("confirm_by")
+    if isinstance(confirm_by, list):
+        for i, name in enumerate(confirm_by):
+            if name not in members:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"agent.confirm_by[{i}]",
+                        f"{name!r} is not a collector (collector.members: {', '.join(members)})",
+                    )
+                )
     return issues
 
 

@@ -6,6 +6,7 @@ models; anything that fails is rejected and counted by reason, never half-stored
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -37,6 +38,17 @@ UtcTime = Annotated[
 #: Counters fit SQLite's signed 64-bit integers, or storing them would raise.
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+SeqNo = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+def _ordered(r: tuple[int, int]) -> tuple[int, int]:
+    if r[0] > r[1]:
+        raise ValueError(f"range {r[0]}-{r[1]} runs backwards")
+    return r
+
+
+#: An inclusive range of seqs, ``[first, last]``.
+SeqRange = Annotated[tuple[SeqNo, SeqNo], AfterValidator(_ordered)]
 
 
 class State(StrEnum):
@@ -64,7 +76,7 @@ class Evidence(Wire):
 class Event(Wire):
     schema_: Literal[1] = Field(default=1, alias="schema")
     id: Annotated[str, Field(max_length=100)]
-    seq: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    seq: SeqNo
     site: Ident
     agent: Ident
     check: Ident
@@ -116,25 +128,94 @@ class Heartbeat(Wire):
         default_factory=dict, max_length=10
     )
     checks: list[CheckStatus]
+    #: The first seq this spool assigned: the collector expects every seq from here on.
+    first_seq: SeqNo | None = None
+    #: Spooled events each required collector has not confirmed yet, by collector id: a
+    #: collector that is away shows here (and on the board) while the spool holds for it.
+    unconfirmed: dict[Ident, Count] = Field(default_factory=dict, max_length=16)
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
 
 
-Kind = Literal["event", "heartbeat", "status"]
+#: The most events one ``events`` message may carry (the agent also keeps it under
+#: ``collector.max_payload_bytes``).
+MAX_BATCH_EVENTS = 500
+#: The most seq ranges one message may list (drops reported, seqs confirmed).
+MAX_RANGES = 10_000
+
+
+class EventBatch(Wire):
+    """What an agent publishes on ``.../events``: up to ``MAX_BATCH_EVENTS`` events, each
+    validated on its own by the collector (one bad event never costs the others), and the
+    seqs its spool dropped at its cap, so the collector does not count them as missing.
+
+    ``events`` stays raw here on purpose: the collector validates each one separately."""
+
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    first_seq: SeqNo | None = None
+    events: list[dict[str, object]] = Field(default_factory=list, max_length=MAX_BATCH_EVENTS)
+    dropped: list[SeqRange] = Field(default_factory=list, max_length=MAX_RANGES)
+
+
+class Ack(Wire):
+    """A collector's confirmation on ``.../ack/<collector>``, sent only after its commit:
+    the seqs it has stored (duplicates included) or recorded as dropped (``stored``), and
+    those it refused for good because the event itself is invalid (``rejected``)."""
+
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    collector: Ident
+    stored: list[SeqRange] = Field(default_factory=list, max_length=MAX_RANGES)
+    rejected: list[SeqRange] = Field(default_factory=list, max_length=MAX_RANGES)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """``[1, 2, 3, 7]`` -> ``[(1, 3), (7, 7)]``: how seqs travel in acks and drop reports."""
+    out: list[tuple[int, int]] = []
+    for s in sorted(set(seqs)):
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return out
+
+
+def expand(ranges: Iterable[tuple[int, int]]) -> Iterator[int]:
+    for lo, hi in ranges:
+        yield from range(lo, hi + 1)
+
+
+#: ``event`` is the single-event topic of earlier agents, still accepted during an upgrade.
+Kind = Literal["events", "event", "heartbeat", "status"]
+KINDS = ("events", "event", "heartbeat", "status")
+#: Where collectors announce themselves (retained, last will ``offline``): agents read it to
+#: know whose confirmation can come, and a pair uses it to pick the one that sends alerts.
+COLLECTORS_ROOT = f"{TOPIC_ROOT}/_collectors"
 
 
 def topic(site: str, agent: str, kind: Kind) -> str:
     return f"{TOPIC_ROOT}/{site}/{agent}/{kind}"
 
 
+def ack_topic(site: str, agent: str, collector: str) -> str:
+    """Written only by that collector, read only by that agent (the broker's ACL)."""
+    return f"{TOPIC_ROOT}/{site}/{agent}/ack/{collector}"
+
+
+def collector_topic(collector: str) -> str:
+    return f"{COLLECTORS_ROOT}/{collector}/status"
+
+
 def parse_topic(text: str) -> tuple[str, str, str] | None:
-    """``(site, agent, kind)`` for one of our topics, else None."""
+    """``(site, agent, kind)`` for one of the topics agents publish, else None."""
     parts = text.split("/")
     if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT:
         return None
     site, agent, kind = parts[2], parts[3], parts[4]
-    if kind not in ("event", "heartbeat", "status"):
+    if kind not in KINDS:
         return None
     return site, agent, kind
 

@@ -8,7 +8,11 @@ Pure bookkeeping, no I/O: the collector feeds it what it hears and asks it what 
   record replaces the provisional one;
 - when every agent is offline at once the fault is the broker's or the collector's, so no
   site outage is opened, and none is later dated from before that moment;
-- an agent that says ``stopped`` was stopped on purpose: not an outage.
+- an agent that says ``stopped`` was stopped on purpose: not an outage;
+- an agent ``online`` whose heartbeats stop for ``collector.heartbeat_timeout`` (two
+  intervals and a margin) is treated as offline at once, as if its last will had come: a
+  cut link is noticed in about a minute at most, not only when the broker's keepalive fires
+  (issue 8, part 6). Its next heartbeat brings it back.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ class Liveness:
     #: The end of the last moment when every agent was offline (nothing is dated before it).
     all_offline_until: datetime | None = None
     _all_offline: bool = False
+    #: When each agent's latest heartbeat was sent (its own clock, never after receipt).
+    last_heartbeat: dict[str, datetime] = field(default_factory=dict)
+    #: Agents marked offline for missed heartbeats, and when.
+    silenced: dict[str, datetime] = field(default_factory=dict)
 
     def heard(self, agent: str, when: datetime) -> None:
         """``when``: the message's own time where it has one (a queued heartbeat delivered
@@ -39,6 +47,8 @@ class Liveness:
 
     def set_status(self, agent: str, status: str, now: datetime) -> None:
         self.status[agent] = status
+        if status != "offline":
+            self.silenced.pop(agent, None)
         if status == "online":
             self.heard(agent, now)
             self.offline_since.pop(agent, None)
@@ -85,3 +95,26 @@ class Liveness:
 
     def opened(self, agent: str) -> None:
         self.provisional.add(agent)
+
+    def silent(self, now: datetime, timeout: timedelta, listening_since: datetime) -> list[str]:
+        """Agents online whose heartbeats stopped ``timeout`` ago, counted from when the
+        collector itself started listening (its own outage silences nobody). The caller
+        marks each offline; they are remembered so their next heartbeat brings them back."""
+        out = []
+        for agent, status in self.status.items():
+            if status != "online":
+                continue
+            last = max(self.last_heartbeat.get(agent, listening_since), listening_since)
+            if now - last > timeout:
+                self.silenced[agent] = now
+                out.append(agent)
+        return out
+
+    def silent_returned(self, agent: str, sent_at: datetime) -> bool:
+        """Record a heartbeat; True when it revives an agent marked offline for silence."""
+        self.last_heartbeat[agent] = max(sent_at, self.last_heartbeat.get(agent, sent_at))
+        since = self.silenced.get(agent)
+        if since is not None and sent_at > since - timedelta(seconds=1):
+            del self.silenced[agent]
+            return True
+        return False

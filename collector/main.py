@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Awaitable
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
@@ -21,17 +22,46 @@ from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config
 from availmon.embedded import embedded_broker
 from availmon.mqtt import client_kwargs, wait_disconnected
-from availmon.schema import Event, Heartbeat, State
+from availmon.schema import (
+    COLLECTORS_ROOT,
+    Ack,
+    Event,
+    Heartbeat,
+    State,
+    ack_topic,
+    collector_topic,
+    seq_ranges,
+)
 from availmon.signals import install_stop_handlers
+from collector.gaps import Gaps
 from collector.ingest import SUBSCRIPTIONS, Accepted, AckingClient, Rejected, validate
 from collector.liveness import Liveness
-from collector.metrics import CollectorMetrics, LiveAgent, LiveCheck, kpi_families
+from collector.metrics import (
+    CollectorMetrics,
+    LiveAgent,
+    LiveCheck,
+    delivery_families,
+    kpi_families,
+)
 from collector.report import kpi_snapshot
-from collector.store import Store
+from collector.store import Store, store_fault
 from collector.web import make_app
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: After these, the writer's connection is reopened: it may have been opened read-only.
+_REOPEN = ("readonly", "cant_open", "io_error")
+
+
+@dataclasses.dataclass
+class Confirmation:
+    """What one agent is told after a commit: seqs stored (duplicates and dropped included)
+    and seqs refused for good."""
+
+    site: str
+    stored: set[int] = dataclasses.field(default_factory=set)
+    rejected: set[int] = dataclasses.field(default_factory=set)
 
 
 class Collector:
@@ -43,20 +73,39 @@ class Collector:
         path = estate.collector.database
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
-        self.store = Store(path)
-        self.read_store = Store(path)
+        self.store = Store(path, tolerant=True)
+        self.read_store = Store(path, tolerant=True)
         self.live: dict[tuple[str, str], LiveCheck] = {}
         self.agents: dict[str, LiveAgent] = {}
         self.liveness = Liveness(timedelta(seconds=estate.collector.offline_grace))
-        self._load_live()
+        self.gaps = Gaps(estate.collector.gap_grace)
+        self.missing: dict[str, int] = {}
+        #: Why the store cannot write right now (a STORE_ERROR_REASONS value), else None.
+        self.store_error: str | None = None
+        #: Other collectors' presence (client id -> online), from their retained status.
+        self.presence: dict[str, bool] = {}
+        self.is_leader = False
+        #: Sessions established with the broker (subscribed), since start.
+        self.connects = 0
+        self._connected_at: datetime | None = None
+        self._live_loaded = False
+        try:
+            self._load_live()
+        except sqlite3.Error as exc:
+            if store_fault(exc) is None:
+                raise
+            log.error("database %s cannot be read yet (%s); waiting for it", path, exc)
         self.metrics.watch(
             lambda: list(self.live.values()),
             lambda: list(self.agents.values()),
             # Scrapes run on the reader thread (web.metrics), so the store read is off-loop.
-            lambda: kpi_families(
-                kpi_snapshot(self.read_store, self.estate, utcnow()),
-                self.estate.accounting.target_percent / 100,
-            ),
+            lambda: [
+                *kpi_families(
+                    kpi_snapshot(self.read_store, self.estate, utcnow()),
+                    self.estate.accounting.target_percent / 100,
+                ),
+                *delivery_families(self._missing_by_site(), self.is_leader, not self.store_error),
+            ],
         )
         self.connected = asyncio.Event()
         #: Set the moment a live session is seen to drop (before its teardown finishes).
@@ -89,33 +138,83 @@ class Collector:
         for row in self.store.outages(open_only=True):
             if row["source"] == "provisional":
                 self.liveness.opened(row["agent"])
+        started = time.monotonic()
+        for agent, ranges in self.store.seen_seqs().items():
+            self.gaps.load(agent, ranges, started)
+        self._live_loaded = True
 
     async def write(self, fn: Any, *args: Any) -> Any:
-        """Run a store write on the writer thread; a locked or busy database is waited out.
-
-        The batch stays unacknowledged meanwhile, so the broker keeps it: waiting loses
-        nothing, whereas giving up would crash the collector into a restart loop.
-        """
+        """Run a store write on the writer thread. A fault of the environment (disk full,
+        I/O error, read-only or locked database) is waited out, with a capped backoff: the
+        batch stays unacknowledged meanwhile, so the broker and the agents keep it; waiting
+        loses nothing, whereas giving up would lose it or crash into a restart loop. An error
+        that is the data's own fault is raised to the caller."""
         loop = asyncio.get_running_loop()
-        delay = 0.5
+        delay = 0.2
         while True:
             try:
-                return await loop.run_in_executor(self._writer, partial(fn, *args))
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                result = await loop.run_in_executor(self._writer, partial(fn, *args))
+            except Exception as exc:
+                reason = store_fault(exc)
+                if reason is None:
                     raise
-                self.metrics.store_busy.inc()
-                log.warning(
-                    "database %s is locked by another process (%s); retrying in %.1f s",
-                    self.estate.collector.database,
-                    exc,
-                    delay,
-                )
+                self.metrics.store_errors.labels(reason).inc()
+                if reason == "locked":
+                    self.metrics.store_busy.inc()
+                if self.store_error is None:
+                    log.error(
+                        "database %s cannot be written (%s: %s): nothing is acknowledged until"
+                        " it can; retrying",
+                        self.estate.collector.database,
+                        reason,
+                        exc,
+                    )
+                else:
+                    log.warning("database still cannot be written (%s: %s)", reason, exc)
+                self.store_error = reason
+                if reason in _REOPEN:
+                    await loop.run_in_executor(self._writer, self._reopen_store)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, self.estate.collector.store_retry_max)
+                continue
+            if self.store_error is not None:
+                log.warning(
+                    "database %s writable again (was %s)",
+                    self.estate.collector.database,
+                    self.store_error,
+                )
+                self.store_error = None
+            return result
+
+    def _reopen_store(self) -> None:
+        try:
+            self.store.reopen()
+        except Exception as exc:  # still unavailable: the next write says why
+            log.debug("reopening the store failed: %s", exc)
 
     async def read(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._reader, partial(fn, *args))
+
+    async def _store_ready(self, stop: asyncio.Event) -> bool:
+        """Wait until the store can write (or ``stop``); False when stopped first."""
+
+        async def ready() -> None:
+            await self.write(self.store.ready)
+            if not self._live_loaded:
+                await self.write(self._load_live)
+
+        waiting = asyncio.ensure_future(ready())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                task.cancel()
+            await asyncio.gather(waiting, stopping, return_exceptions=True)
+        if waiting.cancelled():
+            return False
+        waiting.result()  # an error that is not the environment's ends the collector
+        return True
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -125,13 +224,20 @@ class Collector:
 
     # -- ingest ---------------------------------------------------------------------------
 
-    async def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
-        """Validate, commit and update the live view; returns once the batch is durable."""
+    async def handle_batch(self, messages: list[tuple[str, bytes]]) -> dict[str, Confirmation]:
+        """Validate, commit and update the live view; returns once the batch is durable,
+        with what to confirm to each agent. A store fault keeps it waiting here."""
         now = utcnow()
         events: list[Event] = []
         heartbeats: list[Heartbeat] = []
         statuses: list[Accepted] = []
+        accounted: list[tuple[str, int, int, str]] = []
+        confirm: dict[str, Confirmation] = {}
+        firsts: dict[str, int] = {}
         for topic, payload in messages:
+            if topic.startswith(COLLECTORS_ROOT + "/"):
+                self._presence(topic, payload)  # collectors' own traffic, not agents'
+                continue
             self.metrics.messages.inc()
             verdict = validate(topic, payload, estate=self.estate, now=now)
             if isinstance(verdict, Rejected):
@@ -140,43 +246,84 @@ class Collector:
                     "rejected message on %s: %s: %s", topic[:200], verdict.reason, verdict.detail
                 )
                 continue
-            if verdict.heartbeat is not None:
-                self.liveness.heard(verdict.agent, min(now, verdict.heartbeat.at))
-            elif verdict.event is not None:
-                self.liveness.heard(verdict.agent, min(now, verdict.event.detected_at))
-            if verdict.event is not None:
-                events.append(verdict.event)
+            if verdict.kind == "events":
+                c = confirm.setdefault(verdict.agent, Confirmation(verdict.site))
+                events.extend(verdict.events)
+                for ev in verdict.events:
+                    self.liveness.heard(verdict.agent, min(now, ev.detected_at))
+                for refused in verdict.refused:
+                    self.metrics.rejected.labels(refused.verdict.reason).inc()
+                    log.warning(
+                        "rejected event seq %s of agent %s: %s: %s",
+                        refused.seq,
+                        verdict.agent,
+                        refused.verdict.reason,
+                        refused.verdict.detail,
+                    )
+                    if refused.seq is not None:
+                        c.rejected.add(refused.seq)
+                        accounted.append((verdict.agent, refused.seq, refused.seq, "rejected"))
+                for lo, hi in verdict.dropped:
+                    accounted.append((verdict.agent, lo, hi, "dropped"))
+                    c.stored.update(range(lo, hi + 1))
+                if verdict.first_seq is not None:
+                    firsts[verdict.agent] = verdict.first_seq
             elif verdict.heartbeat is not None:
+                self.liveness.heard(verdict.agent, min(now, verdict.heartbeat.at))
                 heartbeats.append(verdict.heartbeat)
             else:
                 statuses.append(verdict)
-        if events:
-            try:
-                await self._ingest_events(events, now)
-            except Exception:
-                # A message that validated but that the store refuses must not take the
-                # collector down (and, unacknowledged, again after every restart): find it.
-                log.exception(
-                    "store refused a batch of %d events; retrying one by one", len(events)
-                )
+        if events or accounted:
+            stored = await self._ingest_events(events, accounted, now)
+            for ev in stored:
+                confirm[ev.agent].stored.add(ev.seq)
+            if stored is not events:  # some refused by the store itself, one by one
+                kept = {ev.id for ev in stored}
                 for ev in events:
-                    await self._guarded(self._ingest_events([ev], now), f"event {ev.id}")
+                    if ev.id not in kept:
+                        confirm[ev.agent].rejected.add(ev.seq)
+        mono = time.monotonic()
+        for agent, c in confirm.items():
+            self.gaps.seen(
+                agent, seq_ranges(c.stored | c.rejected), mono, first_seq=firsts.get(agent)
+            )
         # Statuses first: an agent's "online" and its first heartbeat often share a batch.
         for st in statuses:
             await self._status(st, now)
         for hb in heartbeats:
-            await self._guarded(self._heartbeat(hb, now), f"heartbeat of {hb.agent}")
+            await self._heartbeat(hb, now)
         await self._notify()
+        return confirm
 
-    async def _guarded(self, work: Awaitable[None], what: str) -> None:
+    async def _ingest_events(
+        self, events: list[Event], accounted: list[tuple[str, int, int, str]], now: datetime
+    ) -> list[Event]:
+        """Commit the batch; the events stored (or already held). Environment faults are
+        waited out in ``write``; an event the store refuses for its own sake is found by
+        retrying one at a time, rejected and counted, and the rest are stored."""
         try:
-            await work
+            result = await self.write(self.store.ingest, events, now, accounted)
         except Exception:
-            self.metrics.rejected.labels("invalid").inc()
-            log.exception("rejected %s: the store refused it", what)
+            log.exception("store refused a batch of %d events; finding the culprit", len(events))
+            kept: list[Event] = []
+            for ev in events:
+                try:
+                    result = await self.write(self.store.ingest, [ev], now)
+                except Exception:
+                    self.metrics.rejected.labels("store_refused").inc()
+                    log.exception("rejected event %s: the store refuses it", ev.id)
+                    continue
+                self._count(result)
+                kept.append(ev)
+                self._apply_event(ev)
+            await self.write(self.store.ingest, [], now, accounted)
+            return kept
+        self._count(result)
+        for ev in events:
+            self._apply_event(ev)
+        return events
 
-    async def _ingest_events(self, events: list[Event], now: datetime) -> None:
-        result = await self.write(self.store.ingest, events, now)
+    def _count(self, result: Any) -> None:
         self.metrics.ingested.inc(result.inserted)
         self.metrics.duplicates.inc(result.duplicates)
         if result.conflicts:
@@ -186,12 +333,57 @@ class Collector:
                 "the conflicts table: %s",
                 ", ".join(result.conflicts),
             )
-        for ev in events:
-            self._apply_event(ev)
+
+    def _presence(self, topic: str, payload: bytes) -> None:
+        """Another collector's retained status (or our own): who sends alerts."""
+        parts = topic.split("/")
+        if len(parts) != 5 or parts[4] != "status":
+            return
+        name, online = parts[3], payload == b"online"
+        if name == self.estate.collector.client_id:
+            return
+        if self.presence.get(name) != online:
+            log.info("collector %s is %s", name, "online" if online else "offline")
+        self.presence[name] = online
+        self._lead()
+
+    def _lead(self) -> None:
+        """The first collector of collector.members that is online sends alerts."""
+        me = self.estate.collector.client_id
+        leader = None
+        if self.connected.is_set():
+            for name in self.estate.collectors():
+                if name == me or self.presence.get(name, False):
+                    leader = name
+                    break
+        is_leader = leader == me
+        if is_leader != self.is_leader:
+            log.warning(
+                "collector %s %s sending alerts%s",
+                me,
+                "is now" if is_leader else "stops",
+                f" ({leader} leads)" if leader and not is_leader else "",
+            )
+        self.is_leader = is_leader
 
     async def _heartbeat(self, hb: Heartbeat, now: datetime) -> None:
-        await self.write(self.store.record_heartbeat, hb, now)
+        try:
+            await self.write(self.store.record_heartbeat, hb, now)
+        except Exception:
+            self.metrics.rejected.labels("store_refused").inc()
+            log.exception("rejected heartbeat of %s: the store refuses it", hb.agent)
+            return
         self.metrics.heartbeats.inc()
+        self.gaps.heartbeat(
+            hb.agent,
+            hb.seq,
+            hb.first_seq,
+            hb.spool_depth == 0 and not any(hb.unconfirmed.values()),
+            time.monotonic(),
+        )
+        if self.liveness.silent_returned(hb.agent, min(now, hb.at)):
+            # Marked offline for missed heartbeats, and heard again: the link is back.
+            await self._status(Accepted("status", hb.site, hb.agent, status="online"), now)
         prev = self.agents.get(hb.agent)
         status = prev.status if prev else "online"
         self.agents[hb.agent] = LiveAgent(
@@ -201,6 +393,7 @@ class Collector:
             hb.spool_depth,
             hb.spool_dropped,
             tuple(sorted(hb.traps.items())),
+            tuple(sorted(hb.unconfirmed.items())),
         )
         if status == "online":
             for c in hb.checks:
@@ -276,11 +469,37 @@ class Collector:
             )
             await self._notify()
 
+    async def check_silence(self, now: datetime | None = None) -> None:
+        """Mark offline the agents online whose heartbeats stopped (issue 8, part 6)."""
+        now = now or utcnow()
+        if self._connected_at is None:
+            return  # the collector's own outage silences nobody
+        timeout = self.estate.heartbeat_timeout()
+        for agent in self.liveness.silent(now, timedelta(seconds=timeout), self._connected_at):
+            site = self.agents[agent].site if agent in self.agents else agent
+            log.warning(
+                "agent %s (site %s): no heartbeat for over %.0f s: offline", agent, site, timeout
+            )
+            await self._status(Accepted("status", site, agent, status="offline"), now)
+            await self._notify()
+
     async def _liveness_loop(self) -> None:
-        tick = min(self.estate.collector.offline_grace / 4, 5.0)
+        cfg = self.estate.collector
+        tick = min(cfg.offline_grace / 4, self.estate.heartbeat_timeout() / 4, 5.0)
         while True:
             await asyncio.sleep(tick)  # a supervision period, not a synchronisation
+            await self.check_silence()
             await self.check_liveness()
+            self.check_gaps()
+
+    def _missing_by_site(self) -> dict[tuple[str, str], int]:
+        sites = {self.estate.agent_id(s): s for s in self.estate.sites}
+        return {(sites.get(a, a), a): n for a, n in self.missing.items()}
+
+    def check_gaps(self, now: float | None = None) -> dict[str, int]:
+        """Count the seqs still missing past the grace (``now``: monotonic seconds)."""
+        self.missing = self.gaps.evaluate(time.monotonic() if now is None else now)
+        return self.missing
 
     def _apply_event(self, ev: Event) -> None:
         key = (ev.site, ev.check)
@@ -298,19 +517,32 @@ class Collector:
 
     async def _session(self) -> None:
         cfg = self.estate.collector
+        presence = collector_topic(cfg.client_id)
         async with AckingClient(
             **client_kwargs(self.estate.broker),
             identifier=cfg.client_id,
             clean_session=False,  # the broker keeps our backlog while we are away
+            will=aiomqtt.Will(presence, b"offline", qos=1, retain=True),
         ) as client:
             await client.subscribe(SUBSCRIPTIONS)
+            await client.publish(presence, b"online", qos=1, retain=True)
             self.disconnected.clear()
             self.connected.set()
+            self.connects += 1
+            self.metrics.connects.inc()
+            self._connected_at = utcnow()
+            self._lead()
             log.info("collector subscribed as %s", cfg.client_id)
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._consume(client))
                     tg.create_task(self._watch(client))
+            except asyncio.CancelledError:
+                # A clean stop sends no last will: say it, so the agents stop waiting on us
+                # and the other collector of a pair takes over the alerts.
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    await client.publish(presence, b"offline", qos=1, retain=True, timeout=2)
+                raise
             except BaseExceptionGroup as group:
                 mqtt_errors = group.subgroup(aiomqtt.MqttError)
                 if mqtt_errors is None:
@@ -322,11 +554,14 @@ class Collector:
             await wait_disconnected(client)
         finally:
             self.connected.clear()
+            self._connected_at = None
             self.disconnected.set()
+            self._lead()
 
     async def _consume(self, client: AckingClient) -> None:
         batch_size = self.estate.collector.batch_size
         messages = client.messages
+        me = self.estate.collector.client_id
         async for first in messages:
             batch = [first]
             while len(batch) < batch_size and len(messages) > 0:
@@ -339,28 +574,40 @@ class Collector:
             try:
                 # A session that drops mid-commit must not cut the batch's bookkeeping short:
                 # the commit completes on the writer thread either way.
-                await asyncio.shield(work)
+                confirm = await asyncio.shield(work)
             except asyncio.CancelledError:
                 await work
                 raise
+            # Committed: tell each agent what is stored, then release the broker's copies.
+            for agent, c in confirm.items():
+                if not (c.stored or c.rejected):
+                    continue
+                ack = Ack(
+                    collector=me, stored=seq_ranges(c.stored), rejected=seq_ranges(c.rejected)
+                )
+                client.send(ack_topic(c.site, agent, me), ack.to_json())
+                self.metrics.confirmations.inc()
             for m in batch:
                 client.ack(m)
 
     async def _mqtt_loop(self) -> None:
-        backoff = 1.0
+        backoff = 0.5
         while True:
+            connects = self.connects
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
+                # A session that was established (subscribed) was useful: the next attempt
+                # starts from the shortest delay, so a restarted broker is back within seconds.
+                if self.connects > connects:
+                    backoff = 0.5
                 log.warning(
-                    "broker %s:%d: %s; retrying in %.0f s",
+                    "broker %s:%d: %s; retrying in %.1f s",
                     self.estate.broker.host,
                     self.estate.broker.port,
                     exc,
                     backoff,
                 )
-                if self.connected.is_set():
-                    backoff = 1.0
             finally:
                 self.connected.clear()
             await asyncio.sleep(backoff)
@@ -385,6 +632,11 @@ class Collector:
                 self.estate.web.listen,
                 self.web_port,
             )
+            # Subscribe only once the store can write: until then the broker keeps the
+            # backlog and the agents their spools (issue 8: a store fault is never an ack).
+            if not await self._store_ready(stop):
+                self.close()
+                return
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self._mqtt_loop(), name="mqtt"),

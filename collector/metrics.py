@@ -14,6 +14,17 @@ from prometheus_client.registry import Collector
 from availmon.clock import utcnow
 from availmon.schema import State
 
+#: Why the store could not write (a fault of the environment, never of the event).
+STORE_ERROR_REASONS = (
+    "disk_full",
+    "io_error",
+    "readonly",
+    "locked",
+    "cant_open",
+    "corrupt",
+    "other",
+)
+
 #: Why a message was rejected. Fixed, so the label stays low-cardinality (never error text).
 REJECT_REASONS = (
     "oversized",
@@ -25,6 +36,7 @@ REJECT_REASONS = (
     "unknown_site",
     "future",
     "seq_conflict",
+    "store_refused",
 )
 
 
@@ -54,6 +66,8 @@ class LiveAgent:
     spool_depth: int | None = None
     spool_dropped: int | None = None
     traps: tuple[tuple[str, int], ...] = ()
+    #: Per required collector, the seqs its spool holds that collector has not confirmed.
+    unconfirmed: tuple[tuple[str, int], ...] = ()
 
 
 class _LiveCollector(Collector):
@@ -147,8 +161,15 @@ class _LiveCollector(Collector):
             "SNMP traps the agent's receiver handled, by outcome",
             labels=["site", "agent", "outcome"],
         )
+        unconfirmed = GaugeMetricFamily(
+            "availmon_agent_unconfirmed",
+            "seqs the agent's spool holds that this collector of the pair has not confirmed",
+            labels=["site", "agent", "collector"],
+        )
         for a in self._agents():
             online.add_metric([a.site, a.agent], 1.0 if a.status == "online" else 0.0)
+            for name, count in a.unconfirmed:
+                unconfirmed.add_metric([a.site, a.agent, name], float(count))
             for outcome, count in a.traps:
                 traps.add_metric([a.site, a.agent, outcome], float(count))
             if a.spool_depth is not None:
@@ -156,7 +177,7 @@ class _LiveCollector(Collector):
             if a.spool_dropped is not None:
                 dropped.add_metric([a.site, a.agent], float(a.spool_dropped))
         yield from (up, degraded, state, latency, loss, jitter, cert, duration)
-        yield from (online, depth, dropped, traps)
+        yield from (online, depth, dropped, traps, unconfirmed)
         yield from self._extra()
 
 
@@ -182,6 +203,23 @@ class CollectorMetrics:
             registry=r,
         )
         self.messages = Counter("availmon_mqtt_messages", "MQTT messages received", registry=r)
+        self.store_errors = Counter(
+            "availmon_store_errors",
+            "writes the database refused for a reason of its own (disk full, I/O error,"
+            " read-only, locked ...); the batch was kept and retried",
+            ["reason"],
+            registry=r,
+        )
+        for reason in STORE_ERROR_REASONS:
+            self.store_errors.labels(reason)
+        self.connects = Counter(
+            "availmon_mqtt_connects", "sessions established with the broker", registry=r
+        )
+        self.confirmations = Counter(
+            "availmon_confirmations",
+            "confirmations sent to agents after a commit (one per agent per batch)",
+            registry=r,
+        )
 
     def watch(
         self,
@@ -222,3 +260,26 @@ def kpi_families(
             )
         )
     return families
+
+
+def delivery_families(
+    missing: Mapping[tuple[str, str], int], is_leader: bool, store_ok: bool
+) -> list[Metric]:
+    """Issue 8: seqs missing per agent (past the grace), whether this collector of a pair is
+    the one sending alerts, and whether its store can write."""
+    gauge = GaugeMetricFamily(
+        "availmon_events_missing",
+        "seqs the agent numbered that never reached this collector within collector.gap_grace",
+        labels=["site", "agent"],
+    )
+    for (site, agent), n in sorted(missing.items()):
+        gauge.add_metric([site, agent], float(n))
+    leader = GaugeMetricFamily(
+        "availmon_collector_leader", "1 while this collector is the one that sends alerts"
+    )
+    leader.add_metric([], 1.0 if is_leader else 0.0)
+    writable = GaugeMetricFamily(
+        "availmon_store_writable", "1 while the collector's database accepts writes"
+    )
+    writable.add_metric([], 1.0 if store_ok else 0.0)
+    return [gauge, leader, writable]

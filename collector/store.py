@@ -163,11 +163,30 @@ def m004_annotation_history(db: sqlite_utils.Database) -> None:
     db.table("annotation_history").create_index(["outage_id", "at"])
 
 
+@migration
+def m005_accounted_seqs(db: sqlite_utils.Database) -> None:
+    # Seqs an agent reported dropped at its spool's cap, and events refused for good: not
+    # stored, yet accounted for, so gap detection (issue 8) does not count them as missing.
+    db.table("accounted").create(
+        {"agent": str, "lo": int, "hi": int, "why": str}, pk=("agent", "lo", "why")
+    )
+
+
 @dataclass(frozen=True)
 class IngestResult:
     inserted: int
     duplicates: int
     conflicts: tuple[str, ...] = ()
+
+
+@dataclass
+class _Tail:
+    """Where a check's outage derivation stands: its last event and its open interval (as
+    ``derive_intervals`` would leave them), so an event that arrives in order extends the
+    history in O(1) instead of re-deriving it."""
+
+    last: tuple[str, int]  # (at, seq) of the latest event
+    open: tuple[str, str, str] | None  # (state, start, start_event)
 
 
 @dataclass(frozen=True)
@@ -214,21 +233,58 @@ def derive_intervals(events: Iterable[tuple[str, int, str, str, str]]) -> list[I
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, tolerant: bool = False) -> None:
+        """``tolerant``: a database that cannot be written yet (a read-only or full file
+        system) is opened anyway and migrated on the first write that succeeds; the
+        collector starts, says so on /healthz, and waits for it."""
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: we PUBACK only after commit, so a commit must survive power loss too.
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA busy_timeout=30000")
+        self._tails: dict[tuple[str, str, str], _Tail] = {}
+        self._migrated = False
+        self.conn = self._connect()
         self.db = sqlite_utils.Database(self.conn)
+        try:
+            self._migrate()
+        except sqlite3.OperationalError as exc:
+            if not tolerant or store_fault(exc) is None:
+                self.conn.close()
+                raise
+
+    def _connect(self) -> sqlite3.Connection:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            # FULL: we confirm and PUBACK only after commit, so a commit must survive power
+            # loss too.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            # A read-only file system: reads work; the first write says why and the
+            # collector reopens the connection once it can write.
+            if store_fault(exc) is None:
+                conn.close()
+                raise
+        return conn
+
+    def reopen(self) -> None:
+        """A fresh connection, after a fault that may have left this one unable to write
+        (a database opened while its file system was read-only stays read-only)."""
+        conn = self._connect()
+        old, self.conn = self.conn, conn
+        self.db = sqlite_utils.Database(conn)
+        self._tails.clear()
+        old.close()
         self._migrate()
 
-    def _migrate(self) -> None:
+    def ready(self) -> None:
+        """A write that does nothing: raises while the database cannot be written."""
         with self._tx():
+            pass
+
+    def _migrate(self) -> None:
+        with _Transaction(self.conn):
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
             )
@@ -239,8 +295,11 @@ class Store:
                     self.conn.execute(
                         "INSERT INTO _migrations VALUES (?, datetime('now'))", (name,)
                     )
+        self._migrated = True
 
     def _tx(self) -> Any:
+        if not self._migrated:
+            self._migrate()
         return _Transaction(self.conn)
 
     def close(self) -> None:
@@ -248,24 +307,53 @@ class Store:
 
     # -- writes -------------------------------------------------------------------------
 
-    def ingest(self, events: list[Event], received_at: datetime) -> IngestResult:
-        """Store events idempotently on id and rebuild the outages of the checks they touch.
+    def ingest(
+        self,
+        events: list[Event],
+        received_at: datetime,
+        accounted: Sequence[tuple[str, int, int, str]] = (),
+    ) -> IngestResult:
+        """Store events idempotently on id and bring the outages of the checks they touch up to
+        date, in one transaction; ``accounted``: ``(agent, lo, hi, why)`` seq ranges to
+        remember as dropped or refused.
 
         A replay of a stored event is a duplicate; an event that reuses a stored id with other
         content is a conflict: quarantined in ``conflicts`` and reported, never applied.
         """
-        inserted = 0
+        try:
+            with self._tx():
+                result = self._ingest(events, received_at)
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO accounted VALUES (?,?,?,?)", list(accounted)
+                )
+                return result
+        except BaseException:
+            self._tails.clear()  # rolled back: the cache may be ahead of the database
+            raise
+
+    def _ingest(self, events: list[Event], received_at: datetime) -> IngestResult:
+        received = to_iso(received_at)
+        existing: dict[str, tuple[Any, ...]] = {}
+        ids = list({ev.id for ev in events})
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self.conn.execute(
+                "SELECT id, site, check_name, to_state, at FROM events WHERE id IN"
+                f" ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            existing.update((r[0], tuple(r[1:])) for r in rows)
+        fresh: list[Event] = []
+        rows_: list[tuple[Any, ...]] = []
         duplicates = 0
         conflicts: list[str] = []
-        earliest: dict[tuple[str, str, str], str] = {}
-        received = to_iso(received_at)
-        with self._tx():
-            for ev in events:
-                at = to_iso(ev.at)
-                cur = self.conn.execute(
-                    "INSERT OR IGNORE INTO events (id, seq, site, agent, check_name, area,"
-                    " from_state, to_state, at, detected_at, received_at, evidence)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        for ev in events:
+            at = to_iso(ev.at)
+            stored = existing.get(ev.id)
+            if stored is None:
+                existing[ev.id] = (ev.site, ev.check, ev.to.value, at)
+                fresh.append(ev)
+                rows_.append(
                     (
                         ev.id,
                         ev.seq,
@@ -279,30 +367,84 @@ class Store:
                         to_iso(ev.detected_at),
                         received,
                         ev.evidence.model_dump_json(),
-                    ),
+                    )
                 )
-                if cur.rowcount:
-                    inserted += 1
-                    key = (ev.site, ev.agent, ev.check)
-                    earliest[key] = min(at, earliest.get(key, at))
-                    continue
-                stored = self.conn.execute(
-                    "SELECT site, check_name, to_state, at FROM events WHERE id=?", (ev.id,)
-                ).fetchone()
-                if tuple(stored) == (ev.site, ev.check, ev.to.value, at):
-                    duplicates += 1
-                    continue
-                kept = self.conn.execute(
-                    "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
-                    (ev.id, received, ev.to_json().decode(), json.dumps(tuple(stored))),
+                continue
+            if stored == (ev.site, ev.check, ev.to.value, at):
+                duplicates += 1
+                continue
+            kept = self.conn.execute(
+                "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
+                (ev.id, received, ev.to_json().decode(), json.dumps(stored)),
+            )
+            if kept.rowcount:
+                conflicts.append(ev.id)
+            else:
+                duplicates += 1  # a conflict we already hold, delivered again
+        by_check: dict[tuple[str, str, str], list[Event]] = {}
+        for ev in fresh:
+            by_check.setdefault((ev.site, ev.agent, ev.check), []).append(ev)
+        # Each check's tail as it stands before this batch's rows go in.
+        tails = {key: self._tail(key) for key in by_check}
+        self.conn.executemany(
+            "INSERT INTO events (id, seq, site, agent, check_name, area, from_state, to_state,"
+            " at, detected_at, received_at, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows_,
+        )
+        for key, evs in by_check.items():
+            evs.sort(key=lambda e: (e.at, e.seq))
+            self._advance(key, evs, tails[key])
+        return IngestResult(len(fresh), duplicates, tuple(conflicts))
+
+    def _tail(self, key: tuple[str, str, str]) -> _Tail | None:
+        tail = self._tails.get(key)
+        if tail is not None:
+            return tail
+        last = self.conn.execute(
+            "SELECT at, seq FROM events WHERE site=? AND agent=? AND check_name=?"
+            " ORDER BY at DESC, seq DESC LIMIT 1",
+            key,
+        ).fetchone()
+        if last is None:
+            return None
+        row = self.conn.execute(
+            "SELECT state, start, start_event, end FROM outages WHERE source='agent' AND"
+            " site=? AND agent=? AND check_name=? ORDER BY start DESC LIMIT 1",
+            key,
+        ).fetchone()
+        open_ = (row[0], row[1], row[2]) if row is not None and row[3] is None else None
+        tail = self._tails[key] = _Tail((str(last[0]), int(last[1])), open_)
+        return tail
+
+    def _advance(self, key: tuple[str, str, str], evs: list[Event], tail: _Tail | None) -> None:
+        """Apply a check's new events (sorted) to its outages: incrementally when they all
+        come after what was stored, else by re-deriving from the outage the first falls in."""
+        first = (to_iso(evs[0].at), evs[0].seq)
+        if tail is None or first <= tail.last:
+            self._rebuild(*key, first[0])
+            self._tails.pop(key, None)
+            return
+        site, agent, check = key
+        for ev in evs:
+            at = to_iso(ev.at)
+            tail.last = (at, ev.seq)
+            state = tail.open[0] if tail.open else State.UP
+            if ev.from_ in (State.UNKNOWN, ev.to) and ev.to == state:
+                continue
+            if tail.open is not None:
+                self.conn.execute(
+                    "UPDATE outages SET end=?, end_event=?, area=? WHERE id=?",
+                    (at, ev.id, ev.area, f"o:{tail.open[2]}"),
                 )
-                if kept.rowcount:
-                    conflicts.append(ev.id)
-                else:
-                    duplicates += 1  # a conflict we already hold, delivered again
-            for (site, agent, check), since in sorted(earliest.items()):
-                self._rebuild(site, agent, check, since)
-        return IngestResult(inserted, duplicates, tuple(conflicts))
+                tail.open = None
+            if ev.to != State.UP:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO outages (id, site, agent, check_name, area, state,"
+                    " start, end, source, planned, start_event, end_event)"
+                    " VALUES (?,?,?,?,?,?,?,NULL,'agent',0,?,NULL)",
+                    (f"o:{ev.id}", site, agent, check, ev.area, ev.to.value, at, ev.id),
+                )
+                tail.open = (ev.to.value, at, ev.id)
 
     def _rebuild(self, site: str, agent: str, check: str, since: str) -> None:
         """Re-derive the check's outages from the last one that began before ``since``.
@@ -426,6 +568,25 @@ class Store:
 
     def agents(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM agents ORDER BY site, agent")]
+
+    def seen_seqs(self) -> dict[str, list[tuple[int, int]]]:
+        """Per agent, the seq ranges held: stored, or accounted for (dropped, refused)."""
+        out: dict[str, list[int]] = {}
+        for agent, seq in self.conn.execute("SELECT agent, seq FROM events"):
+            out.setdefault(agent, []).append(int(seq))
+        ranges: dict[str, list[tuple[int, int]]] = {}
+        for agent, seqs in out.items():
+            seqs.sort()
+            merged: list[tuple[int, int]] = []
+            for s in seqs:
+                if merged and s <= merged[-1][1] + 1:
+                    merged[-1] = (merged[-1][0], max(s, merged[-1][1]))
+                else:
+                    merged.append((s, s))
+            ranges[agent] = merged
+        for agent, lo, hi in self.conn.execute("SELECT agent, lo, hi FROM accounted"):
+            ranges.setdefault(agent, []).append((int(lo), int(hi)))
+        return ranges
 
     def event_count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
@@ -664,6 +825,37 @@ class Store:
             (outage_id,),
         )
         return [dict(r) for r in rows]
+
+
+#: sqlite3 error text -> the reason it is counted under. Each is the environment's fault, not
+#: the data's: the collector keeps the batch unacknowledged and retries (issue 8, part 3).
+_STORE_FAULTS = (
+    ("database or disk is full", "disk_full"),
+    ("disk i/o error", "io_error"),
+    ("readonly", "readonly"),
+    ("read-only", "readonly"),
+    ("locked", "locked"),
+    ("busy", "locked"),
+    ("unable to open", "cant_open"),
+    ("malformed", "corrupt"),
+    ("not a database", "corrupt"),
+)
+
+
+def store_fault(exc: BaseException) -> str | None:
+    """Why the store failed when the fault is the environment's (disk full, I/O, read-only,
+    locked ...), or None when it is a property of what was written (a constraint)."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | OverflowError):
+        return None
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc).lower()
+        for needle, reason in _STORE_FAULTS:
+            if needle in text:
+                return reason
+        return "other"
+    if isinstance(exc, OSError):
+        return "io_error"
+    return None
 
 
 class _Transaction:

@@ -46,9 +46,22 @@ def status_snapshot(collector: Collector) -> dict[str, Any]:
     return {
         "generated_at": to_iso(utcnow()),
         "agents": [
-            {"site": a.site, "agent": a.agent, "status": a.status}
+            {
+                "site": a.site,
+                "agent": a.agent,
+                "status": a.status,
+                # Seqs numbered by the agent that never reached this collector (issue 8).
+                "missing": collector.missing.get(a.agent, 0),
+                # Per required collector, what the agent's spool still holds for it.
+                "unconfirmed": dict(a.unconfirmed),
+            }
             for a in sorted(collector.agents.values(), key=lambda a: (a.site, a.agent))
         ],
+        "collector": {
+            "id": collector.estate.collector.client_id,
+            "is_leader": collector.is_leader,
+            "store_error": collector.store_error,
+        },
         "checks": checks,
         "open_outages": store.outages(open_only=True),
         "recent_outages": store.outages(limit=50),
@@ -81,8 +94,16 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
-    ok = collector.connected.is_set()
-    return web.json_response({"mqtt_connected": ok}, status=200 if ok else 503)
+    connected = collector.connected.is_set()
+    writable = collector.store_error is None
+    return web.json_response(
+        {
+            "mqtt_connected": connected,
+            "store_writable": writable,
+            "store_error": collector.store_error,
+        },
+        status=200 if connected and writable else 503,
+    )
 
 
 def local_time(text: str | None) -> str:

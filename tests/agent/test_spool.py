@@ -29,7 +29,7 @@ async def test_seq_is_persistent_and_never_reused(tmp_path: Path) -> None:
     s = spool(tmp_path)
     first = await add(s, State.UNKNOWN, State.UP, 0)
     assert await add(s, State.UP, State.DOWN, 1) == first + 1
-    await s.ack([first, first + 1])
+    await s.confirm("availmon-collector", [(first, first + 1)])
     s.close()
     s = spool(tmp_path)
     assert await add(s, State.DOWN, State.UP, 2) == first + 2
@@ -45,9 +45,9 @@ async def test_pending_in_seq_order_until_acknowledged(tmp_path: Path) -> None:
     s = spool(tmp_path)
     seqs = [await add(s, State.UP, State.DOWN, i) for i in range(5)]
     assert [p.seq for p in await s.pending(3)] == seqs[:3]
-    await s.ack(seqs[:2])
+    await s.confirm("availmon-collector", [(seqs[0], seqs[1])])
     assert [p.seq for p in await s.pending()] == seqs[2:]
-    assert (await s.stats())[0] == 3
+    assert (await s.stats()).depth == 3
     s.close()
 
 
@@ -60,8 +60,9 @@ async def test_cap_keeps_outage_starts_and_ends(tmp_path: Path) -> None:
             s, State.DEGRADED if i % 2 else State.DOWN, State.DOWN if i % 2 else State.DEGRADED, i
         )
     await add(s, State.DEGRADED, State.UP, 15)
-    pending = [json.loads(p.payload) for p in await s.pending()]
-    depth, last_seq, dropped = await s.stats()
+    pending = [json.loads(p.payload) for p in await s.pending() if p.payload is not None]
+    stats = await s.stats()
+    depth, last_seq, dropped = stats.depth, stats.last_seq, stats.dropped
     assert depth == 10
     assert dropped == 6
     assert last_seq == pending[-1]["seq"]
@@ -79,7 +80,8 @@ async def test_cap_keeps_degraded_changes_where_degraded_is_not_down(tmp_path: P
         await add(
             s, State.DEGRADED if i % 2 else State.DOWN, State.DOWN if i % 2 else State.DEGRADED, i
         )
-    depth, _, dropped = await s.stats()
+    stats = await s.stats()
+    depth, dropped = stats.depth, stats.dropped
     assert (depth, dropped) == (15, 0)
     s.close()
 
@@ -90,7 +92,7 @@ async def test_cap_drops_notes_first(tmp_path: Path) -> None:
     await add(s, State.DOWN, State.DOWN, 1)  # a reboot note during the outage
     await add(s, State.DOWN, State.UP, 2)
     await add(s, State.UP, State.DOWN, 3)
-    pending = [json.loads(p.payload) for p in await s.pending()]
+    pending = [json.loads(p.payload) for p in await s.pending() if p.payload is not None]
     assert [(e["from"], e["to"]) for e in pending] == [
         ("up", "down"),
         ("down", "up"),
@@ -114,6 +116,45 @@ async def test_cap_never_drops_starts_or_ends(tmp_path: Path) -> None:
     for i in range(6):
         await add(s, State.UP, State.DOWN, 2 * i)
         await add(s, State.DOWN, State.UP, 2 * i + 1)
-    depth, _, dropped = await s.stats()
+    stats = await s.stats()
+    depth, dropped = stats.depth, stats.dropped
     assert (depth, dropped) == (12, 0)
+    s.close()
+
+
+async def test_drops_stay_until_confirmed_so_they_are_never_seen_as_gaps(tmp_path: Path) -> None:
+    """A seq dropped at the cap is held (without its event) and sent as a drop until the
+    collector confirms it knows of it; then it is gone."""
+    s = spool(tmp_path, cap=3, mergeable=())
+    await add(s, State.UP, State.DOWN, 0)
+    note = await add(s, State.DOWN, State.DOWN, 1)
+    await add(s, State.DOWN, State.UP, 2)
+    await add(s, State.UP, State.DOWN, 3)
+    held = await s.pending()
+    assert [(p.seq, p.payload is None) for p in held if p.seq == note] == [(note, True)]
+    assert (await s.stats()).depth == 3
+    done = await s.confirm("availmon-collector", [(held[0].seq, held[-1].seq)])
+    assert done.deleted == [p.seq for p in held]
+    assert await s.pending() == []
+    s.close()
+
+
+async def test_two_collectors_both_confirm_before_an_event_goes(tmp_path: Path) -> None:
+    """With a pair, one collector's word is remembered; the event goes when both have
+    confirmed, and a collector that is not required changes nothing."""
+    s = Spool(tmp_path / "a.db", site="hq", agent="hq", max_events=100, confirmers=("ca", "cb"))
+    seqs = [await add(s, State.UP, State.DOWN, i) for i in range(3)]
+    first = await s.confirm("ca", [(seqs[0], seqs[2])])
+    assert (first.deleted, first.held) == ([], seqs)
+    assert (await s.stats()).unconfirmed == {"ca": 0, "cb": 3}
+    assert all(p.confirmed == {"ca"} for p in await s.pending())
+    assert (await s.confirm("stranger", [(seqs[0], seqs[2])])).deleted == []
+    second = await s.confirm("cb", [(seqs[0], seqs[1])])
+    assert second.deleted == seqs[:2]
+    assert [p.seq for p in await s.pending()] == seqs[2:]
+    assert (await s.stats()).unconfirmed == {"ca": 0, "cb": 1}
+    s.close()
+    # A new config that needs only "ca": what ca confirmed goes at start.
+    s = Spool(tmp_path / "a.db", site="hq", agent="hq", max_events=100, confirmers=("ca",))
+    assert await s.pending() == []
     s.close()

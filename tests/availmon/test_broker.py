@@ -250,16 +250,22 @@ def test_files_are_written_locked_down(broker: Broker) -> None:
     assert not any(broker.password(u) in "\n".join(passwd) for u in users)
     assert (out / "passwd").stat().st_mode & 0o777 == 0o640
     acl = [line for line in (out / "acl").read_text().splitlines() if line and line[0] != "#"]
-    assert acl == [
-        "user a",
-        "topic write availmon/v1/a/a/#",
-        "user b",
-        "topic write availmon/v1/b/b/#",
-        "user c-agent",
-        "topic write availmon/v1/c/c-agent/#",
+    expected = []
+    for site, agent in AGENTS.items():
+        prefix = f"availmon/v1/{site}/{agent}/"
+        expected += [
+            f"user {agent}",
+            *(f"topic write {prefix}{kind}" for kind in ("events", "event", "heartbeat", "status")),
+            f"topic read {prefix}ack/+",
+            "topic read availmon/v1/_collectors/+/status",
+        ]
+    expected += [
         "user collector",
         "topic read availmon/v1/#",
+        "topic write availmon/v1/+/+/ack/availmon-collector",
+        "topic write availmon/v1/_collectors/availmon-collector/status",
     ]
+    assert acl == expected
     conf = (out / "mosquitto.conf").read_text().splitlines()
     for setting in (
         "per_listener_settings false",
@@ -520,3 +526,39 @@ async def test_an_agent_login_cannot_take_over_the_collectors_session(
         async with persistent_collector(broker) as back:
             got = await received_until(back, b"marker")
     assert got == [(OWN, b"queued while the collector is away"), (OWN, b"marker")]
+
+
+ACK_A = "availmon/v1/a/a/ack/availmon-collector"  # the collector's confirmations to agent a
+
+
+@contextlib.asynccontextmanager
+async def agent_listening(broker: Broker, username: str, topic: str) -> AsyncIterator[Client]:
+    async with login(broker, username) as client:
+        await client.subscribe(topic, qos=1)
+        yield client
+
+
+async def test_only_the_collector_confirms_and_only_that_agent_reads_it(broker: Broker) -> None:
+    """Issue 8: confirmations go on a per-agent topic that only the collector may write and
+    only that agent may read. Agent b subscribing to a's confirmations gets nothing (a
+    marker on its own topic arrives first); agent a forging its own confirmation is refused."""
+    async with running(broker):
+        async with collector(broker) as witness:
+            await publish(broker, "a", ACK_A, b"forged by a", refused=True)
+            await publish(broker, "a", OWN, b"a's marker")
+            forged = await received_until(witness, b"a's marker")
+        async with (
+            agent_listening(broker, "a", "availmon/v1/a/a/ack/+") as a,
+            agent_listening(broker, "b", "availmon/v1/a/a/ack/+") as b_spy,
+        ):
+            await b_spy.subscribe("availmon/v1/b/b/ack/+", qos=1)
+            await publish(broker, COLLECTOR, ACK_A, b"stored 1-3")
+            # Another collector's name in the topic: not this login's to write.
+            await publish(broker, COLLECTOR, "availmon/v1/a/a/ack/other", b"x", refused=True)
+            await publish(broker, COLLECTOR, "availmon/v1/b/b/ack/availmon-collector", b"for b")
+            await publish(broker, COLLECTOR, ACK_A, b"marker")
+            got_a = await received_until(a, b"marker")
+            got_b = await received_until(b_spy, b"for b")
+    assert forged == [(OWN, b"a's marker")]
+    assert got_a == [(ACK_A, b"stored 1-3"), (ACK_A, b"marker")]
+    assert got_b == [("availmon/v1/b/b/ack/availmon-collector", b"for b")]

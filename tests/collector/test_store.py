@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from availmon.clock import to_iso
 from availmon.schema import Event, State
@@ -131,3 +134,47 @@ def test_a_failed_commit_is_rolled_back(tmp_path: Path) -> None:
         assert [e["id"] for e in store.events()] == ["hq:1", "hq:2"]
     finally:
         store.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(list(State)), st.integers(0, 40), st.integers(1, 4)),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_batches_in_any_order_give_the_outages_of_one_derivation(
+    steps: list[tuple[State, int, int]],
+) -> None:
+    """Events arriving in batches, in order or not (the incremental path and the re-derive
+    path), end with exactly the outages ``derive_intervals`` gives for all of them at once."""
+    events = []
+    prev = State.UNKNOWN
+    for seq, (to, minute, _) in enumerate(steps, start=1):
+        events.append(ev(seq, prev, to, minute))
+        prev = to
+    batches: list[list[Event]] = [[]]
+    for e, (_, _, cut) in zip(events, steps, strict=True):
+        batches[-1].append(e)
+        if cut == 1:
+            batches.append([])
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(Path(d) / "c.db")
+        try:
+            for batch in batches:
+                store.ingest(batch, T0)
+            got = sorted(((o["state"], o["start"], o["end"]) for o in store.outages()), key=repr)
+        finally:
+            store.close()
+    ordered = sorted(events, key=lambda e: (e.at, e.seq))
+    want = sorted(
+        (
+            (iv.state, iv.start, iv.end)
+            for iv in derive_intervals(
+                (e.id, e.seq, e.from_.value, e.to.value, to_iso(e.at)) for e in ordered
+            )
+        ),
+        key=repr,
+    )
+    assert got == want
