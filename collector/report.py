@@ -420,8 +420,37 @@ def significant(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _kind_text(o: Mapping[str, Any]) -> str:
-    text = {"planned": "Planned", "unplanned": "Unplanned", "degraded": "Degraded"}[o["kind"]]
+    text = {
+        "planned": "Planned",
+        "unplanned": "Unplanned",
+        "degraded": "Degraded",
+        "unreachable": "Unreachable",
+    }[o["kind"]]
     return text if o["counted"] else f"{text} (not counted)"
+
+
+def attribution_text(o: Mapping[str, Any]) -> str:
+    """Why this line is where it is, in words: the window, the sites, what was behind it."""
+    parts = []
+    windows = [w for w in o.get("planned_by", []) if w != "annotation"]
+    if windows:
+        parts.append("window " + ", ".join(windows))
+    if "annotation" in o.get("planned_by", []):
+        parts.append("marked planned")
+    if o.get("services") and not o.get("path"):
+        parts.append("seen from " + ", ".join(o.get("seen_by", [])))
+    if o.get("path"):
+        parts.append("path: seen from " + ", ".join(o.get("seen_by", [])) + " only")
+    behind = o.get("behind", [])
+    if behind:
+        sites = {b.split("/", 1)[0] for b in behind}
+        parts.append(
+            f"{len(behind)} check{'s' if len(behind) != 1 else ''} at {len(sites)}"
+            f" site{'s' if len(sites) != 1 else ''} unreachable behind it"
+        )
+    if o.get("unreachable_behind"):
+        parts.append("behind " + ", ".join(o["unreachable_behind"]))
+    return "; ".join(parts)
 
 
 # -- renderers ----------------------------------------------------------------------------
@@ -522,6 +551,7 @@ def render_csv(data: Mapping[str, Any]) -> str:
             "Cause",
             "Provider",
             "Note",
+            "Why here",
         ]
     )
     for o in data["outages"]:
@@ -539,8 +569,34 @@ def render_csv(data: Mapping[str, Any]) -> str:
                 o["cause"] or "",
                 o["provider"] or "",
                 o["note"] or "",
+                attribution_text(o),
             ]
         )
+    # Issue 10's blocks follow the outages, so the first five keep their places.
+    w.writerow([])
+    own = data["combined"]["without_third_party"]
+    w.writerow(["Without third-party causes", "Downtime minutes", "Availability %"])
+    w.writerow(
+        ["", show_minutes(own["downtime_minutes"]), show_percent(own["availability_percent"])]
+    )
+    w.writerow([])
+    for title, rows in (("Provider", data["by_provider"]), ("Cause", data["by_cause"])):
+        w.writerow([title, "Downtime minutes", "Business-hours downtime minutes"])
+        for r in rows:
+            w.writerow(
+                [
+                    r["name"],
+                    show_minutes(r["downtime_minutes"]),
+                    show_minutes(r["business_hours_downtime_minutes"]),
+                ]
+            )
+        w.writerow([])
+    w.writerow(["Area", *TIME_CLASSES])
+    for aid, pol in data["policy"].items():
+        w.writerow([aid, *(pol[c] for c in TIME_CLASSES)])
+    w.writerow([])
+    w.writerow(["Data as of", "Generated", "Rules"])
+    w.writerow([data["as_of"], data["generated_at"], data["settings"]["rules"]])
     return buf.getvalue()
 
 
@@ -558,13 +614,27 @@ def _environment() -> jinja2.Environment:
     env.filters["pct"] = lambda v: "—" if v is None else f"{show_percent(v)}%"
     env.filters["when"] = show_time
     env.filters["kind"] = _kind_text
+    env.filters["why"] = attribution_text
     env.filters["md"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
     return env
+
+
+TREATMENT_WORDS = {"downtime": "downtime", "excluded": "excluded", "up": "as up"}
+CLASS_WORDS = {
+    "down": "Down",
+    "confirmation": "Before declared",
+    "degraded": "Degraded",
+    "planned": "Planned",
+    "unknown": "Not monitored",
+    "unreachable": "Unreachable",
+}
 
 
 def _context(data: Mapping[str, Any]) -> dict[str, Any]:
     p = data["period"]
     return {
+        "class_words": CLASS_WORDS,
+        "treatment_words": TREATMENT_WORDS,
         "data": data,
         "listed": significant(data),
         "period_from": show_time(p["start"], "%-d %B %Y"),
@@ -611,9 +681,9 @@ def _chart_options() -> dict[str, Any]:
         "disable_xml_declaration": True,
         "width": 900,
         "height": 300,
-        "truncate_legend": -1,
-        "legend_at_bottom": True,
-        "legend_at_bottom_columns": 3,
+        # The legend is the page's own (HTML, under the chart): pygal's bottom legend let a
+        # long label run over the next swatch on A4 (issue 10).
+        "show_legend": False,
         "print_values": False,
     }
 
@@ -678,6 +748,26 @@ def history_chart(data: Mapping[str, Any]) -> str:
     return _svg(chart)
 
 
+def legends(data: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The charts' legends, laid out by the page (one swatch and label per line item)."""
+    counted_planned = data["settings"]["count_planned"]
+    target = data["combined"]["target_percent"]
+    return {
+        "downtime": [
+            {"label": "Unplanned and degraded", "colour": AREA_COLOURS[0], "line": False},
+            {
+                "label": "Planned maintenance" + ("" if counted_planned else " (not counted)"),
+                "colour": AREA_COLOURS[1],
+                "line": False,
+            },
+        ],
+        "history": [
+            {"label": "Combined availability", "colour": AREA_COLOURS[0], "line": True},
+            {"label": f"Target {show_percent(target)}%", "colour": TARGET_COLOUR, "line": True},
+        ],
+    }
+
+
 def render_html(data: Mapping[str, Any]) -> str:
     return (
         _environment()
@@ -686,6 +776,7 @@ def render_html(data: Mapping[str, Any]) -> str:
             **_context(data),
             downtime_svg=downtime_chart(data),
             history_svg=history_chart(data),
+            legends=legends(data),
         )
     )
 
