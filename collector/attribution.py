@@ -39,7 +39,6 @@ from collector.accounting import (
     Outage,
     Span,
     clip,
-    intersect,
     to_us,
     total,
     union,
@@ -592,6 +591,70 @@ def _service(
     return out
 
 
+@dataclass(frozen=True)
+class Reason:
+    """Why an ongoing outage is not to be raised on its own (issue 10, for the alerts)."""
+
+    #: ``maintenance`` (a window, or marked planned), ``unreachable`` (behind a down
+    #: dependency), ``path`` (a quorum service's member that too few sites see: the site's
+    #: path, not the service).
+    kind: str
+    #: The window id ("annotation" when a person marked it planned), the ``site/check`` of
+    #: the ancestor that is down, or the service's id.
+    ref: str
+    text: str
+
+
+def live_verdicts(
+    estate: Estate,
+    open_outages: Iterable[Outage],
+    windows: Iterable[Window],
+    now: int,
+) -> dict[str, Reason]:
+    """For each ongoing outage that should not stand on its own, why (outage id -> Reason).
+
+    The same rules as the report's, applied at the instant ``now``: what the board shows
+    and what the alerts suppress can never disagree with what the quarter will count.
+    """
+    att = attribute(estate, open_outages, now, now + 1, now + 1, windows=windows)
+    out: dict[str, Reason] = {}
+    for b in att.bookings:
+        for oid in b.outages:
+            if b.cls == "unreachable" and b.parent:
+                out.setdefault(oid, Reason("unreachable", b.parent, f"behind {b.parent}, down"))
+            elif b.cls == "planned" and b.planned_by:
+                text = (
+                    "marked planned"
+                    if b.planned_by == "annotation"
+                    else f"in maintenance window {b.planned_by}"
+                )
+                out.setdefault(oid, Reason("maintenance", b.planned_by, text))
+            elif b.path and b.service:
+                out.setdefault(
+                    oid,
+                    Reason("path", b.service, f"only {b.site} sees {b.service} failing: its path"),
+                )
+    return out
+
+
+def suppression(
+    estate: Estate,
+    outage: Outage,
+    now: int,
+    *,
+    open_outages: Iterable[Outage],
+    windows: Iterable[Window] = (),
+) -> Reason | None:
+    """Why ``outage`` should not alert on its own at ``now``, or None when it should.
+
+    ``open_outages``: every outage open at ``now`` (the parents and the other members of a
+    quorum service are among them); ``windows``: the declared windows (the config's
+    recurring ones are added here). Pure: the alerting loop calls it per outage and tick.
+    """
+    others = [o for o in open_outages if o.id != outage.id]
+    return live_verdicts(estate, [*others, outage], windows, now).get(outage.id)
+
+
 def booked_minutes(bookings: Iterable[Booking], cls: str) -> int:
     """Total time of one class (union per area, summed): for tests and quick looks."""
     per_area: dict[str, list[Span]] = {}
@@ -599,15 +662,3 @@ def booked_minutes(bookings: Iterable[Booking], cls: str) -> int:
         if b.cls == cls:
             per_area.setdefault(b.area, []).append(b.span)
     return sum(total(union(v)) for v in per_area.values())
-
-
-__all__ = [
-    "Attribution",
-    "Booking",
-    "Offline",
-    "Rules",
-    "attribute",
-    "intersect",
-    "key_of",
-    "lifetime",
-]
