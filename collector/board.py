@@ -777,8 +777,13 @@ class MaintenanceIn(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> MaintenanceIn:
+        for t in (self.start, self.end):
+            if not 1990 <= t.year <= 2100:
+                raise ValueError(f"{t.isoformat()} is outside 1990-2100")
         if self.end <= self.start:
             raise ValueError("end must be after start")
+        if self.end - self.start > timedelta(days=366):
+            raise ValueError("a window is at most a year long")
         return self
 
 
