@@ -26,6 +26,7 @@ from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config, scope_issues
 from availmon.errors import AvailmonError
 from collector.accounting import (
+    BusinessCalendar,
     Outage,
     Period,
     PeriodError,
@@ -40,6 +41,7 @@ from collector.maintenance import expand
 from collector.outage_csv import parse_csv
 from collector.report import (
     FORMATS,
+    accounts_for,
     build_report,
     render,
     show_minutes,
@@ -230,8 +232,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     try:
         period = _period(args, estate, default_now=now)
         rows = store.outages_between(period.start, period.end, area=args.area, site=args.site)
+        calendar = BusinessCalendar.from_accounting(estate.accounting)
+        acc = accounts_for(store, estate, period, now, calendar)
     finally:
         store.close()
+    # What the rules made of each outage (issue 10): the window that covered it, what it was
+    # behind, the service whose path it was.
+    made: dict[str, set[str]] = {}
+    for b in acc.bookings:
+        for oid in b.outages:
+            if b.planned_by:
+                made.setdefault(oid, set()).add(
+                    "marked planned" if b.planned_by == "annotation" else f"window {b.planned_by}"
+                )
+            if b.cls == "unreachable" and b.parent:
+                made.setdefault(oid, set()).add(f"unreachable behind {b.parent}")
+            if b.path and b.service:
+                made.setdefault(oid, set()).add(f"path ({b.service} seen from {b.site} only)")
+    for r in rows:
+        r["attribution"] = sorted(made.get(r["id"], ()))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -242,7 +261,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         o = Outage.from_row(r)
         s, e = o.span(now_us)
         kind = o.kind or "unknown"
-        cause = "; ".join(x for x in (o.cause, o.provider and f"provider {o.provider}") if x)
+        cause = "; ".join(
+            x for x in (o.cause, o.provider and f"provider {o.provider}", *r["attribution"]) if x
+        )
         table.append(
             (
                 o.id,

@@ -308,3 +308,15 @@ def test_maintenance_cli_declares_lists_and_cancels(tmp_path: Path) -> None:
     )  # fmt: skip
     assert rep.returncode == 0, rep.stderr
     assert json.loads(rep.stdout)["generated_at"] == "2000-01-01T00:00:00+00:00"
+    csv_file = tmp_path / "out.csv"
+    csv_file.write_text(
+        "site,area,check,start,end,kind,cause,provider,note\n"
+        "dc,servers,files,2019-08-04T02:30,2019-08-04T04:45,unplanned,patch overran,,\n"
+    )
+    imp = cli("outages", "import", str(csv_file), "--config", str(cfg))
+    assert imp.returncode == 0, imp.stderr
+    listed = cli("outages", "list", "--config", str(cfg), "--period", "2019-08", "--json")
+    [row] = json.loads(listed.stdout)
+    assert row["attribution"] == ["window sunday-patching@2019-08-04T02:00+01:00"]
+    table = cli("outages", "list", "--config", str(cfg), "--period", "2019-08")
+    assert "window sunday-patching@2019-08-04T02:00+01:00" in table.stdout
