@@ -680,8 +680,14 @@ def account(
         for b in att.bookings
     ]
 
+    cache: dict[tuple[str, str], str] = {}
+
     def treatment(b: Any) -> str:
-        return acc_cfg.treatment(estate.areas.get(b.area), b.cls)
+        key = (b.area, b.cls)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = acc_cfg.treatment(estate.areas.get(b.area), b.cls)
+        return found
 
     def counted(b: Any) -> bool:
         return treatment(b) == "downtime"
@@ -747,25 +753,32 @@ def account(
     partner_ids = list(estate.partners)
     partner_ids += sorted({partner_of(b.site, estate) for b in att.bookings} - set(partner_ids))
     partners: list[PartnerFigures] = []
-    for pid in partner_ids:
-        per_area = {
-            aid: total(
-                spans(b for b in by_area[aid] if counted(b) and partner_of(b.site, estate) == pid)
+    by_partner: dict[str, dict[str, list[Span]]] = {}
+    for b in att.bookings:
+        if counted(b):
+            by_partner.setdefault(partner_of(b.site, estate), {}).setdefault(b.area, []).append(
+                b.span
             )
-            for aid in area_ids
-        }
+    for pid in partner_ids:
+        mine_p = by_partner.get(pid, {})
+        per_area = {aid: total(union(mine_p.get(aid, []))) for aid in area_ids}
         down_p = sum(per_area.values())
         name = estate.partners[pid].name if pid in estate.partners else pid
         ratio = _combined((per_area[aid], measured_of[aid]) for aid in area_ids)
         partners.append(PartnerFigures(pid, name, per_area, down_p, ratio))
 
+    counted_bookings = [b for b in att.bookings if counted(b)]
+
     def shares(key: Callable[[Any], str]) -> list[Share]:
-        names = sorted({key(b) for b in att.bookings if counted(b)})
+        """Per name, the union within each area, summed over the areas (one pass)."""
+        groups: dict[str, dict[str, list[Span]]] = {}
+        for b in counted_bookings:
+            groups.setdefault(key(b), {}).setdefault(b.area, []).append(b.span)
         out = []
-        for n in names:
+        for n, per_area in groups.items():
             d = bd = 0
-            for aid in area_ids:
-                u = spans(b for b in by_area[aid] if counted(b) and key(b) == n)
+            for pieces in per_area.values():
+                u = union(pieces)
                 d += total(u)
                 bd += total(intersect(u, business))
             out.append(Share(n, d, bd))

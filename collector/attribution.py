@@ -25,6 +25,7 @@ Times are integer microseconds; results never depend on the order outages are gi
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -108,6 +109,22 @@ class _Piece:
     outage: Outage | None  # None: a not-monitored record
 
 
+class _Cursor:
+    """Walks one member's sorted, disjoint pieces forward: the piece covering ``a`` for
+    increasing ``a`` in amortised constant time."""
+
+    def __init__(self, pieces: Sequence[_Piece]) -> None:
+        self.pieces = pieces
+        self.i = 0
+
+    def at(self, a: int) -> _Piece | None:
+        while self.i < len(self.pieces) and self.pieces[self.i].end <= a:
+            self.i += 1
+        if self.i < len(self.pieces) and self.pieces[self.i].start <= a:
+            return self.pieces[self.i]
+        return None
+
+
 @dataclass(frozen=True)
 class _Seg:
     """A stretch of a service's time with one verdict."""
@@ -180,23 +197,30 @@ def _timeline(
     for s, e in off:
         cuts.update((s, e))
     points = sorted(cuts)
+    spans.sort(key=lambda t: t[0])
     pieces: list[_Piece] = []
+    active: list[tuple[int, int, Outage]] = []
+    nxt = oi = 0
     for a, b in itertools.pairwise(points):
+        # Records covering [a, b): those started by a and not ended by a (a sweep, so a
+        # check's timeline costs its records' count, not its square).
+        while nxt < len(spans) and spans[nxt][0] <= a:
+            active.append(spans[nxt])
+            nxt += 1
+        active = [t for t in active if t[1] > a]
         best: Outage | None = None
-        for s, e, o in spans:
-            if (
-                s <= a
-                and e >= b
-                and (
-                    best is None
-                    or (_RANK.get(o.state, 3), o.start, o.id)
-                    < (_RANK.get(best.state, 3), best.start, best.id)
-                )
+        for _s, _e, o in active:
+            if best is None or (_RANK.get(o.state, 3), o.start, o.id) < (
+                _RANK.get(best.state, 3),
+                best.start,
+                best.id,
             ):
                 best = o
+        while oi < len(off) and off[oi][1] <= a:
+            oi += 1
         if best is not None and best.state in _RANK:
             piece = _Piece(a, b, best.state, best)
-        elif any(s <= a and e >= b for s, e in off):
+        elif oi < len(off) and off[oi][0] <= a:
             piece = _Piece(a, b, "unknown", None)
         else:
             continue
@@ -209,14 +233,24 @@ def _timeline(
 
 
 def _cut(pieces: Iterable[_Piece], spans: Sequence[Span]) -> tuple[list[_Piece], list[_Piece]]:
-    """Pieces split into the parts inside ``spans`` and the parts outside."""
+    """Pieces split into the parts inside ``spans`` (sorted, disjoint) and the parts outside."""
     inside: list[_Piece] = []
     outside: list[_Piece] = []
+    starts = [s for s, _ in spans]
     for p in pieces:
-        for s, e in clip(spans, p.start, p.end):
-            inside.append(replace(p, start=s, end=e))
-        for s, e in subtract([(p.start, p.end)], spans):
-            outside.append(replace(p, start=s, end=e))
+        i = max(bisect.bisect_right(starts, p.start) - 1, 0)
+        cur = p.start
+        while i < len(spans) and spans[i][0] < p.end:
+            s, e = spans[i]
+            if e > cur:
+                if s > cur:
+                    outside.append(replace(p, start=cur, end=s))
+                lo, hi = max(s, cur), min(e, p.end)
+                inside.append(replace(p, start=lo, end=hi))
+                cur = hi
+            i += 1
+        if cur < p.end:
+            outside.append(replace(p, start=cur, end=p.end))
     return inside, outside
 
 
@@ -401,8 +435,10 @@ def _own(key: Key, area: str, p: _Piece, rules: Rules, windows: Sequence[Window]
     )
     if p.state == "unknown":
         return [base]
-    names = {check, f"{site}/{check}"}
     conf = _confirmation(p.outage)
+    if not windows and conf is None and not (p.outage is not None and p.outage.planned):
+        return [base]  # nothing to split: the common case, kept cheap
+    names = {check, f"{site}/{check}"}
     return _plan(
         base,
         rules.target(site, {area}, names),
@@ -424,7 +460,7 @@ def _plan(
     if annotated_planned:
         return [replace(base, cls="planned", planned_by="annotation")]
     out: list[Booking] = []
-    planned = planned_parts(base.span, windows, target)
+    planned = planned_parts(base.span, windows, target) if windows else []
     for (s, e), w in planned:
         out.append(replace(base, cls="planned", start=s, end=e, planned_by=w.id))
     rest = subtract([base.span], [s for s, _ in planned])
@@ -466,6 +502,11 @@ def _service(
         for s, e in lives[k]:
             cuts.update((s, e))
     points = sorted(c for c in cuts if lo <= c <= hi)
+    cursors = {k: _Cursor(pieces.get(k, [])) for k in keys}
+    behind = {
+        k: _Cursor(sorted((p for p, _ in unreachable.get(k, [])), key=lambda p: p.start))
+        for k in keys
+    }
     segments: list[_Seg] = []
     for a, b in itertools.pairwise(points):
         eligible = 0
@@ -478,10 +519,10 @@ def _service(
             if not any(s <= a and e >= b for s, e in lives[k]):
                 continue
             existing += 1
-            here = next((p for p in pieces.get(k, []) if p.start <= a and p.end >= b), None)
+            here = cursors[k].at(a)
             if here is not None and here.state == "unknown":
                 continue  # cannot see it: not monitored
-            if any(p.start <= a and p.end >= b for p, _ in unreachable.get(k, [])):
+            if behind[k].at(a) is not None:
                 continue  # cannot see it: behind a down dependency
             eligible += 1
             if here is None:
