@@ -13,7 +13,7 @@ import pytest
 
 from availmon.clock import utcnow
 from availmon.config import Estate, parse_config
-from availmon.schema import CheckStatus, State
+from availmon.schema import CheckStatus, State, topic
 from collector.accounting import Outage, to_us
 from collector.attribution import suppression
 from collector.main import Collector
@@ -198,3 +198,26 @@ def test_suppression_is_a_pure_query_for_the_alerts(tmp_path: Path) -> None:
     assert (planned.kind, planned.ref) == ("maintenance", "m:9")
     # Once the link is back, the site's own failure stands on its own.
     assert suppression(est, site, t, open_outages=[site]) is None
+
+
+async def test_the_collector_records_time_not_monitored(collector: Collector) -> None:
+    """An agent offline past its grace: a not-monitored record from when it was last heard
+    to when it came back, kept after its replay replaced the provisional outage."""
+    feed = Feed(collector)
+    now = utcnow()
+    for site in ("dc", "ccc-guildhall", "hdc-pathfinder"):
+        await collector.handle_batch([(topic(site, site, "status"), b"online")])
+        await feed.heartbeat(site, now, CheckStatus(check="webmail", area="email", state=State.UP))
+    await collector.handle_batch([(topic("ccc-guildhall", "ccc-guildhall", "status"), b"offline")])
+    grace = timedelta(seconds=collector.estate.collector.offline_grace)
+    await collector.check_liveness(utcnow() + grace + timedelta(seconds=1))
+    [row] = collector.store.not_monitored(now - timedelta(hours=1), now + timedelta(hours=1))
+    assert (row["site"], row["why"], row["end"]) == ("ccc-guildhall", "offline", None)
+    await collector.handle_batch([(topic("ccc-guildhall", "ccc-guildhall", "status"), b"online")])
+    await feed.heartbeat(
+        "ccc-guildhall", utcnow(), CheckStatus(check="webmail", area="email", state=State.UP)
+    )
+    [row] = collector.store.not_monitored(now - timedelta(hours=1), now + timedelta(hours=1))
+    assert row["end"] is not None
+    assert row["dropped_at"] is not None  # the replay replaced the provisional outage
+    assert [o for o in collector.store.outages() if o["source"] == "provisional"] == []
