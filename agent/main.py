@@ -16,7 +16,7 @@ from agent.state import Transition
 from agent.traps import TrapConfig, TrapEvent, TrapReceiver, match_check
 from availmon.clock import utcnow
 from availmon.config import Check, Estate, load_config
-from availmon.errors import StartupError
+from availmon.errors import StartupError, UsageError
 from availmon.schema import Evidence, Heartbeat, State
 from availmon.signals import install_stop_handlers
 from probes import icmp
@@ -36,7 +36,7 @@ class Agent:
     ) -> None:
         if site not in estate.sites:
             known = ", ".join(sorted(estate.sites)) or "none"
-            raise StartupError(f"--site {site!r} is not in the config (sites: {known})")
+            raise UsageError(f"--site {site!r} is not in the config (sites: {known})")
         self.estate = estate
         self.site = site
         self.agent_id = estate.agent_id(site)

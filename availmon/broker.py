@@ -23,7 +23,8 @@ from typing import Any
 import jinja2
 
 from availmon.config import Estate, load_config
-from availmon.errors import ConfigError, ConfigIssue, StartupError
+from availmon.errors import ConfigError, ConfigIssue, StartupError, UsageError
+from availmon.limits import MQTT_PACKET_OVERHEAD
 from availmon.schema import COLLECTORS_ROOT, TOPIC_ROOT
 
 #: Usernames and topic levels we render: no ``:`` (password file), no ``+``/``#``/``/``
@@ -189,10 +190,16 @@ def render_conf(estate: Estate, source: str, layout: Layout, listeners: Listener
             install_dir=str(install).rstrip("/") or "/",
             persistence_location=str(layout.persistence_location).rstrip("/"),
             max_inflight=estate.collector.batch_size,
+            max_packet_size=packet_limit(estate),
             tls=listeners,
             plain_port=listeners.plain_port,
         )
     )
+
+
+def packet_limit(estate: Estate) -> int:
+    """The largest MQTT packet the broker takes: the collector's payload limit and framing."""
+    return estate.collector.max_payload_bytes + MQTT_PACKET_OVERHEAD
 
 
 def render_acl(ids: Identities, source: str) -> str:
@@ -441,7 +448,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     if args.plain_port is not None and args.plain_port == args.port:
-        raise StartupError(f"--plain-port {args.plain_port} is also the TLS --port")
+        raise UsageError(f"--plain-port {args.plain_port} is also the TLS --port")
     estate = load_config(args.config)
     listeners = Listeners(
         cert=args.tls_cert,

@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -27,7 +28,8 @@ from pydantic import (
 from agent.traps import TrapConfig
 from availmon.areas import DEFAULT_AREAS
 from availmon.errors import ConfigError, ConfigIssue
-from availmon.secrets import resolve_secret
+from availmon.limits import MAX_HEARTBEAT_CHECKS
+from availmon.secrets import inline_secrets, redact_url, resolve_secret, shown
 from probes.registry import REGISTRY
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -101,7 +103,8 @@ class CollectorConfig(Frozen):
     database: Path = Path("/var/lib/availmon/collector.db")
     #: Fixed, so the broker keeps our persistent session (and its backlog) across restarts.
     client_id: Name = "availmon-collector"
-    max_payload_bytes: Annotated[int, Field(ge=256)] = 65_536
+    #: The largest MQTT payload ingested; the rendered broker config refuses packets above it.
+    max_payload_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 65_536
     #: Events stamped further than this into the future are rejected.
     max_future_skew: Seconds = 300.0
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
@@ -118,6 +121,11 @@ class CollectorConfig(Frozen):
     #: No heartbeat for this long marks an agent offline (its checks unknown), without waiting
     #: for the broker's keepalive to fire its last will; default: two heartbeat intervals + 5 s.
     heartbeat_timeout: Seconds | None = None
+    #: Events for a check the config no longer lists (or for its former area) are accepted
+    #: this long after the last one stored, and always while it has an open outage: an agent's
+    #: spool still holds them, and an outage's end must never be refused. Invented checks and
+    #: areas, which the store has never held, are rejected.
+    removed_check_grace: Seconds = 7 * 86_400.0
 
 
 class WebConfig(Frozen):
@@ -130,6 +138,16 @@ class WebConfig(Frozen):
     #: When set, reads (board, API, /metrics) need this token or the write token too.
     read_token_file: Path | None = None
     read_token_env: str | None = None
+    #: Open connections at most; more are answered 503 and closed at once, so idle sockets
+    #: can never use up the process's file descriptors (systemd's LimitNOFILE is 4096).
+    max_connections: Annotated[int, Field(ge=1, le=60_000)] = 256
+    #: A connection that has not sent a complete request head in this long, or sits idle
+    #: between requests this long, is closed.
+    idle_timeout: Seconds = 15.0
+    #: How long a request body we do not read may keep arriving after the response.
+    body_timeout: Seconds = 5.0
+    #: The largest request body accepted (writes are small JSON bodies and forms).
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
 
     def token(self) -> str | None:
         return resolve_secret(self.token_file, self.token_env, "web.token")
@@ -374,9 +392,26 @@ class Site(Frozen):
     partner: str
     #: Agent identity on the wire; defaults to the site id. Unique across the estate.
     agent: Name | None = None
-    checks: list[Check] = Field(default_factory=list)
+    #: Bounded like a heartbeat's statuses, which carry every check of the site.
+    checks: list[Check] = Field(default_factory=list, max_length=MAX_HEARTBEAT_CHECKS)
     #: An SNMP trap receiver in this site's agent: linkDown/linkUp change snmp checks at once.
     traps: TrapConfig | None = None
+
+
+class _Memo:
+    """A value derived from a frozen model, kept beside it. pydantic compares private
+    attributes, so this one compares equal to any other (or to none): a cache is no part of
+    the model's value."""
+
+    __slots__ = ("source", "value")
+
+    def __init__(self, source: object, value: Any) -> None:
+        self.source, self.value = source, value
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, _Memo)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class Estate(Frozen):
@@ -418,6 +453,19 @@ class Estate(Frozen):
     def heartbeat_timeout(self) -> float:
         return self.collector.heartbeat_timeout or 2 * self.agent.heartbeat_interval + 5.0
 
+    _check_areas: _Memo | None = PrivateAttr(None)
+
+    def check_areas(self) -> dict[tuple[str, str], str]:
+        """``(site, check)`` -> area: the collector looks every event and heartbeat status up
+        here, so a dict built once rather than a walk of the site's checks each time. Kept
+        with the very ``sites`` table it was built from: a ``model_copy`` that replaces
+        ``sites`` keeps private attributes."""
+        memo = self._check_areas
+        if memo is None or memo.source is not self.sites:
+            areas = {(sid, c.name): c.area for sid, site in self.sites.items() for c in site.checks}
+            memo = self._check_areas = _Memo(self.sites, areas)
+        return memo.value  # type: ignore[no-any-return]
+
     def agent_id(self, site: str) -> str:
         return self.sites[site].agent or site
 
@@ -458,16 +506,11 @@ def _path(loc: tuple[int | str, ...], data: Any = None) -> str:
     return out
 
 
-_SECRET_KEY = re.compile(r"pass|secret|token|community|key", re.IGNORECASE)
-
-
 def _shown(loc: tuple[int | str, ...], value: Any) -> str:
     """The bad value as it will be printed (and logged): never a secret written inline by
-    mistake, e.g. ``password = "..."`` where ``password_file`` was meant."""
-    key = next((p for p in reversed(loc) if isinstance(p, str)), "")
-    if _SECRET_KEY.search(key) and not key.endswith(("_file", "_env")):
-        return "<hidden: looks like a secret; use a *_file or *_env key>"
-    return repr(value)
+    mistake (``password = "..."`` where ``password_file`` was meant), a header's value, or a
+    URL holding a password, under whatever key."""
+    return shown(loc, value)
 
 
 def _issues_from(
@@ -517,7 +560,9 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
         checks = site.get("checks") or []
         if not isinstance(checks, list):
             continue
-        names = Counter(c.get("name") for c in checks if isinstance(c, dict))
+        names = Counter(
+            c["name"] for c in checks if isinstance(c, dict) and isinstance(c.get("name"), str)
+        )
         seen: set[str] = set()
         for i, check in enumerate(checks):
             if not isinstance(check, dict):
@@ -575,7 +620,8 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                 )
                 continue
             target = check.get("target")
-            if isinstance(target, str) and spec.check_target is not None:
+            # A target holding credentials is already refused; its own check would echo it.
+            if isinstance(target, str) and spec.check_target is not None and not redact_url(target):
                 problem = spec.check_target(target)
                 if problem:
                     issues.append(ConfigIssue(file, f"{where}.target", problem))
@@ -856,7 +902,9 @@ def _collector_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
 
 
 def parse_config(data: dict[str, Any], file: str = "<config>") -> Estate:
-    issues = _semantic_issues(file, data)
+    # Nothing secret inline, anywhere (issue 15): refused with its key path, value hidden.
+    issues = [ConfigIssue(file, path, message) for path, message in inline_secrets((), data)]
+    issues += _semantic_issues(file, data)
     estate: Estate | None = None
     try:
         estate = Estate.model_validate(data)

@@ -12,6 +12,7 @@ from typing import Any, get_origin
 from pydantic import ValidationError
 
 from availmon.errors import ConfigError, ConfigIssue
+from availmon.secrets import inline_secrets
 from probes.base import ProbeResult, timeout_text
 from probes.registry import REGISTRY
 
@@ -63,8 +64,17 @@ def parse_extra(extra: list[str]) -> dict[str, Any]:
     return out
 
 
+def refuse_inline_secrets(target: str, raw: dict[str, Any]) -> None:
+    """The command line is as public as a config file (shell history, ``ps``): no password
+    in the target URL, no ``Authorization`` header; refused with the value hidden."""
+    found = [*inline_secrets(("target",), target), *inline_secrets((), raw)]
+    if found:
+        raise ConfigError([ConfigIssue("command line", path, msg) for path, msg in found])
+
+
 async def run_probe(kind: str, target: str, timeout: float, raw: dict[str, Any]) -> ProbeResult:
     spec = REGISTRY[kind]
+    refuse_inline_secrets(target, raw)
     problem = spec.check_target(target) if spec.check_target else None
     if problem:
         raise ConfigError([ConfigIssue("command line", "target", problem)])

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from availmon.clock import to_iso
+from availmon.limits import MAX_HEARTBEAT_CHECKS
 
 TOPIC_ROOT = "availmon/v1"
 
@@ -37,6 +38,11 @@ UtcTime = Annotated[
 ]
 #: Counters fit SQLite's signed 64-bit integers, or storing them would raise.
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+#: Finite and non-negative (issue 15): NaN, Infinity or a negative latency once reached
+#: ``/api/v1/status`` as ``-Infinity``, which strict JSON parsers reject. A day is beyond any
+#: probe's timeout.
+Seconds = Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 SeqNo = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
@@ -66,8 +72,8 @@ class Evidence(Wire):
     """What the probes saw in the run that caused the transition."""
 
     error: str | None = Field(default=None, max_length=500)
-    latency: float | None = None  # seconds, of the last probe in the run
-    loss: float | None = None  # percent
+    latency: Seconds | None = None  # of the last probe in the run
+    loss: Percent | None = None
     probes: int = Field(default=0, ge=0, le=2**63 - 1)  # how many probes the run held
     #: Why, when the agent knows: e.g. the check it depends on was down at the time.
     cause: str | None = Field(default=None, max_length=200)
@@ -100,7 +106,7 @@ class CheckStatus(Wire):
     area: Ident
     state: State
     since: UtcTime | None = None
-    latency: float | None = None
+    latency: Seconds | None = None
     error: str | None = Field(default=None, max_length=500)
     # Per-check measurements of the last probe for dashboards (issue 12); optional, so an
     # older agent's heartbeat still validates, and absent when the probe does not measure it.
@@ -127,7 +133,7 @@ class Heartbeat(Wire):
     traps: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")], Count] = Field(
         default_factory=dict, max_length=10
     )
-    checks: list[CheckStatus]
+    checks: list[CheckStatus] = Field(max_length=MAX_HEARTBEAT_CHECKS)
     #: The first seq this spool assigned: the collector expects every seq from here on.
     first_seq: SeqNo | None = None
     #: Spooled events each required collector has not confirmed yet, by collector id: a

@@ -35,7 +35,17 @@ def backlog_estate(tmp: Path, port: int, agents: int) -> Estate:
             "broker": {"host": "127.0.0.1", "port": port},
             "collector": {"database": str(tmp / "collector.db"), "batch_size": 1000},
             "web": {"port": 0},
-            "sites": {f"s{i}": {"partner": "P"} for i in range(agents)},
+            # The events' checks must be in the config; nothing probes them here.
+            "sites": {
+                f"s{i}": {
+                    "partner": "P",
+                    "checks": [
+                        {"name": f"c{c}", "type": "tcp", "target": "127.0.0.1:9", "area": "email"}
+                        for c in range(CHECKS)
+                    ],
+                }
+                for i in range(agents)
+            },
             "partners": {"P": {"name": "P"}},
         },
         "backlog",

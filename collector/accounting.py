@@ -29,7 +29,8 @@ import holidays
 
 from availmon.clock import from_iso
 from availmon.config import Accounting, Estate
-from availmon.errors import AvailmonError
+from availmon.errors import UsageError
+from availmon.limits import FIRST_YEAR, LAST_YEAR, MAX_PERIOD_YEARS
 
 US_PER_MINUTE = 60_000_000
 US_PER_SECOND = 1_000_000
@@ -43,8 +44,9 @@ PeriodKind = Literal["fy_quarter", "quarter", "month", "range"]
 UNASSIGNED = "unassigned"
 
 
-class PeriodError(AvailmonError):
-    """A period could not be parsed (``FY2019Q2``, ``2019Q3``, ``2019-09``, ``A..B``)."""
+class PeriodError(UsageError):
+    """A period could not be parsed (``FY2019Q2``, ``2019Q3``, ``2019-09``, ``A..B``), or
+    lies outside the years a report can cover."""
 
 
 # -- time conversions ---------------------------------------------------------------------
@@ -229,7 +231,24 @@ def date_range(first: date, last: date, tz: ZoneInfo) -> Period:
     """``--from/--to`` with both days included: 2019-07-01..2019-09-30 is FY2019Q2."""
     if last < first:
         raise PeriodError(f"--to {last} is before --from {first}")
-    return _span(f"{first}..{last}", "range", first, last + timedelta(days=1), tz)
+    return _bounded(_span(f"{first}..{last}", "range", first, last + timedelta(days=1), tz))
+
+
+def _outside(text: str) -> PeriodError:
+    return PeriodError(f"period {text} is outside {FIRST_YEAR}-01-01 to {LAST_YEAR}-12-31")
+
+
+def _bounded(period: Period, text: str | None = None) -> Period:
+    """Periods people ask for lie in FIRST_YEAR..LAST_YEAR and span at most MAX_PERIOD_YEARS:
+    anything else is a mistake, and an unbounded one holds a reader thread for minutes
+    (business hours are walked day by day)."""
+    first, after = period.start.date(), period.end.date()
+    if first.year < FIRST_YEAR or after > date(LAST_YEAR + 1, 1, 1):
+        raise _outside(text or period.id)
+    limit = date(first.year + MAX_PERIOD_YEARS, first.month, 1) + timedelta(days=first.day - 1)
+    if after > limit:
+        raise PeriodError(f"period {text or period.id} is longer than {MAX_PERIOD_YEARS} years")
+    return period
 
 
 def parse_date(text: str) -> date:
@@ -242,11 +261,11 @@ def parse_date(text: str) -> date:
 def parse_period(text: str, tz: ZoneInfo) -> Period:
     """``FY2019Q2``, ``2019Q3``, ``2019-09`` or ``2019-07-01..2019-09-30``."""
     try:
-        return _parse_period(text, tz)
+        return _bounded(_parse_period(text, tz), text.strip())
     except (ValueError, OverflowError) as exc:  # e.g. FY0000Q1: no such date
         if isinstance(exc, PeriodError):
             raise
-        raise PeriodError(f"period {text!r} is out of range: {exc}") from None
+        raise _outside(text.strip()) from None
 
 
 def _parse_period(text: str, tz: ZoneInfo) -> Period:

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from aiohttp_sse import sse_response
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
 from pydantic import (
     AwareDatetime,
@@ -1062,7 +1062,7 @@ ENV: web.AppKey[Environment] = web.AppKey("board_env")
 def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("collector", "templates"),
-        autoescape=select_autoescape(["html"]),
+        autoescape=True,  # whatever a template is called: pages show imported text
         trim_blocks=True,
         lstrip_blocks=True,
     )

@@ -13,10 +13,13 @@ Every command reads the estate config (areas, partners, sites, accounting settin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
+import sqlite3
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from zoneinfo import ZoneInfo
 
 from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config, scope_issues
-from availmon.errors import AvailmonError
+from availmon.errors import EXIT_FAIL, FileFailure, StoreError, UsageError
+from availmon.text import terminal
 from collector.accounting import (
     BusinessCalendar,
     Outage,
@@ -38,7 +42,7 @@ from collector.accounting import (
     to_us,
 )
 from collector.maintenance import expand
-from collector.outage_csv import parse_csv
+from collector.outage_csv import parse_csv, read_csv_file
 from collector.report import (
     FORMATS,
     accounts_for,
@@ -49,10 +53,11 @@ from collector.report import (
     window_of,
 )
 from collector.rules import record as record_rules
-from collector.store import Store
+from collector.store import Store, describe
 
-EXIT_FAIL = 1
 DEFAULT_CONFIG = "config/demo.toml"
+#: How long a command waits for a database another process (the collector) is writing.
+BUSY_TIMEOUT = 30.0
 
 
 def add_parser(sub: Any) -> None:
@@ -188,26 +193,35 @@ def _period(args: argparse.Namespace, estate: Estate, *, default_now: datetime) 
     return quarter_containing(default_now, tz)
 
 
-def _open(args: argparse.Namespace, *, create: bool = False) -> tuple[Estate, Store]:
-    estate = load_config(args.config)
+def _open(
+    args: argparse.Namespace, *, create: bool = False, estate: Estate | None = None
+) -> tuple[Estate, Store]:
+    estate = estate or load_config(args.config)
     db = args.db or estate.collector.database
     if not create and not Path(db).exists():
-        raise AvailmonError(
+        raise StoreError(
             f"no database at {db}: import outages first, run the collector, or pass --db"
         )
-    return estate, Store(db)
+    return estate, Store(db, busy_timeout=BUSY_TIMEOUT)
+
+
+@contextlib.contextmanager
+def _using(store: Store) -> Iterator[Store]:
+    """Close the store however the command ends; a database failure becomes one line."""
+    try:
+        yield store
+    except sqlite3.Error as exc:
+        raise StoreError(describe(exc, store.path)) from exc
+    finally:
+        store.close()
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     estate = load_config(args.config)
-    try:
-        text = args.file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AvailmonError(f"cannot read {args.file}: {exc}") from exc
-    parsed = parse_csv(text, estate)
+    parsed = parse_csv(read_csv_file(args.file), estate)
     if parsed.errors:
         for err in parsed.errors:
-            print(f"{args.file}: {err}", file=sys.stderr)
+            print(terminal(f"{args.file}: {err}"), file=sys.stderr)
         bad = len({e.line for e in parsed.errors})
         print(f"nothing imported: {bad} bad row(s)", file=sys.stderr)
         return EXIT_FAIL
@@ -215,10 +229,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"{args.file}: {len(parsed.rows)} outages, all good (dry run: nothing stored)")
         return 0
     _, store = _open(args, create=True)
-    try:
+    with _using(store):
         result = store.import_outages(parsed.rows)
-    finally:
-        store.close()
     print(
         f"{args.file}: {len(parsed.rows)} outages: {result.new} new, {result.updated} updated,"
         f" {result.unchanged} unchanged (database {args.db or estate.collector.database})"
@@ -228,14 +240,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     now = utcnow()
-    estate, store = _open(args)
-    try:
-        period = _period(args, estate, default_now=now)
+    estate = load_config(args.config)
+    period = _period(args, estate, default_now=now)  # a usage error before any database one
+    _, store = _open(args, estate=estate)
+    with _using(store):
         rows = store.outages_between(period.start, period.end, area=args.area, site=args.site)
         calendar = BusinessCalendar.from_accounting(estate.accounting)
         acc = accounts_for(store, estate, period, now, calendar)
-    finally:
-        store.close()
     # What the rules made of each outage (issue 10): the window that covered it, what it was
     # behind, the service whose path it was.
     made: dict[str, set[str]] = {}
@@ -278,9 +289,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 cause,
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    # Imported and annotated text goes to a terminal: no escape sequence gets through.
+    shown = [[terminal(c) for c in row] for row in table]
+    widths = [max(len(row[i]) for row in shown) for i in range(len(shown[0]) - 1)]
+    for cells in shown:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + "  " + cells[-1])
     print(f"{len(rows)} outage(s) in {period.id}")
     return 0
 
@@ -291,11 +304,11 @@ def _when(us: int, tz: ZoneInfo) -> str:
 
 def cmd_annotate(args: argparse.Namespace) -> int:
     if all(getattr(args, k) is None for k in ("cause", "provider", "note", "planned")):
-        raise AvailmonError(
+        raise UsageError(
             "nothing to record: give --cause, --provider, --note, --planned or --unplanned"
         )
     estate, store = _open(args)
-    try:
+    with _using(store):
         row = store.annotate(
             args.id,
             utcnow(),
@@ -305,14 +318,14 @@ def cmd_annotate(args: argparse.Namespace) -> int:
             planned=args.planned,
             by=args.by or getpass.getuser(),
         )
-    finally:
-        store.close()
     start = from_iso(row["start"]).astimezone(ZoneInfo(estate.accounting.timezone))
     start_text = start.strftime("%Y-%m-%d %H:%M")
     print(
-        f"{row['id']} ({row['area']} at {row['site']}, from {start_text}):"
-        f" {'planned' if row['planned'] else 'unplanned'}; cause {row['cause']!r};"
-        f" provider {row['provider']!r}; note {row['note']!r}"
+        terminal(
+            f"{row['id']} ({row['area']} at {row['site']}, from {start_text}):"
+            f" {'planned' if row['planned'] else 'unplanned'}; cause {row['cause']!r};"
+            f" provider {row['provider']!r}; note {row['note']!r}"
+        )
     )
     return 0
 
@@ -322,34 +335,37 @@ def parse_time(text: str, tz: ZoneInfo, what: str) -> datetime:
     try:
         dt = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise AvailmonError(
+        raise UsageError(
             f"{what}: not a time (ISO 8601, e.g. 2019-10-01T09:00): {text!r}"
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
+    if not 1990 <= dt.year <= 2100:
+        raise UsageError(f"{what}: {text!r} is outside 1990-2100")
     return dt.astimezone(UTC)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     now = utcnow()
-    estate, store = _open(args)
+    estate = load_config(args.config)
     tz = ZoneInfo(estate.accounting.timezone)
     as_of = parse_time(args.as_of, tz, "--as-of") if args.as_of else None
     generated = parse_time(args.generated_at, tz, "--generated-at") if args.generated_at else None
     if as_of is not None and as_of > now:
-        store.close()
-        raise AvailmonError(f"--as-of {args.as_of} is in the future")
-    try:
+        raise UsageError(f"--as-of {args.as_of} is in the future")
+    period = _period(args, estate, default_now=as_of or now)
+    _, store = _open(args, estate=estate)
+    with _using(store):
         record_rules(store, estate, now)
-        period = _period(args, estate, default_now=as_of or now)
         data = build_report(store, estate, period, now, as_of=as_of, generated_at=generated)
-    finally:
-        store.close()
     text = render(args.format, data)
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    args.out.write_text(text, encoding="utf-8")
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise FileFailure(f"cannot write {args.out}: {exc.strerror or exc}") from exc
     c = data["combined"]
     met = {True: "met", False: "not met", None: "no figure"}[c["met"]]
     print(
@@ -367,13 +383,12 @@ def _scope_text(scope: dict[str, Any]) -> str:
 
 
 def cmd_maintenance_add(args: argparse.Namespace) -> int:
-    estate, store = _open(args, create=True)
+    estate = load_config(args.config)
     tz = ZoneInfo(estate.accounting.timezone)
     start = parse_time(args.start, tz, "--start")
     end = parse_time(args.end, tz, "--end")
     if end <= start:
-        store.close()
-        raise AvailmonError(f"--end {args.end} is not after --start {args.start}")
+        raise UsageError(f"--end {args.end} is not after --start {args.start}")
     scope = {
         "sites": args.site,
         "areas": args.area,
@@ -390,20 +405,20 @@ def cmd_maintenance_add(args: argparse.Namespace) -> int:
         services=dict(estate.services),
     )
     if problems:
-        store.close()
-        raise AvailmonError("; ".join(p.message for p in problems))
+        raise UsageError("; ".join(p.message for p in problems))
     now = utcnow()
-    try:
+    _, store = _open(args, create=True, estate=estate)
+    with _using(store):
         record_rules(store, estate, now)
         row = store.declare_window(
             start, end, scope, args.reason, args.by or getpass.getuser(), now
         )
-    finally:
-        store.close()
     late = " (declared after its start: it plans only from now)" if start < now else ""
     print(
-        f"{row['id']}: {_when(to_us(start), tz)} to {_when(to_us(end), tz)},"
-        f" {_scope_text(scope)}: {args.reason!r}, declared by {row['by']}{late}"
+        terminal(
+            f"{row['id']}: {_when(to_us(start), tz)} to {_when(to_us(end), tz)},"
+            f" {_scope_text(scope)}: {args.reason!r}, declared by {row['by']}{late}"
+        )
     )
     return 0
 
@@ -437,18 +452,21 @@ def cmd_maintenance_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        print(f"{r['id']:<40} {r['start']} to {r['end']}  {r['scope']}  {r['reason']}  ({r['by']})")
+        print(
+            terminal(
+                f"{r['id']:<40} {r['start']} to {r['end']}  {r['scope']}  {r['reason']}"
+                f"  ({r['by']})"
+            )
+        )
     print(f"{len(rows)} window(s) in {period.id}; {len(cancelled)} cancelled")
     return 0
 
 
 def cmd_maintenance_cancel(args: argparse.Namespace) -> int:
     _, store = _open(args)
-    try:
+    with _using(store):
         done = store.cancel_window(args.id, args.by or getpass.getuser(), utcnow(), args.reason)
-    finally:
-        store.close()
     if not done:
-        raise AvailmonError(f"no declared window {args.id!r}")
-    print(f"{args.id} cancelled")
+        raise UsageError(f"no declared window {args.id!r}")
+    print(terminal(f"{args.id} cancelled"))
     return 0

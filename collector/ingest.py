@@ -11,6 +11,7 @@ between receipt and commit means redelivery, which idempotent ingest absorbs.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import aiomqtt
 from pydantic import ValidationError
 
+from availmon.clock import from_iso
 from availmon.config import Estate
 from availmon.schema import TOPIC_ROOT, Event, EventBatch, Heartbeat, parse_topic
+from availmon.text import terminal
 
 SUBSCRIPTIONS = [
     (f"{TOPIC_ROOT}/+/+/events", 1),
@@ -78,6 +81,10 @@ class Accepted:
     first_seq: int | None = None
     heartbeat: Heartbeat | None = None
     status: str | None = None
+    #: Events accepted for a check (or area) the config no longer lists, from the history.
+    removed_check: int = 0
+    #: Check statuses left out of the heartbeat: not in the config.
+    ignored_checks: int = 0
 
     @property
     def event(self) -> Event | None:
@@ -85,13 +92,95 @@ class Accepted:
         return self.events[0] if len(self.events) == 1 else None
 
 
+@dataclass(frozen=True)
+class Known:
+    """A (site, check, area) the store holds events for although the config does not list it
+    (a check removed, or moved to another area): see ``removed_check_grace``."""
+
+    last_received: datetime
+    open_outage: bool = False
+
+
+#: ``(site, check, area)`` -> what the store knew of it when the collector started.
+History = Mapping[tuple[str, str, str], Known]
+NO_HISTORY: History = {}
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "message"
-    return f"{loc}: {err['msg']}"
+    return terminal(f"{loc}: {err['msg']}"[:300])
 
 
-def validate(topic: str, payload: bytes, *, estate: Estate, now: datetime) -> Accepted | Rejected:
+def configured_area(estate: Estate, site: str, check: str) -> str | None:
+    """The area the config gives this site's check, or None when it has no such check."""
+    return estate.check_areas().get((site, check))
+
+
+def _future(what: str, at: datetime, now: datetime, estate: Estate) -> Rejected | None:
+    if at > now + timedelta(seconds=estate.collector.max_future_skew):
+        return Rejected("future", f"{what} {at.isoformat()} is in the future")
+    return None
+
+
+def check_event(
+    event: Event, estate: Estate, now: datetime, history: History = NO_HISTORY
+) -> Rejected | None:
+    """Pure: whether one event (already a valid ``Event``) may be stored, checked against the
+    config; None when it may. Every rule on a single event lives here, so each event of a
+    batch is checked on its own (issue 15).
+
+    The event's check and area must be the config's, or a (site, check, area) the store
+    already holds events for, within ``removed_check_grace`` of the last one or while its
+    outage is open: an agent's login cannot invent checks or areas (an invented area used to
+    join the combined KPI), and a check just removed still gets its late, spooled events.
+    """
+    if event.id != f"{event.agent}:{event.seq}":
+        return Rejected("invalid", f"id {event.id!r} is not agent:seq")
+    for what, at in (("at", event.at), ("detected_at", event.detected_at)):
+        if (late := _future(f"event {what}", at, now, estate)) is not None:
+            return late
+    if event.site not in estate.sites:
+        return Rejected("unknown_site", f"site {event.site!r} is not in the estate config")
+    area = configured_area(estate, event.site, event.check)
+    if area == event.area:
+        return None
+    known = history.get((event.site, event.check, event.area))
+    grace = timedelta(seconds=estate.collector.removed_check_grace)
+    if known is not None and (known.open_outage or now - known.last_received <= grace):
+        return None
+    if area is None:
+        return Rejected("unknown_check", f"site {event.site!r} has no check {event.check!r}")
+    if event.area not in estate.areas:
+        return Rejected("unknown_area", f"no area {event.area!r} in the estate config")
+    return Rejected(
+        "area_mismatch", f"check {event.check!r} is in area {area!r}, not {event.area!r}"
+    )
+
+
+def check_heartbeat(hb: Heartbeat, estate: Estate, now: datetime) -> Rejected | Heartbeat:
+    """Pure: the heartbeat with only the check statuses the config lists (check and area), or
+    why it is refused. Statuses of other checks are left out: they once made permanent rows
+    and per-check metrics by the thousand (issue 15)."""
+    if (late := _future("heartbeat at", hb.at, now, estate)) is not None:
+        return late
+    for c in hb.checks:
+        if c.since is not None and (late := _future("since", c.since, now, estate)) is not None:
+            return late
+    kept = [c for c in hb.checks if configured_area(estate, hb.site, c.check) == c.area]
+    if len(kept) == len(hb.checks):
+        return hb
+    return hb.model_copy(update={"checks": kept})
+
+
+def validate(
+    topic: str,
+    payload: bytes,
+    *,
+    estate: Estate,
+    now: datetime,
+    history: History = NO_HISTORY,
+) -> Accepted | Rejected:
     """Pure: decide what a message is, or why it is refused. Never raises. A batch is
     accepted as a whole when its envelope is sound; each event in it is then judged alone."""
     cfg = estate.collector
@@ -99,7 +188,7 @@ def validate(topic: str, payload: bytes, *, estate: Estate, now: datetime) -> Ac
         return Rejected("oversized", f"{len(payload)} bytes > {cfg.max_payload_bytes}")
     parsed = parse_topic(topic)
     if parsed is None:
-        return Rejected("bad_topic", topic[:200])
+        return Rejected("bad_topic", terminal(topic[:200]))
     site, agent, kind = parsed
     if site not in estate.sites:
         return Rejected("unknown_site", f"site {site!r} is not in the estate config")
@@ -108,19 +197,22 @@ def validate(topic: str, payload: bytes, *, estate: Estate, now: datetime) -> Ac
     if kind == "status":
         text = payload.decode("utf-8", "replace").strip()
         if text not in STATUSES:
-            return Rejected("malformed", f"status {text[:50]!r}")
+            return Rejected("malformed", f"status {terminal(text[:50])!r}")
         return Accepted("status", site, agent, status=text)
     try:
         data = json.loads(payload)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-        return Rejected("malformed", f"not JSON: {exc}"[:200])
+        return Rejected("malformed", terminal(f"not JSON: {exc}"[:200]))
     if kind == "events":
-        return _batch(data, site, agent, estate, now)
+        return _batch(data, site, agent, estate, now, history)
     if kind == "event":
-        verdict = validate_event(data, site=site, agent=agent, estate=estate, now=now)
+        verdict = validate_event(
+            data, site=site, agent=agent, estate=estate, now=now, history=history
+        )
         if isinstance(verdict, Rejected):
             return verdict
-        return Accepted("events", site, agent, events=(verdict,))
+        removed = int(configured_area(estate, site, verdict.check) != verdict.area)
+        return Accepted("events", site, agent, events=(verdict,), removed_check=removed)
     try:
         hb = Heartbeat.model_validate(data)
     except ValidationError as exc:
@@ -129,11 +221,15 @@ def validate(topic: str, payload: bytes, *, estate: Estate, now: datetime) -> Ac
         return Rejected("site_mismatch", f"payload site {hb.site!r} on topic of {site!r}")
     if hb.agent != agent:
         return Rejected("agent_mismatch", f"payload agent {hb.agent!r} on topic of {agent!r}")
-    return Accepted("heartbeat", site, agent, heartbeat=hb)
+    checked = check_heartbeat(hb, estate, now)
+    if isinstance(checked, Rejected):
+        return checked
+    ignored = len(hb.checks) - len(checked.checks)
+    return Accepted("heartbeat", site, agent, heartbeat=checked, ignored_checks=ignored)
 
 
 def _batch(
-    data: object, site: str, agent: str, estate: Estate, now: datetime
+    data: object, site: str, agent: str, estate: Estate, now: datetime, history: History
 ) -> Accepted | Rejected:
     try:
         batch = EventBatch.model_validate(data)
@@ -141,14 +237,18 @@ def _batch(
         return Rejected("invalid", _first_error(exc))
     events: list[Event] = []
     refused: list[RejectedEvent] = []
+    removed = 0
     for raw in batch.events:
-        verdict = validate_event(raw, site=site, agent=agent, estate=estate, now=now)
+        verdict = validate_event(
+            raw, site=site, agent=agent, estate=estate, now=now, history=history
+        )
         if isinstance(verdict, Rejected):
             seq = raw.get("seq")
             ok = isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq < 2**63
             refused.append(RejectedEvent(seq if ok else None, verdict))  # type: ignore[arg-type]
         else:
             events.append(verdict)
+            removed += configured_area(estate, site, verdict.check) != verdict.area
     return Accepted(
         "events",
         site,
@@ -157,11 +257,18 @@ def _batch(
         refused=tuple(refused),
         dropped=tuple(batch.dropped),
         first_seq=batch.first_seq,
+        removed_check=removed,
     )
 
 
 def validate_event(
-    data: object, *, site: str, agent: str, estate: Estate, now: datetime
+    data: object,
+    *,
+    site: str,
+    agent: str,
+    estate: Estate,
+    now: datetime,
+    history: History = NO_HISTORY,
 ) -> Event | Rejected:
     """One event, judged on its own: its shape, that it is the topic's agent's, then
     ``check_event``. Never raises."""
@@ -173,13 +280,13 @@ def validate_event(
         return Rejected("site_mismatch", f"payload site {event.site!r} on topic of {site!r}")
     if event.agent != agent:
         return Rejected("agent_mismatch", f"payload agent {event.agent!r} on topic of {agent!r}")
-    return check_event(event, estate, now) or event
+    return check_event(event, estate, now, history) or event
 
 
-def check_event(event: Event, estate: Estate, now: datetime) -> Rejected | None:
-    """Pure: why a well-formed event of a known agent is still refused, else None."""
-    if event.at > now + timedelta(seconds=estate.collector.max_future_skew):
-        return Rejected("future", f"event at {event.at.isoformat()} is in the future")
-    if event.id != f"{event.agent}:{event.seq}":
-        return Rejected("invalid", f"id {event.id!r} is not agent:seq")
-    return None
+def history_from(rows: list[tuple[str, str, str, str, bool]], estate: Estate) -> History:
+    """``Store.event_history()`` rows, keeping only what the config does not list."""
+    return {
+        (site, check, area): Known(from_iso(last), open_outage)
+        for site, check, area, last, open_outage in rows
+        if configured_area(estate, site, check) != area
+    }

@@ -16,7 +16,6 @@ from functools import partial
 from typing import Any, TypeVar
 
 import aiomqtt
-from aiohttp import web
 
 from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config
@@ -33,8 +32,17 @@ from availmon.schema import (
     seq_ranges,
 )
 from availmon.signals import install_stop_handlers
+from availmon.text import terminal
 from collector.gaps import Gaps
-from collector.ingest import SUBSCRIPTIONS, Accepted, AckingClient, Rejected, validate
+from collector.ingest import (
+    SUBSCRIPTIONS,
+    Accepted,
+    AckingClient,
+    Rejected,
+    configured_area,
+    history_from,
+    validate,
+)
 from collector.liveness import Liveness
 from collector.metrics import (
     CollectorMetrics,
@@ -46,7 +54,7 @@ from collector.metrics import (
 from collector.report import kpi_snapshot
 from collector.rules import record as record_rules
 from collector.store import Store, store_fault
-from collector.web import make_app
+from collector.web import start_web
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,7 +126,10 @@ class Collector:
         self.web_ready = asyncio.Event()
 
     def _load_live(self) -> None:
+        self.history = history_from(self.store.event_history(), self.estate)
         for row in self.store.check_statuses():
+            if configured_area(self.estate, row["site"], row["check_name"]) != row["area"]:
+                continue  # a check removed from the config, or one an agent made up
             self.live[(row["site"], row["check_name"])] = LiveCheck(
                 row["site"],
                 row["agent"],
@@ -240,13 +251,18 @@ class Collector:
                 self._presence(topic, payload)  # collectors' own traffic, not agents'
                 continue
             self.metrics.messages.inc()
-            verdict = validate(topic, payload, estate=self.estate, now=now)
+            verdict = validate(topic, payload, estate=self.estate, now=now, history=self.history)
             if isinstance(verdict, Rejected):
                 self.metrics.rejected.labels(verdict.reason).inc()
                 log.warning(
-                    "rejected message on %s: %s: %s", topic[:200], verdict.reason, verdict.detail
+                    "rejected message on %s: %s: %s",
+                    terminal(topic[:200]),
+                    verdict.reason,
+                    verdict.detail,
                 )
                 continue
+            self.metrics.removed_check.inc(verdict.removed_check)
+            self.metrics.heartbeat_checks_ignored.inc(verdict.ignored_checks)
             if verdict.kind == "events":
                 c = confirm.setdefault(verdict.agent, Confirmation(verdict.site))
                 events.extend(verdict.events)
@@ -633,11 +649,8 @@ class Collector:
                 )
             except Exception as exc:
                 log.warning("could not record the accounting rules in force: %s", exc)
-            runner = web.AppRunner(make_app(self), access_log=None)
-            await runner.setup()
+            runner = await start_web(self)
             stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, self.estate.web.listen, self.estate.web.port)
-            await site.start()
             self.web_port = runner.addresses[0][1]
             self.web_ready.set()
             log.info(

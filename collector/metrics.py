@@ -37,6 +37,9 @@ REJECT_REASONS = (
     "future",
     "seq_conflict",
     "store_refused",
+    "unknown_check",
+    "unknown_area",
+    "area_mismatch",
 )
 
 
@@ -218,6 +221,21 @@ class CollectorMetrics:
         self.confirmations = Counter(
             "availmon_confirmations",
             "confirmations sent to agents after a commit (one per agent per batch)",
+            registry=r,
+        )
+        self.removed_check = Counter(
+            "availmon_events_removed_check",
+            "events accepted for a check (or area) no longer in the config, within its grace",
+            registry=r,
+        )
+        self.heartbeat_checks_ignored = Counter(
+            "availmon_heartbeat_checks_ignored",
+            "check statuses left out of heartbeats because the config does not list them",
+            registry=r,
+        )
+        self.web_connections_refused = Counter(
+            "availmon_web_connections_refused",
+            "web connections closed at once because web.max_connections were open",
             registry=r,
         )
 

@@ -22,13 +22,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from availmon.clock import to_iso
 from availmon.config import Estate
+from availmon.errors import FileFailure
+from availmon.limits import CSV_MAX_BYTES, CSV_MAX_FIELD_CHARS, FIRST_YEAR, LAST_YEAR
 
 COLUMNS = ("site", "area", "check", "start", "end", "kind", "cause", "provider", "note")
 #: Import kind -> (state, planned).
@@ -54,12 +59,38 @@ class Parsed:
     errors: list[RowError]
 
 
+def read_csv_file(path: Path, limit: int = CSV_MAX_BYTES) -> str:
+    """The file's text, read whole but never more than ``limit`` bytes: a device such as
+    /dev/zero, a FIFO or a runaway file is refused with a clear message, not read forever."""
+    try:
+        # O_NONBLOCK: a FIFO must not hang the open; it is refused below.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise FileFailure(f"cannot read {path}: not a regular file")
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise FileFailure(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(raw) > limit:
+        raise FileFailure(f"cannot read {path}: larger than {limit} bytes (split it)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileFailure(
+            f"cannot read {path}: not UTF-8 (byte {exc.start}); save it as UTF-8 CSV"
+        ) from exc
+
+
 def parse_time(text: str, tz: ZoneInfo) -> datetime:
-    """ISO 8601; without an offset it is local wall time, refused if ambiguous or skipped."""
+    """ISO 8601; without an offset it is local wall time, refused if ambiguous or skipped.
+
+    Only FIRST_YEAR to LAST_YEAR: earlier or later dates are typing mistakes, and year 1 or
+    9999 would overflow on the way to UTC."""
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError("not an ISO 8601 time") from None
+    if not FIRST_YEAR <= dt.year <= LAST_YEAR:
+        raise ValueError(f"outside the years {FIRST_YEAR} to {LAST_YEAR}")
     if dt.tzinfo is not None:
         return dt.astimezone(UTC)
     early, late = dt.replace(tzinfo=tz, fold=0), dt.replace(tzinfo=tz, fold=1)
@@ -103,7 +134,16 @@ def parse_csv(text: str, estate: Estate) -> Parsed:
         )
     seen: dict[str, int] = {}
     line = reader.line_num + 1
-    for record in reader:
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # A field over csv's own limit, a NUL byte, a quote left open: nothing after it
+            # can be trusted to be on the line it claims.
+            errors.append(RowError(line, f"unreadable CSV: {_csv_problem(exc)}"))
+            break
         here, line = line, reader.line_num + 1
         if not any(cell.strip() for cell in record):
             continue
@@ -111,6 +151,12 @@ def parse_csv(text: str, estate: Estate) -> Parsed:
             errors.append(RowError(here, f"expected {len(names)} fields, found {len(record)}"))
             continue
         cell = {n: v.strip() for n, v in zip(names, record, strict=True)}
+        long = [n for n in names if len(cell[n]) > CSV_MAX_FIELD_CHARS]
+        if long:
+            errors.extend(
+                RowError(here, f"{n} is longer than {CSV_MAX_FIELD_CHARS} characters") for n in long
+            )
+            continue
         problems = _problems(cell, estate)
         start = end = None
         for key in ("start", "end"):
@@ -157,6 +203,15 @@ def parse_csv(text: str, estate: Estate) -> Parsed:
     if not rows and not errors:
         errors.append(RowError(line, "no outages in the file"))
     return Parsed(rows, errors)
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return f"a field is longer than {csv.field_size_limit()} characters"
+    if "NUL" in text:
+        return "a NUL byte (is this a CSV file?)"
+    return text
 
 
 def _problems(cell: dict[str, str], estate: Estate) -> list[str]:

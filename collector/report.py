@@ -13,7 +13,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,6 +27,7 @@ from pygal.style import Style
 
 from availmon.clock import from_iso
 from availmon.config import TIME_CLASSES, Estate, Scope
+from availmon.text import csv_cell, markdown
 from collector.accounting import (
     Accounts,
     BusinessCalendar,
@@ -466,10 +467,20 @@ def render_json(data: Mapping[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
+class _SafeWriter:
+    """Every cell through ``csv_cell``: no cause, note or name is run as a formula."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Iterable[object]) -> None:
+        self._writer.writerow([csv_cell(cell) for cell in row])
+
+
 def render_csv(data: Mapping[str, Any]) -> str:
     """Blocks separated by a blank line, each with its own header row, for spreadsheets."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = _SafeWriter(csv.writer(buf, lineterminator="\n"))
     p = data["period"]
     w.writerow(["Period", "Start", "End", "Period minutes", "Business-hours minutes"])
     w.writerow(
@@ -600,10 +611,14 @@ def render_csv(data: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _environment() -> jinja2.Environment:
+def _environment(fmt: str) -> jinja2.Environment:
+    """Escaping by construction, whatever a template is called (issue 15): the HTML
+    environment autoescapes every value; the Markdown one passes every value through
+    ``availmon.text.markdown`` (``finalize``), so no template can forget to."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("collector", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
+        autoescape=fmt == "html",
+        finalize=markdown if fmt == "md" else None,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -615,7 +630,6 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = show_time
     env.filters["kind"] = _kind_text
     env.filters["why"] = attribution_text
-    env.filters["md"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
     return env
 
 
@@ -645,7 +659,7 @@ def _context(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def render_markdown(data: Mapping[str, Any]) -> str:
-    return _environment().get_template("report.md.j2").render(**_context(data))
+    return _environment("md").get_template("report.md.j2").render(**_context(data))
 
 
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.DOTALL)
@@ -770,7 +784,7 @@ def legends(data: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def render_html(data: Mapping[str, Any]) -> str:
     return (
-        _environment()
+        _environment("html")
         .get_template("report.html.j2")
         .render(
             **_context(data),

@@ -9,6 +9,7 @@ transaction at open.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import sqlite_utils
 
 from availmon.areas import NETWORK_AREA
 from availmon.clock import to_iso, utcnow
-from availmon.errors import StoreError
+from availmon.errors import NoSuchRecord, StoreError
 from availmon.schema import Event, Heartbeat, State
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -274,21 +275,31 @@ def derive_intervals(events: Iterable[tuple[str, int, str, str, str]]) -> list[I
 
 
 class Store:
-    def __init__(self, path: str | Path, *, tolerant: bool = False) -> None:
-        """``tolerant``: a database that cannot be written yet (a read-only or full file
+    def __init__(
+        self, path: str | Path, *, tolerant: bool = False, busy_timeout: float = 30.0
+    ) -> None:
+        """Open (creating it if need be) and migrate. A file that is not a usable database,
+        or a directory that cannot be made, is a ``StoreError`` naming the path.
+
+        ``tolerant``: a database that cannot be written yet (a read-only or full file
         system) is opened anyway and migrated on the first write that succeeds; the
         collector starts, says so on /healthz, and waits for it."""
         self.path = Path(path)
+        self._busy_timeout = busy_timeout
         self._tails: dict[tuple[str, str, str], _Tail] = {}
         self._migrated = False
-        self.conn = self._connect()
+        try:
+            self.conn = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
         self.db = sqlite_utils.Database(self.conn)
         try:
             self._migrate()
-        except sqlite3.OperationalError as exc:
-            if not tolerant or store_fault(exc) is None:
-                self.conn.close()
-                raise
+        except sqlite3.Error as exc:
+            if tolerant and isinstance(exc, sqlite3.OperationalError) and store_fault(exc):
+                return
+            self.conn.close()
+            raise StoreError(describe(exc, self.path)) from exc
 
     def _connect(self) -> sqlite3.Connection:
         if str(self.path) != ":memory:":
@@ -299,7 +310,7 @@ class Store:
             # FULL: we confirm and PUBACK only after commit, so a commit must survive power
             # loss too.
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError as exc:
             # A read-only file system: reads work; the first write says why and the
@@ -448,12 +459,14 @@ class Store:
         ).fetchone()
         if last is None:
             return None
+        # Only the latest interval can be open; ask for it by that, not by start order, which
+        # ties when a run's outages begin at the same instant (degraded, then down, at once).
         row = self.conn.execute(
-            "SELECT state, start, start_event, end FROM outages WHERE source='agent' AND"
-            " site=? AND agent=? AND check_name=? ORDER BY start DESC LIMIT 1",
+            "SELECT state, start, start_event FROM outages WHERE source='agent' AND"
+            " site=? AND agent=? AND check_name=? AND end IS NULL ORDER BY start DESC LIMIT 1",
             key,
         ).fetchone()
-        open_ = (row[0], row[1], row[2]) if row is not None and row[3] is None else None
+        open_ = (row[0], row[1], row[2]) if row is not None else None
         tail = self._tails[key] = _Tail((str(last[0]), int(last[1])), open_)
         return tail
 
@@ -462,7 +475,7 @@ class Store:
         come after what was stored, else by re-deriving from the outage the first falls in."""
         first = (to_iso(evs[0].at), evs[0].seq)
         if tail is None or first <= tail.last:
-            self._rebuild(*key, first[0])
+            self._rebuild(*key, first)
             self._tails.pop(key, None)
             return
         site, agent, check = key
@@ -487,28 +500,38 @@ class Store:
                 )
                 tail.open = (ev.to.value, at, ev.id)
 
-    def _rebuild(self, site: str, agent: str, check: str, since: str) -> None:
-        """Re-derive the check's outages from the last one that began before ``since``.
+    def _rebuild(self, site: str, agent: str, check: str, since: tuple[str, int]) -> None:
+        """Re-derive the check's outages from the last one that began before ``since``
+        (the ``(at, seq)`` of the earliest new event).
 
         Events usually arrive in order, so this touches only the tail of the history; a late
-        event (a spool replay) re-derives from the outage it falls into.
+        event (a spool replay) re-derives from the outage it falls into. Positions are
+        ``(at, seq)``, not ``at`` alone: events of one instant may belong to two intervals
+        (a restated "degraded" that closes one run, then "down" that opens the next).
         """
         key = (site, agent, check)
+        at, seq = since
         row = self.conn.execute(
-            "SELECT max(start) FROM outages WHERE source='agent' AND site=? AND agent=?"
-            " AND check_name=? AND start <= ?",
-            (*key, since),
+            "SELECT o.start, e.seq FROM outages o JOIN events e ON e.id = o.start_event"
+            " WHERE o.source='agent' AND o.site=? AND o.agent=? AND o.check_name=?"
+            " AND (o.start < ? OR (o.start = ? AND e.seq <= ?))"
+            " ORDER BY o.start DESC, e.seq DESC LIMIT 1",
+            (*key, at, at, seq),
         ).fetchone()
-        origin = row[0] if row and row[0] is not None else since
+        origin = (str(row[0]), int(row[1])) if row is not None else (at, seq)
         rows = self.conn.execute(
             "SELECT id, seq, from_state, to_state, at, area FROM events"
-            " WHERE site=? AND agent=? AND check_name=? AND at >= ? ORDER BY at, seq",
-            (*key, origin),
+            " WHERE site=? AND agent=? AND check_name=? AND (at > ? OR (at = ? AND seq >= ?))"
+            " ORDER BY at, seq",
+            (*key, origin[0], origin[0], origin[1]),
         ).fetchall()
+        # Every derived outage from the origin on is re-derived: those starting later, and
+        # those starting at the origin's instant from its event on.
         self.conn.execute(
             "DELETE FROM outages WHERE source='agent' AND site=? AND agent=? AND check_name=?"
-            " AND start >= ?",
-            (*key, origin),
+            " AND (start > ? OR (start = ? AND start_event IN (SELECT id FROM events"
+            " WHERE site=? AND agent=? AND check_name=? AND at = ? AND seq >= ?)))",
+            (*key, origin[0], origin[0], *key, origin[0], origin[1]),
         )
         area = rows[-1][5] if rows else None
         for iv in derive_intervals((r[0], r[1], r[2], r[3], r[4]) for r in rows):
@@ -602,9 +625,34 @@ class Store:
         return [dict(r) for r in self.conn.execute(sql)]
 
     def check_statuses(self) -> list[dict[str, Any]]:
-        return [
+        """Latencies that are not finite and non-negative (stored before issue 15 refused
+        them) read as not measured: ``-Infinity`` is not JSON."""
+        rows = [
             dict(r)
             for r in self.conn.execute("SELECT * FROM check_status ORDER BY site, check_name")
+        ]
+        for row in rows:
+            latency = row["latency"]
+            if latency is not None and not (math.isfinite(latency) and latency >= 0):
+                row["latency"] = None
+        return rows
+
+    def event_history(self) -> list[tuple[str, str, str, str, bool]]:
+        """Every (site, check, area) with events: the last ``received_at`` and whether an
+        outage derived from them is open. Read once at start (one pass over ``events``), so
+        a check removed from the config can still take its late events."""
+        open_ = {
+            (r[0], r[1], r[2])
+            for r in self.conn.execute(
+                "SELECT site, check_name, area FROM outages WHERE source='agent' AND end IS NULL"
+            )
+        }
+        return [
+            (site, check, area, last, (site, check, area) in open_)
+            for site, check, area, last in self.conn.execute(
+                "SELECT site, check_name, area, max(received_at) FROM events"
+                " GROUP BY site, check_name, area"
+            )
         ]
 
     def agents(self) -> list[dict[str, Any]]:
@@ -709,7 +757,7 @@ class Store:
                 self.conn.execute("SELECT 1 FROM outages WHERE id=?", (outage_id,)).fetchone()
                 is None
             ):
-                raise StoreError(f"no outage with id {outage_id!r}")
+                raise NoSuchRecord(f"no outage with id {outage_id!r}")
             flag = None if planned is None else int(planned)
             self.conn.execute(
                 "INSERT INTO annotations (outage_id, cause, provider, note, planned, updated_at,"
@@ -1222,6 +1270,16 @@ def store_fault(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):
         return "io_error"
     return None
+
+
+def describe(exc: sqlite3.Error, path: Path) -> str:
+    """One line for a database failure, with what to do about the usual ones."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"database {path} is locked by another process (the collector?): {text}; try again"
+    if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text):
+        return f"database {path} is corrupt or not an availmon database: {text}"
+    return f"database {path}: {text}"
 
 
 class _Transaction:

@@ -8,12 +8,16 @@ collector's reader thread, never on the event loop. Reads are open unless
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from availmon.clock import LONDON, from_iso, to_iso, utcnow
+from availmon.clock import to_iso, utcnow
 from collector import auth
 from collector.accounting import PeriodError
 from collector.api import add_api
@@ -24,6 +28,8 @@ if TYPE_CHECKING:
     from collector.main import Collector
 
 COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
+#: Strict JSON: NaN or Infinity is an error here, not a body strict parsers reject.
+_dumps = partial(json.dumps, allow_nan=False)
 
 
 def status_snapshot(collector: Collector) -> dict[str, Any]:
@@ -70,7 +76,7 @@ def status_snapshot(collector: Collector) -> dict[str, Any]:
 
 async def api_status(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
-    return web.json_response(await collector.read(status_snapshot, collector))
+    return web.json_response(await collector.read(status_snapshot, collector), dumps=_dumps)
 
 
 async def api_report(request: web.Request) -> web.Response:
@@ -83,7 +89,7 @@ async def api_report(request: web.Request) -> web.Response:
         )
     except PeriodError as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    return web.json_response(data)
+    return web.json_response(data, dumps=_dumps)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -106,23 +112,11 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-def local_time(text: str | None) -> str:
-    """Stored UTC text as the wall-clock time people in the councils read."""
-    if not text:
-        return ""
-    return from_iso(text).astimezone(LONDON).strftime("%a %d %b %H:%M:%S %Z")
-
-
-def duration(start: str | None, end: str | None = None) -> str:
-    if not start:
-        return ""
-    seconds = int(((from_iso(end) if end else utcnow()) - from_iso(start)).total_seconds())
-    hours, rest = divmod(max(seconds, 0), 3600)
-    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
-
-
 def make_app(collector: Collector) -> web.Application:
-    app = web.Application(middlewares=[auth.read_guard()])
+    # Writes are small JSON bodies; nothing needs a large one.
+    app = web.Application(
+        middlewares=[auth.read_guard()], client_max_size=collector.estate.web.max_body_bytes
+    )
     app[COLLECTOR] = collector
     app[auth.TOKENS] = auth.Tokens.from_config(collector.estate.web)
     add_board(app, collector)  # "/", /board/..., /static/...
@@ -132,3 +126,93 @@ def make_app(collector: Collector) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 5\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
+#: The listen backlog: also the most one burst of connects can overshoot the cap by.
+_BACKLOG = 128
+
+
+class _Busy(asyncio.Protocol):
+    """A connection over the cap: told 503 and closed at once, never read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_BUSY)
+        transport.close()
+
+
+class CappedSite(web.TCPSite):
+    """A TCPSite that answers at most ``max_connections`` connections at once (issue 15):
+    idle sockets beyond that can no longer use up the process's file descriptors, which
+    once made /healthz time out while the log filled with "Too many open files"."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        on_refused: Callable[[], None],
+    ) -> None:
+        super().__init__(runner, host, port)
+        self._max_connections = max_connections
+        self._on_refused = on_refused
+
+    async def start(self) -> None:
+        # TCPSite.start with our protocol factory in front of the runner's server.
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.BaseProtocol:
+            # The server registers a connection a moment after this (in the accept task),
+            # so one burst of simultaneous connects can overshoot the cap by at most the
+            # listen backlog: bounded, and far below LimitNOFILE.
+            if len(server.connections) >= self._max_connections:
+                self._on_refused()
+                return _Busy()
+            return server()
+
+        self._server = await loop.create_server(protocol, self._host, self._port, backlog=_BACKLOG)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+async def start_web(collector: Collector) -> web.AppRunner:
+    """The status page, API and /metrics, listening, with every limit in one place: header
+    and idle timeout (a connection that sends no complete request head, or idles, is
+    closed), request line and header sizes, body size and how long an unread body may
+    trickle in, and the connection cap. The caller owns ``cleanup()``."""
+    cfg = collector.estate.web
+    runner = web.AppRunner(
+        make_app(collector),
+        access_log=None,
+        # aiohttp arms this at connection start and re-arms it only after a response, so it
+        # is the header timeout as well as the idle one.
+        keepalive_timeout=cfg.idle_timeout,
+        lingering_time=cfg.body_timeout,
+        max_line_size=8190,
+        max_field_size=8190,
+        max_headers=64,
+    )
+    await runner.setup()
+    try:
+        site = CappedSite(
+            runner,
+            cfg.listen,
+            cfg.port,
+            max_connections=cfg.max_connections,
+            on_refused=collector.metrics.web_connections_refused.inc,
+        )
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

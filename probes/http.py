@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import Field, field_validator, model_validator
 
-from availmon.secrets import resolve_secret
+from availmon.secrets import read_secret_file, redact_url, resolve_secret
 from probes.base import (
     CERT_DATE_ERRORS,
     CertVerdict,
@@ -49,8 +49,12 @@ class Options(TLSOptions):
     max_body_bytes: Annotated[int, Field(ge=1)] = 1_048_576
     follow_redirects: bool = True
     max_redirects: Annotated[int, Field(ge=1, le=50)] = 10
-    #: Extra request headers, e.g. ``headers = { Host = "intranet.example" }``.
+    #: Extra request headers, e.g. ``headers = { Host = "intranet.example" }``; never
+    #: credentials (``Authorization``, ``Cookie``, API keys): see ``header_files``.
     headers: dict[str, str] = Field(default_factory=dict)
+    #: Headers whose values are secrets, each read from a file at every probe, e.g.
+    #: ``header_files = { X-Api-Key = "/etc/availmon/api-key" }``.
+    header_files: dict[str, Path] = Field(default_factory=dict)
     #: Basic auth: ``username`` plus the password from a file or an environment variable.
     username: str | None = None
     password_file: Path | None = None
@@ -76,9 +80,12 @@ class Options(TLSOptions):
         if bearer and self.username is not None:
             raise ValueError("use basic auth (username) or a bearer token, not both")
         if (self.username is not None or bearer) and any(
-            k.lower() == "authorization" for k in self.headers
+            k.lower() == "authorization" for k in [*self.headers, *self.header_files]
         ):
             raise ValueError("an Authorization header and auth options conflict")
+        both = {k.lower() for k in self.headers} & {k.lower() for k in self.header_files}
+        if both:
+            raise ValueError(f"header {sorted(both)[0]!r} is in both headers and header_files")
         return self
 
 
@@ -89,8 +96,21 @@ def check_target(target: str) -> str | None:
     return None
 
 
+def _secret_headers(options: Options) -> dict[str, str]:
+    """Authorization and ``header_files``; reads the secrets now (blocking: run it in a
+    thread). A missing or unusable file is a StartupError naming the key, never the value."""
+    out = {
+        name: read_secret_file(path, f"header_files.{name}")
+        for name, path in options.header_files.items()
+    }
+    authorization = _authorization(options)
+    if authorization is not None:
+        out["Authorization"] = authorization
+    return out
+
+
 def _authorization(options: Options) -> str | None:
-    """The Authorization header value; reads the secret now (blocking: run it in a thread)."""
+    """The Authorization header value from the auth options."""
     if options.username is not None:
         password = resolve_secret(options.password_file, options.password_env, "password") or ""
         raw = f"{options.username}:{password}".encode()
@@ -165,9 +185,7 @@ def _connection_error(exc: aiohttp.ClientConnectorError) -> str:
 
 async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
     headers = dict(options.headers)
-    authorization = await asyncio.to_thread(_authorization, options)  # StartupError if missing
-    if authorization is not None:
-        headers["Authorization"] = authorization
+    headers.update(await asyncio.to_thread(_secret_headers, options))  # StartupError if missing
     # Built for http:// targets too: a redirect to https:// must trust the same CA.
     ssl_ctx = await asyncio.to_thread(tls_context, options.ca_file, options.insecure_skip_verify)
     started = time.perf_counter()
@@ -205,11 +223,11 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
 
     details: dict[str, Any] = {"status": status}
     if redirects:
-        details.update(redirects=redirects, url=final_url)
+        details.update(redirects=redirects, url=redact_url(final_url) or final_url)
     if location is not None and not 300 <= status < 400:
         location = None
     if location is not None:
-        details["location"] = location
+        details["location"] = redact_url(location) or location
     cert = None
     if urlsplit(final_url).scheme == "https":
         peer = ssl_ctx.peer(urlsplit(final_url).hostname)

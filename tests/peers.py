@@ -284,6 +284,13 @@ async def wait_until(
         await asyncio.wait_for(condition.wait_for(predicate), timeout)
 
 
+def write_secret(path: Path, text: str) -> Path:
+    """A secret file as an operator should leave it: mode 0600 (availmon warns otherwise)."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def web_check(url: str, **over: Any) -> dict[str, Any]:
     """The fast-probing http check most end-to-end tests watch (0.2 s interval, 3 to go
     down, 2 to come back); ``over`` changes any key."""

@@ -17,7 +17,7 @@ import pytest
 
 from availmon.schema import CheckStatus, Heartbeat, State, topic
 from collector.main import Collector
-from tests.peers import estate, free_port
+from tests.peers import estate, free_port, web_check
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "prometheus"
 PROMTOOL = shutil.which("promtool")
@@ -52,7 +52,7 @@ def test_alert_rules_unit_tests() -> None:
 @pytest.fixture
 async def collector(tmp_path: Path) -> AsyncIterator[Collector]:
     # No broker: the collector retries MQTT in the background while its web server answers.
-    c = Collector(estate(tmp_path, free_port(), []))
+    c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
     hb = Heartbeat(
         site="hq",
         agent="hq",

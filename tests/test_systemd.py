@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -14,16 +15,28 @@ AGENT = UNITS / "availmon-agent.service"
 COLLECTOR = UNITS / "availmon-collector.service"
 
 
-@pytest.mark.skipif(
+needs_systemd = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None,
     reason="systemd-analyze is not installed (Debian package systemd)",
 )
-def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    # verify insists that ExecStart exists: point it at this checkout's availmon.
+#: ``systemd-analyze security`` exposure (0 best, 10 worst) when issue 15 added resource
+#: caps: hardening may only get better.
+EXPOSURE = {AGENT: 1.9, COLLECTOR: 1.7}
+
+
+def local_units(tmp_path: Path) -> list[Path]:
+    """The units with ExecStart pointed at this checkout's availmon (verify insists that it
+    exists)."""
     exe = str(Path(sys.executable).parent / "availmon")
     for unit in (AGENT, COLLECTOR):
         text = unit.read_text().replace("/opt/availmon/bin/availmon", exe)
         (tmp_path / unit.name).write_text(text)
+    return [tmp_path / AGENT.name, tmp_path / COLLECTOR.name]
+
+
+@needs_systemd
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    local_units(tmp_path)
     result = subprocess.run(
         ["systemd-analyze", "verify", *(str(p) for p in sorted(tmp_path.glob("*.service")))],
         capture_output=True,
@@ -59,3 +72,29 @@ def test_only_the_agent_gets_raw_sockets() -> None:
     assert settings(AGENT)["AmbientCapabilities"] == "CAP_NET_RAW"
     assert settings(COLLECTOR)["AmbientCapabilities"] == ""
     assert settings(COLLECTOR)["CapabilityBoundingSet"] == ""
+
+
+@needs_systemd
+@pytest.mark.parametrize("unit", [AGENT, COLLECTOR], ids=["agent", "collector"])
+def test_exposure_is_no_worse(unit: Path, tmp_path: Path) -> None:
+    local = dict(zip((AGENT, COLLECTOR), local_units(tmp_path), strict=True))[unit]
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(local)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= EXPOSURE[unit]
+
+
+@pytest.mark.parametrize("unit", [AGENT, COLLECTOR], ids=["agent", "collector"])
+def test_resources_are_capped(unit: Path) -> None:
+    """A connection flood or a runaway allocation restarts the service instead of starving
+    the host (issue 15: 1,100 idle connections exhausted the default descriptor limit)."""
+    s = settings(unit)
+    assert int(s["LimitNOFILE"]) >= 1024
+    assert s["MemoryMax"].endswith(("M", "G"))
+    assert int(s["TasksMax"]) > 0

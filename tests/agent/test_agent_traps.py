@@ -15,7 +15,7 @@ import pytest
 from agent.main import Agent
 from collector.main import Collector
 from collector.store import Store
-from tests.peers import amqtt_broker, estate, free_port, wait_until
+from tests.peers import amqtt_broker, estate, free_port, wait_until, write_secret
 
 SNMPTRAP = shutil.which("snmptrap") or "/usr/bin/snmptrap"
 LINK_DOWN, LINK_UP = "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.6.3.1.1.5.4"
@@ -67,7 +67,7 @@ async def snmptrap(tmp: Path, port: int, trap: str, admin: int = 1) -> None:
 
 
 async def test_link_traps_drive_the_snmp_check(tmp_path: Path) -> None:
-    (tmp_path / "community").write_text("trap-secret\n")
+    write_secret(tmp_path / "community", "trap-secret\n")
     trap_port = free_port()
     # The check polls a port where nothing answers, once an hour: only traps move it here.
     check = {

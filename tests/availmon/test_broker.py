@@ -26,8 +26,10 @@ import aiomqtt
 import pytest
 
 from availmon.broker import Layout, Listeners, render_conf
-from availmon.cli import EXIT_CONFIG, main
+from availmon.cli import main
 from availmon.config import parse_config
+from availmon.errors import EXIT_USAGE
+from availmon.mqtt import wait_disconnected
 from tests.peers import free_port, mosquitto_from
 
 #: Only guards a hung test; nothing is timed.
@@ -281,6 +283,7 @@ def test_files_are_written_locked_down(broker: Broker) -> None:
         f"certfile {broker.certs.cert}",
         "tls_version tlsv1.2",
         f"listener {broker.plain_port} 127.0.0.1",
+        "max_packet_size 66560",  # collector.max_payload_bytes (64 KiB) + 1 KiB of framing
     ):
         assert setting in conf
 
@@ -494,7 +497,7 @@ def test_bad_logins_in_config_name_the_key(
     error: str,
 ) -> None:
     broker = new_broker(tmp_path, certs, ESTATE.replace(old, new))
-    assert broker.render() == EXIT_CONFIG
+    assert broker.render() == EXIT_USAGE
     assert error in capsys.readouterr().err
     assert not broker.out.exists()  # nothing half-written
 
@@ -562,3 +565,28 @@ async def test_only_the_collector_confirms_and_only_that_agent_reads_it(broker: 
     assert forged == [(OWN, b"a's marker")]
     assert got_a == [(ACK_A, b"stored 1-3"), (ACK_A, b"marker")]
     assert got_b == [("availmon/v1/b/b/ack/availmon-collector", b"for b")]
+
+
+async def test_oversized_packets_never_reach_the_collector(broker: Broker) -> None:
+    """Without a limit one agent login pushed ~256 MiB messages through to the collector,
+    which buffered each before rejecting it. Now the broker disconnects the sender of a packet
+    over the limit; a payload just over the collector's own limit still reaches it (and is
+    rejected and counted there)."""
+    limit = 65_536
+    async with running(broker), collector(broker) as sub:
+        disconnected = False
+        with contextlib.suppress(aiomqtt.MqttError):  # also on the way out, disconnected
+            async with login(broker, "a") as client:
+                # No PUBACK ever comes: await the broker dropping the connection instead.
+                publishing = asyncio.ensure_future(client.publish(OWN, b"x" * (limit + 2048)))
+                try:
+                    await wait_disconnected(client)
+                except aiomqtt.MqttError:
+                    disconnected = True
+                finally:
+                    publishing.cancel()
+        assert disconnected
+        await publish(broker, "a", OWN, b"y" * (limit + 1))
+        await publish(broker, "a", OWN, b"marker")
+        got = await received_until(sub, b"marker")
+    assert [len(payload) for _, payload in got] == [limit + 1, len(b"marker")]

@@ -113,3 +113,18 @@ def test_bad_durations_name_key_and_value(text: object, message: str) -> None:
         parse_config(check_with(interval=text), "estate.toml")
     [issue] = err.value.issues
     assert str(issue) == f"estate.toml: sites.hq.checks.web.interval: {message} (got {text!r})"
+
+
+def test_a_site_has_at_most_1000_checks_and_long_values_are_cut() -> None:
+    """As many as a heartbeat may carry (issue 15); the error does not print all 1001."""
+    checks = [
+        {"name": f"c{i}", "type": "tcp", "target": "127.0.0.1:9", "area": "email"}
+        for i in range(1001)
+    ]
+    with pytest.raises(ConfigError) as err:
+        parse_config({"sites": {"hq": {"partner": "P", "checks": checks}}}, "x.toml")
+    [issue] = err.value.issues
+    assert issue.path == "sites.hq.checks"
+    assert issue.message.startswith("List should have at most 1000 items")
+    assert len(str(issue)) < 400
+    assert str(issue).endswith("…)")

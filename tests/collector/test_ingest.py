@@ -15,10 +15,12 @@ import pytest
 from availmon.schema import CheckStatus, Event, Heartbeat, State, topic
 from collector.ingest import Accepted, Rejected, validate
 from collector.main import Collector
-from tests.peers import estate, mosquitto, wait_until
+from tests.peers import estate, mosquitto, wait_until, web_check
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-EST = estate(Path("/nonexistent"), 1883, [])
+#: The events below are the "web" check's, in the email area.
+WEB = web_check("http://127.0.0.1:9/", area="email")
+EST = estate(Path("/nonexistent"), 1883, [WEB])
 
 
 def event(seq: int = 1, **over: Any) -> dict[str, Any]:
@@ -106,7 +108,7 @@ def sample(collector: Collector, name: str, **labels: str) -> float:
 
 async def test_live_rejections_are_counted_and_ingest_goes_on(tmp_path: Path) -> None:
     async with mosquitto(tmp_path / "mq") as broker:
-        cfg = estate(tmp_path, broker.port, [])
+        cfg = estate(tmp_path, broker.port, [WEB])
         collector = Collector(cfg)
         now = datetime.now(UTC)
         good = event(1, at=now.isoformat(), detected_at=now.isoformat())

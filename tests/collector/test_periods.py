@@ -110,8 +110,47 @@ def test_last_four_quarters(text: str, expected: list[str]) -> None:
     assert all(a.end_us == b.start_us for a, b in itertools.pairwise(quarters))
 
 
-@pytest.mark.parametrize("text", ["FY0000Q1", "9999Q4", "0000-01"])
-def test_periods_outside_the_calendar_are_period_errors(text: str) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FY0000Q1",
+        "FY0001Q1",  # was an OverflowError: a 500 from /api/v1/report
+        "9999Q4",
+        "0000-01",
+        "0001-01-02..9999-12-30",  # held the reader thread for 83 s, then a 500
+        "1989Q4",
+        "FY2100Q4",  # January to March 2101
+        "1989-12-31..1990-01-31",
+    ],
+)
+def test_periods_outside_1990_to_2100_are_period_errors(text: str) -> None:
     # A PeriodError is a 400 from /api/v1/report; anything else was a 500.
-    with pytest.raises(PeriodError, match="out of range"):
+    with pytest.raises(PeriodError, match=r"is outside 1990-01-01 to 2100-12-31$"):
         parse_period(text, LONDON)
+
+
+@pytest.mark.parametrize("text", ["1990Q1", "FY2100Q3", "2100-12", "1990-01-01..1999-12-31"])
+def test_periods_at_the_edges_are_accepted(text: str) -> None:
+    assert parse_period(text, LONDON).id == text
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("2010-01-31..2020-01-30", True),  # ten years to the day
+        ("2010-01-31..2020-01-31", False),
+        ("2012-02-29..2022-02-28", True),
+        ("2012-02-29..2022-03-01", False),
+    ],
+)
+def test_periods_are_at_most_ten_years_long(text: str, ok: bool) -> None:
+    if ok:
+        assert parse_period(text, LONDON).kind == "range"
+    else:
+        with pytest.raises(PeriodError, match="is longer than 10 years"):
+            parse_period(text, LONDON)
+
+
+def test_cli_from_to_is_bounded_too() -> None:
+    with pytest.raises(PeriodError, match="longer than 10 years"):
+        date_range(date(1990, 1, 1), date(2100, 12, 31), LONDON)

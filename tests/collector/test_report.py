@@ -452,8 +452,11 @@ def test_cli_report_from_to_and_stdout(
 def test_cli_report_without_a_database_explains(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["report", "--period", "FY2019Q2", "--config", str(config_file)]) == 2
-    assert "no database at" in capsys.readouterr().err
+    # A bad path is a runtime failure (exit 3), in one line.
+    assert main(["report", "--period", "FY2019Q2", "--config", str(config_file)]) == 3
+    err = capsys.readouterr().err
+    assert "no database at" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_a_quarter_not_yet_begun_has_no_figures(store: Store, estate: Estate) -> None:

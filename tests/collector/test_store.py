@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from availmon.clock import to_iso
@@ -137,6 +137,18 @@ def test_a_failed_commit_is_rolled_back(tmp_path: Path) -> None:
 
 
 @settings(max_examples=60, deadline=None)
+# Two instants holding events of two intervals: the open outage is the one to extend (a tie
+# on start picked the closed one), and a rebuild starts at the event that opened its origin.
+@example([(State.DEGRADED, 0, 2), (State.DOWN, 0, 1), (State.UP, 0, 1)])
+@example(
+    [
+        (State.UP, 2, 1),
+        (State.DEGRADED, 0, 1),
+        (State.DEGRADED, 1, 1),
+        (State.DOWN, 1, 1),
+        (State.UP, 1, 1),
+    ]
+)
 @given(
     st.lists(
         st.tuples(st.sampled_from(list(State)), st.integers(0, 40), st.integers(1, 4)),

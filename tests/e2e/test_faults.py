@@ -56,6 +56,8 @@ from tests.peers import (
 )
 
 EVENT_TOPIC = topic("hq", "hq", "event")
+#: The check the synthetic events below belong to (the collector refuses unknown checks).
+WEB = web_check("http://127.0.0.1:9/")
 INGEST_COUNTERS = ("mqtt_messages", "events_ingested", "events_duplicate", "heartbeats")
 #: Only guards a hung test; every wait returns as soon as its condition holds.
 DEADLINE = procs.DEADLINE
@@ -180,7 +182,7 @@ async def in_process(collector: Collector) -> AsyncIterator[Running]:
 async def running_collector(broker: Mosquitto, tmp_path: Path) -> AsyncIterator[Running]:
     """An in-process collector on ``broker``, subscribed. Its payload limit is 4 KiB so the
     oversized messages of test 4 stay small; the limit, not its default, is what is tested."""
-    cfg = estate(tmp_path, broker.port, [], extra={"collector": {"max_payload_bytes": 4096}})
+    cfg = estate(tmp_path, broker.port, [WEB], extra={"collector": {"max_payload_bytes": 4096}})
     async with in_process(Collector(cfg)) as running:
         yield running
 
@@ -344,7 +346,7 @@ async def test_batch_cut_off_by_a_disconnect_is_counted(broker: Mosquitto, tmp_p
     ``handle_batch`` awaits the writer thread; the thread commits anyway, the coroutine never
     counts it, and availmon_events_ingested_total falls behind the events stored. Made
     deterministic here: the write is held on a lock while the broker goes away."""
-    cfg = estate(tmp_path, broker.port, [])
+    cfg = estate(tmp_path, broker.port, [WEB])
     collector = EnteringCollector(cfg)
     db = cfg.collector.database
     [ev] = stream(1)
@@ -380,7 +382,7 @@ async def test_batch_cut_off_by_a_disconnect_is_counted(broker: Mosquitto, tmp_p
 
 def write_estate(tmp_path: Path, broker_port: int, **extra: Any) -> tuple[Path, Estate]:
     path = tmp_path / "estate.toml"
-    data = estate_data(tmp_path, broker_port, extra.pop("checks", []), extra=extra)
+    data = estate_data(tmp_path, broker_port, extra.pop("checks", [WEB]), extra=extra)
     return path, procs.write_config(path, data)
 
 
@@ -841,7 +843,7 @@ async def test_lock_longer_than_busy_timeout(broker: Mosquitto, tmp_path: Path) 
     batch stays unacknowledged until it can be committed. To keep the test short, the same
     fault is made with the writer's busy_timeout shortened to 0.2 s; the lock is held until
     the collector has run into it twice (its write failed, was retried, and failed again)."""
-    cfg = estate(tmp_path, broker.port, [])
+    cfg = estate(tmp_path, broker.port, [WEB])
     collector = Collector(cfg)
     collector.store.conn.execute("PRAGMA busy_timeout=200")
     db = cfg.collector.database

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from availmon.errors import StartupError
 from probes import http
 from probes.registry import REGISTRY
+from tests.peers import write_secret
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 TOKEN = "s3cret-token"
@@ -143,7 +144,7 @@ async def test_slow_server_hits_timeout(site: str) -> None:
 
 async def test_basic_auth_header_sent(site: str, tmp_path: Path) -> None:
     secret = tmp_path / "password"
-    secret.write_text("pa55word\n")  # trailing newline as editors leave it: stripped
+    write_secret(secret, "pa55word\n")  # trailing newline as editors leave it: stripped
     expected = "Basic " + base64.b64encode(b"probe:pa55word").decode()
     options = opts(
         username="probe",

@@ -29,7 +29,7 @@ from availmon.config import parse_config
 from availmon.errors import ConfigError, StartupError
 from probes import snmp
 from probes.base import ProbeResult
-from tests.peers import netns_unavailable
+from tests.peers import netns_unavailable, write_secret
 
 needs_snmpd = pytest.mark.skipif(
     not Path(SNMPD).exists(), reason="needs net-snmp's snmpd (Debian package snmpd)"
@@ -41,12 +41,12 @@ AVAILMON = Path(sys.executable).parent / "availmon"
 @pytest.fixture(scope="module")
 def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("snmp-secrets")
-    (d / "community").write_text(COMMUNITY + "\n")
-    (d / "wrong-community").write_text("not-the-community\n")
+    write_secret(d / "community", COMMUNITY + "\n")
+    write_secret(d / "wrong-community", "not-the-community\n")
     for user, _proto, auth_key, priv_key in V3_USERS:
-        (d / f"{user}.auth").write_text(auth_key + "\n")
-        (d / f"{user}.priv").write_text(priv_key + "\n")
-    (d / "wrong.auth").write_text("definitely-wrong\n")
+        write_secret(d / f"{user}.auth", auth_key + "\n")
+        write_secret(d / f"{user}.priv", priv_key + "\n")
+    write_secret(d / "wrong.auth", "definitely-wrong\n")
     return d
 
 

@@ -28,6 +28,7 @@ from agent.traps import (
 )
 from availmon.errors import StartupError
 from probes import snmp
+from tests.peers import write_secret
 
 LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
 LINK_UP = "1.3.6.1.6.3.1.1.5.4"
@@ -93,7 +94,7 @@ def secrets(tmp_path: Path) -> Path:
         "sha256.auth": "sha256-auth-key",
         "sha256.priv": "sha256-priv-key",
     }.items():
-        (d / name).write_text(value + "\n")
+        write_secret(d / name, value + "\n")
     return d
 
 
