@@ -226,7 +226,10 @@ class Scheduler:
 
     async def _emit(self, slot: _Slot, transition: Transition) -> None:
         dep = slot.check.depends_on
-        if dep and transition.to in (State.DOWN, State.DEGRADED):
+        # A parent at another site (``dc/internet-link``) is the collector's to resolve.
+        if dep and dep.startswith(f"{self.site}/"):
+            dep = dep.split("/", 1)[1]
+        if dep and dep in self._slots and transition.to in (State.DOWN, State.DEGRADED):
             dep_state = self._slots[dep].state.state
             if dep_state in (State.DOWN, State.UNKNOWN):
                 evidence = transition.evidence.model_copy(

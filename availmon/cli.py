@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("availmon.demo", "run broker, collector and agents in one process"),
     "outages": ("collector.cli", "import, list and annotate outage records"),
     "report": ("collector.cli", "the quarterly availability report (html, md, csv or json)"),
+    "maintenance": (
+        "collector.cli",
+        "declare, list and cancel maintenance windows (planned work, declared before it)",
+    ),
     "broker": ("availmon.broker", "write a locked-down Mosquitto config, password file and ACL"),
 }
 

@@ -11,9 +11,10 @@ import ipaddress
 import re
 import tomllib
 from collections import Counter
-from datetime import time
+from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -156,9 +157,49 @@ class WebConfig(Frozen):
         return resolve_secret(self.read_token_file, self.read_token_env, "web.read_token")
 
 
+#: How a class of time counts in an area's figure (issue 10, docs/accounting.md):
+#: ``downtime`` counts against availability, ``excluded`` takes it out of the period (neither
+#: up nor down), ``up`` counts it as service delivered.
+Treatment = Literal["downtime", "excluded", "up"]
+#: The classes of not-up time the accounting tells apart, in the order the report prints them.
+TIME_CLASSES = ("down", "degraded", "planned", "unknown", "unreachable", "confirmation")
+
+
+class Policy(Frozen):
+    """One treatment per class of time; a class left out takes the next level's choice (area,
+    then ``[accounting.policy]``, then the defaults, which are the service's practice)."""
+
+    #: Unplanned outages once confirmed.
+    down: Treatment | None = None
+    #: Slow or lossy service (the area's ``degraded_counts_as_down`` sets it too).
+    degraded: Treatment | None = None
+    #: Outages inside a maintenance window or marked planned (``count_planned`` sets it too).
+    planned: Treatment | None = None
+    #: Not monitored: an agent offline past its grace, no data.
+    unknown: Treatment | None = None
+    #: Behind a dependency that was down: counted once, in the parent's area.
+    unreachable: Treatment | None = None
+    #: From the first failed probe until the failure was declared (``failures_to_down``).
+    confirmation: Treatment | None = None
+
+
+#: The service's practice before issue 10: degraded and planned time counted, unknown time
+#: shown as "not monitored" and counted as up, unreachable time counted once (in the parent's
+#: area, so as up in the child's), and an outage dated from its first failed probe.
+DEFAULT_POLICY: dict[str, Treatment] = {
+    "down": "downtime",
+    "degraded": "downtime",
+    "planned": "downtime",
+    "unknown": "up",
+    "unreachable": "up",
+    "confirmation": "downtime",
+}
+
+
 class Area(Frozen):
     name: str
     degraded_counts_as_down: bool = True
+    policy: Policy = Policy()
 
 
 class Partner(Frozen):
@@ -177,6 +218,118 @@ class Accounting(Frozen):
     holidays_subdiv: str | None = "ENG"
     #: Outages shorter than this are summed but not listed one by one in the board report.
     report_min_outage_minutes: Annotated[float, Field(ge=0)] = 15.0
+    #: The estate-wide treatment of each class of time; an area's own ``policy`` wins.
+    policy: Policy = Policy()
+
+    def treatment(self, area: Area | None, cls: str) -> Treatment:
+        """The treatment of one class of time in one area (areas outside the config take
+        the estate's)."""
+        own = getattr(area.policy, cls) if area is not None else None
+        if own is not None:
+            return own  # type: ignore[no-any-return]
+        if cls == "degraded" and area is not None and not area.degraded_counts_as_down:
+            return "up"
+        if cls == "planned" and not self.count_planned:
+            return "up"
+        estate_wide = getattr(self.policy, cls)
+        return estate_wide if estate_wide is not None else DEFAULT_POLICY[cls]  # type: ignore[no-any-return]
+
+
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
+_EVERY = re.compile(
+    r"^\s*(?:(?P<day>day)|(?P<ord>first|second|third|fourth|last)\s+(?P<oday>[a-z]+)"
+    r"(?:\s+of\s+the\s+month)?|(?P<days>[a-z]+(?:\s*,\s*[a-z]+)*))\s*$",
+    re.IGNORECASE,
+)
+
+
+_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _weekday(word: str) -> int:
+    """``sunday`` or ``sun`` (any case) -> 6."""
+    w = word.strip().lower()
+    for i, name in enumerate(_DAY_NAMES):
+        if w in (name, name[:3]):
+            return i
+    raise ValueError(f"{word.strip()!r} is not a day of the week")
+
+
+def parse_every(text: str) -> tuple[str, tuple[int, ...], int | None]:
+    """``"sunday"``, ``"mon, wed"``, ``"day"``, ``"first tuesday"`` (of the month), ``"last
+    friday"`` -> (frequency, weekdays, nth). Raises ValueError in the words of the config."""
+    m = _EVERY.match(text)
+    if not m:
+        raise ValueError(
+            "expected 'day', weekday names ('sunday', 'mon, wed') or 'first tuesday' /"
+            " 'last friday' (of the month)"
+        )
+    if m.group("day"):
+        return "daily", (), None
+    if m.group("ord"):
+        return "monthly", (_weekday(m.group("oday")),), _ORDINALS[m.group("ord").lower()]
+    return "weekly", tuple(sorted({_weekday(d) for d in m.group("days").split(",")})), None
+
+
+class Scope(Frozen):
+    """What a maintenance window covers: each list left empty matches everything, and an
+    outage is covered when it matches every list given (sites AND areas AND ...)."""
+
+    sites: tuple[Name, ...] = ()
+    areas: tuple[Name, ...] = ()
+    #: Check names (any site) or ``site/check``; a quorum service's id covers the service.
+    checks: tuple[str, ...] = ()
+    partners: tuple[Name, ...] = ()
+
+
+class RecurringWindow(Scope):
+    """Planned work that repeats (``[[maintenance]]``): e.g. every Sunday 02:00-04:00."""
+
+    name: Name
+    #: ``"sunday"``, ``"mon, thu"``, ``"day"``, ``"first tuesday"``, ``"last friday"``.
+    every: str
+    start: time
+    #: Wall-clock end; at or before ``start`` means the next day.
+    end: time
+    timezone: str | None = None
+    #: Only from / until these days (inclusive), e.g. a contract's term.
+    first_day: date | None = None
+    last_day: date | None = None
+    reason: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _every_parses(self) -> RecurringWindow:
+        parse_every(self.every)
+        return self
+
+
+Quorum = Annotated[int | str, Field(union_mode="left_to_right")]
+
+
+class Service(Frozen):
+    """A central service probed from several sites (``[services.<id>]``): down only when a
+    quorum of the agents that can see it say so; a failure seen from fewer sites is booked
+    to those sites' path."""
+
+    name: str | None = None
+    #: Members as ``site/check``.
+    checks: tuple[str, ...]
+    #: How many of the members that can see it must say down: a number, or ``"50%"`` of
+    #: those that can see it at the time.
+    quorum: Quorum = 2
+    #: Where its outages are booked (default: the members' area).
+    area: Name | None = None
+    #: Its home site, whose partner its outages are booked to (default: the first member's).
+    site: Name | None = None
+    #: Where a failure seen by too few sites goes: the path (link) to that site.
+    path_area: Name = "network_telephony"
+
+    def quorum_of(self, eligible: int) -> int:
+        """Votes needed when ``eligible`` members can see the service (at least 1)."""
+        if isinstance(self.quorum, int):
+            return self.quorum
+        pct = float(self.quorum.strip().rstrip("%"))
+        return max(1, -(-int(pct * eligible * 100) // 10_000))  # ceil(pct/100 * eligible)
 
 
 _CHECK_KEYS = {
@@ -193,6 +346,8 @@ _CHECK_KEYS = {
     "degraded_loss",
     "provider",
     "depends_on",
+    "added",
+    "retired",
     "options",
 }
 
@@ -210,7 +365,12 @@ class Check(Frozen):
     degraded_latency: Seconds | None = None
     degraded_loss: Annotated[float, Field(ge=0, le=100)] | None = None
     provider: str | None = None
+    #: A check at this site (``wan-link``) or at another one (``dc/internet-link``): while it
+    #: is down this check is unreachable, counted once in the parent's area, not alerted.
     depends_on: str | None = None
+    #: When the check came into service / was retired: it counts only over that time.
+    added: datetime | date | None = None
+    retired: datetime | date | None = None
     #: Probe-specific keys, written flat in the check's table and validated by the probe.
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -332,6 +492,10 @@ class Estate(Frozen):
     areas: dict[Name, Area] = Field(default_factory=dict)
     partners: dict[Name, Partner] = Field(default_factory=dict)
     sites: dict[Name, Site] = Field(default_factory=dict)
+    #: Recurring maintenance windows (one-off ones are declared with ``availmon maintenance``).
+    maintenance: list[RecurringWindow] = Field(default_factory=list)
+    #: Services seen from several sites, with a quorum.
+    services: dict[Name, Service] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -493,12 +657,10 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                     )
                 )
             dep = check.get("depends_on")
-            if isinstance(dep, str) and dep not in names:
-                issues.append(
-                    ConfigIssue(
-                        file, f"{where}.depends_on", f"no check named {dep!r} in site {site_id!r}"
-                    )
-                )
+            if isinstance(dep, str):
+                problem = _dependency_problem(sites, site_id, dep)
+                if problem:
+                    issues.append(ConfigIssue(file, f"{where}.depends_on", problem))
             interval, timeout = check.get("interval", 30), check.get("timeout", 5)
             try:
                 t, iv = float(_duration(timeout)), float(_duration(interval))
@@ -543,6 +705,229 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
             issues.append(
                 ConfigIssue(file, "sites", f"agent id {agent!r} is used by {count} sites")
             )
+    issues += _cycle_issues(file, data, sites)
+    issues += _service_issues(file, data, sites, areas)
+    issues += _maintenance_issues(file, data, sites, areas, partners)
+    return issues
+
+
+def split_ref(site: str, ref: str) -> tuple[str, str]:
+    """``wan-link`` at ``site`` or ``dc/internet-link`` -> (site, check)."""
+    if "/" in ref:
+        other, name = ref.split("/", 1)
+        return other, name
+    return site, ref
+
+
+def _site_checks(sites: dict[str, Any], site: str) -> set[Any] | None:
+    s = sites.get(site)
+    if not isinstance(s, dict):
+        return None
+    return {c.get("name") for c in s.get("checks") or [] if isinstance(c, dict)}
+
+
+def _dependency_problem(sites: dict[str, Any], site: str, ref: str) -> str | None:
+    other, name = split_ref(site, ref)
+    names = _site_checks(sites, other)
+    if names is None:
+        return f"no site {other!r} (write site/check for a check at another site)"
+    if name not in names:
+        return f"no check named {name!r} in site {other!r}"
+    return None
+
+
+def _cycle_issues(file: str, data: dict[str, Any], sites: dict[str, Any]) -> list[ConfigIssue]:
+    """A check may not depend on itself through others: its time would be booked nowhere."""
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+    for sid, site in sites.items():
+        if not isinstance(site, dict) or not isinstance(site.get("checks"), list):
+            continue
+        for c in site["checks"]:
+            if isinstance(c, dict) and isinstance(c.get("depends_on"), str):
+                key = (sid, str(c.get("name")))
+                ref = split_ref(sid, c["depends_on"])
+                if _dependency_problem(sites, sid, c["depends_on"]) is None:
+                    parent[key] = ref
+    issues = []
+    for start in sorted(parent):
+        seen = [start]
+        node = parent.get(start)
+        while node is not None and node not in seen:
+            seen.append(node)
+            node = parent.get(node)
+        if node == start:
+            loop = " -> ".join(f"{a}/{b}" for a, b in [*seen, start])
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"sites.{start[0]}.checks.{start[1]}.depends_on",
+                    f"dependency loop: {loop}",
+                )
+            )
+    return issues
+
+
+def _service_issues(
+    file: str, data: dict[str, Any], sites: dict[str, Any], areas: set[str]
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    services = data.get("services") or {}
+    if not isinstance(services, dict):
+        return issues
+    owner: dict[str, str] = {}
+    for sid, svc in services.items():
+        if not isinstance(svc, dict):
+            continue
+        where = f"services.{sid}"
+        members = svc.get("checks")
+        if not isinstance(members, list):
+            continue
+        for ref in members:
+            if not isinstance(ref, str):
+                continue
+            if "/" not in ref:
+                issues.append(
+                    ConfigIssue(
+                        file, f"{where}.checks", f"write members as site/check (got {ref!r})"
+                    )
+                )
+                continue
+            site, _ = split_ref("", ref)
+            problem = _dependency_problem(sites, site, ref)
+            if problem:
+                issues.append(ConfigIssue(file, f"{where}.checks", problem))
+            elif ref in owner:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.checks",
+                        f"{ref} is already a member of service {owner[ref]!r}",
+                    )
+                )
+            else:
+                owner[ref] = sid
+        quorum = svc.get("quorum", 2)
+        if isinstance(quorum, bool):
+            quorum = None
+        if isinstance(quorum, int):
+            if not 1 <= quorum <= len(members):
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.quorum",
+                        f"quorum must be between 1 and the {len(members)} members (got {quorum})",
+                    )
+                )
+        elif isinstance(quorum, str):
+            m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", quorum)
+            if not m or not 0 < float(m.group(1)) <= 100:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.quorum",
+                        "expected a number of members or a percentage such as '50%'"
+                        f" (got {quorum!r})",
+                    )
+                )
+        for key in ("area", "path_area"):
+            area = svc.get(key)
+            if isinstance(area, str) and area not in areas:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.{key}",
+                        f"unknown area {area!r} (known: {', '.join(sorted(areas))})",
+                    )
+                )
+        home = svc.get("site")
+        if isinstance(home, str) and home not in sites:
+            issues.append(ConfigIssue(file, f"{where}.site", f"no site {home!r}"))
+    return issues
+
+
+def _maintenance_issues(
+    file: str,
+    data: dict[str, Any],
+    sites: dict[str, Any],
+    areas: set[str],
+    partners: dict[str, Any],
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    windows = data.get("maintenance") or []
+    if not isinstance(windows, list):
+        return issues
+    names: Counter[str] = Counter()
+    services = data.get("services") or {}
+    for i, w in enumerate(windows):
+        if not isinstance(w, dict):
+            continue
+        name = w.get("name")
+        where = f"maintenance.{name}" if isinstance(name, str) else f"maintenance[{i}]"
+        if isinstance(name, str):
+            names[name] += 1
+            if names[name] == 2:
+                issues.append(ConfigIssue(file, f"{where}.name", f"duplicate window {name!r}"))
+        issues += scope_issues(
+            file, where, w, sites=sites, areas=areas, partners=partners, services=services
+        )
+        tz = w.get("timezone")
+        if isinstance(tz, str):
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                issues.append(ConfigIssue(file, f"{where}.timezone", f"unknown timezone {tz!r}"))
+    return issues
+
+
+def scope_issues(
+    file: str,
+    where: str,
+    scope: dict[str, Any],
+    *,
+    sites: dict[str, Any],
+    areas: set[str],
+    partners: dict[str, Any],
+    services: dict[str, Any],
+) -> list[ConfigIssue]:
+    """References in a window's scope that match nothing: a window that silently covers
+    nothing is worse than an error."""
+    issues: list[ConfigIssue] = []
+    known = {
+        "sites": set(sites),
+        "areas": areas,
+        "partners": set(partners) if partners else None,
+    }
+    for key, names in known.items():
+        values = scope.get(key)
+        if names is None or not isinstance(values, list):
+            continue
+        for v in values:
+            if isinstance(v, str) and v not in names:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.{key}",
+                        f"unknown {key[:-1]} {v!r} (known: {', '.join(sorted(names))})",
+                    )
+                )
+    checks = scope.get("checks")
+    if isinstance(checks, list):
+        every = {
+            (sid, c.get("name"))
+            for sid, s in sites.items()
+            if isinstance(s, dict)
+            for c in (s.get("checks") or [])
+            if isinstance(c, dict)
+        }
+        for ref in checks:
+            if not isinstance(ref, str):
+                continue
+            if "/" in ref:
+                hit = tuple(ref.split("/", 1)) in every
+            else:
+                hit = any(n == ref for _, n in every) or ref in services
+            if not hit:
+                issues.append(ConfigIssue(file, f"{where}.checks", f"no check or service {ref!r}"))
     return issues
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -38,7 +38,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: ``[start, end)`` in microseconds since the epoch, UTC.
 Span = tuple[int, int]
-Kind = Literal["unplanned", "planned", "degraded"]
 PeriodKind = Literal["fy_quarter", "quarter", "month", "range"]
 
 #: The partner of outages whose site is not (or no longer) in the estate config.
@@ -100,6 +99,25 @@ def clip(spans: Iterable[Span], lo: int, hi: int) -> list[Span]:
 def total(spans: Iterable[Span]) -> int:
     """Length of already-disjoint spans (use ``union`` first)."""
     return sum(e - s for s, e in spans)
+
+
+def subtract_spans(a: Iterable[Span], b: Iterable[Span]) -> list[Span]:
+    """The time in ``a`` that is not in ``b`` (any spans in; sorted, disjoint out)."""
+    out: list[Span] = []
+    cut = union(b)
+    for s, e in union(a):
+        cur = s
+        for cs, ce in cut:
+            if ce <= cur or cs >= e:
+                continue
+            if cs > cur:
+                out.append((cur, cs))
+            cur = max(cur, ce)
+            if cur >= e:
+                break
+        if cur < e:
+            out.append((cur, e))
+    return out
 
 
 def intersect(a: Sequence[Span], b: Sequence[Span]) -> list[Span]:
@@ -368,6 +386,10 @@ class Outage:
     provider: str | None = None
     note: str | None = None
     source: str = "agent"
+    #: When the failure was declared (the start event's ``detected_at``): before it, the
+    #: confirmation window (issue 10).
+    detected: int | None = None
+    agent: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Outage:
@@ -385,6 +407,8 @@ class Outage:
             provider=row.get("provider") or None,
             note=row.get("note") or None,
             source=row.get("source") or "agent",
+            detected=to_us(from_iso(row["detected_at"])) if row.get("detected_at") else None,
+            agent=row.get("agent") or None,
         )
 
     @property
@@ -411,6 +435,17 @@ class AreaFigures:
     business_downtime: int
     ratio: Fraction | None
     business_ratio: Fraction | None
+    #: Behind a down dependency (booked here, counted per the area's policy).
+    unreachable: int = 0
+    #: From first failed probe to declaration (inside ``downtime`` unless the policy says).
+    confirmation: int = 0
+    #: Taken out of the period by the policy (neither up nor down).
+    excluded: int = 0
+    #: The period the ratio is over: the measured period less ``excluded``.
+    measured: int = 0
+    #: Downtime with a provider (a supplier's), and the ratio without it.
+    third_party: int = 0
+    ratio_own: Fraction | None = None
 
 
 @dataclass(frozen=True)
@@ -422,9 +457,12 @@ class PartnerFigures:
     ratio: Fraction | None
 
 
+Kind = Literal["unplanned", "planned", "degraded", "unreachable"]
+
+
 @dataclass(frozen=True)
 class Incident:
-    """Overlapping outages of one kind in one area, seen from one or more sites."""
+    """Overlapping time of one kind in one area, seen from one or more sites."""
 
     ids: tuple[str, ...]
     area: str
@@ -440,6 +478,26 @@ class Incident:
     causes: tuple[str, ...]
     providers: tuple[str, ...]
     notes: tuple[str, ...]
+    #: The windows that made it planned (or "annotation").
+    planned_by: tuple[str, ...] = ()
+    #: Quorum services, and the sites whose agents saw the failure.
+    services: tuple[str, ...] = ()
+    seen_by: tuple[str, ...] = ()
+    #: A failure too few sites saw, booked to their path.
+    path: bool = False
+    #: ``site/check`` of the checks that were unreachable behind it.
+    behind: tuple[str, ...] = ()
+    #: ``site/check`` of the down ancestor (an unreachable incident).
+    parents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Share:
+    """Counted downtime put down to one provider or one cause, summed over the areas."""
+
+    name: str
+    downtime: int
+    business: int
 
 
 @dataclass(frozen=True)
@@ -457,20 +515,32 @@ class Accounts:
     met: bool | None
     partners: list[PartnerFigures]
     incidents: list[Incident] = field(default_factory=list)
+    #: Counted downtime by provider ("" for none recorded) and by cause.
+    providers: list[Share] = field(default_factory=list)
+    causes: list[Share] = field(default_factory=list)
+    #: The KPI without the downtime put down to third parties (a provider is recorded).
+    combined_own_downtime: int = 0
+    combined_own_ratio: Fraction | None = None
+    #: site/check -> the part of the period the check existed in, when not all of it.
+    partial: dict[str, Span] = field(default_factory=dict)
+    #: Every booking, for listings that say which window covered what.
+    bookings: list[Any] = field(default_factory=list)
+    windows: list[Any] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         return self.measured_end >= self.period.end_us
 
 
+_CLASS_OF_STATE = {"down": "down", "degraded": "degraded", "unknown": "unknown"}
+
+
 def counts(outage: Outage, estate: Estate, *, ignore_planned_rule: bool = False) -> bool:
-    """Whether an outage is downtime under the accounting settings."""
-    if outage.state == "unknown":
-        return False
-    area = estate.areas.get(outage.area)
-    if outage.state == "degraded" and area is not None and not area.degraded_counts_as_down:
-        return False
-    return not (outage.planned and not estate.accounting.count_planned and not ignore_planned_rule)
+    """Whether an outage, taken alone, is downtime under its area's policy."""
+    cls = _CLASS_OF_STATE.get(outage.state, "down")
+    if outage.planned and cls != "unknown" and not ignore_planned_rule:
+        cls = "planned"
+    return estate.accounting.treatment(estate.areas.get(outage.area), cls) == "downtime"
 
 
 def partner_of(site: str, estate: Estate) -> str:
@@ -486,64 +556,114 @@ def _distinct(values: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+_KIND = {
+    "down": "unplanned",
+    "confirmation": "unplanned",
+    "planned": "planned",
+    "degraded": "degraded",
+    "unreachable": "unreachable",
+}
+
+
 def _incidents(
-    outages: Sequence[Outage],
+    bookings: Sequence[Any],
     estate: Estate,
+    counted_of: Callable[[Any], bool],
+    business: Sequence[Span],
+    sources: Mapping[str, Outage],
     lo: int,
     hi: int,
-    now: int,
-    business: Sequence[Span],
 ) -> list[Incident]:
-    """Group each area's overlapping outages of one kind, so a WAN fault seen from three
-    sites is one line in the board report; an incident's minutes are its union, clipped.
-    Counted and uncounted outages never share an incident, so the counted incidents of an
-    area cover exactly its downtime."""
-    groups: dict[tuple[str, Kind, bool], list[Outage]] = {}
-    for o in outages:
-        if o.kind is not None:
-            groups.setdefault((o.area, o.kind, counts(o, estate)), []).append(o)
+    """Group each area's overlapping time of one kind, so a WAN fault seen from three
+    sites is one line in the board report; an incident's minutes are its union. Counted and
+    uncounted time never share an incident, so the counted incidents of an area cover
+    exactly its downtime. Unreachable time is listed under the fault it was behind (and as
+    its own line only where the area counts it)."""
+    groups: dict[tuple[str, str, bool], list[Any]] = {}
+    for b in bookings:
+        kind = _KIND.get(b.cls)
+        if kind is None:
+            continue
+        counted = counted_of(b)
+        if kind == "unreachable" and not counted:
+            continue
+        groups.setdefault((b.area, kind, counted), []).append(b)
+    behind = [b for b in bookings if b.cls == "unreachable"]
     out: list[Incident] = []
-    for (area, kind, counted), members in groups.items():
-        members.sort(key=lambda o: o.start)
-        cluster: list[Outage] = []
+    for (area, kind, counted), members in sorted(groups.items()):
+        members.sort(key=lambda b: (b.start, b.end, b.site, b.check or ""))
+        clusters: list[list[Any]] = []
         cluster_end = -1
-        clusters: list[list[Outage]] = []
-        for o in members:
-            s, e = o.span(now)
-            if cluster and s <= cluster_end:
-                cluster.append(o)
-                cluster_end = max(cluster_end, e)
+        for b in members:
+            if clusters and b.start <= cluster_end:
+                clusters[-1].append(b)
+                cluster_end = max(cluster_end, b.end)
             else:
-                if cluster:
-                    clusters.append(cluster)
-                cluster, cluster_end = [o], e
-        if cluster:
-            clusters.append(cluster)
+                clusters.append([b])
+                cluster_end = b.end
         for c in clusters:
-            spans = clip(union(o.span(now) for o in c), lo, hi)
-            if not spans:
-                continue
-            ends = [o.end for o in c]
+            spans = union(b.span for b in c)
+            first, last = spans[0][0], spans[-1][1]
+            # Dates as the outage had them: its real start before the period, and open
+            # (None) while it goes on; the minutes stay those inside the period.
+            start: int = first
+            end: int | None = last
+            for b in c:
+                for oid in b.outages:
+                    o = sources.get(oid)
+                    if o is None:
+                        continue
+                    if b.start == lo and o.start < lo:
+                        start = min(start, o.start)
+                    if b.end == last == hi and end is not None:
+                        end = None if o.end is None else max(end, o.end)
+            refs = {f"{b.site}/{b.check}" for b in c if b.check}
+            refs |= {b.origin for b in c if b.origin}
+            under = sorted(
+                {
+                    f"{u.site}/{u.check}"
+                    for u in behind
+                    if u.parent in refs and u.start < last and u.end > first
+                }
+            )
             out.append(
                 Incident(
-                    ids=tuple(o.id for o in c),
+                    ids=_distinct(i for b in c for i in b.outages),
                     area=area,
-                    kind=kind,
+                    kind=kind,  # type: ignore[arg-type]
                     counted=counted,
-                    start=min(o.start for o in c),
-                    end=None if None in ends else max(e for e in ends if e is not None),
+                    start=start,
+                    end=end,
                     duration=total(spans),
                     business=total(intersect(spans, business)),
-                    sites=tuple(sorted({o.site for o in c})),
-                    partners=tuple(sorted({partner_of(o.site, estate) for o in c})),
-                    checks=_distinct(o.check for o in c),
-                    causes=_distinct(o.cause for o in c),
-                    providers=_distinct(o.provider for o in c),
-                    notes=_distinct(o.note for o in c),
+                    sites=tuple(sorted({s for b in c for s in (b.seen_by or (b.site,))})),
+                    partners=tuple(sorted({partner_of(b.site, estate) for b in c})),
+                    checks=_distinct(b.origin or b.check for b in c),
+                    causes=_distinct(b.cause for b in c),
+                    providers=_distinct(b.provider for b in c),
+                    notes=_distinct(b.note for b in c),
+                    planned_by=_distinct(b.planned_by for b in c),
+                    services=_distinct(b.service for b in c),
+                    seen_by=tuple(sorted({s for b in c for s in b.seen_by})),
+                    path=all(b.path for b in c),
+                    behind=tuple(under),
+                    parents=_distinct(b.parent for b in c),
                 )
             )
-    out.sort(key=lambda i: (i.start, i.area))
+    out.sort(key=lambda i: (i.start, i.area, i.kind))
     return out
+
+
+def _combined(parts: Iterable[tuple[int, int]]) -> Fraction | None:
+    """1 - the sum of each area's unavailability (its downtime over its own measured period).
+
+    With nothing excluded every area's period is the same, and this is the board's formula
+    1 - (sum of area downtime) / (period minutes)."""
+    got = list(parts)
+    if not got or all(p <= 0 for _, p in got):
+        return None
+    lost = sum((Fraction(d, p) for d, p in got if p > 0), Fraction(0))
+    return min(max(1 - lost, Fraction(0)), Fraction(1))
 
 
 def account(
@@ -552,56 +672,137 @@ def account(
     estate: Estate,
     now: datetime,
     calendar: BusinessCalendar | None = None,
+    *,
+    offline: Iterable[Any] = (),
+    windows: Iterable[Any] = (),
 ) -> Accounts:
-    """Every figure of the quarterly report for one period, from the outages that touch it."""
+    """Every figure of the quarterly report for one period (issue 3, and the attribution
+    rules of issue 10: windows, quorum services, dependencies, the per-area policy)."""
+    from collector.attribution import attribute  # the rules sit on this module's maths
+
     cal = calendar or BusinessCalendar.from_accounting(estate.accounting)
     now_us = to_us(now)
     lo = period.start_us
     hi = max(lo, min(period.end_us, now_us))
     business = cal.spans(lo, hi)
     rows = [o for o in outages if o.start < hi and (o.end is None or o.end > lo)]
+    att = attribute(estate, rows, lo, hi, now_us, offline=offline, windows=windows)
+    acc_cfg = estate.accounting
+    # Degraded time in an area that does not count degraded time is not downtime, planned or
+    # not: a window never makes a figure worse than the same time unplanned.
+    att.bookings = [
+        replace(b, cls="degraded")
+        if b.cls == "planned"
+        and b.state == "degraded"
+        and acc_cfg.treatment(estate.areas.get(b.area), "degraded") != "downtime"
+        else b
+        for b in att.bookings
+    ]
 
-    def figure(selected: Iterable[Outage]) -> list[Span]:
-        return clip(union(o.span(now_us) for o in selected), lo, hi)
+    cache: dict[tuple[str, str], str] = {}
+
+    def treatment(b: Any) -> str:
+        key = (b.area, b.cls)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = acc_cfg.treatment(estate.areas.get(b.area), b.cls)
+        return found
+
+    def counted(b: Any) -> bool:
+        return treatment(b) == "downtime"
 
     area_ids = list(estate.areas)
-    area_ids += sorted({o.area for o in rows} - set(area_ids))  # never lose stored downtime
+    area_ids += sorted({b.area for b in att.bookings} - set(area_ids))  # never lose downtime
     period_time, business_time = hi - lo, total(business)
+    by_area: dict[str, list[Any]] = {a: [] for a in area_ids}
+    for b in att.bookings:
+        by_area[b.area].append(b)
+
+    def spans(selected: Iterable[Any]) -> list[Span]:
+        return union(b.span for b in selected)
+
     areas: list[AreaFigures] = []
+    own_parts: list[tuple[int, int]] = []
     for aid in area_ids:
-        mine = [o for o in rows if o.area == aid]
-        down = figure(o for o in mine if counts(o, estate))
+        mine = by_area[aid]
+        down = spans(b for b in mine if counted(b))
+        excluded = subtract_spans(spans(b for b in mine if treatment(b) == "excluded"), down)
+        measured = period_time - total(excluded)
+        bmeasured = business_time - total(intersect(excluded, business))
         bdown = total(intersect(down, business))
+        own = spans(b for b in mine if counted(b) and not b.provider)
+        own_parts.append((total(own), measured))
+
+        def cls_time(*classes: str, mine: list[Any] = mine) -> int:
+            return total(spans(b for b in mine if b.cls in classes))
+
         areas.append(
             AreaFigures(
                 id=aid,
                 name=estate.areas[aid].name if aid in estate.areas else aid,
                 downtime=total(down),
-                planned=total(
-                    figure(
-                        o for o in mine if o.planned and counts(o, estate, ignore_planned_rule=True)
-                    )
-                ),
-                degraded=total(figure(o for o in mine if o.state == "degraded")),
-                not_monitored=total(figure(o for o in mine if o.state == "unknown")),
+                planned=cls_time("planned"),
+                degraded=cls_time("degraded"),
+                not_monitored=cls_time("unknown"),
                 business_downtime=bdown,
-                ratio=ratio_of(total(down), period_time),
-                business_ratio=ratio_of(bdown, business_time),
+                ratio=ratio_of(total(down), measured),
+                business_ratio=ratio_of(bdown, bmeasured),
+                unreachable=cls_time("unreachable"),
+                confirmation=cls_time("confirmation"),
+                excluded=total(excluded),
+                measured=measured,
+                third_party=total(down) - total(own),
+                ratio_own=ratio_of(total(own), measured),
             )
         )
     combined = sum(a.downtime for a in areas)
     combined_business = sum(a.business_downtime for a in areas)
-    combined_ratio = ratio_of(combined, period_time)
+    combined_ratio = _combined((a.downtime, a.measured) for a in areas)
+    business_parts = []
+    for a in areas:
+        excl = subtract_spans(
+            spans(b for b in by_area[a.id] if treatment(b) == "excluded"),
+            spans(b for b in by_area[a.id] if counted(b)),
+        )
+        business_parts.append(
+            (a.business_downtime, business_time - total(intersect(excl, business)))
+        )
+    measured_of = {a.id: a.measured for a in areas}
 
     partner_ids = list(estate.partners)
-    partner_ids += sorted({partner_of(o.site, estate) for o in rows} - set(partner_ids))
+    partner_ids += sorted({partner_of(b.site, estate) for b in att.bookings} - set(partner_ids))
     partners: list[PartnerFigures] = []
+    by_partner: dict[str, dict[str, list[Span]]] = {}
+    for b in att.bookings:
+        if counted(b):
+            by_partner.setdefault(partner_of(b.site, estate), {}).setdefault(b.area, []).append(
+                b.span
+            )
     for pid in partner_ids:
-        theirs = [o for o in rows if partner_of(o.site, estate) == pid and counts(o, estate)]
-        per_area = {aid: total(figure(o for o in theirs if o.area == aid)) for aid in area_ids}
+        mine_p = by_partner.get(pid, {})
+        per_area = {aid: total(union(mine_p.get(aid, []))) for aid in area_ids}
         down_p = sum(per_area.values())
         name = estate.partners[pid].name if pid in estate.partners else pid
-        partners.append(PartnerFigures(pid, name, per_area, down_p, ratio_of(down_p, period_time)))
+        ratio = _combined((per_area[aid], measured_of[aid]) for aid in area_ids)
+        partners.append(PartnerFigures(pid, name, per_area, down_p, ratio))
+
+    counted_bookings = [b for b in att.bookings if counted(b)]
+
+    def shares(key: Callable[[Any], str]) -> list[Share]:
+        """Per name, the union within each area, summed over the areas (one pass)."""
+        groups: dict[str, dict[str, list[Span]]] = {}
+        for b in counted_bookings:
+            groups.setdefault(key(b), {}).setdefault(b.area, []).append(b.span)
+        out = []
+        for n, per_area in groups.items():
+            d = bd = 0
+            for pieces in per_area.values():
+                u = union(pieces)
+                d += total(u)
+                bd += total(intersect(u, business))
+            out.append(Share(n, d, bd))
+        out.sort(key=lambda s: (-s.downtime, s.name))
+        return out
 
     return Accounts(
         period=period,
@@ -612,9 +813,18 @@ def account(
         combined_downtime=combined,
         combined_business_downtime=combined_business,
         combined_ratio=combined_ratio,
-        combined_business_ratio=ratio_of(combined_business, business_time),
-        target_percent=estate.accounting.target_percent,
-        met=target_met(combined_ratio, estate.accounting.target_percent),
+        combined_business_ratio=_combined(business_parts) if business_time > 0 else None,
+        target_percent=acc_cfg.target_percent,
+        met=target_met(combined_ratio, acc_cfg.target_percent),
         partners=partners,
-        incidents=_incidents(rows, estate, lo, hi, now_us, business),
+        incidents=_incidents(
+            att.bookings, estate, counted, business, {o.id: o for o in rows}, lo, hi
+        ),
+        providers=shares(lambda b: b.provider or ""),
+        causes=shares(lambda b: b.cause or ""),
+        combined_own_downtime=sum(d for d, _ in own_parts),
+        combined_own_ratio=_combined(own_parts),
+        partial=att.partial,
+        bookings=att.bookings,
+        windows=att.windows,
     )

@@ -28,7 +28,7 @@ from collector.accounting import (
 if TYPE_CHECKING:
     from collector.main import Collector
 
-Shown = Literal["up", "degraded", "down", "maintenance", "unknown"]
+Shown = Literal["up", "degraded", "down", "maintenance", "unreachable", "unknown"]
 Kind = Literal["unplanned", "planned", "degraded", "unknown"]
 
 
@@ -88,6 +88,11 @@ class OutageOut(Out):
     source: str = Field(description="agent, import or provisional (agent offline)")
     annotated_by: str | None
     annotated_at: str | None
+    why: str | None = Field(
+        default=None,
+        description="why it does not stand on its own now: in a maintenance window, behind a"
+        " down dependency, or seen by too few sites of a quorum service",
+    )
 
 
 class OutagesOut(Out):
@@ -306,6 +311,7 @@ def add_api(app: web.Application) -> None:
     app.router.add_get("/api/v1/outages", outages)
     app.router.add_get("/api/v1/outages/{id}", outage)
     app.router.add_post("/api/v1/outages/{id}/annotations", board.api_write(board.ANNOTATE))
+    app.router.add_route("*", "/api/v1/maintenance", board.api_maintenance)
     app.router.add_get("/api/v1/openapi.json", openapi)
 
 
@@ -362,7 +368,8 @@ def openapi_document() -> dict[str, Any]:
         ErrorOut,
     ]
     _, top = models_json_schema(
-        [(m, "serialization") for m in models] + [(board.AnnotationIn, "validation")],
+        [(m, "serialization") for m in models]
+        + [(board.AnnotationIn, "validation"), (board.MaintenanceIn, "validation")],
         ref_template="#/components/schemas/{model}",
     )
     schemas = top.get("$defs", {})
@@ -486,6 +493,42 @@ def openapi_document() -> dict[str, Any]:
                         **_err("400", "401", "403", "404"),
                     },
                 }
+            },
+            "/api/v1/maintenance": {
+                "get": {
+                    "summary": "Maintenance windows from a week ago to a month ahead",
+                    "responses": {
+                        "200": {
+                            "description": "declared and recurring windows",
+                            "content": {"application/json": {"schema": loose}},
+                        },
+                        **read,
+                    },
+                },
+                "post": {
+                    "summary": "Declare a maintenance window (needs the write token)",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "X-Availmon-User",
+                            "in": "header",
+                            "required": True,
+                            "description": "who is declaring it (recorded with it)",
+                            "schema": {"type": "string", "pattern": auth.WHO_PATTERN},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("MaintenanceIn")}},
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "the window as recorded, with who and when",
+                            "content": {"application/json": {"schema": loose}},
+                        },
+                        **_err("400", "401", "403"),
+                    },
+                },
             },
             "/api/v1/report": {
                 "get": {

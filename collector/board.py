@@ -34,11 +34,18 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from availmon.clock import from_iso, to_iso, utcnow
-from availmon.config import Estate
+from availmon.config import Estate, scope_issues
 from availmon.schema import State
 from collector import auth
 from collector.accounting import (
@@ -47,14 +54,17 @@ from collector.accounting import (
     clip,
     counts,
     floor_percent,
+    from_us,
     local_midnight,
     quarter_containing,
     to_us,
     total,
     union,
 )
+from collector.attribution import live_verdicts
+from collector.maintenance import Window, expand
 from collector.metrics import LiveCheck
-from collector.report import accounts_for, show_minutes
+from collector.report import accounts_for, show_minutes, window_of
 
 if TYPE_CHECKING:
     from collector.main import Collector
@@ -63,12 +73,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: What the board shows, worst first; "maintenance" is a planned outage, never red.
-STATES = ("down", "degraded", "maintenance", "unknown", "up")
+STATES = ("down", "degraded", "maintenance", "unreachable", "unknown", "up")
 LABELS = {
     "up": "Up",
     "degraded": "Degraded",
     "down": "Down",
     "maintenance": "Maintenance",
+    "unreachable": "Unreachable",
     "unknown": "Unknown",
     "nodata": "No data",
 }
@@ -249,6 +260,7 @@ def outage_view(
         "source": row.get("source") or "agent",
         "annotated_by": row.get("annotated_by"),
         "annotated_at": row.get("annotated_at"),
+        "why": None,
     }
 
 
@@ -258,13 +270,17 @@ def check_view(
     live: LiveCheck | None,
     estate: Estate,
     names: Names,
-    planned: bool,
+    planned: bool | str,
     now: datetime,
 ) -> dict[str, Any]:
-    """One check's live state; latency only while it answers, never for a down check."""
+    """One check's live state; latency only while it answers, never for a down check.
+
+    ``planned``: True (or "maintenance") shows a failing check as maintenance;
+    "unreachable" shows it behind a down dependency (issue 10)."""
     cfg = estate.check(site, check) if site in estate.sites else None
     state = live.state.value if live else "unknown"
-    shown = "maintenance" if planned and state != "up" else state
+    override = "maintenance" if planned is True else (planned or None)
+    shown = override if override and state != "up" else state
     answering = state in ("up", "degraded")
     area = live.area if live else (cfg.area if cfg else "")
     expiry = (
@@ -373,10 +389,35 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
     open_rows = store.board_outages(open_only=True)
     evidence = store.start_evidence([r["start_event"] for r in open_rows if r["start_event"]])
     outages = [outage_view(r, names, evidence.get(r["start_event"] or ""), now) for r in open_rows]
+    # Issue 10: windows, dependencies and quorum decide what an open outage is, as the report
+    # will count it: in a window it is maintenance, behind a down parent unreachable.
+    now_us = to_us(now)
+    declared = [window_of(r) for r in store.windows(now, now + timedelta(days=7))]
+    windows = expand(
+        estate.maintenance,
+        declared,
+        now_us,
+        now_us + 7 * 86_400_000_000,
+        estate.accounting.timezone,
+    )
+    verdicts = live_verdicts(estate, [Outage.from_row(r) for r in open_rows], windows, now_us)
+    for o in outages:
+        reason = verdicts.get(o["id"])
+        if reason is not None:
+            o["why"] = reason.text
+            if reason.kind == "maintenance":
+                o["shown"] = "maintenance"
+            elif reason.kind == "unreachable":
+                o["shown"] = "unreachable"
     # Down first, then degraded, maintenance last; longest-running first within each.
-    order = {"down": 0, "degraded": 1, "unknown": 2, "maintenance": 3}
+    order = {"down": 0, "degraded": 1, "unknown": 2, "unreachable": 3, "maintenance": 4}
     outages.sort(key=lambda o: (order.get(o["shown"], 9), o["start"]))
-    planned = {(o["site"], o["check"]) for o in outages if o["planned"]}
+    planned: dict[tuple[str, str], str] = {
+        (o["site"], o["check"]): o["shown"]
+        for o in outages
+        if o["shown"] in ("maintenance", "unreachable")
+    }
+    planned.update({(o["site"], o["check"]): "maintenance" for o in outages if o["planned"]})
     reasons = {(o["site"], o["check"]): o["reason"] for o in outages if o["reason"]}
     live = dict(collector.live)
     keys: list[tuple[str, str]] = [
@@ -386,7 +427,13 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
     checks = []
     for site, check in keys:
         view = check_view(
-            site, check, live.get((site, check)), estate, names, (site, check) in planned, now
+            site,
+            check,
+            live.get((site, check)),
+            estate,
+            names,
+            planned.get((site, check), False),
+            now,
         )
         if view["state"] != "up" and not view["reason"]:
             view["reason"] = reasons.get((site, check))
@@ -421,6 +468,54 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
             "store_error": collector.store_error,
         },
         "areas": [{"id": aid, "name": a.name} for aid, a in estate.areas.items()],
+        "services": service_views(checks, estate),
+        "windows": [window_view(w, names.estate) for w in windows if w.effective[0] < w.end][:10],
+    }
+
+
+def service_views(checks: list[dict[str, Any]], estate: Estate) -> list[dict[str, Any]]:
+    """Each quorum service with what each of its agents sees right now."""
+    by_key = {(c["site"], c["check"]): c for c in checks}
+    out = []
+    for sid, svc in estate.services.items():
+        members = []
+        for ref in svc.checks:
+            site, name = ref.split("/", 1)
+            c = by_key.get((site, name))
+            members.append({"site": site, "check": name, "state": c["state"] if c else "unknown"})
+        able = [m for m in members if m["state"] not in ("unknown", "unreachable")]
+        saying = [m for m in able if m["state"] == "down"]
+        need = svc.quorum_of(len(able)) if able else None
+        if need is not None and len(saying) >= need:
+            state = "down"
+        elif saying:
+            state = "degraded"  # some sites see it fail: their path, until a quorum agrees
+        else:
+            state = "up" if able else "unknown"
+        out.append(
+            {
+                "id": sid,
+                "name": svc.name or sid,
+                "state": state,
+                "quorum": svc.quorum,
+                "need": need,
+                "saying_down": [m["site"] for m in saying],
+                "members": members,
+            }
+        )
+    return out
+
+
+def window_view(w: Window, estate: Estate) -> dict[str, Any]:
+    scope = w.scope.model_dump()
+    return {
+        "id": w.id,
+        "start": to_iso(from_us(w.start)),
+        "end": to_iso(from_us(w.end)),
+        "reason": w.reason,
+        "by": w.by,
+        "source": w.source,
+        "covers": "; ".join(f"{k} {', '.join(v)}" for k, v in scope.items() if v) or "everything",
     }
 
 
@@ -680,6 +775,136 @@ async def _annotate(
 
 
 ANNOTATE = WriteAction("annotate", AnnotationIn, _annotate)
+
+
+class MaintenanceIn(BaseModel):
+    """A one-off maintenance window (issue 10); a scope list left out matches everything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: AwareDatetime
+    end: AwareDatetime
+    sites: list[str] = Field(default_factory=list, max_length=100)
+    areas: list[str] = Field(default_factory=list, max_length=100)
+    checks: list[str] = Field(default_factory=list, max_length=100)
+    partners: list[str] = Field(default_factory=list, max_length=100)
+    reason: str = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceIn:
+        for t in (self.start, self.end):
+            if not 1990 <= t.year <= 2100:
+                raise ValueError(f"{t.isoformat()} is outside 1990-2100")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        if self.end - self.start > timedelta(days=366):
+            raise ValueError("a window is at most a year long")
+        return self
+
+
+def maintenance_problem(estate: Estate, data: MaintenanceIn) -> str | None:
+    """A scope that names nothing: refused, as the config refuses it."""
+    scope = data.model_dump(include={"sites", "areas", "checks", "partners"})
+    issues = scope_issues(
+        "request",
+        "body",
+        scope,
+        sites={
+            k: {"checks": [{"name": c.name} for c in v.checks]} for k, v in estate.sites.items()
+        },
+        areas=set(estate.areas),
+        partners=dict(estate.partners),
+        services=dict(estate.services),
+    )
+    return "; ".join(f"{i.path}: {i.message}" for i in issues) or None
+
+
+async def declare_maintenance(
+    collector: Collector, data: MaintenanceIn, by: str, at: datetime
+) -> dict[str, Any]:
+    scope = data.model_dump(include={"sites", "areas", "checks", "partners"})
+    row: dict[str, Any] = await collector.write(
+        collector.store.declare_window, data.start, data.end, scope, data.reason, by, at
+    )
+    log.info("maintenance %s declared by %s: %s", row["id"], by, data.model_dump_json())
+    await collector.notify_changed()
+    return row
+
+
+def windows_near(store: Store, estate: Estate, now: datetime) -> list[dict[str, Any]]:
+    """Windows from a week ago to a month ahead, declared and recurring."""
+    lo, hi = now - timedelta(days=7), now + timedelta(days=31)
+    declared = [window_of(r) for r in store.windows(lo, hi)]
+    found = expand(estate.maintenance, declared, to_us(lo), to_us(hi), estate.accounting.timezone)
+    return [window_view(w, estate) for w in found]
+
+
+async def api_maintenance(request: web.Request) -> web.StreamResponse:
+    collector = request.app[COLLECTOR]
+    if request.method == "GET":
+        rows = await collector.read(windows_near, collector.read_store, collector.estate, utcnow())
+        return web.json_response({"windows": rows})
+    by = auth.writer(request, auth.bearer(request), request.headers.get(auth.USER_HEADER))
+    try:
+        data = MaintenanceIn.model_validate(await request.json())
+    except (ValueError, ValidationError) as exc:
+        return _error(400, f"bad maintenance request: {_why(exc)}")
+    problem = maintenance_problem(collector.estate, data)
+    if problem:
+        return _error(400, f"bad maintenance request: {problem}")
+    row = await declare_maintenance(collector, data, by, utcnow())
+    return web.json_response(row, status=201)
+
+
+def _maintenance_fields(form: Mapping[str, str], tz: ZoneInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"reason": form.get("reason", "").strip()}
+    for key in ("start", "end"):
+        text = form.get(key, "").strip()
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            out[key] = text  # the model says what is wrong with it
+            continue
+        out[key] = dt if dt.tzinfo else dt.replace(tzinfo=tz)
+    for key in ("sites", "areas", "checks", "partners"):
+        out[key] = [v.strip() for v in form.get(key, "").split(",") if v.strip()]
+    return out
+
+
+async def maintenance_page(request: web.Request) -> web.StreamResponse:
+    collector = request.app[COLLECTOR]
+    ctx = _ctx(request)
+    message = None
+    status = 200
+    if request.method == "POST":
+        form = await request.post()
+        text = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        try:
+            by = auth.writer(request, text.get("token") or None, text.get("by"))
+            data = MaintenanceIn.model_validate(_maintenance_fields(text, ctx["tz"]))
+            problem = maintenance_problem(collector.estate, data)
+            if problem:
+                raise ValueError(problem)
+        except web.HTTPException as exc:
+            message, status = _why_http(exc), exc.status
+        except (ValueError, ValidationError) as exc:
+            message, status = _why(exc), 400
+        else:
+            row = await declare_maintenance(collector, data, by, utcnow())
+            raise web.HTTPSeeOther(f"/board/maintenance?saved={quote(row['id'], safe=':')}")
+    now = utcnow()
+    rows = await collector.read(windows_near, collector.read_store, collector.estate, now)
+    return _render(
+        request,
+        "board_maintenance.html",
+        status=status,
+        now=to_iso(now),
+        windows=rows,
+        message=message,
+        saved=request.query.get("saved"),
+        estate=collector.estate.name,
+        **ctx,
+    )
 
 
 def _error(status: int, text: str) -> web.Response:
@@ -1044,6 +1269,7 @@ def add_board(app: web.Application, collector: Collector) -> None:
     app.router.add_get("/board/checks/{site}/{check}", check_page)
     app.router.add_get("/board/outages/{id}", outage_page)
     app.router.add_route("*", "/board/login", login_page)
+    app.router.add_route("*", "/board/maintenance", maintenance_page)
     add_form_write(app, "/board/outages/{id}/annotate", ANNOTATE, annotation_fields)
 
 

@@ -20,16 +20,17 @@ import os
 import sqlite3
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from availmon.clock import from_iso, utcnow
-from availmon.config import Estate, load_config
+from availmon.config import Estate, load_config, scope_issues
 from availmon.errors import EXIT_FAIL, FileFailure, StoreError, UsageError
 from availmon.text import terminal
 from collector.accounting import (
+    BusinessCalendar,
     Outage,
     Period,
     PeriodError,
@@ -40,8 +41,18 @@ from collector.accounting import (
     quarter_containing,
     to_us,
 )
+from collector.maintenance import expand
 from collector.outage_csv import parse_csv, read_csv_file
-from collector.report import FORMATS, build_report, render, show_minutes, show_percent
+from collector.report import (
+    FORMATS,
+    accounts_for,
+    build_report,
+    render,
+    show_minutes,
+    show_percent,
+    window_of,
+)
+from collector.rules import record as record_rules
 from collector.store import Store, describe
 
 DEFAULT_CONFIG = "config/demo.toml"
@@ -99,10 +110,59 @@ def add_parser(sub: Any) -> None:
         "2019Q3 (calendar quarter), 2019-09 (month), or --from/--to (both days included).",
     )
     _period_args(rep)
+    rep.add_argument(
+        "--as-of",
+        metavar="TIMESTAMP",
+        help="the figures as they were reported then: only what had been recorded by then,"
+        " under the rules in force then (ISO 8601; local time without an offset)",
+    )
+    rep.add_argument(
+        "--generated-at",
+        metavar="TIMESTAMP",
+        help="the time printed as 'generated' (default: --as-of, else now): an input, so"
+        " the same data gives the same bytes",
+    )
     rep.add_argument("--format", choices=sorted(FORMATS), default="html")
     rep.add_argument("--out", type=Path, help="write to this file (default: standard output)")
     _common(rep)
     rep.set_defaults(func=cmd_report)
+
+    mnt = sub.add_parser(
+        "maintenance",
+        help="declare, list and cancel maintenance windows (planned work, declared before it)",
+    )
+    msub = mnt.add_subparsers(dest="maintenance_command", required=True, metavar="ACTION")
+    add = msub.add_parser(
+        "add",
+        help="declare a one-off window: outages inside it are planned, an overrun is not",
+        description="A window plans time only from when it is declared: work already under"
+        " way is marked planned with 'outages annotate --planned' (a reclassification,"
+        " listed as such). Scope lists left out match everything.",
+    )
+    add.add_argument("--start", required=True, help="ISO 8601; local time without an offset")
+    add.add_argument("--end", required=True, help="ISO 8601; local time without an offset")
+    for key, text in (
+        ("site", "site id"),
+        ("area", "area id"),
+        ("check", "check name, site/check, or a service id"),
+        ("partner", "partner id"),
+    ):
+        add.add_argument(f"--{key}", action="append", default=[], help=f"{text} (repeatable)")
+    add.add_argument("--reason", required=True, help="what the work is (printed on the report)")
+    add.add_argument("--by", help="who is declaring it (default: your login name)")
+    _common(add)
+    add.set_defaults(func=cmd_maintenance_add)
+    mls = msub.add_parser("list", help="windows in a period: declared and recurring")
+    _period_args(mls)
+    mls.add_argument("--json", action="store_true")
+    _common(mls)
+    mls.set_defaults(func=cmd_maintenance_list)
+    can = msub.add_parser("cancel", help="cancel a declared window (recorded, with who)")
+    can.add_argument("id", help="window id, e.g. m:3")
+    can.add_argument("--reason")
+    can.add_argument("--by", help="who is cancelling it (default: your login name)")
+    _common(can)
+    can.set_defaults(func=cmd_maintenance_cancel)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -185,6 +245,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     _, store = _open(args, estate=estate)
     with _using(store):
         rows = store.outages_between(period.start, period.end, area=args.area, site=args.site)
+        calendar = BusinessCalendar.from_accounting(estate.accounting)
+        acc = accounts_for(store, estate, period, now, calendar)
+    # What the rules made of each outage (issue 10): the window that covered it, what it was
+    # behind, the service whose path it was.
+    made: dict[str, set[str]] = {}
+    for b in acc.bookings:
+        for oid in b.outages:
+            if b.planned_by:
+                made.setdefault(oid, set()).add(
+                    "marked planned" if b.planned_by == "annotation" else f"window {b.planned_by}"
+                )
+            if b.cls == "unreachable" and b.parent:
+                made.setdefault(oid, set()).add(f"unreachable behind {b.parent}")
+            if b.path and b.service:
+                made.setdefault(oid, set()).add(f"path ({b.service} seen from {b.site} only)")
+    for r in rows:
+        r["attribution"] = sorted(made.get(r["id"], ()))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -195,7 +272,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         o = Outage.from_row(r)
         s, e = o.span(now_us)
         kind = o.kind or "unknown"
-        cause = "; ".join(x for x in (o.cause, o.provider and f"provider {o.provider}") if x)
+        cause = "; ".join(
+            x for x in (o.cause, o.provider and f"provider {o.provider}", *r["attribution"]) if x
+        )
         table.append(
             (
                 o.id,
@@ -251,13 +330,34 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_time(text: str, tz: ZoneInfo, what: str) -> datetime:
+    """ISO 8601; a time without an offset is local (the accounting timezone)."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"{what}: not a time (ISO 8601, e.g. 2019-10-01T09:00): {text!r}"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz)
+    if not 1990 <= dt.year <= 2100:
+        raise UsageError(f"{what}: {text!r} is outside 1990-2100")
+    return dt.astimezone(UTC)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     now = utcnow()
     estate = load_config(args.config)
-    period = _period(args, estate, default_now=now)
+    tz = ZoneInfo(estate.accounting.timezone)
+    as_of = parse_time(args.as_of, tz, "--as-of") if args.as_of else None
+    generated = parse_time(args.generated_at, tz, "--generated-at") if args.generated_at else None
+    if as_of is not None and as_of > now:
+        raise UsageError(f"--as-of {args.as_of} is in the future")
+    period = _period(args, estate, default_now=as_of or now)
     _, store = _open(args, estate=estate)
     with _using(store):
-        data = build_report(store, estate, period, now)
+        record_rules(store, estate, now)
+        data = build_report(store, estate, period, now, as_of=as_of, generated_at=generated)
     text = render(args.format, data)
     if args.out is None:
         sys.stdout.write(text)
@@ -274,4 +374,99 @@ def cmd_report(args: argparse.Namespace) -> int:
         f" {show_percent(c['availability_percent'])}% against {show_percent(c['target_percent'])}%"
         f" target: {met}"
     )
+    return 0
+
+
+def _scope_text(scope: dict[str, Any]) -> str:
+    parts = [f"{k} {', '.join(v)}" for k, v in scope.items() if v]
+    return "; ".join(parts) or "everything"
+
+
+def cmd_maintenance_add(args: argparse.Namespace) -> int:
+    estate = load_config(args.config)
+    tz = ZoneInfo(estate.accounting.timezone)
+    start = parse_time(args.start, tz, "--start")
+    end = parse_time(args.end, tz, "--end")
+    if end <= start:
+        raise UsageError(f"--end {args.end} is not after --start {args.start}")
+    scope = {
+        "sites": args.site,
+        "areas": args.area,
+        "checks": args.check,
+        "partners": args.partner,
+    }
+    problems = scope_issues(
+        args.config,
+        "maintenance",
+        scope,
+        sites={k: {"checks": [c.model_dump() for c in v.checks]} for k, v in estate.sites.items()},
+        areas=set(estate.areas),
+        partners=dict(estate.partners),
+        services=dict(estate.services),
+    )
+    if problems:
+        raise UsageError("; ".join(p.message for p in problems))
+    now = utcnow()
+    _, store = _open(args, create=True, estate=estate)
+    with _using(store):
+        record_rules(store, estate, now)
+        row = store.declare_window(
+            start, end, scope, args.reason, args.by or getpass.getuser(), now
+        )
+    late = " (declared after its start: it plans only from now)" if start < now else ""
+    print(
+        terminal(
+            f"{row['id']}: {_when(to_us(start), tz)} to {_when(to_us(end), tz)},"
+            f" {_scope_text(scope)}: {args.reason!r}, declared by {row['by']}{late}"
+        )
+    )
+    return 0
+
+
+def cmd_maintenance_list(args: argparse.Namespace) -> int:
+    now = utcnow()
+    estate, store = _open(args, create=True)
+    try:
+        period = _period(args, estate, default_now=now)
+        declared = [window_of(r) for r in store.windows(period.start, period.end)]
+        cancelled = [r for r in store.windows(period.start, period.end, now) if r["cancelled_at"]]
+    finally:
+        store.close()
+    windows = expand(
+        estate.maintenance, declared, period.start_us, period.end_us, estate.accounting.timezone
+    )
+    tz = ZoneInfo(estate.accounting.timezone)
+    rows = [
+        {
+            "id": w.id,
+            "source": w.source,
+            "start": _when(w.start, tz),
+            "end": _when(w.end, tz),
+            "scope": _scope_text(w.scope.model_dump()),
+            "reason": w.reason or "",
+            "by": w.by or "config",
+        }
+        for w in windows
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(
+            terminal(
+                f"{r['id']:<40} {r['start']} to {r['end']}  {r['scope']}  {r['reason']}"
+                f"  ({r['by']})"
+            )
+        )
+    print(f"{len(rows)} window(s) in {period.id}; {len(cancelled)} cancelled")
+    return 0
+
+
+def cmd_maintenance_cancel(args: argparse.Namespace) -> int:
+    _, store = _open(args)
+    with _using(store):
+        done = store.cancel_window(args.id, args.by or getpass.getuser(), utcnow(), args.reason)
+    if not done:
+        raise UsageError(f"no declared window {args.id!r}")
+    print(terminal(f"{args.id} cancelled"))
     return 0

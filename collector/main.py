@@ -53,6 +53,7 @@ from collector.metrics import (
     kpi_families,
 )
 from collector.report import kpi_snapshot
+from collector.rules import record as record_rules
 from collector.store import Store, store_fault
 from collector.web import start_web
 
@@ -432,6 +433,7 @@ class Collector:
                 )
         if self.liveness.heartbeat(hb.agent, hb.spool_depth, now):
             dropped = await self.write(self.store.drop_provisional, hb.agent)
+            await self.write(self.store.provisional_dropped, hb.agent, now)
             log.info(
                 "agent %s replayed its spool: its record replaces %d provisional outage(s)",
                 hb.agent,
@@ -451,6 +453,11 @@ class Collector:
         )
         if st.status != "online":
             self._mark_unknown(st.agent)
+        if st.status == "stopped":
+            # Stopped on purpose: not an outage, but not monitored either (issue 10).
+            await self.write(self.store.open_not_monitored, st.site, st.agent, now, now, "stopped")
+        elif st.status == "online":
+            await self.write(self.store.close_not_monitored, st.agent, now, now)
         log.info("agent %s (site %s) is %s", st.agent, st.site, st.status)
 
     async def _notify(self) -> None:
@@ -476,6 +483,8 @@ class Collector:
             site = self.agents[agent].site if agent in self.agents else agent
             self.liveness.opened(agent)  # before the await: a status arriving meanwhile sees it
             oid = await self.write(self.store.open_provisional, site, agent, start)
+            # Not monitored from when it was last heard (issue 10): kept after the replay.
+            await self.write(self.store.open_not_monitored, site, agent, start, now, "offline")
             log.warning(
                 "agent %s (site %s) offline for over %.0f s: provisional outage %s from %s",
                 agent,
@@ -635,6 +644,12 @@ class Collector:
             broker = self.estate.broker
             if broker.embedded:
                 await stack.enter_async_context(embedded_broker(broker.host, broker.port))
+            try:  # once, not waited out: a store that cannot be written must not stop start-up
+                await asyncio.get_running_loop().run_in_executor(
+                    self._writer, partial(record_rules, self.store, self.estate, utcnow())
+                )
+            except Exception as exc:
+                log.warning("could not record the accounting rules in force: %s", exc)
             runner = await start_web(self)
             stack.push_async_callback(runner.cleanup)
             self.web_port = runner.addresses[0][1]

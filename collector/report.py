@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -25,7 +26,7 @@ import pygal
 from pygal.style import Style
 
 from availmon.clock import from_iso
-from availmon.config import Estate
+from availmon.config import TIME_CLASSES, Estate, Scope
 from availmon.text import csv_cell, markdown
 from collector.accounting import (
     Accounts,
@@ -33,6 +34,7 @@ from collector.accounting import (
     Incident,
     Outage,
     Period,
+    Share,
     account,
     floor_percent,
     from_us,
@@ -40,7 +42,11 @@ from collector.accounting import (
     minutes,
     parse_period,
     quarter_containing,
+    to_us,
 )
+from collector.attribution import Offline
+from collector.maintenance import Window
+from collector.rules import accounting_view, digest, estate_with
 from collector.store import Store
 
 TARGET_COLOUR = "#b3261e"
@@ -50,14 +56,85 @@ AREA_COLOURS = ("#1f4e79", "#8fb3d9")
 # -- gathering ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Facts:
+    """Every record a period's figures come from, as recorded by one moment."""
+
+    outages: list[Outage]
+    offline: list[Offline]
+    windows: list[Window]
+
+
+def window_of(row: Mapping[str, Any]) -> Window:
+    """A declared window as the accounting uses it."""
+    return Window(
+        id=row["id"],
+        start=to_us(from_iso(row["start"])),
+        end=to_us(from_iso(row["end"])),
+        scope=Scope.model_validate(row["scope"]),
+        reason=row.get("reason"),
+        by=row.get("by"),
+        recorded_at=to_us(from_iso(row["recorded_at"])),
+    )
+
+
+def facts_for(store: Store, start: datetime, end: datetime, as_of: datetime | None = None) -> Facts:
+    """Outages, not-monitored records and declared windows overlapping ``[start, end)``;
+    with ``as_of``, only what had been recorded by then (``--as-of``)."""
+    rows = (
+        store.outages_live(start, end) if as_of is None else store.outages_as_of(start, end, as_of)
+    )
+    offline = [
+        Offline(
+            r["site"],
+            r["agent"],
+            to_us(from_iso(r["start"])),
+            to_us(from_iso(r["end"])) if r["end"] else None,
+        )
+        for r in store.not_monitored(start, end, as_of)
+    ]
+    windows = [window_of(r) for r in store.windows(start, end, as_of)]
+    return Facts([Outage.from_row(r) for r in rows], offline, windows)
+
+
 def outages_for(store: Store, period: Period) -> list[Outage]:
-    return [Outage.from_row(r) for r in store.outages_between(period.start, period.end)]
+    return facts_for(store, period.start, period.end).outages
 
 
 def accounts_for(
-    store: Store, estate: Estate, period: Period, now: datetime, calendar: BusinessCalendar
+    store: Store,
+    estate: Estate,
+    period: Period,
+    now: datetime,
+    calendar: BusinessCalendar,
+    *,
+    as_of: datetime | None = None,
 ) -> Accounts:
-    return account(period, outages_for(store, period), estate, now, calendar)
+    """The figures as of ``as_of`` (records made by then, open ones closed then), else
+    live as of ``now``."""
+    facts = facts_for(store, period.start, period.end, as_of)
+    return account(
+        period,
+        facts.outages,
+        estate,
+        as_of or now,
+        calendar,
+        offline=facts.offline,
+        windows=facts.windows,
+    )
+
+
+def rules_in_force(store: Store, estate: Estate, as_of: datetime | None) -> tuple[Estate, str]:
+    """The estate whose rules were in force ``as_of`` (recorded ones), and what to print
+    about them; live reports use today's config."""
+    view = accounting_view(estate)
+    if as_of is not None:
+        found = store.rules_at(as_of)
+        if found is not None:
+            dig, recorded, text = found
+            return estate_with(estate, text), f"rules {dig}, recorded {recorded}"
+        return estate, f"rules {digest(view)} (today's config: none recorded by then)"
+    return estate, f"rules {digest(view)}"
 
 
 def _percent(ratio: Fraction | None) -> float | None:
@@ -81,6 +158,7 @@ def history(
     period: Period,
     now: datetime,
     calendar: BusinessCalendar,
+    as_of: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Combined availability of the report's quarter and the three before it.
 
@@ -90,10 +168,11 @@ def history(
     tz = calendar.tz
     earliest = store.earliest_record()
     first = from_iso(earliest) if earliest else None
+    at = as_of or now
     out = []
     for q in last_quarters(period, tz):
-        measured = first is not None and q.end > first and q.start < now
-        acc = accounts_for(store, estate, q, now, calendar) if measured else None
+        measured = first is not None and q.end > first and q.start < at
+        acc = accounts_for(store, estate, q, now, calendar, as_of=as_of) if measured else None
         out.append(
             {
                 "id": q.id,
@@ -126,15 +205,57 @@ def _incident_json(i: Incident, estate: Estate, tz: ZoneInfo) -> dict[str, Any]:
         "cause": "; ".join(i.causes) or None,
         "provider": "; ".join(i.providers) or None,
         "note": "; ".join(i.notes) or None,
+        "planned_by": list(i.planned_by),
+        "services": list(i.services),
+        "seen_by": list(i.seen_by),
+        "path": i.path,
+        "behind": list(i.behind),
+        "unreachable_behind": list(i.parents),
     }
 
 
-def build_report(store: Store, estate: Estate, period: Period, now: datetime) -> dict[str, Any]:
-    """Every figure of the report as one JSON-ready dict (the ``json`` format, verbatim)."""
+def _shares(shares: list[Share], none: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.name or none,
+            "recorded": bool(s.name),
+            "downtime_minutes": minutes(s.downtime),
+            "business_hours_downtime_minutes": minutes(s.business),
+        }
+        for s in shares
+    ]
+
+
+def policy_json(estate: Estate) -> dict[str, dict[str, str]]:
+    """Each area's treatment of each class of time (what the report prints)."""
+    acc = estate.accounting
+    return {
+        aid: {cls: acc.treatment(area, cls) for cls in TIME_CLASSES}
+        for aid, area in estate.areas.items()
+    }
+
+
+def build_report(
+    store: Store,
+    estate: Estate,
+    period: Period,
+    now: datetime,
+    *,
+    as_of: datetime | None = None,
+    generated_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Every figure of the report as one JSON-ready dict (the ``json`` format, verbatim).
+
+    ``as_of``: only the records made by then, under the rules in force then (the figures
+    as they were reported then). ``generated_at`` is an input, never read from a clock
+    here, so the same data gives the same bytes (default: ``as_of``, else ``now``).
+    """
+    estate, rules_text = rules_in_force(store, estate, as_of)
     acc_cfg = estate.accounting
     calendar = BusinessCalendar.from_accounting(acc_cfg)
     tz = calendar.tz
-    acc = accounts_for(store, estate, period, now, calendar)
+    acc = accounts_for(store, estate, period, now, calendar, as_of=as_of)
+    at = as_of or now
     areas = [
         {
             "id": a.id,
@@ -143,9 +264,15 @@ def build_report(store: Store, estate: Estate, period: Period, now: datetime) ->
             "planned_minutes": minutes(a.planned),
             "degraded_minutes": minutes(a.degraded),
             "not_monitored_minutes": minutes(a.not_monitored),
+            "unreachable_minutes": minutes(a.unreachable),
+            "confirmation_minutes": minutes(a.confirmation),
+            "excluded_minutes": minutes(a.excluded),
+            "measured_minutes": minutes(a.measured),
+            "third_party_minutes": minutes(a.third_party),
             "business_hours_downtime_minutes": minutes(a.business_downtime),
             "availability_percent": _percent(a.ratio),
             "availability_ratio": _ratio(a.ratio),
+            "availability_without_third_party_percent": _percent(a.ratio_own),
             "business_hours_availability_percent": _percent(a.business_ratio),
             "business_hours_availability_ratio": _ratio(a.business_ratio),
         }
@@ -162,6 +289,34 @@ def build_report(store: Store, estate: Estate, period: Period, now: datetime) ->
         }
         for p in acc.partners
     ]
+    covered: dict[str, int] = {}
+    for b in acc.bookings:
+        if b.planned_by and b.planned_by != "annotation":
+            covered[b.planned_by] = covered.get(b.planned_by, 0) + (b.end - b.start)
+    windows = [
+        {
+            "id": w.id,
+            "source": w.source,
+            "start": _local(w.start, tz),
+            "end": _local(w.end, tz),
+            "reason": w.reason,
+            "by": w.by,
+            "recorded_at": _local(w.recorded_at, tz),
+            "scope": w.scope.model_dump(mode="json"),
+            "covered_minutes": minutes(covered.get(w.id, 0)),
+        }
+        for w in acc.windows
+        if w.source == "declared" or w.id in covered
+    ]
+    partial = [
+        {
+            "check": ref,
+            "from": _local(max(lo, acc.period.start_us), tz),
+            "to": _local(min(hi, acc.measured_end), tz),
+            "minutes": minutes(max(0, min(hi, acc.measured_end) - lo)),
+        }
+        for ref, (lo, hi) in sorted(acc.partial.items())
+    ]
     return {
         "estate": estate.name,
         "period": {
@@ -174,12 +329,15 @@ def build_report(store: Store, estate: Estate, period: Period, now: datetime) ->
         },
         "period_minutes": minutes(acc.period_time),
         "business_hours_minutes": minutes(acc.business_time),
-        "generated_at": now.astimezone(tz).isoformat(timespec="seconds"),
+        "as_of": at.astimezone(tz).isoformat(timespec="seconds"),
+        "generated_at": (generated_at or at).astimezone(tz).isoformat(timespec="seconds"),
         "settings": {
             "count_planned": acc_cfg.count_planned,
             "business_hours": calendar.describe(),
             "report_min_outage_minutes": acc_cfg.report_min_outage_minutes,
+            "rules": rules_text,
         },
+        "policy": policy_json(estate),
         "areas": areas,
         "combined": {
             "downtime_minutes": minutes(acc.combined_downtime),
@@ -190,10 +348,19 @@ def build_report(store: Store, estate: Estate, period: Period, now: datetime) ->
             "business_hours_downtime_minutes": minutes(acc.combined_business_downtime),
             "business_hours_availability_percent": _percent(acc.combined_business_ratio),
             "business_hours_availability_ratio": _ratio(acc.combined_business_ratio),
+            "without_third_party": {
+                "downtime_minutes": minutes(acc.combined_own_downtime),
+                "availability_percent": _percent(acc.combined_own_ratio),
+                "availability_ratio": _ratio(acc.combined_own_ratio),
+            },
         },
         "by_partner": partners,
+        "by_provider": _shares(acc.providers, "no provider recorded"),
+        "by_cause": _shares(acc.causes, "cause not recorded"),
+        "windows": windows,
+        "partial_checks": partial,
         "outages": [_incident_json(i, estate, tz) for i in acc.incidents],
-        "history": history(store, estate, period, now, calendar),
+        "history": history(store, estate, period, now, calendar, as_of),
     }
 
 
@@ -254,8 +421,37 @@ def significant(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _kind_text(o: Mapping[str, Any]) -> str:
-    text = {"planned": "Planned", "unplanned": "Unplanned", "degraded": "Degraded"}[o["kind"]]
+    text = {
+        "planned": "Planned",
+        "unplanned": "Unplanned",
+        "degraded": "Degraded",
+        "unreachable": "Unreachable",
+    }[o["kind"]]
     return text if o["counted"] else f"{text} (not counted)"
+
+
+def attribution_text(o: Mapping[str, Any]) -> str:
+    """Why this line is where it is, in words: the window, the sites, what was behind it."""
+    parts = []
+    windows = [w for w in o.get("planned_by", []) if w != "annotation"]
+    if windows:
+        parts.append("window " + ", ".join(windows))
+    if "annotation" in o.get("planned_by", []):
+        parts.append("marked planned")
+    if o.get("services") and not o.get("path"):
+        parts.append("seen from " + ", ".join(o.get("seen_by", [])))
+    if o.get("path"):
+        parts.append("path: seen from " + ", ".join(o.get("seen_by", [])) + " only")
+    behind = o.get("behind", [])
+    if behind:
+        sites = {b.split("/", 1)[0] for b in behind}
+        parts.append(
+            f"{len(behind)} check{'s' if len(behind) != 1 else ''} at {len(sites)}"
+            f" site{'s' if len(sites) != 1 else ''} unreachable behind it"
+        )
+    if o.get("unreachable_behind"):
+        parts.append("behind " + ", ".join(o["unreachable_behind"]))
+    return "; ".join(parts)
 
 
 # -- renderers ----------------------------------------------------------------------------
@@ -366,6 +562,7 @@ def render_csv(data: Mapping[str, Any]) -> str:
             "Cause",
             "Provider",
             "Note",
+            "Why here",
         ]
     )
     for o in data["outages"]:
@@ -383,8 +580,34 @@ def render_csv(data: Mapping[str, Any]) -> str:
                 o["cause"] or "",
                 o["provider"] or "",
                 o["note"] or "",
+                attribution_text(o),
             ]
         )
+    # Issue 10's blocks follow the outages, so the first five keep their places.
+    w.writerow([])
+    own = data["combined"]["without_third_party"]
+    w.writerow(["Without third-party causes", "Downtime minutes", "Availability %"])
+    w.writerow(
+        ["", show_minutes(own["downtime_minutes"]), show_percent(own["availability_percent"])]
+    )
+    w.writerow([])
+    for title, rows in (("Provider", data["by_provider"]), ("Cause", data["by_cause"])):
+        w.writerow([title, "Downtime minutes", "Business-hours downtime minutes"])
+        for r in rows:
+            w.writerow(
+                [
+                    r["name"],
+                    show_minutes(r["downtime_minutes"]),
+                    show_minutes(r["business_hours_downtime_minutes"]),
+                ]
+            )
+        w.writerow([])
+    w.writerow(["Area", *TIME_CLASSES])
+    for aid, pol in data["policy"].items():
+        w.writerow([aid, *(pol[c] for c in TIME_CLASSES)])
+    w.writerow([])
+    w.writerow(["Data as of", "Generated", "Rules"])
+    w.writerow([data["as_of"], data["generated_at"], data["settings"]["rules"]])
     return buf.getvalue()
 
 
@@ -406,12 +629,26 @@ def _environment(fmt: str) -> jinja2.Environment:
     env.filters["pct"] = lambda v: "—" if v is None else f"{show_percent(v)}%"
     env.filters["when"] = show_time
     env.filters["kind"] = _kind_text
+    env.filters["why"] = attribution_text
     return env
+
+
+TREATMENT_WORDS = {"downtime": "downtime", "excluded": "excluded", "up": "as up"}
+CLASS_WORDS = {
+    "down": "Down",
+    "confirmation": "Before declared",
+    "degraded": "Degraded",
+    "planned": "Planned",
+    "unknown": "Not monitored",
+    "unreachable": "Unreachable",
+}
 
 
 def _context(data: Mapping[str, Any]) -> dict[str, Any]:
     p = data["period"]
     return {
+        "class_words": CLASS_WORDS,
+        "treatment_words": TREATMENT_WORDS,
         "data": data,
         "listed": significant(data),
         "period_from": show_time(p["start"], "%-d %B %Y"),
@@ -458,9 +695,9 @@ def _chart_options() -> dict[str, Any]:
         "disable_xml_declaration": True,
         "width": 900,
         "height": 300,
-        "truncate_legend": -1,
-        "legend_at_bottom": True,
-        "legend_at_bottom_columns": 3,
+        # The legend is the page's own (HTML, under the chart): pygal's bottom legend let a
+        # long label run over the next swatch on A4 (issue 10).
+        "show_legend": False,
         "print_values": False,
     }
 
@@ -485,6 +722,7 @@ def downtime_chart(data: Mapping[str, Any]) -> str:
         "Planned maintenance" + ("" if counted_planned else " (not counted)"),
         [a["planned_minutes"] for a in areas],
     )
+    chart.uuid = "downtime"  # pygal draws a random id per chart: reports must be byte-stable
     return _svg(chart)
 
 
@@ -520,7 +758,28 @@ def history_chart(data: Mapping[str, Any]) -> str:
         print_values=False,
         stroke_style={"width": 2, "dasharray": "8, 6"},
     )
+    chart.uuid = "history"
     return _svg(chart)
+
+
+def legends(data: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The charts' legends, laid out by the page (one swatch and label per line item)."""
+    counted_planned = data["settings"]["count_planned"]
+    target = data["combined"]["target_percent"]
+    return {
+        "downtime": [
+            {"label": "Unplanned and degraded", "colour": AREA_COLOURS[0], "line": False},
+            {
+                "label": "Planned maintenance" + ("" if counted_planned else " (not counted)"),
+                "colour": AREA_COLOURS[1],
+                "line": False,
+            },
+        ],
+        "history": [
+            {"label": "Combined availability", "colour": AREA_COLOURS[0], "line": True},
+            {"label": f"Target {show_percent(target)}%", "colour": TARGET_COLOUR, "line": True},
+        ],
+    }
 
 
 def render_html(data: Mapping[str, Any]) -> str:
@@ -531,6 +790,7 @@ def render_html(data: Mapping[str, Any]) -> str:
             **_context(data),
             downtime_svg=downtime_chart(data),
             history_svg=history_chart(data),
+            legends=legends(data),
         )
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from availmon.areas import NETWORK_AREA
-from availmon.clock import to_iso
+from availmon.clock import to_iso, utcnow
 from availmon.errors import NoSuchRecord, StoreError
 from availmon.schema import Event, Heartbeat, State
 
@@ -171,6 +171,47 @@ def m005_accounted_seqs(db: sqlite_utils.Database) -> None:
     db.table("accounted").create(
         {"agent": str, "lo": int, "hi": int, "why": str}, pk=("agent", "lo", "why")
     )
+
+
+@migration
+def m010_issue10_records(db: sqlite_utils.Database) -> None:
+    # What really went down (issue 10): records with who and when, never changed in place,
+    # so that a report can be computed as it stood at any moment (``--as-of``).
+    # One-off maintenance windows, declared before the work; a cancellation is a record too.
+    db.execute(
+        "CREATE TABLE maintenance_windows (n INTEGER PRIMARY KEY, start TEXT NOT NULL,"
+        " end TEXT NOT NULL, scope TEXT NOT NULL, reason TEXT, by TEXT NOT NULL,"
+        " recorded_at TEXT NOT NULL)"
+    )
+    db.table("maintenance_cancellations").create(
+        {"n": int, "by": str, "at": str, "reason": str}, pk="n"
+    )
+    # Time an agent was not heard past its grace (or was stopped): the "not monitored" column.
+    # ``end``/``ended_at`` are written once, when it returns; ``dropped_at`` once, when its
+    # replay replaced the provisional "site unreachable" outage.
+    db.execute(
+        "CREATE TABLE not_monitored (n INTEGER PRIMARY KEY, site TEXT NOT NULL,"
+        " agent TEXT NOT NULL, start TEXT NOT NULL, recorded_at TEXT NOT NULL, why TEXT,"
+        " end TEXT, ended_at TEXT, dropped_at TEXT)"
+    )
+    db.execute("CREATE INDEX not_monitored_agent ON not_monitored (agent, end)")
+    # Every version of an imported outage, with when it was imported (NULL: before issue 10).
+    db.execute(
+        "CREATE TABLE import_history (outage_id TEXT NOT NULL, recorded_at TEXT, site TEXT,"
+        " agent TEXT, check_name TEXT, area TEXT, state TEXT, start TEXT, end TEXT,"
+        " planned INTEGER, cause TEXT, provider TEXT, note TEXT)"
+    )
+    db.execute(
+        "INSERT INTO import_history SELECT id, NULL, site, agent, check_name, area, state,"
+        " start, end, planned, cause, provider, note FROM outages WHERE source='import'"
+    )
+    db.execute("CREATE INDEX import_history_id ON import_history (outage_id, recorded_at)")
+    # The accounting rules (areas, policy, windows, services, checks) in force from a moment.
+    db.execute(
+        "CREATE TABLE rules_versions (n INTEGER PRIMARY KEY, digest TEXT NOT NULL,"
+        " recorded_at TEXT NOT NULL, rules TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX events_received ON events (received_at)")
 
 
 @dataclass(frozen=True)
@@ -647,7 +688,9 @@ class Store:
 
     # -- accounting (issue 3): imports, annotations, period reads ---------------------------
 
-    def import_outages(self, rows: Sequence[Mapping[str, Any]]) -> ImportResult:
+    def import_outages(
+        self, rows: Sequence[Mapping[str, Any]], at: datetime | None = None
+    ) -> ImportResult:
         """Store imported outages in one transaction: all rows or none.
 
         Rows carry a deterministic ``id`` (the outage's identity: site, area, check, start,
@@ -656,6 +699,7 @@ class Store:
         """
         new = updated = 0
         fields = ("state", "planned", "cause", "provider", "note")
+        recorded = to_iso(at or utcnow())
         with self._tx():
             for row in rows:
                 old = self.conn.execute(
@@ -683,6 +727,7 @@ class Store:
                         ),
                     )
                     new += 1
+                    self._import_version(row, recorded)
                 elif tuple(old) != tuple(row.get(f) for f in fields):
                     self.conn.execute(
                         "UPDATE outages SET state=?, planned=?, cause=?, provider=?, note=?"
@@ -690,6 +735,7 @@ class Store:
                         (*(row.get(f) for f in fields), row["id"]),
                     )
                     updated += 1
+                    self._import_version(row, recorded)
         return ImportResult(new, updated, len(rows) - new - updated)
 
     def annotate(
@@ -875,6 +921,326 @@ class Store:
             (outage_id,),
         )
         return [dict(r) for r in rows]
+
+    # -- what really went down (issue 10): records with who and when, and as-of reads ------
+    # Nothing here changes a record in place: a window is cancelled by a cancellation record,
+    # a not-monitored record's end is written once. ``as_of`` reads keep only what had been
+    # recorded (received, imported, annotated, declared) by then.
+
+    def _import_version(self, row: Mapping[str, Any], recorded: str) -> None:
+        self.conn.execute(
+            "INSERT INTO import_history VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                row["id"],
+                recorded,
+                row["site"],
+                row.get("agent"),
+                row.get("check_name"),
+                row["area"],
+                row["state"],
+                row["start"],
+                row["end"],
+                row["planned"],
+                row.get("cause"),
+                row.get("provider"),
+                row.get("note"),
+            ),
+        )
+
+    def declare_window(
+        self,
+        start: datetime,
+        end: datetime,
+        scope: Mapping[str, Any],
+        reason: str | None,
+        by: str,
+        at: datetime,
+    ) -> dict[str, Any]:
+        """A one-off maintenance window, recorded with who and when."""
+        with self._tx():
+            cur = self.conn.execute(
+                "INSERT INTO maintenance_windows (start, end, scope, reason, by, recorded_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    to_iso(start),
+                    to_iso(end),
+                    json.dumps(dict(scope), sort_keys=True),
+                    reason,
+                    by,
+                    to_iso(at),
+                ),
+            )
+        found = self.window(f"m:{cur.lastrowid}")
+        assert found is not None
+        return found
+
+    def cancel_window(self, window_id: str, by: str, at: datetime, reason: str | None) -> bool:
+        """Cancel a declared window (a record of its own); False when there is none."""
+        n = _window_n(window_id)
+        with self._tx():
+            if (
+                n is None
+                or not self.conn.execute(
+                    "SELECT 1 FROM maintenance_windows WHERE n=?", (n,)
+                ).fetchone()
+            ):
+                return False
+            self.conn.execute(
+                "INSERT OR IGNORE INTO maintenance_cancellations VALUES (?,?,?,?)",
+                (n, by, to_iso(at), reason),
+            )
+        return True
+
+    _WINDOW_SELECT = (
+        "SELECT 'm:' || w.n AS id, w.start, w.end, w.scope, w.reason, w.by, w.recorded_at,"
+        " c.at AS cancelled_at, c.by AS cancelled_by"
+        " FROM maintenance_windows w LEFT JOIN maintenance_cancellations c ON c.n = w.n"
+    )
+
+    def window(self, window_id: str) -> dict[str, Any] | None:
+        n = _window_n(window_id)
+        row = self.conn.execute(self._WINDOW_SELECT + " WHERE w.n=?", (n,)).fetchone()
+        return _window_row(row) if row is not None else None
+
+    def windows(
+        self, start: datetime, end: datetime, as_of: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Declared windows overlapping ``[start, end)`` as recorded by ``as_of`` (a window
+        cancelled by then is left out; one cancelled later is in)."""
+        sql = self._WINDOW_SELECT + " WHERE w.start < ? AND w.end > ?"
+        params: list[Any] = [to_iso(end), to_iso(start)]
+        if as_of is not None:
+            sql += " AND w.recorded_at <= ?"
+            params.append(to_iso(as_of))
+        rows = [_window_row(r) for r in self.conn.execute(sql + " ORDER BY w.n", params)]
+        cut = to_iso(as_of) if as_of is not None else None
+        return [
+            r
+            for r in rows
+            if r["cancelled_at"] is None or (cut is not None and r["cancelled_at"] > cut)
+        ]
+
+    def open_not_monitored(
+        self, site: str, agent: str, start: datetime, at: datetime, why: str
+    ) -> None:
+        """The agent has not been heard from since ``start`` (one open record per agent)."""
+        with self._tx():
+            if self.conn.execute(
+                "SELECT 1 FROM not_monitored WHERE agent=? AND end IS NULL", (agent,)
+            ).fetchone():
+                return
+            self.conn.execute(
+                "INSERT INTO not_monitored (site, agent, start, recorded_at, why)"
+                " VALUES (?,?,?,?,?)",
+                (site, agent, to_iso(start), to_iso(at), why),
+            )
+
+    def close_not_monitored(self, agent: str, end: datetime, at: datetime) -> int:
+        with self._tx():
+            cur = self.conn.execute(
+                "UPDATE not_monitored SET end=?, ended_at=? WHERE agent=? AND end IS NULL",
+                (to_iso(end), to_iso(at), agent),
+            )
+        return cur.rowcount
+
+    def provisional_dropped(self, agent: str, at: datetime) -> None:
+        """The agent's replay replaced its provisional outage: remembered for ``--as-of``."""
+        with self._tx():
+            self.conn.execute(
+                "UPDATE not_monitored SET dropped_at=? WHERE agent=? AND dropped_at IS NULL",
+                (to_iso(at), agent),
+            )
+
+    def not_monitored(
+        self, start: datetime, end: datetime, as_of: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Not-monitored records overlapping ``[start, end)``; as recorded by ``as_of`` (an
+        end written later is not known yet: the record is open then)."""
+        sql = "SELECT * FROM not_monitored WHERE start < ? AND (end IS NULL OR end > ?)"
+        params: list[Any] = [to_iso(end), to_iso(start)]
+        if as_of is not None:
+            sql += " AND recorded_at <= ?"
+            params.append(to_iso(as_of))
+        out = []
+        for r in self.conn.execute(sql + " ORDER BY n", params):
+            row = dict(r)
+            if (
+                as_of is not None
+                and row["ended_at"] is not None
+                and row["ended_at"] > to_iso(as_of)
+            ):
+                row["end"] = None
+                row["dropped_at"] = None
+            if (
+                as_of is not None
+                and row["dropped_at"] is not None
+                and row["dropped_at"] > to_iso(as_of)
+            ):
+                row["dropped_at"] = None
+            out.append(row)
+        return out
+
+    def outages_as_of(
+        self, start: datetime, end: datetime, as_of: datetime
+    ) -> list[dict[str, Any]]:
+        """The outages overlapping ``[start, end)`` as they stood at ``as_of``: derived
+        again from the events received by then, imports as imported by then, annotations
+        as made by then, and the provisional outages then open (from the not-monitored
+        records). Same shape as ``outages_between``."""
+        cut = to_iso(as_of)
+        lo, hi = to_iso(start), to_iso(end)
+        notes = self.annotations_as_of(as_of)
+        out: list[dict[str, Any]] = []
+        rows = self.conn.execute(
+            "SELECT id, seq, site, agent, check_name, area, from_state, to_state, at,"
+            " detected_at FROM events WHERE received_at <= ? AND at < ?"
+            " ORDER BY site, agent, check_name, at, seq",
+            (cut, hi),
+        ).fetchall()
+        by_check: dict[tuple[str, str, str], list[Any]] = {}
+        for r in rows:
+            by_check.setdefault((r["site"], r["agent"], r["check_name"]), []).append(r)
+        for (site, agent, check), evs in by_check.items():
+            detected = {e["id"]: e["detected_at"] for e in evs}
+            area = evs[-1]["area"]
+            for iv in derive_intervals(
+                (e["id"], e["seq"], e["from_state"], e["to_state"], e["at"]) for e in evs
+            ):
+                if iv.end is not None and iv.end <= lo:
+                    continue
+                out.append(
+                    {
+                        "id": f"o:{iv.start_event}",
+                        "site": site,
+                        "agent": agent,
+                        "check_name": check,
+                        "area": area,
+                        "state": iv.state,
+                        "start": iv.start,
+                        "end": iv.end,
+                        "source": "agent",
+                        "planned": 0,
+                        "cause": None,
+                        "provider": None,
+                        "note": None,
+                        "detected_at": detected.get(iv.start_event),
+                    }
+                )
+        imports = self.conn.execute(
+            "SELECT h.* FROM import_history h WHERE (h.recorded_at IS NULL OR h.recorded_at <= ?)"
+            " AND h.start < ? AND (h.end IS NULL OR h.end > ?) ORDER BY h.outage_id,"
+            " h.recorded_at IS NOT NULL, h.recorded_at, h.rowid",
+            (cut, hi, lo),
+        ).fetchall()
+        latest: dict[str, dict[str, Any]] = {}
+        for r in imports:
+            latest[r["outage_id"]] = {**dict(r), "id": r["outage_id"], "source": "import"}
+        for r in latest.values():
+            r.pop("outage_id", None)
+            r.pop("recorded_at", None)
+            out.append(r)
+        for nm in self.not_monitored(start, end, as_of):
+            if nm["why"] != "offline" or nm["dropped_at"] is not None:
+                continue
+            out.append(
+                {
+                    "id": f"p:{nm['agent']}:{nm['start']}",
+                    "site": nm["site"],
+                    "agent": nm["agent"],
+                    "check_name": "site-unreachable",
+                    "area": NETWORK_AREA,
+                    "state": "down",
+                    "start": nm["start"],
+                    "end": None,
+                    "source": "provisional",
+                    "planned": 0,
+                    "cause": "site unreachable: agent offline",
+                    "provider": None,
+                    "note": None,
+                }
+            )
+        for r in out:
+            a = notes.get(r["id"])
+            if a is not None:
+                for key in ("cause", "provider", "note", "planned"):
+                    if a.get(key) is not None:
+                        r[key] = a[key]
+        out.sort(key=lambda r: (r["start"], r["id"]))
+        return out
+
+    def annotations_as_of(self, as_of: datetime) -> dict[str, dict[str, Any]]:
+        """Each outage's annotation folded from its history up to ``as_of``."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.conn.execute(
+            "SELECT * FROM annotation_history WHERE at <= ? ORDER BY outage_id, at, rowid",
+            (to_iso(as_of),),
+        ):
+            cur = out.setdefault(r["outage_id"], {})
+            for key in ("cause", "provider", "note", "planned"):
+                if r[key] is not None:
+                    cur[key] = r[key]
+        return out
+
+    def detected_at(self, event_ids: Sequence[str]) -> dict[str, str]:
+        """When each of these events was detected (the end of an outage's confirmation)."""
+        out: dict[str, str] = {}
+        ids = list(event_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                f"SELECT id, detected_at FROM events WHERE id IN ({marks})", chunk
+            ):
+                out[r["id"]] = r["detected_at"]
+        return out
+
+    def outages_live(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """``outages_between`` with when each failure was declared (its start event's
+        ``detected_at``), for the confirmation class."""
+        sql = (
+            "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
+            " o.source, COALESCE(a.planned, o.planned) AS planned,"
+            " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
+            " COALESCE(a.note, o.note) AS note, e.detected_at"
+            " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
+            " LEFT JOIN events e ON e.id = o.start_event"
+            " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?) ORDER BY o.start, o.id"
+        )
+        return [dict(r) for r in self.conn.execute(sql, (to_iso(end), to_iso(start)))]
+
+    def record_rules(self, digest: str, rules: str, at: datetime) -> bool:
+        """Remember the accounting rules in force from ``at``, when they changed."""
+        with self._tx():
+            last = self.conn.execute(
+                "SELECT digest FROM rules_versions ORDER BY n DESC LIMIT 1"
+            ).fetchone()
+            if last is not None and last[0] == digest:
+                return False
+            self.conn.execute(
+                "INSERT INTO rules_versions (digest, recorded_at, rules) VALUES (?,?,?)",
+                (digest, to_iso(at), rules),
+            )
+        return True
+
+    def rules_at(self, at: datetime) -> tuple[str, str, str] | None:
+        """(digest, recorded_at, rules JSON) of the rules in force at ``at``."""
+        row = self.conn.execute(
+            "SELECT digest, recorded_at, rules FROM rules_versions WHERE recorded_at <= ?"
+            " ORDER BY recorded_at DESC, n DESC LIMIT 1",
+            (to_iso(at),),
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row is not None else None
+
+
+def _window_n(window_id: str) -> int | None:
+    text = window_id.removeprefix("m:")
+    return int(text) if text.isdigit() else None
+
+
+def _window_row(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    out["scope"] = json.loads(out["scope"])
+    return out
 
 
 #: sqlite3 error text -> the reason it is counted under. Each is the environment's fault, not
