@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from agent.traps import TrapConfig
+from availmon.alertconfig import CHANNEL_TYPES, AlertsConfig, Severity, alert_issues
 from availmon.areas import DEFAULT_AREAS
 from availmon.errors import ConfigError, ConfigIssue
 from availmon.limits import MAX_HEARTBEAT_CHECKS
@@ -192,6 +193,7 @@ _CHECK_KEYS = {
     "degraded_loss",
     "provider",
     "depends_on",
+    "severity",
     "options",
 }
 
@@ -210,6 +212,8 @@ class Check(Frozen):
     degraded_loss: Annotated[float, Field(ge=0, le=100)] | None = None
     provider: str | None = None
     depends_on: str | None = None
+    #: How much its being down matters to alert routes (degraded is always a ticket).
+    severity: Severity = "page"
     #: Probe-specific keys, written flat in the check's table and validated by the probe.
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -264,6 +268,7 @@ class Estate(Frozen):
     areas: dict[Name, Area] = Field(default_factory=dict)
     partners: dict[Name, Partner] = Field(default_factory=dict)
     sites: dict[Name, Site] = Field(default_factory=dict)
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -349,6 +354,12 @@ def _shown(loc: tuple[int | str, ...], value: Any) -> str:
     return shown(loc, value)
 
 
+def _union_tag(loc: tuple[int | str, ...], i: int) -> bool:
+    """pydantic names the member of a tagged union in ``loc`` (``alerts.channels.mail.email
+    .from``); the key path is ``alerts.channels.mail.from``."""
+    return i == 3 and loc[:2] == ("alerts", "channels") and loc[i] in CHANNEL_TYPES
+
+
 def _issues_from(
     file: str, prefix: tuple[int | str, ...], exc: ValidationError, data: Any = None
 ) -> list[ConfigIssue]:
@@ -357,7 +368,10 @@ def _issues_from(
         loc = prefix + tuple(err["loc"])
         # pydantic names the validator of Annotated/union members in loc; keep key names only.
         loc = tuple(
-            p for p in loc if not (isinstance(p, str) and ("[" in p or p == "function-before"))
+            p
+            for i, p in enumerate(loc)
+            if not (isinstance(p, str) and ("[" in p or p == "function-before"))
+            and not _union_tag(loc, i)
         )
         shown = _shown(loc, err["input"])
         if err["type"] == "missing":
@@ -470,6 +484,7 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
             except ValidationError as exc:
                 issues.extend(_issues_from(file, ("sites", site_id, "checks", i), exc, data))
     issues += _collector_issues(file, data)
+    issues += alert_issues(file, data)
     for agent, count in agents.items():
         if count > 1:
             issues.append(
@@ -550,4 +565,10 @@ def summary(estate: Estate) -> str:
             per_area[check.area] += 1
     total = sum(per_area.values())
     areas = ", ".join(f"{a} {n}" for a, n in sorted(per_area.items())) or "none"
-    return f"ok: {len(estate.sites)} sites, {total} checks ({areas})"
+    alerts = estate.alerts
+    routed = (
+        f"; {len(alerts.routes)} alert routes, {len(alerts.channels)} channels"
+        if alerts.routes or alerts.channels
+        else ""
+    )
+    return f"ok: {len(estate.sites)} sites, {total} checks ({areas}){routed}"
