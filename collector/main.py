@@ -33,6 +33,7 @@ from availmon.schema import (
 )
 from availmon.signals import install_stop_handlers
 from availmon.text import terminal
+from collector.alerting import Alerting
 from collector.gaps import Gaps
 from collector.ingest import (
     SUBSCRIPTIONS,
@@ -52,7 +53,7 @@ from collector.metrics import (
     kpi_families,
 )
 from collector.report import kpi_snapshot
-from collector.store import Store, store_fault
+from collector.store import SITE_UNREACHABLE, Store, store_fault
 from collector.web import start_web
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class Collector:
         self.disconnected = asyncio.Event()
         #: Notified after every committed batch; tests and the live board await it.
         self.changed = asyncio.Condition()
+        #: Alerts (issue 11): fed the outages each commit touched; sends when leader.
+        self.alerting = Alerting(self)
         self.web_port: int | None = None
         #: Set once the web server listens (``web_port`` is then the real port).
         self.web_ready = asyncio.Event()
@@ -291,6 +294,7 @@ class Collector:
                 statuses.append(verdict)
         if events or accounted:
             stored = await self._ingest_events(events, accounted, now)
+            self.alerting.touch({(ev.site, ev.agent, ev.check) for ev in stored})
             for ev in stored:
                 confirm[ev.agent].stored.add(ev.seq)
             if stored is not events:  # some refused by the store itself, one by one
@@ -475,6 +479,7 @@ class Collector:
             site = self.agents[agent].site if agent in self.agents else agent
             self.liveness.opened(agent)  # before the await: a status arriving meanwhile sees it
             oid = await self.write(self.store.open_provisional, site, agent, start)
+            self.alerting.touch({(site, agent, SITE_UNREACHABLE)})
             log.warning(
                 "agent %s (site %s) offline for over %.0f s: provisional outage %s from %s",
                 agent,
@@ -654,6 +659,7 @@ class Collector:
                 tasks = [
                     tg.create_task(self._mqtt_loop(), name="mqtt"),
                     tg.create_task(self._liveness_loop(), name="liveness"),
+                    tg.create_task(self.alerting.run(), name="alerts"),
                 ]
                 await stop.wait()
                 for task in tasks:

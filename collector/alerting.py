@@ -1,0 +1,179 @@
+"""The collector's alerting task (issue 11): engine steps and deliveries.
+
+Ingest hands over which checks' outages a committed batch touched (:meth:`Alerting.touch`);
+the engine step runs on the writer thread soon after (and every second, for waits,
+repeats and escalations), and what it queues is delivered by the leader of a collector
+pair only. Both collectors of a pair run the engine on their own store, so the one that
+takes over holds the same queue; what the other already sent goes again with the same key,
+which the receivers dedupe (Alertmanager by labels, webhooks by ``Idempotency-Key``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from availmon.clock import utcnow
+from collector import channels
+from collector.alerts import Context
+from collector.outbox import AlertBook, Key, OutboxRow, due_messages
+
+if TYPE_CHECKING:
+    from collector.main import Collector
+
+log = logging.getLogger(__name__)
+
+#: Seconds between engine steps and delivery rounds when nothing wakes them sooner.
+TICK = 1.0
+
+
+class Alerting:
+    """Owned by the collector; its ``run`` is one task of the collector's TaskGroup."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        estate = collector.estate
+        self.ctx = Context.of(estate)
+        web = estate.web
+        board = estate.alerts.board_url or f"http://{web.listen}:{web.port}"
+        self.book = AlertBook(collector.store, self.ctx, board)
+        self.tz = ZoneInfo(estate.accounting.timezone)
+        self._touched: set[Key] = set()
+        self._started = False
+        self._wake = asyncio.Event()
+        self._queued = asyncio.Event()
+        self.senders: dict[str, channels.Sender] = {}
+        self._refreshed: dict[str, float] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ctx.config.routes)
+
+    def touch(self, keys: Iterable[Key]) -> None:
+        """Outages of these checks changed in a committed batch: step soon."""
+        if not self.enabled:
+            return
+        self._touched.update(keys)
+        self._wake.set()
+
+    async def step(self, now: datetime | None = None) -> int:
+        """One engine step (the first one looks at the whole store); messages queued."""
+        if not self.enabled:
+            return 0
+        keys: set[Key] | None = None
+        if self._started:
+            keys, self._touched = self._touched, set()
+        queued: int = await self.collector.write(self.book.sync, keys, now or utcnow())
+        self._started = True
+        if queued:
+            self._queued.set()
+            await self.collector.notify_changed()
+        return queued
+
+    async def deliver(self, now: datetime | None = None) -> int:
+        """Send what is due, per channel in order, stopping a channel at its first failure;
+        only the leader of a pair sends. Returns the number delivered."""
+        if not self.collector.is_leader or not self.senders:
+            return 0
+        rows: list[OutboxRow] = await self.collector.read(
+            due_messages, self.collector.read_store, now or utcnow()
+        )
+        by_channel: dict[str, list[OutboxRow]] = {}
+        for m in rows:
+            by_channel.setdefault(m.channel, []).append(m)
+        results = await asyncio.gather(
+            *(self._drain(name, queue) for name, queue in by_channel.items())
+        )
+        sent = sum(results)
+        if sent:
+            await self.collector.notify_changed()
+        return sent
+
+    async def _drain(self, name: str, queue: list[OutboxRow]) -> int:
+        sender = self.senders.get(name)
+        sent = 0
+        for m in queue:
+            if sender is None:
+                error = f"no channel {name!r} in the config"
+            else:
+                try:
+                    await sender.send(m.payload)
+                except channels.DeliveryError as exc:
+                    error = str(exc)
+                else:
+                    await self.collector.write(self.book.delivered, m.id, utcnow())
+                    self.collector.metrics.alert_messages.labels(name, "sent").inc()
+                    log.info("alert message %s sent to %s (%s)", m.key, name, m.kind)
+                    sent += 1
+                    continue
+            due = await self.collector.write(self.book.failed, m.id, utcnow(), error)
+            self.collector.metrics.alert_messages.labels(name, "failed").inc()
+            log.warning(
+                "alert message %s to %s failed (try %d): %s; next try %s",
+                m.key,
+                name,
+                m.attempts + 1,
+                error,
+                due.isoformat(timespec="seconds"),
+            )
+            break  # keep this channel's order: the rest wait behind it
+        return sent
+
+    async def refresh(self) -> None:
+        """Post the firing alerts again to channels that forget them (Alertmanager)."""
+        mono = time.monotonic()
+        for name, sender in self.senders.items():
+            resend = getattr(sender, "resend", None)
+            if resend is None or mono - self._refreshed.get(name, 0.0) < resend:
+                continue
+            self._refreshed[name] = mono
+            payloads = await self.collector.read(_firing, self.collector.read_store, name)
+            if payloads:
+                with contextlib.suppress(channels.DeliveryError):
+                    await sender.refresh(payloads)  # type: ignore[attr-defined]
+
+    async def run(self) -> None:
+        if not self.enabled:
+            return
+        async with aiohttp.ClientSession() as session:
+            self.senders = channels.build(self.ctx.config, channels.Deps(session, self.tz))
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._engine_loop(), name="alert-engine")
+                tg.create_task(self._delivery_loop(), name="alert-delivery")
+
+    async def _engine_loop(self) -> None:
+        while True:
+            await self.step()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK):  # the clock-driven work: waits, repeats
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _delivery_loop(self) -> None:
+        while True:
+            self._queued.clear()
+            await self.deliver()
+            if self.collector.is_leader:
+                await self.refresh()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK):  # retries fall due by the clock
+                    await self._queued.wait()
+
+
+def _firing(store: Any, channel: str) -> list[dict[str, Any]]:
+    """The firing messages a channel has taken for alerts still open."""
+    rows = store.conn.execute(
+        "SELECT o.payload FROM outbox o JOIN alerts a ON a.outage_id = o.outage_id"
+        " WHERE a.status='open' AND o.channel=? AND o.kind='firing' AND o.status='sent'",
+        (channel,),
+    )
+    return [json.loads(r[0]) for r in rows]
