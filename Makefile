@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests start as real peers (installed with apt-get when missing).
 DEBS := mosquitto mosquitto-clients prometheus snmpd snmp sip-tester dnsmasq-base iproute2 systemd \
-	openssl chromium
+	openssl chromium prometheus-alertmanager
 
 .PHONY: demo test bench lint format venv debs clean dist
 
