@@ -387,6 +387,24 @@ def message(
     return data
 
 
+def test_message(
+    ctx: Context, route: str, channel: str, now: datetime, *, board_url: str
+) -> dict[str, Any]:
+    """A message that says it is a test, shaped like a real one (``availmon alerts test``)."""
+    site_id = next(iter(ctx.estate.sites), "test-site")
+    alert = Alert("test", site_id, "test", "network_telephony", "down", "page", now, None, now)
+    outage = OutageInfo(
+        "test", site_id, None, "test", "network_telephony", "down", now,
+        None, evidence={"error": "a test message from availmon alerts test", "probes": 0},
+    )  # fmt: skip
+    m = message(ctx, alert, outage, Notice("test", route), now, board_url=board_url)
+    m["what"] = "test alert"
+    m["title"] = title(m, ZoneInfo(ctx.estate.accounting.timezone))
+    m["key"] = f"test/{route}/{channel}/{to_us(now)}"
+    m["channel"] = channel
+    return m
+
+
 def span(seconds: float) -> str:
     s = max(int(seconds), 0)
     days, s = divmod(s, 86400)

@@ -31,6 +31,20 @@ def alert_estate(
     """Two councils' sites (the board tests' estate, with a WAN link and a dependent
     check at the Guildhall) and the given ``[alerts]`` section; channels default to
     webhooks named ``team``, ``oncall`` and ``managers``."""
+    return parse_config(
+        alert_data(tmp, alerts, web=web, broker_port=broker_port, channels=channels), "test"
+    )
+
+
+def alert_data(
+    tmp: Path,
+    alerts: dict[str, Any],
+    *,
+    web: dict[str, Any] | None = None,
+    broker_port: int = 1,
+    channels: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The raw data behind ``alert_estate`` (to write as TOML for a subprocess)."""
 
     def check(name: str, area: str, **kw: Any) -> dict[str, Any]:
         return {"name": name, "type": "http", "target": "http://127.0.0.1:1/", "area": area, **kw}
@@ -40,39 +54,36 @@ def alert_estate(
         "channels": channels or {n: hook(n) for n in ("team", "oncall", "managers")},
         **alerts,
     }
-    return parse_config(
-        {
-            "name": "test council ICT",
-            "broker": {"host": "127.0.0.1", "port": broker_port},
-            "collector": {"database": str(tmp / "collector.db")},
-            "web": {"listen": "127.0.0.1", "port": 0, **(web or {})},
-            "partners": {
-                "CCC": {"name": "Cambridge City Council"},
-                "SHARED": {"name": "Shared service (data centre)"},
-            },
-            "sites": {
-                "dc": {
-                    "name": "Data centre",
-                    "partner": "SHARED",
-                    "checks": [
-                        check("webmail", "email", provider="Microsoft"),
-                        check("council-website", "internet_web"),
-                        check("printer", "servers", severity="ticket"),
-                    ],
-                },
-                "ccc-guildhall": {
-                    "name": "Guildhall, Cambridge",
-                    "partner": "CCC",
-                    "checks": [
-                        check("wan-link", "network_telephony", provider="BT Openreach"),
-                        check("intranet", "internet_web", depends_on="wan-link"),
-                    ],
-                },
-            },
-            "alerts": section,
+    return {
+        "name": "test council ICT",
+        "broker": {"host": "127.0.0.1", "port": broker_port},
+        "collector": {"database": str(tmp / "collector.db")},
+        "web": {"listen": "127.0.0.1", "port": 0, **(web or {})},
+        "partners": {
+            "CCC": {"name": "Cambridge City Council"},
+            "SHARED": {"name": "Shared service (data centre)"},
         },
-        "test",
-    )
+        "sites": {
+            "dc": {
+                "name": "Data centre",
+                "partner": "SHARED",
+                "checks": [
+                    check("webmail", "email", provider="Microsoft"),
+                    check("council-website", "internet_web"),
+                    check("printer", "servers", severity="ticket"),
+                ],
+            },
+            "ccc-guildhall": {
+                "name": "Guildhall, Cambridge",
+                "partner": "CCC",
+                "checks": [
+                    check("wan-link", "network_telephony", provider="BT Openreach"),
+                    check("intranet", "internet_web", depends_on="wan-link"),
+                ],
+            },
+        },
+        "alerts": section,
+    }
 
 
 def outbox(collector: Collector) -> list[dict[str, Any]]:
