@@ -73,7 +73,7 @@ class HookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def keys(self) -> list[str]:
+    def delivered_keys(self) -> list[str]:
         return [m["key"] for m in self.received]
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
