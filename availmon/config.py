@@ -566,9 +566,10 @@ def summary(estate: Estate) -> str:
     total = sum(per_area.values())
     areas = ", ".join(f"{a} {n}" for a, n in sorted(per_area.items())) or "none"
     alerts = estate.alerts
+    routes, channels = len(alerts.routes), len(alerts.channels)
     routed = (
-        f"; {len(alerts.routes)} alert routes, {len(alerts.channels)} channels"
-        if alerts.routes or alerts.channels
+        f"; {routes} alert route{'s' * (routes != 1)}, {channels} channel{'s' * (channels != 1)}"
+        if routes or channels
         else ""
     )
     return f"ok: {len(estate.sites)} sites, {total} checks ({areas}){routed}"

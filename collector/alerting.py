@@ -49,6 +49,9 @@ class Alerting:
         self.tz = ZoneInfo(estate.accounting.timezone)
         self._touched: set[Key] = set()
         self._started = False
+        #: Alerts still open after the last step: with none and nothing touched, a step
+        #: has nothing to do and takes no write transaction.
+        self._open = 0
         self._wake = asyncio.Event()
         self._queued = asyncio.Event()
         self.senders: dict[str, channels.Sender] = {}
@@ -72,7 +75,10 @@ class Alerting:
         keys: set[Key] | None = None
         if self._started:
             keys, self._touched = self._touched, set()
-        queued: int = await self.collector.write(self.book.sync, keys, now or utcnow())
+            if not keys and not self._open:
+                return 0
+        done: tuple[int, int] = await self.collector.write(self.book.sync, keys, now or utcnow())
+        queued, self._open = done
         self._started = True
         if queued:
             self._queued.set()

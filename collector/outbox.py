@@ -100,14 +100,14 @@ class AlertBook:
 
     # -- the engine's step ---------------------------------------------------------------
 
-    def sync(self, keys: Iterable[Key] | None, now: datetime) -> int:
+    def sync(self, keys: Iterable[Key] | None, now: datetime) -> tuple[int, int]:
         """Give every new outage of ``keys`` (None: of the whole store, at start) its alert,
         bring every open alert up to date at ``now``, and queue what they say. Returns the
-        number of messages queued."""
+        number of messages queued and of alerts still open."""
         with self.store.transaction():
             return self._sync(keys, now)
 
-    def _sync(self, keys: Iterable[Key] | None, now: datetime) -> int:
+    def _sync(self, keys: Iterable[Key] | None, now: datetime) -> tuple[int, int]:
         conn = self.store.conn
         queued = 0
         for row in self._new_outages(keys):
@@ -134,6 +134,7 @@ class AlertBook:
         ]
         outages = {a.outage_id: self._outage(a.outage_id) for a in alerts}
         parents: dict[tuple[str, str], list[str]] = {}
+        still_open = 0
         for current in outages.values():
             if current is not None and current.end is None and current.check is not None:
                 parent = depends_on_down(current)
@@ -151,7 +152,8 @@ class AlertBook:
             deps = parents.get((alert.site, alert.check or ""), [])
             for notice in notices:
                 queued += self._enqueue(after, outage, notice, now, deps)
-        return queued
+            still_open += after.status == "open"
+        return queued, still_open
 
     def _new_outages(self, keys: Iterable[Key] | None) -> list[dict[str, Any]]:
         """Outages (of these checks) with no alert yet."""
