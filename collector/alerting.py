@@ -4,8 +4,10 @@ Ingest hands over which checks' outages a committed batch touched (:meth:`Alerti
 the engine step runs on the writer thread soon after (and every second, for waits,
 repeats and escalations), and what it queues is delivered by the leader of a collector
 pair only. Both collectors of a pair run the engine on their own store, so the one that
-takes over holds the same queue; what the other already sent goes again with the same key,
-which the receivers dedupe (Alertmanager by labels, webhooks by ``Idempotency-Key``).
+takes over holds the same queue; the leader publishes a receipt for what its channels took
+(``availmon/v1/_collectors/<id>/alerts``) and the other marks those messages sent, so a
+hand-over sends nothing twice. A receipt lost with a crash means a resend under the same
+key, which the receivers dedupe (Alertmanager by labels, webhooks by ``Idempotency-Key``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from pydantic import ValidationError
 
 from availmon.clock import utcnow
+from availmon.schema import AlertReceipt, Delivered, receipts_topic
+from availmon.text import one_line
 from collector import channels
 from collector.alerts import Context
 from collector.outbox import AlertBook, Key, OutboxRow, due_messages
@@ -55,6 +60,8 @@ class Alerting:
         self._wake = asyncio.Event()
         self._queued = asyncio.Event()
         self.senders: dict[str, channels.Sender] = {}
+        #: Receipts from the other collector of a pair, applied at the next step.
+        self._receipts: list[tuple[str, AlertReceipt]] = []
         self._refreshed: dict[str, float] = {}
 
     @property
@@ -68,14 +75,30 @@ class Alerting:
         self._touched.update(keys)
         self._wake.set()
 
+    def receipt(self, peer: str, payload: bytes) -> None:
+        """The other collector of a pair says its channels took these messages."""
+        try:
+            got = AlertReceipt.model_validate_json(payload)
+        except ValidationError as exc:
+            log.warning("ignored an alert receipt from %s: %s", peer, one_line(str(exc))[:200])
+            return
+        if got.collector != peer or not self.enabled:
+            return
+        self._receipts.append((peer, got))
+        self._wake.set()
+
     async def step(self, now: datetime | None = None) -> int:
         """One engine step (the first one looks at the whole store); messages queued."""
         if not self.enabled:
             return 0
+        receipts, self._receipts = self._receipts, []
+        for peer, got in receipts:
+            items = [d.model_dump() for d in got.delivered]
+            await self.collector.write(self.book.peer_sent, peer, items, now or utcnow())
         keys: set[Key] | None = None
         if self._started:
             keys, self._touched = self._touched, set()
-            if not keys and not self._open:
+            if not keys and not self._open and not receipts:
                 return 0
         done: tuple[int, int] = await self.collector.write(self.book.sync, keys, now or utcnow())
         queued, self._open = done
@@ -107,32 +130,64 @@ class Alerting:
     async def _drain(self, name: str, queue: list[OutboxRow]) -> int:
         sender = self.senders.get(name)
         sent = 0
-        for m in queue:
-            if sender is None:
-                error = f"no channel {name!r} in the config"
-            else:
-                try:
-                    await sender.send(m.payload)
-                except channels.DeliveryError as exc:
-                    error = str(exc)
-                else:
-                    await self.collector.write(self.book.delivered, m.id, utcnow())
-                    self.collector.metrics.alert_messages.labels(name, "sent").inc()
-                    log.info("alert message %s sent to %s (%s)", m.key, name, m.kind)
+        done: list[Delivered] = []
+        try:
+            for m in queue:
+                if await self._one(name, sender, m):
                     sent += 1
-                    continue
-            due = await self.collector.write(self.book.failed, m.id, utcnow(), error)
-            self.collector.metrics.alert_messages.labels(name, "failed").inc()
-            log.warning(
-                "alert message %s to %s failed (try %d): %s; next try %s",
-                m.key,
-                name,
-                m.attempts + 1,
-                error,
-                due.isoformat(timespec="seconds"),
-            )
-            break  # keep this channel's order: the rest wait behind it
+                    done.append(
+                        Delivered.model_validate(
+                            {
+                                "key": m.key,
+                                "outage_id": m.outage_id,
+                                "channel": name,
+                                "kind": m.kind,
+                            }
+                        )
+                    )
+                else:
+                    break  # keep this channel's order: the rest wait behind it
+        finally:
+            self._announce(done)
         return sent
+
+    def _announce(self, done: list[Delivered]) -> None:
+        """Tell the other collector of a pair what went (best effort: without it, a
+        hand-over resends under the same keys, which receivers dedupe)."""
+        client = self.collector.mqtt
+        if not done or client is None:
+            return
+        me = self.collector.estate.collector.client_id
+        with contextlib.suppress(Exception):
+            for i in range(0, len(done), 500):
+                receipt = AlertReceipt(collector=me, delivered=done[i : i + 500])
+                client.send(receipts_topic(me), receipt.to_json())
+
+    async def _one(self, name: str, sender: channels.Sender | None, m: OutboxRow) -> bool:
+        """One try of one message; True when the channel took it."""
+        if sender is None:
+            error = f"no channel {name!r} in the config"
+        else:
+            try:
+                await sender.send(m.payload)
+            except channels.DeliveryError as exc:
+                error = str(exc)
+            else:
+                await self.collector.write(self.book.delivered, m.id, utcnow())
+                self.collector.metrics.alert_messages.labels(name, "sent").inc()
+                log.info("alert message %s sent to %s (%s)", m.key, name, m.kind)
+                return True
+        due = await self.collector.write(self.book.failed, m.id, utcnow(), error)
+        self.collector.metrics.alert_messages.labels(name, "failed").inc()
+        log.warning(
+            "alert message %s to %s failed (try %d): %s; next try %s",
+            m.key,
+            name,
+            m.attempts + 1,
+            error,
+            due.isoformat(timespec="seconds"),
+        )
+        return False
 
     async def refresh(self) -> None:
         """Post the firing alerts again to channels that forget them (Alertmanager)."""
@@ -179,7 +234,8 @@ def _firing(store: Any, channel: str) -> list[dict[str, Any]]:
     """The firing messages a channel has taken for alerts still open."""
     rows = store.conn.execute(
         "SELECT o.payload FROM outbox o JOIN alerts a ON a.outage_id = o.outage_id"
-        " WHERE a.status='open' AND o.channel=? AND o.kind='firing' AND o.status='sent'",
+        " WHERE a.status='open' AND o.channel=? AND o.kind='firing' AND o.status='sent'"
+        " AND o.payload != '{}'",
         (channel,),
     )
     return [json.loads(r[0]) for r in rows]

@@ -94,6 +94,8 @@ class Collector:
         #: Other collectors' presence (client id -> online), from their retained status.
         self.presence: dict[str, bool] = {}
         self.is_leader = False
+        #: The live MQTT session, while there is one (the alerts publish receipts on it).
+        self.mqtt: AckingClient | None = None
         #: Sessions established with the broker (subscribed), since start.
         self.connects = 0
         self._connected_at: datetime | None = None
@@ -357,10 +359,13 @@ class Collector:
     def _presence(self, topic: str, payload: bytes) -> None:
         """Another collector's retained status (or our own): who sends alerts."""
         parts = topic.split("/")
-        if len(parts) != 5 or parts[4] != "status":
+        if len(parts) != 5 or parts[4] not in ("status", "alerts"):
             return
         name, online = parts[3], payload == b"online"
         if name == self.estate.collector.client_id:
+            return
+        if parts[4] == "alerts":
+            self.alerting.receipt(name, payload)  # the other of the pair sent these
             return
         if self.presence.get(name) != online:
             log.info("collector %s is %s", name, "online" if online else "offline")
@@ -551,6 +556,7 @@ class Collector:
             self.connected.set()
             self.connects += 1
             self.metrics.connects.inc()
+            self.mqtt = client
             self._connected_at = utcnow()
             self._lead()
             log.info("collector subscribed as %s", cfg.client_id)
@@ -574,6 +580,7 @@ class Collector:
         try:
             await wait_disconnected(client)
         finally:
+            self.mqtt = None
             self.connected.clear()
             self._connected_at = None
             self.disconnected.set()

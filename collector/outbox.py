@@ -321,12 +321,20 @@ class AlertBook:
             )
             payload["key"] = key
             payload["channel"] = channel
+            # Queued once per key. A message the other collector of a pair already delivered
+            # (its receipt came first: a placeholder row, sent) only gets its content.
             cur = conn.execute(
-                "INSERT OR IGNORE INTO outbox (key, outage_id, channel, kind, payload,"
-                " created_at, due, attempts, status) VALUES (?,?,?,?,?,?,?,0,'pending')",
+                "INSERT INTO outbox (key, outage_id, channel, kind, payload, created_at, due,"
+                " attempts, status) VALUES (?,?,?,?,?,?,?,0,'pending') ON CONFLICT(key) DO"
+                " UPDATE SET payload=excluded.payload WHERE outbox.payload = '{}'",
                 (key, oid, channel, notice.kind, json.dumps(payload), to_us(now), to_us(now)),
             )
-            queued += cur.rowcount
+            if (
+                cur.rowcount
+                and conn.execute("SELECT status FROM outbox WHERE key=?", (key,)).fetchone()[0]
+                == PENDING
+            ):
+                queued += 1
         return queued
 
     # -- people --------------------------------------------------------------------------
@@ -348,6 +356,33 @@ class AlertBook:
         return alert_detail(self.store, outage_id)
 
     # -- delivery ------------------------------------------------------------------------
+
+    def peer_sent(self, peer: str, delivered: Iterable[Mapping[str, Any]], now: datetime) -> int:
+        """The other collector of a pair delivered these: mark them sent here (before this
+        engine has queued them, as placeholders it fills in), so that a hand-over never
+        sends them again. Returns how many changed."""
+        changed = 0
+        with self.store.transaction():
+            for d in delivered:
+                cur = self.store.conn.execute(
+                    "INSERT INTO outbox (key, outage_id, channel, kind, payload, created_at, due,"
+                    " attempts, status, sent_at, last_error)"
+                    " VALUES (?,?,?,?,'{}',?,?,0,'sent',?,?) ON CONFLICT(key) DO UPDATE SET"
+                    " status='sent', sent_at=excluded.sent_at, last_error=excluded.last_error"
+                    " WHERE outbox.status != 'sent'",
+                    (
+                        d["key"],
+                        d.get("outage_id"),
+                        d["channel"],
+                        d["kind"],
+                        to_us(now),
+                        to_us(now),
+                        to_us(now),
+                        f"sent by {peer}",
+                    ),
+                )
+                changed += cur.rowcount
+        return changed
 
     def delivered(self, message_id: int, now: datetime) -> None:
         with self.store.transaction():
