@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -213,7 +213,7 @@ class Alerting:
 
     async def _engine_loop(self) -> None:
         while True:
-            await self.step()
+            await _survive("alert engine step", self.step())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TICK):  # the clock-driven work: waits, repeats
                     await self._wake.wait()
@@ -222,12 +222,21 @@ class Alerting:
     async def _delivery_loop(self) -> None:
         while True:
             self._queued.clear()
-            await self.deliver()
+            await _survive("alert delivery", self.deliver())
             if self.collector.is_leader:
-                await self.refresh()
+                await _survive("Alertmanager refresh", self.refresh())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TICK):  # retries fall due by the clock
                     await self._queued.wait()
+
+
+async def _survive(what: str, work: Awaitable[Any]) -> None:
+    """A bug in alerting is logged and tried again next tick; it never stops ingest (the
+    outbox keeps what was queued, so nothing is lost meanwhile)."""
+    try:
+        await work
+    except Exception:
+        log.exception("%s failed; trying again", what)
 
 
 def _firing(store: Any, channel: str) -> list[dict[str, Any]]:
