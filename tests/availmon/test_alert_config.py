@@ -3,6 +3,8 @@ files and their exact messages are in tests/config/invalid-alerts.*."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +113,20 @@ def test_no_alerts_section_is_no_alerts() -> None:
     estate = parse_config(estate_with({}))
     assert estate.alerts.routes == ()
     assert "alert" not in summary(estate)
+
+
+def test_the_readmes_alert_example_is_a_valid_config() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Alerts", 1)[1]
+    example = section.split("```toml", 1)[1].split("```", 1)[0]
+    data = estate_with({})
+    data["sites"]["dc"] = {"partner": "CCC"}
+    data.update(tomllib.loads(example))
+    estate = parse_config(data, "README.md")
+    assert [r.name for r in estate.alerts.routes] == [
+        "out-of-hours",
+        "daytime",
+        "alertmanager",
+        "managers",
+    ]
+    assert estate.alerts.routes[0].escalate_to == "managers"
