@@ -111,7 +111,7 @@ def add_parser(sub: Any) -> None:
 
 
 def add_alert_parsers(sub: Any) -> None:
-    alerts = sub.add_parser("alerts", help="list, acknowledge and test alerts (issue 11)")
+    alerts = sub.add_parser("alerts", help="list, acknowledge and test alerts")
     asub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
     lst = asub.add_parser(
         "list", help="alerts, newest first: pending, sent, failed, acknowledged, held"
