@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collector": ("collector.main", "run the collector (ingest, store, web, metrics)"),
     "demo": ("availmon.demo", "run broker, collector and agents in one process"),
     "outages": ("collector.cli", "import, list and annotate outage records"),
+    "alerts": ("collector.cli", "list, acknowledge and test alerts"),
     "report": ("collector.cli", "the quarterly availability report (html, md, csv or json)"),
     "maintenance": (
         "collector.cli",

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from availmon.alertconfig import CHANNEL_TYPES, AlertsConfig, Severity, alert_issues
 from availmon.areas import DEFAULT_AREAS
 from availmon.errors import ConfigError, ConfigIssue
 from availmon.limits import MAX_HEARTBEAT_CHECKS
@@ -348,6 +349,7 @@ _CHECK_KEYS = {
     "depends_on",
     "added",
     "retired",
+    "severity",
     "options",
 }
 
@@ -371,6 +373,8 @@ class Check(Frozen):
     #: When the check came into service / was retired: it counts only over that time.
     added: datetime | date | None = None
     retired: datetime | date | None = None
+    #: How much its being down matters to alert routes (degraded is always a ticket).
+    severity: Severity = "page"
     #: Probe-specific keys, written flat in the check's table and validated by the probe.
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -496,6 +500,7 @@ class Estate(Frozen):
     maintenance: list[RecurringWindow] = Field(default_factory=list)
     #: Services seen from several sites, with a quorum.
     services: dict[Name, Service] = Field(default_factory=dict)
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -581,6 +586,12 @@ def _shown(loc: tuple[int | str, ...], value: Any) -> str:
     return shown(loc, value)
 
 
+def _union_tag(loc: tuple[int | str, ...], i: int) -> bool:
+    """pydantic names the member of a tagged union in ``loc`` (``alerts.channels.mail.email
+    .from``); the key path is ``alerts.channels.mail.from``."""
+    return i == 3 and loc[:2] == ("alerts", "channels") and loc[i] in CHANNEL_TYPES
+
+
 def _issues_from(
     file: str, prefix: tuple[int | str, ...], exc: ValidationError, data: Any = None
 ) -> list[ConfigIssue]:
@@ -589,7 +600,10 @@ def _issues_from(
         loc = prefix + tuple(err["loc"])
         # pydantic names the validator of Annotated/union members in loc; keep key names only.
         loc = tuple(
-            p for p in loc if not (isinstance(p, str) and ("[" in p or p == "function-before"))
+            p
+            for i, p in enumerate(loc)
+            if not (isinstance(p, str) and ("[" in p or p == "function-before"))
+            and not _union_tag(loc, i)
         )
         shown = _shown(loc, err["input"])
         if err["type"] == "missing":
@@ -700,6 +714,7 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
             except ValidationError as exc:
                 issues.extend(_issues_from(file, ("sites", site_id, "checks", i), exc, data))
     issues += _collector_issues(file, data)
+    issues += alert_issues(file, data)
     for agent, count in agents.items():
         if count > 1:
             issues.append(
@@ -1004,4 +1019,11 @@ def summary(estate: Estate) -> str:
             per_area[check.area] += 1
     total = sum(per_area.values())
     areas = ", ".join(f"{a} {n}" for a, n in sorted(per_area.items())) or "none"
-    return f"ok: {len(estate.sites)} sites, {total} checks ({areas})"
+    alerts = estate.alerts
+    routes, channels = len(alerts.routes), len(alerts.channels)
+    routed = (
+        f"; {routes} alert route{'s' * (routes != 1)}, {channels} channel{'s' * (channels != 1)}"
+        if routes or channels
+        else ""
+    )
+    return f"ok: {len(estate.sites)} sites, {total} checks ({areas}){routed}"

@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import json
 import logging
+import os
+import secrets
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,9 +30,11 @@ from typing import Any
 from aiohttp import web
 
 from agent.main import Agent
+from availmon.alertconfig import WebhookChannel
 from availmon.config import Check, Estate, load_config
 from availmon.errors import AvailmonError
 from availmon.signals import install_stop_handlers
+from collector.channels import webhook
 from collector.main import Collector
 
 log = logging.getLogger(__name__)
@@ -39,15 +44,20 @@ CYCLE = 300.0
 FLAKY_DOWN = (30.0, 150.0)  # seconds into each cycle
 SLOW_WINDOW = (180.0, 240.0)
 SLOW_DELAY = 1.5  # seconds; demo.toml's degraded_latency is below this
+#: Where the demo's own alert receiver listens, beside its targets (config/demo.toml).
+ALERTS_PATH = "/alerts"
 
 
 def default_config() -> Path:
     return Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 
 
-def demo_targets(clock: Callable[[], float], speed: float = 1.0) -> web.Application:
+def demo_targets(
+    clock: Callable[[], float], speed: float = 1.0, alert_secret: str | None = None
+) -> web.Application:
     """Targets whose health follows the demo clock (demo seconds since start: real seconds
-    times ``speed``)."""
+    times ``speed``), and, with ``alert_secret``, the alert receiver at ``/alerts``: it
+    checks each webhook's signature and prints what it got."""
 
     def phase() -> float:
         return clock() % CYCLE
@@ -65,11 +75,55 @@ def demo_targets(clock: Callable[[], float], speed: float = 1.0) -> web.Applicat
             await asyncio.sleep(SLOW_DELAY / speed)  # the demo server being slow, on purpose
         return web.Response(text="ok\n")
 
+    seen: dict[str, float] = {}
+
+    async def alerts(request: web.Request) -> web.Response:
+        assert alert_secret is not None
+        body = await request.read()
+        why = webhook.verify(alert_secret, request.headers, body, seen=seen)
+        if why is not None:
+            print(f"alert receiver: refused a message: {why}", flush=True)
+            return web.json_response({"error": why}, status=401)
+        message = json.loads(body)
+        print(f"alert received: {message['title']}  <{message['url']}>", flush=True)
+        return web.json_response({"ok": True})
+
     app = web.Application()
     app.router.add_get("/ok", ok)
     app.router.add_get("/flaky", flaky)
     app.router.add_get("/slow", slow)
+    if alert_secret is not None:
+        app.router.add_post(ALERTS_PATH, alerts)
     return app
+
+
+def with_alert_receiver(
+    estate: Estate, state_dir: Path, target_port: int
+) -> tuple[Estate, str | None]:
+    """Point the config's webhook channels aimed at the demo's own receiver at this run's
+    port, with a signing secret kept in the state directory (made on the first run)."""
+    ours = f"http://127.0.0.1:{DEMO_TARGET_PORT}{ALERTS_PATH}"
+    channels = dict(estate.alerts.channels)
+    mine = [n for n, ch in channels.items() if isinstance(ch, WebhookChannel) and ch.url == ours]
+    if not mine:
+        return estate, None
+    secret_file = state_dir / "webhook-secret"
+    if not secret_file.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    secret = secret_file.read_text().strip()
+    for name in mine:
+        channels[name] = channels[name].model_copy(
+            update={
+                "url": f"http://127.0.0.1:{target_port}{ALERTS_PATH}",
+                "secret_file": secret_file,
+                "secret_env": None,
+            }
+        )
+    alerts = estate.alerts.model_copy(update={"channels": channels})
+    return estate.model_copy(update={"alerts": alerts}), secret
 
 
 @asynccontextmanager
@@ -184,11 +238,13 @@ async def run_demo(
     *,
     speed: float = 1.0,
     target_port: int = DEMO_TARGET_PORT,
+    alert_secret: str | None = None,
 ) -> None:
-    """``estate`` is already ``scaled`` and ``on_ports``; ``speed`` drives the schedule."""
+    """``estate`` is already ``scaled`` and ``on_ports``; ``speed`` drives the schedule;
+    ``alert_secret``: serve the alert receiver (``with_alert_receiver``)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    targets = demo_targets(lambda: (loop.time() - started) * speed, speed)
+    targets = demo_targets(lambda: (loop.time() - started) * speed, speed, alert_secret)
     async with serve(targets, "127.0.0.1", target_port):
         collector = Collector(estate)
         agents = [Agent(estate, site) for site in estate.sites]
@@ -213,7 +269,7 @@ async def run_demo(
                     tg.create_task(agent.run(own), name=f"agent:{agent.site}")
                     for agent, own in zip(agents, stops, strict=True)
                 ]
-                _banner(estate, collector, len(agents), speed)
+                _banner(estate, collector, len(agents), speed, alert_secret is not None)
                 await stop.wait()
                 for own, agent_task in zip(stops, agent_tasks, strict=True):
                     own.set()
@@ -221,10 +277,17 @@ async def run_demo(
             collector_stop.set()
 
 
-def _banner(estate: Estate, collector: Collector, agents: int, speed: float) -> None:
+def _banner(
+    estate: Estate, collector: Collector, agents: int, speed: float, receiver: bool
+) -> None:
     web_ = estate.web
     base = f"http://{web_.listen}:{collector.web_port}"
     pace = f", {speed:g} times faster" if speed != 1 else ""
+    alerts = (
+        "  alerts       go to the demo's webhook receiver, which prints them here\n"
+        if receiver
+        else ""
+    )
     print(
         f"\navailmon demo is running ({agents} agents, "
         f"{sum(len(s.checks) for s in estate.sites.values())} checks{pace}).\n"
@@ -232,6 +295,7 @@ def _banner(estate: Estate, collector: Collector, agents: int, speed: float) -> 
         f"  status JSON  {base}/api/v1/status\n"
         f"  metrics      {base}/metrics\n"
         f"  state        {estate.collector.database.parent}\n"
+        f"{alerts}"
         f"{schedule_text(speed)} Ctrl-C stops.\n",
         flush=True,
     )
@@ -290,16 +354,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         targets=args.target_port,
     )
     target_port = DEMO_TARGET_PORT if args.target_port is None else args.target_port
-    return asyncio.run(_demo(estate, state_dir, speed=args.speed, target_port=target_port))
+    estate, secret = with_alert_receiver(estate, state_dir, target_port)
+    return asyncio.run(
+        _demo(estate, state_dir, speed=args.speed, target_port=target_port, alert_secret=secret)
+    )
 
 
 async def _demo(
-    estate: Estate, state_dir: Path, *, speed: float = 1.0, target_port: int = DEMO_TARGET_PORT
+    estate: Estate,
+    state_dir: Path,
+    *,
+    speed: float = 1.0,
+    target_port: int = DEMO_TARGET_PORT,
+    alert_secret: str | None = None,
 ) -> int:
     stop = asyncio.Event()
     remove = install_stop_handlers(stop)
     try:
-        await run_demo(estate, stop, speed=speed, target_port=target_port)
+        await run_demo(
+            estate, stop, speed=speed, target_port=target_port, alert_secret=alert_secret
+        )
     except (OSError, ExceptionGroup) as exc:
         in_use = _address_in_use(exc)
         if in_use is None:

@@ -215,6 +215,32 @@ def collector_topic(collector: str) -> str:
     return f"{COLLECTORS_ROOT}/{collector}/status"
 
 
+def receipts_topic(collector: str) -> str:
+    """Where a collector that sends alerts says which messages it delivered (issue 11)."""
+    return f"{COLLECTORS_ROOT}/{collector}/alerts"
+
+
+class Delivered(Wire):
+    """One alert message a channel took: its outbox key and what the key stands for."""
+
+    key: Annotated[str, Field(max_length=400)]
+    outage_id: Annotated[str, Field(max_length=200)] | None = None
+    channel: Ident
+    kind: Literal["firing", "repeat", "escalation", "resolved", "test"]
+
+
+class AlertReceipt(Wire):
+    """Sent by the collector that leads a pair after its channels took messages, so that
+    the other marks them sent and, if it takes over, does not send them again."""
+
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    collector: Ident
+    delivered: list[Delivered] = Field(max_length=500)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
 def parse_topic(text: str) -> tuple[str, str, str] | None:
     """``(site, agent, kind)`` for one of the topics agents publish, else None."""
     parts = text.split("/")

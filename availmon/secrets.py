@@ -105,6 +105,14 @@ def read_secret_file(path: Path, key: str) -> str:
 # -- secrets written inline ----------------------------------------------------------------
 
 
+#: Query parameters that sign a URL (Azure's Power Automate workflow URLs, Teams' new
+#: incoming webhooks): whoever has the URL may post.
+_SECRET_PARAMS = frozenset({"sig"})
+#: Hosts of incoming webhooks whose path is the credential (issue 11).
+_SECRET_PATH_HOSTS = frozenset({"hooks.slack.com"})
+_SECRET_PATH_DOMAINS = (".webhook.office.com",)
+
+
 def redact_url(text: str) -> str | None:
     """The URL with its password and secret-looking query values replaced by ``***``, or
     None when it holds none (or is not a URL)."""
@@ -116,8 +124,14 @@ def redact_url(text: str) -> str | None:
         query = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return None
-    secret_query = [k for k, v in query if v and SECRET_KEY.search(k)]
-    if password is None and not secret_query:
+    secret_query = [
+        k for k, v in query if v and (SECRET_KEY.search(k) or k.lower() in _SECRET_PARAMS)
+    ]
+    host = (parts.hostname or "").lower()
+    if host in _SECRET_PATH_HOSTS or host.endswith(_SECRET_PATH_DOMAINS):
+        # An incoming webhook (Slack, Teams): the path itself is the credential.
+        parts = parts._replace(path="/***")
+    elif password is None and not secret_query:
         return None
     netloc = parts.netloc
     if password is not None:

@@ -8,6 +8,7 @@ publishes at ``/api/v1/openapi.json`` (and a test runs schemathesis against the 
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -24,6 +25,7 @@ from collector.accounting import (
     parse_period,
     quarter_containing,
 )
+from collector.outbox import list_alerts
 
 if TYPE_CHECKING:
     from collector.main import Collector
@@ -169,6 +171,55 @@ class ErrorOut(Out):
     error: str
 
 
+class AlertMessagesOut(Out):
+    pending: int
+    sent: int
+    failed: int = Field(description="the last try failed; it is retried")
+    cancelled: int = Field(description="a repeat overtaken by the resolution")
+
+
+class AlertOut(Out):
+    """One outage's alert (its id is the outage's)."""
+
+    id: str
+    site: str
+    check: str | None
+    area: str
+    state: str
+    severity: str | None = Field(description="page (down) or ticket (degraded, or as set)")
+    status: Literal["open", "resolved", "late"] = Field(
+        description="late: learnt of after it ended longer ago than alerts.late_limit"
+    )
+    delivery: Literal["acknowledged", "failed", "pending", "sent", "held", "none"]
+    start: str | None
+    end: str | None
+    routes: list[str]
+    suppressed: str | None = Field(description="why its messages are held back, if they are")
+    flapping: bool
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    messages: AlertMessagesOut
+
+
+class OutboxMessageOut(Out):
+    id: int
+    key: str = Field(description="outage/kind/route/channel: the receiver's dedupe key")
+    channel: str
+    kind: Literal["firing", "repeat", "escalation", "resolved", "test"]
+    status: Literal["pending", "sent", "failed", "cancelled"]
+    attempts: int
+    last_error: str | None
+    sent_at: str | None
+
+
+class AlertDetailOut(AlertOut):
+    outbox: list[OutboxMessageOut]
+
+
+class AlertsOut(Out):
+    alerts: list[AlertOut]
+
+
 def _error(status: int, text: str) -> web.Response:
     return web.json_response({"error": text}, status=status)
 
@@ -300,6 +351,13 @@ async def outage(request: web.Request) -> web.Response:
     return _json(OutageDetailOut, detail)
 
 
+async def alerts(request: web.Request) -> web.Response:
+    collector = request.app[board.COLLECTOR]
+    open_only = request.query.get("open") == "true"
+    rows = await collector.read(partial(list_alerts, open_only=open_only), collector.read_store)
+    return _json(AlertsOut, {"alerts": rows})
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
@@ -312,6 +370,8 @@ def add_api(app: web.Application) -> None:
     app.router.add_get("/api/v1/outages/{id}", outage)
     app.router.add_post("/api/v1/outages/{id}/annotations", board.api_write(board.ANNOTATE))
     app.router.add_route("*", "/api/v1/maintenance", board.api_maintenance)
+    app.router.add_get("/api/v1/alerts", alerts)
+    app.router.add_post("/api/v1/alerts/{id}/ack", board.api_write(board.ACKNOWLEDGE))
     app.router.add_get("/api/v1/openapi.json", openapi)
 
 
@@ -321,7 +381,7 @@ _ERRORS = {
     "400": "bad request (the message says which field and why)",
     "401": "a token is needed (reads: when web.read_token_file is set; writes: always)",
     "403": "writes are disabled: the collector has no web.token_file",
-    "404": "no such check or outage",
+    "404": "no such check, outage or alert",
 }
 
 
@@ -365,11 +425,17 @@ def openapi_document() -> dict[str, Any]:
         CheckHistoryOut,
         OutagesOut,
         OutageDetailOut,
+        AlertsOut,
+        AlertDetailOut,
         ErrorOut,
     ]
     _, top = models_json_schema(
         [(m, "serialization") for m in models]
-        + [(board.AnnotationIn, "validation"), (board.MaintenanceIn, "validation")],
+        + [
+            (board.AnnotationIn, "validation"),
+            (board.MaintenanceIn, "validation"),
+            (board.AckIn, "validation"),
+        ],
         ref_template="#/components/schemas/{model}",
     )
     schemas = top.get("$defs", {})
@@ -529,6 +595,41 @@ def openapi_document() -> dict[str, Any]:
                         **_err("400", "401", "403"),
                     },
                 },
+            },
+            "/api/v1/alerts": {
+                "get": {
+                    "summary": "Alerts, newest first: delivery, silencing, acknowledgement",
+                    "parameters": [
+                        _param(
+                            "open", "query", "only alerts still open (true)", enum=["true", "false"]
+                        )
+                    ],
+                    "responses": {"200": _ok("AlertsOut", "the alerts"), **read},
+                }
+            },
+            "/api/v1/alerts/{id}/ack": {
+                "post": {
+                    "summary": "Acknowledge an alert: repeats and escalation stop (write token)",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        _param("id", "path", "alert id (the outage's id)"),
+                        {
+                            "name": "X-Availmon-User",
+                            "in": "header",
+                            "required": True,
+                            "description": "who is acknowledging (recorded with it)",
+                            "schema": {"type": "string", "pattern": auth.WHO_PATTERN},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("AckIn")}},
+                    },
+                    "responses": {
+                        "200": _ok("AlertDetailOut", "the alert as it now stands"),
+                        **_err("400", "401", "403", "404"),
+                    },
+                }
             },
             "/api/v1/report": {
                 "get": {

@@ -8,9 +8,9 @@ sections in place. Event ids are ``<boot>-<version>``, so a browser reconnecting
 reconnects to the same collector with nothing new is sent nothing until something changes.
 A ``tick`` every few seconds lets the page tell a live board from a stale one.
 
-Writes (annotate, mark planned) are :class:`WriteAction` s: each is one route on the page
-(a form) and one on the API (JSON), behind the write token; adding "declare maintenance" or
-"acknowledge alert" later is one more action and one form.
+Writes (annotate, mark planned, acknowledge an alert) are :class:`WriteAction` s: each is one
+route on the page (a form) and one on the API (JSON), behind the write token; adding
+"declare maintenance" is one more action and one form.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from collector.accounting import (
 from collector.attribution import live_verdicts
 from collector.maintenance import Window, expand
 from collector.metrics import LiveCheck
+from collector.outbox import alert_detail
 from collector.report import accounts_for, show_minutes, window_of
 
 if TYPE_CHECKING:
@@ -907,6 +908,29 @@ async def maintenance_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+class AckIn(BaseModel):
+    """Acknowledge an alert (issue 11): no body fields; who and when go with it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+async def _acknowledge(
+    collector: Collector, outage_id: str, data: AckIn, by: str, at: datetime
+) -> dict[str, Any] | None:
+    """Someone is on it: the alert's repeats and escalations stop."""
+    del data
+    done: dict[str, Any] | None = await collector.write(
+        collector.alerting.book.acknowledge, outage_id, by, at
+    )
+    if done is not None:
+        log.info("alert %s acknowledged by %s", outage_id, by)
+        await collector.notify_changed()
+    return done
+
+
+ACKNOWLEDGE = WriteAction("acknowledge", AckIn, _acknowledge)
+
+
 def _error(status: int, text: str) -> web.Response:
     return web.json_response({"error": text}, status=status)
 
@@ -1191,12 +1215,14 @@ async def _outage_page(
     detail = await collector.read(outage_detail, collector.read_store, collector.estate, oid, now)
     if detail is None:
         raise web.HTTPNotFound(text=f"no outage with id {oid!r}")
+    alert = await collector.read(alert_detail, collector.read_store, oid)
     return _render(
         request,
         "board_outage.html",
         status=status,
         now=to_iso(now),
         o=detail,
+        alert=alert,
         message=message,
         saved=request.query.get("saved"),
         estate=collector.estate.name,
@@ -1271,6 +1297,7 @@ def add_board(app: web.Application, collector: Collector) -> None:
     app.router.add_route("*", "/board/login", login_page)
     app.router.add_route("*", "/board/maintenance", maintenance_page)
     add_form_write(app, "/board/outages/{id}/annotate", ANNOTATE, annotation_fields)
+    add_form_write(app, "/board/outages/{id}/ack", ACKNOWLEDGE, lambda form: {})
 
 
 def add_form_write(

@@ -1,4 +1,5 @@
-"""Subcommands for the service manager: outage import/list/annotate and reports (issue 3).
+"""Subcommands for the service manager: outage import/list/annotate and reports (issue 3),
+alerts list/ack/test (issue 11).
 
     availmon outages import config/sample-outages-FY2019Q2.csv --config config/demo.toml
     availmon outages list --period FY2019Q2 --area email
@@ -27,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config, scope_issues
-from availmon.errors import EXIT_FAIL, FileFailure, StoreError, UsageError
+from availmon.errors import EXIT_FAIL, FileFailure, NoSuchRecord, StoreError, UsageError
 from availmon.text import terminal
 from collector.accounting import (
     BusinessCalendar,
@@ -41,8 +42,10 @@ from collector.accounting import (
     quarter_containing,
     to_us,
 )
+from collector.alerts import Context, test_message
 from collector.maintenance import expand
 from collector.outage_csv import parse_csv, read_csv_file
+from collector.outbox import AlertBook, list_alerts
 from collector.report import (
     FORMATS,
     accounts_for,
@@ -102,6 +105,8 @@ def add_parser(sub: Any) -> None:
     )
     _common(ann)
     ann.set_defaults(func=cmd_annotate)
+
+    add_alert_parsers(sub)
 
     rep = sub.add_parser(
         "report",
@@ -163,6 +168,30 @@ def add_parser(sub: Any) -> None:
     can.add_argument("--by", help="who is cancelling it (default: your login name)")
     _common(can)
     can.set_defaults(func=cmd_maintenance_cancel)
+
+
+def add_alert_parsers(sub: Any) -> None:
+    alerts = sub.add_parser("alerts", help="list, acknowledge and test alerts")
+    asub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    lst = asub.add_parser(
+        "list", help="alerts, newest first: pending, sent, failed, acknowledged, held"
+    )
+    lst.add_argument("--open", action="store_true", help="only alerts whose outage is ongoing")
+    lst.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(lst)
+    lst.set_defaults(func=cmd_alerts_list)
+    ack = asub.add_parser("ack", help="acknowledge an alert: its repeats and escalation stop")
+    ack.add_argument("id", help="alert id (the outage's id), as 'alerts list' shows it")
+    ack.add_argument("--by", help="who is on it (default: your login name)")
+    _common(ack)
+    ack.set_defaults(func=cmd_alerts_ack)
+    test = asub.add_parser(
+        "test", help="send a test message through a route's channels now, and say how it went"
+    )
+    test.add_argument("route", help="route name, from alerts.routes")
+    _common(test)
+    test.set_defaults(func=cmd_alerts_test)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -470,3 +499,92 @@ def cmd_maintenance_cancel(args: argparse.Namespace) -> int:
         raise UsageError(f"no declared window {args.id!r}")
     print(terminal(f"{args.id} cancelled"))
     return 0
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    estate, store = _open(args)
+    with _using(store):
+        rows = list_alerts(store, open_only=args.open, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    tz = ZoneInfo(estate.accounting.timezone)
+    table = [("ID", "STATUS", "DELIVERY", "SEVERITY", "SITE", "CHECK", "START", "ROUTES", "NOTE")]
+    for a in rows:
+        note = a["suppressed"] or ""
+        if a["acknowledged_by"]:
+            note = f"acknowledged by {a['acknowledged_by']}"
+        elif a["messages"]["failed"]:
+            note = "a channel is failing: retrying"
+        elif a["flapping"] and a["delivery"] == "held":
+            note = note or "flapping: held back"
+        start = from_iso(a["start"]).astimezone(tz).strftime("%Y-%m-%d %H:%M") if a["start"] else ""
+        table.append(
+            (
+                a["id"],
+                a["status"],
+                a["delivery"],
+                a["severity"] or "",
+                a["site"],
+                a["check"] or "",
+                start,
+                ",".join(a["routes"]) or "-",
+                note,
+            )
+        )
+    shown = [[terminal(c) for c in row] for row in table]
+    widths = [max(len(row[i]) for row in shown) for i in range(len(shown[0]) - 1)]
+    for cells in shown:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + "  " + cells[-1])
+    print(f"{len(rows)} alert(s)")
+    return 0
+
+
+def cmd_alerts_ack(args: argparse.Namespace) -> int:
+    estate, store = _open(args)
+    by = args.by or getpass.getuser()
+    with _using(store):
+        done = AlertBook(store, Context.of(estate), "").acknowledge(args.id, by, utcnow())
+    if done is None:
+        raise NoSuchRecord(f"no alert with id {args.id!r} (see 'availmon alerts list')")
+    print(
+        terminal(
+            f"{done['id']}: acknowledged by {done['acknowledged_by']}; status {done['status']}"
+        )
+    )
+    return 0
+
+
+async def cmd_alerts_test(args: argparse.Namespace) -> int:
+    # Imported here: the channels bring aiohttp and aiosmtplib, which no other command needs.
+    import aiohttp
+
+    from collector import channels
+
+    estate = load_config(args.config)
+    ctx = Context.of(estate)
+    names = [r.name for r in estate.alerts.routes]
+    if args.route not in names:
+        raise UsageError(f"no route {args.route!r} (alerts.routes: {', '.join(names) or 'none'})")
+    route = ctx.route(args.route)
+    web = estate.web
+    board = estate.alerts.board_url or f"http://{web.listen}:{web.port}"
+    tz = ZoneInfo(estate.accounting.timezone)
+    failed = 0
+    async with aiohttp.ClientSession() as session:
+        senders = channels.build(
+            estate.alerts.model_copy(
+                update={"channels": {n: estate.alerts.channels[n] for n in route.channels}}
+            ),
+            channels.Deps(session, tz),
+        )
+        for name in route.channels:
+            message = test_message(ctx, route.name, name, utcnow(), board_url=board)
+            try:
+                await senders[name].send(message)
+            except channels.DeliveryError as exc:
+                failed += 1
+                print(terminal(f"{name}: failed: {exc}"))
+            else:
+                print(f"{name}: sent")
+    return EXIT_FAIL if failed else 0

@@ -33,6 +33,7 @@ from availmon.schema import (
 )
 from availmon.signals import install_stop_handlers
 from availmon.text import terminal
+from collector.alerting import Alerting
 from collector.gaps import Gaps
 from collector.ingest import (
     RETRYABLE,
@@ -54,7 +55,7 @@ from collector.metrics import (
 )
 from collector.report import kpi_snapshot
 from collector.rules import record as record_rules
-from collector.store import Store, store_fault
+from collector.store import SITE_UNREACHABLE, Store, store_fault
 from collector.web import start_web
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class Collector:
         #: Other collectors' presence (client id -> online), from their retained status.
         self.presence: dict[str, bool] = {}
         self.is_leader = False
+        #: The live MQTT session, while there is one (the alerts publish receipts on it).
+        self.mqtt: AckingClient | None = None
         #: Sessions established with the broker (subscribed), since start.
         self.connects = 0
         self._connected_at: datetime | None = None
@@ -122,6 +125,8 @@ class Collector:
         self.disconnected = asyncio.Event()
         #: Notified after every committed batch; tests and the live board await it.
         self.changed = asyncio.Condition()
+        #: Alerts (issue 11): fed the outages each commit touched; sends when leader.
+        self.alerting = Alerting(self)
         self.web_port: int | None = None
         #: Set once the web server listens (``web_port`` is then the real port).
         self.web_ready = asyncio.Event()
@@ -293,6 +298,7 @@ class Collector:
                 statuses.append(verdict)
         if events or accounted:
             stored = await self._ingest_events(events, accounted, now)
+            self.alerting.touch({(ev.site, ev.agent, ev.check) for ev in stored})
             for ev in stored:
                 confirm[ev.agent].stored.add(ev.seq)
             if stored is not events:  # some refused by the store itself, one by one
@@ -355,10 +361,13 @@ class Collector:
     def _presence(self, topic: str, payload: bytes) -> None:
         """Another collector's retained status (or our own): who sends alerts."""
         parts = topic.split("/")
-        if len(parts) != 5 or parts[4] != "status":
+        if len(parts) != 5 or parts[4] not in ("status", "alerts"):
             return
         name, online = parts[3], payload == b"online"
         if name == self.estate.collector.client_id:
+            return
+        if parts[4] == "alerts":
+            self.alerting.receipt(name, payload)  # the other of the pair sent these
             return
         if self.presence.get(name) != online:
             log.info("collector %s is %s", name, "online" if online else "offline")
@@ -485,6 +494,7 @@ class Collector:
             oid = await self.write(self.store.open_provisional, site, agent, start)
             # Not monitored from when it was last heard (issue 10): kept after the replay.
             await self.write(self.store.open_not_monitored, site, agent, start, now, "offline")
+            self.alerting.touch({(site, agent, SITE_UNREACHABLE)})
             log.warning(
                 "agent %s (site %s) offline for over %.0f s: provisional outage %s from %s",
                 agent,
@@ -556,6 +566,7 @@ class Collector:
             self.connected.set()
             self.connects += 1
             self.metrics.connects.inc()
+            self.mqtt = client
             self._connected_at = utcnow()
             self._lead()
             log.info("collector subscribed as %s", cfg.client_id)
@@ -579,6 +590,7 @@ class Collector:
         try:
             await wait_disconnected(client)
         finally:
+            self.mqtt = None
             self.connected.clear()
             self._connected_at = None
             self.disconnected.set()
@@ -670,6 +682,7 @@ class Collector:
                 tasks = [
                     tg.create_task(self._mqtt_loop(), name="mqtt"),
                     tg.create_task(self._liveness_loop(), name="liveness"),
+                    tg.create_task(self.alerting.run(), name="alerts"),
                 ]
                 await stop.wait()
                 for task in tasks:

@@ -238,6 +238,12 @@ class CollectorMetrics:
             "web connections closed at once because web.max_connections were open",
             registry=r,
         )
+        self.alert_messages = Counter(
+            "availmon_alert_messages",
+            "alert messages tried per channel (outcome sent or failed; failed ones are retried)",
+            ["channel", "outcome"],
+            registry=r,
+        )
 
     def watch(
         self,

@@ -24,6 +24,9 @@ from availmon.clock import to_iso, utcnow
 from availmon.errors import NoSuchRecord, StoreError
 from availmon.schema import Event, Heartbeat, State
 
+#: The check name of the collector's provisional "site unreachable" outages.
+SITE_UNREACHABLE = "site-unreachable"
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
@@ -214,6 +217,63 @@ def m010_issue10_records(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_received ON events (received_at)")
 
 
+def m006_alerts(db: sqlite_utils.Database) -> None:
+    # Issue 11: one alert per outage (where its routes stand, who acknowledged it) and the
+    # outbox of messages to channels, each keyed so that it is queued once and sent until a
+    # channel takes it. Times of these tables are integer microseconds since the epoch.
+    db.table("alerts").create(
+        {
+            "outage_id": str,
+            "site": str,
+            "check_name": str,
+            "area": str,
+            "state": str,
+            "severity": str,
+            "start": int,
+            "end": int,
+            "created_at": int,
+            "status": str,
+            "routes": str,
+            "suppressed": str,
+            "flapping": int,
+            "acked_at": int,
+            "acked_by": str,
+            "due": int,
+        },
+        pk="outage_id",
+        not_null={"site", "area", "status"},
+    )
+    db.table("alerts").create_index(["status", "due"])
+    db.table("outbox").create(
+        {
+            "id": int,
+            "key": str,
+            "outage_id": str,
+            "channel": str,
+            "kind": str,
+            "payload": str,
+            "created_at": int,
+            "due": int,
+            "attempts": int,
+            "last_error": str,
+            "status": str,
+            "sent_at": int,
+        },
+        pk="id",
+        not_null={"key", "channel", "kind", "payload", "status", "due"},
+        defaults={"attempts": 0},
+    )
+    db.table("outbox").create_index(["key"], unique=True)
+    db.table("outbox").create_index(["status", "channel", "id"])
+    db.table("outbox").create_index(["outage_id"])
+    # Outages that had ended before alerting was installed are history, not news.
+    db.execute(
+        "INSERT INTO alerts (outage_id, site, check_name, area, state, created_at, status)"
+        " SELECT id, site, check_name, area, state, 0, 'before' FROM outages"
+        " WHERE end IS NOT NULL"
+    )
+
+
 @dataclass(frozen=True)
 class IngestResult:
     inserted: int
@@ -358,6 +418,11 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def transaction(self) -> Any:
+        """One write transaction (BEGIN IMMEDIATE), for modules that keep their own tables
+        in this database (the alerts' outbox)."""
+        return self._tx()
 
     # -- writes -------------------------------------------------------------------------
 

@@ -266,6 +266,7 @@ def test_files_are_written_locked_down(broker: Broker) -> None:
         "topic read availmon/v1/#",
         "topic write availmon/v1/+/+/ack/availmon-collector",
         "topic write availmon/v1/_collectors/availmon-collector/status",
+        "topic write availmon/v1/_collectors/availmon-collector/alerts",
     ]
     assert acl == expected
     conf = (out / "mosquitto.conf").read_text().splitlines()

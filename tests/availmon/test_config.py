@@ -38,7 +38,8 @@ def test_shipped_configs_are_valid() -> None:
 def test_demo_config_summary() -> None:
     estate = load_config(HERE.parent.parent / "config" / "demo.toml")
     assert summary(estate) == (
-        "ok: 4 sites, 8 checks (email 1, internet_web 2, network_telephony 4, servers 1)"
+        "ok: 4 sites, 8 checks (email 1, internet_web 2, network_telephony 4, servers 1);"
+        " 1 alert route, 1 channel"
     )
     assert estate.areas["email"].name == "Email"
     assert estate.check("dc", "webmail") is not None

@@ -159,7 +159,10 @@ def at(text: str) -> datetime:
 def assert_clean_exit(code: int, rest: str, log: Path, state: Path) -> None:
     err = log.read_text(errors="replace")
     assert code == 0, err[-4000:]
-    assert rest.strip() == f"availmon demo stopped; state kept in {state}"
+    *alerts, last = rest.strip().splitlines()
+    assert last == f"availmon demo stopped; state kept in {state}"
+    # Anything else it printed is its alert receiver telling what it got.
+    assert [a for a in alerts if not a.startswith("alert received: ")] == []
     assert "Traceback" not in err, err[-4000:]
     assert "CancelledError" not in err
     assert [line for line in err.splitlines() if " ERROR " in line or " CRITICAL " in line] == []
@@ -182,6 +185,7 @@ async def test_demo_runs_its_schedule_stops_cleanly_and_carries_on(tmp_path: Pat
             f"  status JSON  {base}/api/v1/status",
             f"  metrics      {base}/metrics",
             f"  state        {state}",
+            "  alerts       go to the demo's webhook receiver, which prints them here",
             "The 'webmail' check fails 3 s after start for 12 s in every 30 s;",
             "'intranet' is slow (degraded) from 18 s to 24 s into every 30 s. Ctrl-C stops.",
         ]
@@ -230,8 +234,25 @@ async def test_demo_runs_its_schedule_stops_cleanly_and_carries_on(tmp_path: Pat
             seconds=intranet_timeout
         )
         assert at(slow["start"]) > at(closed["end"])
+        # The webmail outage reached the demo's alert receiver once, then its resolution.
+        await procs.poll_until(
+            lambda: procs.query(
+                state / "collector.db",
+                "SELECT kind FROM outbox WHERE outage_id=? AND status='sent' ORDER BY id",
+                opened["id"],
+            ),
+            lambda rows: [r[0] for r in rows] == ["firing", "resolved"],
+            what="the webmail alert and its resolution delivered",
+        )
         code, rest = await first.interrupt()
     assert_clean_exit(code, rest, first.log, state)
+    received = [line for line in rest.splitlines() if "webmail at Data centre" in line]
+    assert len(received) == 2, rest
+    assert received[0].startswith(
+        "alert received: webmail at Data centre (Shared service (data centre)) down since"
+    )
+    assert ": HTTP 503  <http://127.0.0.1:9810/board/outages/" in received[0]
+    assert received[1].startswith("alert received: RESOLVED: webmail at Data centre")
 
     # The first life's record, as a second life will find it.
     outages_before = {

@@ -85,6 +85,7 @@ class Feed:
         at: datetime,
         error: str | None = None,
         latency: float | None = None,
+        cause: str | None = None,
     ) -> str:
         seq = self._next(site)
         ev = Event(
@@ -98,7 +99,7 @@ class Feed:
             to=to,
             at=at,
             detected_at=at + timedelta(seconds=1),
-            evidence=Evidence(error=error, latency=latency, probes=3),
+            evidence=Evidence(error=error, latency=latency, probes=3, cause=cause),
         )
         await self.collector.handle_batch([(topic(site, site, "event"), ev.to_json())])
         return f"o:{ev.id}"

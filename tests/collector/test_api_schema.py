@@ -79,7 +79,7 @@ def test_api_matches_its_openapi_document(tmp_path: Path) -> None:
     with Server(tmp_path) as server:
         schema = schemathesis.openapi.from_url(f"{server.url}/api/v1/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 9  # with maintenance (issue 10): GET and POST
+        assert len(operations) == 11  # with maintenance (issue 10) and alerts (issue 11)
         for operation in operations:
             check_operation(operation, server.url)
 

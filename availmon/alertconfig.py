@@ -1,0 +1,323 @@
+"""The ``[alerts]`` section of the estate config: channels and routes (issue 11).
+
+Routes pick the channels an outage goes to, matching on area, site, partner, check, state,
+severity and business hours; each says how long to wait before the first message, how
+often to repeat it and where to escalate while nobody acknowledges it. Channels say how to
+reach people; their secrets (an SMTP password, a webhook's signing key, a Slack or Teams
+webhook URL, which is itself the credential) come from ``*_file`` or ``*_env`` keys.
+
+A shared module: it imports nothing from ``agent/`` or ``collector/``; the collector's
+channel modules (``collector/channels/``) take these models.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from availmon.errors import ConfigIssue
+from availmon.secrets import resolve_secret
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def _duration(value: Any) -> Any:
+    """Seconds as a number, or text such as ``"30s"``, ``"5m"``, ``"1h"``."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError("expected seconds or a duration such as '30s', '5m', '1h'")
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+#: A duration where 0 means "at once" (wait) or "never" (repeat, flapping hold).
+Delay = Annotated[float, BeforeValidator(_duration), Field(ge=0, le=30 * 86400.0)]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Name = Annotated[str, Field(pattern=_NAME, max_length=64)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2000)]
+Address = Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$", max_length=254)]
+
+#: How much an alert matters: down is a page (wake someone), degraded a ticket.
+Severity = Literal["page", "ticket"]
+Hours = Literal["any", "business", "out_of_hours"]
+AlertState = Literal["down", "degraded"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class AlertmanagerChannel(_Frozen):
+    """Prometheus Alertmanager: alerts POSTed to ``/api/v2/alerts`` with start and end."""
+
+    type: Literal["alertmanager"]
+    #: Alertmanager's base URL, e.g. ``http://alertmanager.internal:9093``.
+    url: HttpUrl
+    bearer_token_file: Path | None = None
+    bearer_token_env: str | None = None
+    timeout: Seconds = 10.0
+
+    def bearer_token(self) -> str | None:
+        return resolve_secret(self.bearer_token_file, self.bearer_token_env, "bearer_token")
+
+
+class WebhookChannel(_Frozen):
+    """A generic JSON webhook, signed with HMAC-SHA256 over the timestamp and the body."""
+
+    type: Literal["webhook"]
+    url: HttpUrl
+    #: The signing key shared with the receiver (required: an unsigned alert can be forged).
+    secret_file: Path | None = None
+    secret_env: str | None = None
+    timeout: Seconds = 10.0
+
+    def secret(self) -> str:
+        value = resolve_secret(self.secret_file, self.secret_env, "secret")
+        assert value is not None  # required by the config check
+        return value
+
+
+class EmailChannel(_Frozen):
+    """Email over SMTP (STARTTLS by default), a plain-text and an HTML part."""
+
+    type: Literal["email"]
+    host: str = Field(min_length=1, max_length=253)
+    port: Port = 587
+    #: ``starttls`` (upgrade a plain connection), ``tls`` (implicit TLS, port 465) or
+    #: ``none`` (a relay on the same host only).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    #: A CA bundle for the server's certificate (default: the system's).
+    ca_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    sender: Address = Field(alias="from")
+    to: tuple[Address, ...] = Field(min_length=1, max_length=100)
+    timeout: Seconds = 30.0
+
+    def password(self) -> str | None:
+        return resolve_secret(self.password_file, self.password_env, "password")
+
+
+class SlackChannel(_Frozen):
+    """A Slack incoming webhook. Its URL is the credential: from ``url_file``/``url_env``."""
+
+    type: Literal["slack"]
+    url_file: Path | None = None
+    url_env: str | None = None
+    timeout: Seconds = 10.0
+
+    def url(self) -> str:
+        value = resolve_secret(self.url_file, self.url_env, "url")
+        assert value is not None  # required by the config check
+        return value
+
+
+class TeamsChannel(_Frozen):
+    """A Microsoft Teams incoming webhook (a Workflows or connector URL, which is the
+    credential: from ``url_file``/``url_env``); the message is an Adaptive Card."""
+
+    type: Literal["teams"]
+    url_file: Path | None = None
+    url_env: str | None = None
+    timeout: Seconds = 10.0
+
+    def url(self) -> str:
+        value = resolve_secret(self.url_file, self.url_env, "url")
+        assert value is not None  # required by the config check
+        return value
+
+
+Channel = Annotated[
+    AlertmanagerChannel | WebhookChannel | EmailChannel | SlackChannel | TeamsChannel,
+    Field(discriminator="type"),
+]
+CHANNEL_TYPES = ("alertmanager", "webhook", "email", "slack", "teams")
+#: The secret each channel type needs: (key stem, required).
+_CHANNEL_SECRETS: dict[str, tuple[str, bool]] = {
+    "alertmanager": ("bearer_token", False),
+    "webhook": ("secret", True),
+    "email": ("password", False),
+    "slack": ("url", True),
+    "teams": ("url", True),
+}
+
+
+class Route(_Frozen):
+    """Which outages go where. A filter left empty matches everything; routes are tried in
+    order and the first that matches wins, unless it says ``continue = true``."""
+
+    name: Name
+    areas: tuple[Name, ...] = ()
+    sites: tuple[Name, ...] = ()
+    partners: tuple[Name, ...] = ()
+    checks: tuple[Name, ...] = ()
+    states: tuple[AlertState, ...] = ()
+    severities: tuple[Severity, ...] = ()
+    #: ``business`` (the reports' calendar: accounting.business_*), ``out_of_hours`` or ``any``.
+    hours: Hours = "any"
+    channels: tuple[Name, ...] = Field(min_length=1)
+    #: How long an outage must last before its first message (0: at once).
+    wait: Delay = 0.0
+    #: Send again this often while it lasts unacknowledged (0: never).
+    repeat: Delay = 0.0
+    #: Unacknowledged this long after the first message: also send to ``escalate_to``.
+    escalate_after: Seconds | None = None
+    escalate_to: Name | None = None
+    continue_: bool = Field(default=False, alias="continue")
+
+    @model_validator(mode="after")
+    def _escalation_pair(self) -> Route:
+        if (self.escalate_after is None) != (self.escalate_to is None):
+            raise ValueError("escalate_after and escalate_to go together")
+        return self
+
+
+class AlertsConfig(_Frozen):
+    #: The board's address as people reach it, for links in messages (default: the
+    #: collector's own web.listen and web.port).
+    board_url: HttpUrl | None = None
+    channels: dict[Name, Channel] = Field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    #: Delivery retries: the first after this, doubling up to ``retry_max``, for ever: a
+    #: channel that is down delays an alert, never drops it.
+    retry_initial: Seconds = 5.0
+    retry_max: Seconds = 600.0
+    #: Flapping: a check with ``flap_count`` outages starting within ``flap_window`` (this
+    #: one included) is flapping, and its outage is sent only once it has lasted
+    #: ``flap_hold`` (0 for flap_count: no hold).
+    flap_count: Annotated[int, Field(ge=0, le=1000)] = 4
+    flap_window: Seconds = 1800.0
+    flap_hold: Delay = 600.0
+    #: An outage first learnt of (a spool replayed late) after it ended this long ago is
+    #: recorded, not sent.
+    late_limit: Seconds = 3600.0
+
+
+def alert_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
+    """Cross-field rules of ``[alerts]``: channels and routes that exist, escalations that
+    end, filters that name things in the estate, and every required secret given."""
+    alerts = data.get("alerts")
+    if not isinstance(alerts, dict):
+        return []
+    issues: list[ConfigIssue] = []
+    channels = alerts.get("channels") or {}
+    routes = alerts.get("routes") or []
+    if not isinstance(channels, dict) or not isinstance(routes, list):
+        return []  # reported by the type check
+    for name, ch in channels.items():
+        if not isinstance(ch, dict) or ch.get("type") not in _CHANNEL_SECRETS:
+            continue
+        stem, required = _CHANNEL_SECRETS[ch["type"]]
+        given = [k for k in (f"{stem}_file", f"{stem}_env") if ch.get(k) is not None]
+        if len(given) > 1:
+            issues.append(
+                ConfigIssue(
+                    file, f"alerts.channels.{name}", f"give {stem}_file or {stem}_env, not both"
+                )
+            )
+        elif required and not given:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"alerts.channels.{name}",
+                    f"a {ch['type']} channel needs {stem}_file or {stem}_env",
+                )
+            )
+        if ch["type"] == "email" and ch.get("password_file") and not ch.get("username"):
+            issues.append(
+                ConfigIssue(file, f"alerts.channels.{name}.username", "a password needs a username")
+            )
+    sites = data.get("sites") if isinstance(data.get("sites"), dict) else {}
+    assert isinstance(sites, dict)
+    known = {
+        "areas": _known_areas(data),
+        "sites": set(sites),
+        "partners": set(data.get("partners") or {}),
+        "checks": {
+            c.get("name")
+            for s in sites.values()
+            if isinstance(s, dict) and isinstance(s.get("checks"), list)
+            for c in s["checks"]
+            if isinstance(c, dict)
+        },
+    }
+    names: dict[str, int] = {}
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        where = f"alerts.routes[{i}]"
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in names:
+                issues.append(
+                    ConfigIssue(file, f"{where}.name", f"route {name!r} is defined twice")
+                )
+            names.setdefault(name, i)
+        for j, ch in enumerate(route.get("channels") or []):
+            if isinstance(ch, str) and ch not in channels:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.channels[{j}]",
+                        f"no channel {ch!r} (alerts.channels: {', '.join(channels) or 'none'})",
+                    )
+                )
+        for key, pool in known.items():
+            values = route.get(key) or []
+            if not isinstance(values, list) or (key == "partners" and not pool):
+                continue
+            for j, value in enumerate(values):
+                if isinstance(value, str) and value not in pool:
+                    shown = ", ".join(sorted(str(p) for p in pool)) or "none"
+                    issues.append(
+                        ConfigIssue(
+                            file,
+                            f"{where}.{key}[{j}]",
+                            f"no {key[:-1]} {value!r} in the estate (known: {shown})",
+                        )
+                    )
+    targets: dict[str, Any] = {}
+    for r in routes:
+        if isinstance(r, dict) and isinstance(r.get("name"), str):
+            targets.setdefault(r["name"], r.get("escalate_to"))
+    for name, i in names.items():
+        target = targets.get(name)
+        if not isinstance(target, str):
+            continue
+        where = f"alerts.routes[{i}].escalate_to"
+        if target not in targets:
+            issues.append(
+                ConfigIssue(
+                    file, where, f"no route {target!r} (routes: {', '.join(targets) or 'none'})"
+                )
+            )
+            continue
+        seen = [name]
+        step: Any = target
+        while isinstance(step, str) and step in targets and step not in seen:
+            seen.append(step)
+            step = targets[step]
+        if step in seen:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    where,
+                    f"escalation goes round in a circle ({' -> '.join([*seen, step])})",
+                )
+            )
+    return issues
+
+
+def _known_areas(data: dict[str, Any]) -> set[str]:
+    from availmon.areas import DEFAULT_AREAS
+
+    areas = data.get("areas")
+    return set(DEFAULT_AREAS) | (set(areas) if isinstance(areas, dict) else set())

@@ -1,0 +1,250 @@
+"""The collector's alerting task (issue 11): engine steps and deliveries.
+
+Ingest hands over which checks' outages a committed batch touched (:meth:`Alerting.touch`);
+the engine step runs on the writer thread soon after (and every second, for waits,
+repeats and escalations), and what it queues is delivered by the leader of a collector
+pair only. Both collectors of a pair run the engine on their own store, so the one that
+takes over holds the same queue; the leader publishes a receipt for what its channels took
+(``availmon/v1/_collectors/<id>/alerts``) and the other marks those messages sent, so a
+hand-over sends nothing twice. A receipt lost with a crash means a resend under the same
+key, which the receivers dedupe (Alertmanager by labels, webhooks by ``Idempotency-Key``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+from pydantic import ValidationError
+
+from availmon.clock import utcnow
+from availmon.schema import AlertReceipt, Delivered, receipts_topic
+from availmon.text import one_line
+from collector import channels
+from collector.alerts import Context
+from collector.outbox import AlertBook, Key, OutboxRow, due_messages
+
+if TYPE_CHECKING:
+    from collector.main import Collector
+
+log = logging.getLogger(__name__)
+
+#: Seconds between engine steps and delivery rounds when nothing wakes them sooner.
+TICK = 1.0
+
+
+class Alerting:
+    """Owned by the collector; its ``run`` is one task of the collector's TaskGroup."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        estate = collector.estate
+        self.ctx = Context.of(estate)
+        web = estate.web
+        board = estate.alerts.board_url or f"http://{web.listen}:{web.port}"
+        self.book = AlertBook(collector.store, self.ctx, board)
+        self.tz = ZoneInfo(estate.accounting.timezone)
+        self._touched: set[Key] = set()
+        self._started = False
+        #: Alerts still open after the last step: with none and nothing touched, a step
+        #: has nothing to do and takes no write transaction.
+        self._open = 0
+        self._wake = asyncio.Event()
+        self._queued = asyncio.Event()
+        self.senders: dict[str, channels.Sender] = {}
+        #: Receipts from the other collector of a pair, applied at the next step.
+        self._receipts: list[tuple[str, AlertReceipt]] = []
+        self._refreshed: dict[str, float] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ctx.config.routes)
+
+    def touch(self, keys: Iterable[Key]) -> None:
+        """Outages of these checks changed in a committed batch: step soon."""
+        if not self.enabled:
+            return
+        self._touched.update(keys)
+        self._wake.set()
+
+    def receipt(self, peer: str, payload: bytes) -> None:
+        """The other collector of a pair says its channels took these messages."""
+        try:
+            got = AlertReceipt.model_validate_json(payload)
+        except ValidationError as exc:
+            log.warning("ignored an alert receipt from %s: %s", peer, one_line(str(exc))[:200])
+            return
+        if got.collector != peer or not self.enabled:
+            return
+        self._receipts.append((peer, got))
+        self._wake.set()
+
+    async def step(self, now: datetime | None = None) -> int:
+        """One engine step (the first one looks at the whole store); messages queued."""
+        if not self.enabled:
+            return 0
+        receipts, self._receipts = self._receipts, []
+        for peer, got in receipts:
+            items = [d.model_dump() for d in got.delivered]
+            await self.collector.write(self.book.peer_sent, peer, items, now or utcnow())
+        keys: set[Key] | None = None
+        if self._started:
+            keys, self._touched = self._touched, set()
+            if not keys and not self._open and not receipts:
+                return 0
+        done: tuple[int, int] = await self.collector.write(self.book.sync, keys, now or utcnow())
+        queued, self._open = done
+        self._started = True
+        if queued:
+            self._queued.set()
+            await self.collector.notify_changed()
+        return queued
+
+    async def deliver(self, now: datetime | None = None) -> int:
+        """Send what is due, per channel in order, stopping a channel at its first failure;
+        only the leader of a pair sends. Returns the number delivered."""
+        if not self.collector.is_leader or not self.senders:
+            return 0
+        rows: list[OutboxRow] = await self.collector.read(
+            due_messages, self.collector.read_store, now or utcnow()
+        )
+        by_channel: dict[str, list[OutboxRow]] = {}
+        for m in rows:
+            by_channel.setdefault(m.channel, []).append(m)
+        results = await asyncio.gather(
+            *(self._drain(name, queue) for name, queue in by_channel.items())
+        )
+        sent = sum(results)
+        if sent:
+            await self.collector.notify_changed()
+        return sent
+
+    async def _drain(self, name: str, queue: list[OutboxRow]) -> int:
+        sender = self.senders.get(name)
+        sent = 0
+        done: list[Delivered] = []
+        try:
+            for m in queue:
+                if await self._one(name, sender, m):
+                    sent += 1
+                    done.append(
+                        Delivered.model_validate(
+                            {
+                                "key": m.key,
+                                "outage_id": m.outage_id,
+                                "channel": name,
+                                "kind": m.kind,
+                            }
+                        )
+                    )
+                else:
+                    break  # keep this channel's order: the rest wait behind it
+        finally:
+            self._announce(done)
+        return sent
+
+    def _announce(self, done: list[Delivered]) -> None:
+        """Tell the other collector of a pair what went (best effort: without it, a
+        hand-over resends under the same keys, which receivers dedupe)."""
+        client = self.collector.mqtt
+        if not done or client is None:
+            return
+        me = self.collector.estate.collector.client_id
+        with contextlib.suppress(Exception):
+            for i in range(0, len(done), 500):
+                receipt = AlertReceipt(collector=me, delivered=done[i : i + 500])
+                client.send(receipts_topic(me), receipt.to_json())
+
+    async def _one(self, name: str, sender: channels.Sender | None, m: OutboxRow) -> bool:
+        """One try of one message; True when the channel took it."""
+        if sender is None:
+            error = f"no channel {name!r} in the config"
+        else:
+            try:
+                await sender.send(m.payload)
+            except channels.DeliveryError as exc:
+                error = str(exc)
+            else:
+                await self.collector.write(self.book.delivered, m.id, utcnow())
+                self.collector.metrics.alert_messages.labels(name, "sent").inc()
+                log.info("alert message %s sent to %s (%s)", m.key, name, m.kind)
+                return True
+        due = await self.collector.write(self.book.failed, m.id, utcnow(), error)
+        self.collector.metrics.alert_messages.labels(name, "failed").inc()
+        log.warning(
+            "alert message %s to %s failed (try %d): %s; next try %s",
+            m.key,
+            name,
+            m.attempts + 1,
+            error,
+            due.isoformat(timespec="seconds"),
+        )
+        return False
+
+    async def refresh(self) -> None:
+        """Post the firing alerts again to channels that forget them (Alertmanager)."""
+        mono = time.monotonic()
+        for name, sender in self.senders.items():
+            resend = getattr(sender, "resend", None)
+            if resend is None or mono - self._refreshed.get(name, 0.0) < resend:
+                continue
+            self._refreshed[name] = mono
+            payloads = await self.collector.read(_firing, self.collector.read_store, name)
+            if payloads:
+                with contextlib.suppress(channels.DeliveryError):
+                    await sender.refresh(payloads)  # type: ignore[attr-defined]
+
+    async def run(self) -> None:
+        if not self.enabled:
+            return
+        async with aiohttp.ClientSession() as session:
+            self.senders = channels.build(self.ctx.config, channels.Deps(session, self.tz))
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._engine_loop(), name="alert-engine")
+                tg.create_task(self._delivery_loop(), name="alert-delivery")
+
+    async def _engine_loop(self) -> None:
+        while True:
+            await _survive("alert engine step", self.step())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK):  # the clock-driven work: waits, repeats
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _delivery_loop(self) -> None:
+        while True:
+            self._queued.clear()
+            await _survive("alert delivery", self.deliver())
+            if self.collector.is_leader:
+                await _survive("Alertmanager refresh", self.refresh())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK):  # retries fall due by the clock
+                    await self._queued.wait()
+
+
+async def _survive(what: str, work: Awaitable[Any]) -> None:
+    """A bug in alerting is logged and tried again next tick; it never stops ingest (the
+    outbox keeps what was queued, so nothing is lost meanwhile)."""
+    try:
+        await work
+    except Exception:
+        log.exception("%s failed; trying again", what)
+
+
+def _firing(store: Any, channel: str) -> list[dict[str, Any]]:
+    """The firing messages a channel has taken for alerts still open."""
+    rows = store.conn.execute(
+        "SELECT o.payload FROM outbox o JOIN alerts a ON a.outage_id = o.outage_id"
+        " WHERE a.status='open' AND o.channel=? AND o.kind='firing' AND o.status='sent'"
+        " AND o.payload != '{}'",
+        (channel,),
+    )
+    return [json.loads(r[0]) for r in rows]

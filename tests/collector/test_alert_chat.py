@@ -1,0 +1,87 @@
+"""Slack and Teams incoming webhooks (issue 11), posted to a loopback receiver that stands
+in for the vendor: the webhook URL (the credential) comes from a secret file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from availmon.clock import utcnow
+from availmon.schema import State
+from tests.collector.board_helpers import Feed
+from tests.collector.test_alert_channels import leader
+from tests.conftest import CANARY
+from tests.peers import write_secret
+
+PATH = f"/services/T000/B000/{CANARY}"
+
+
+@asynccontextmanager
+async def chat_receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    got: list[dict[str, Any]] = []
+
+    async def post(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post(PATH, post)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}{PATH}", got
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("kind", ["slack", "teams"])
+async def test_chat_webhook_says_what_where_since_and_links(tmp_path: Path, kind: str) -> None:
+    async with chat_receiver() as (url, got):
+        secret = write_secret(tmp_path / "webhook-url", url)
+        async with leader(tmp_path, {"type": kind, "url_file": str(secret)}) as c:
+            feed = Feed(c)
+            start = utcnow() - timedelta(minutes=2)
+            oid = await feed.event(
+                "ccc-guildhall",
+                "wan-link",
+                "network_telephony",
+                State.UP,
+                State.DOWN,
+                start,
+                error="100% loss",
+            )
+            await c.alerting.step()
+            assert await c.alerting.deliver() == 1
+            await feed.event(
+                "ccc-guildhall", "wan-link", "network_telephony", State.DOWN, State.UP, utcnow()
+            )
+            await c.alerting.step()
+            assert await c.alerting.deliver() == 1
+    link = f"http://board.example:9810/board/outages/{oid}"
+    first, second = got
+    if kind == "slack":
+        assert first["text"].startswith(
+            "wan-link at Guildhall, Cambridge (Cambridge City Council) down since"
+        )
+        assert first["text"].endswith(": 100% loss")
+        section = first["blocks"][1]["text"]["text"]
+        assert "Provider: BT Openreach" in section
+        assert first["blocks"][2]["elements"][0]["url"] == link
+        assert second["text"].startswith("RESOLVED: wan-link at Guildhall, Cambridge")
+    else:
+        card = first["attachments"][0]["content"]
+        assert card["type"] == "AdaptiveCard"
+        assert card["body"][0]["text"].startswith("wan-link at Guildhall, Cambridge")
+        facts = {f["title"]: f["value"] for f in card["body"][1]["facts"]}
+        assert facts["Provider"] == "BT Openreach"
+        assert facts["Probes saw"] == "100% loss (3 probes in a row)"
+        assert card["actions"][0]["url"] == link
+        resolved = second["attachments"][0]["content"]["body"][0]
+        assert (resolved["color"], resolved["text"][:9]) == ("Good", "RESOLVED:")

@@ -1,0 +1,109 @@
+"""A collector pair sends each alert once (issue 11 with issue 8's pair): both queue it, the
+leader delivers it and publishes a receipt, the other marks it sent; when the leader stops,
+the other takes over and sends the resolution, and not the alert again. Real Mosquitto,
+real collectors, a real signed-webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from availmon.clock import utcnow
+from availmon.config import Estate
+from availmon.schema import Event, Evidence, State
+from collector.main import Collector
+from tests.alert_peers import hook_receiver
+from tests.collector.alert_helpers import outbox
+from tests.conftest import CANARY
+from tests.e2e.procs import poll_until
+from tests.peers import estate, event_messages, mosquitto, wait_until, web_check
+
+SECRET = f"hook-{CANARY}"
+
+
+def member(tmp: Path, port: int, name: str, hook: str) -> Estate:
+    return estate(
+        tmp / name,
+        port,
+        [web_check("http://127.0.0.1:9/")],
+        extra={
+            "collector": {
+                "database": str(tmp / name / "collector.db"),
+                "client_id": name,
+                "members": ["a", "b"],
+            },
+            "alerts": {
+                "channels": {"team": {"type": "webhook", "url": hook, "secret_env": "HOOK"}},
+                "routes": [{"name": "all", "channels": ["team"]}],
+            },
+        },
+    )
+
+
+def event(seq: int, frm: State, to: State, minutes_ago: float) -> Event:
+    at = utcnow() - timedelta(minutes=minutes_ago)
+    return Event(
+        id=f"hq:{seq}",
+        seq=seq,
+        site="hq",
+        agent="hq",
+        check="web",
+        area="internet_web",
+        from_=frm,
+        to=to,
+        at=at,
+        detected_at=at,
+        evidence=Evidence(error="HTTP 503" if to is State.DOWN else None, probes=3),
+    )
+
+
+async def publish(port: int, ev: Event) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="test-agent-hq") as client:
+        for topic, payload in event_messages("hq", "hq", [ev]):
+            await client.publish(topic, payload, qos=1)
+
+
+async def test_a_pair_sends_each_alert_once_across_a_hand_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK", SECRET)
+    async with mosquitto(tmp_path / "mosquitto") as broker, hook_receiver(SECRET) as rx:
+        a = Collector(member(tmp_path, broker.port, "a", rx.url))
+        b = Collector(member(tmp_path, broker.port, "b", rx.url))
+        stop_a, stop_b = asyncio.Event(), asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(a.run(stop_a))
+            tg.create_task(b.run(stop_b))
+            await wait_until(
+                b.changed, lambda: a.is_leader and not b.is_leader and b.connected.is_set()
+            )
+
+            await publish(broker.port, event(1, State.UP, State.DOWN, 2))
+            await rx.wait_for(lambda: len(rx.received) == 1)
+            (firing,) = rx.delivered_keys()
+            # b queued it too, and marks it sent on a's receipt: nothing of its own to send.
+            await poll_until(
+                lambda: {m["key"]: m["status"] for m in outbox(b)},
+                lambda got: got.get(firing) == "sent",
+                what="b to mark the firing sent on a's receipt",
+            )
+            assert [m["last_error"] for m in outbox(b)] == ["sent by a"]
+
+            stop_a.set()  # a clean stop says "offline": b takes over
+            await wait_until(b.changed, lambda: b.is_leader)
+            await publish(broker.port, event(2, State.DOWN, State.UP, 0))
+            await rx.wait_for(lambda: len(rx.received) == 2)
+            await poll_until(
+                lambda: [m["status"] for m in outbox(b)],
+                lambda got: got == ["sent", "sent"],
+                what="b to deliver the resolution",
+            )
+            stop_b.set()
+    assert [m["kind"] for m in rx.received] == ["firing", "resolved"]
+    assert set(Counter(rx.delivered_keys()).values()) == {1}
+    assert outbox(b)[0]["payload"]["kind"] == "firing"  # b's own content filled in
