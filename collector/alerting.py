@@ -155,7 +155,7 @@ class Alerting:
         """Tell the other collector of a pair what went (best effort: without it, a
         hand-over resends under the same keys, which receivers dedupe)."""
         client = self.collector.mqtt
-        if not done or client is None:
+        if not done or client is None or len(self.collector.estate.collectors()) < 2:
             return
         me = self.collector.estate.collector.client_id
         with contextlib.suppress(Exception):

@@ -30,9 +30,9 @@ SUBSCRIPTIONS = [
     (f"{TOPIC_ROOT}/+/+/heartbeat", 1),
     # Agents' status, and collectors' presence (availmon/v1/_collectors/<id>/status).
     (f"{TOPIC_ROOT}/+/+/status", 1),
-    # The leading collector's delivery receipts for alert messages (issue 11).
-    (f"{TOPIC_ROOT}/_collectors/+/alerts", 1),
 ]
+#: In a collector pair, also the leader's receipts for alert messages it delivered (issue 11).
+PAIR_SUBSCRIPTIONS = [(f"{TOPIC_ROOT}/_collectors/+/alerts", 1)]
 STATUSES = ("online", "offline", "stopped")
 
 

@@ -36,6 +36,7 @@ from availmon.text import terminal
 from collector.alerting import Alerting
 from collector.gaps import Gaps
 from collector.ingest import (
+    PAIR_SUBSCRIPTIONS,
     RETRYABLE,
     SUBSCRIPTIONS,
     Accepted,
@@ -560,7 +561,8 @@ class Collector:
             clean_session=False,  # the broker keeps our backlog while we are away
             will=aiomqtt.Will(presence, b"offline", qos=1, retain=True),
         ) as client:
-            await client.subscribe(SUBSCRIPTIONS)
+            pair = len(self.estate.collectors()) > 1
+            await client.subscribe(SUBSCRIPTIONS + (PAIR_SUBSCRIPTIONS if pair else []))
             await client.publish(presence, b"online", qos=1, retain=True)
             self.disconnected.clear()
             self.connected.set()
