@@ -20,8 +20,9 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from availmon.alertconfig import AlertsConfig, Route
-from availmon.config import Estate
+from availmon.config import Estate, split_ref
 from collector.accounting import BusinessCalendar, to_us
+from collector.attribution import Reason
 
 Kind = Literal["firing", "repeat", "escalation", "resolved", "test"]
 #: An alert's life: open while its outage lasts; resolved when it ended; ``late`` when the
@@ -209,18 +210,27 @@ def depends_on_down(outage: OutageInfo) -> str | None:
     return m.group("parent") if m and m.group("state") != "degraded" else None
 
 
-def suppressed(outage: OutageInfo, now: datetime) -> str | None:
+def suppressed(outage: OutageInfo, now: datetime, standing: Reason | None = None) -> str | None:
     """Why this outage's alert is held back, or None (issue 11, part 3). The one place that
-    knows: planned work (an outage marked planned) and a check behind a dependency that was
-    down when it failed (the dependency's own alert names it)."""
-    del now  # maintenance windows are times; planned outages today are marked, not timed
+    knows: planned work (an outage marked planned, or inside a maintenance window), a check
+    behind a dependency that is down (the dependency's own alert names it), and a quorum
+    service's member that too few sites see. ``standing``: what the report's rules make of
+    the outage at ``now`` (:func:`collector.standing.open_verdicts`)."""
+    del now  # the windows were applied at ``now`` by the caller, in ``standing``
     if outage.planned:
         why = outage.cause or outage.note
         return f"planned maintenance{f': {why}' if why else ''}"
     parent = depends_on_down(outage)
     if parent is not None:
         return f"depends on {parent}, which is down at {outage.site}"
-    return None
+    if standing is None:
+        return None
+    if standing.kind == "maintenance":
+        return f"planned maintenance: {standing.text}"
+    if standing.kind == "unreachable":
+        where, check = split_ref(outage.site, standing.ref)
+        return f"depends on {check}, which is down at {where}"
+    return standing.text
 
 
 def _hold(ctx: Context, flapping: bool) -> float:

@@ -61,11 +61,11 @@ from collector.accounting import (
     total,
     union,
 )
-from collector.attribution import live_verdicts
 from collector.maintenance import Window, expand
 from collector.metrics import LiveCheck
 from collector.outbox import alert_detail
 from collector.report import accounts_for, show_minutes, window_of
+from collector.standing import open_verdicts, windows_around
 
 if TYPE_CHECKING:
     from collector.main import Collector
@@ -392,16 +392,8 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
     outages = [outage_view(r, names, evidence.get(r["start_event"] or ""), now) for r in open_rows]
     # Issue 10: windows, dependencies and quorum decide what an open outage is, as the report
     # will count it: in a window it is maintenance, behind a down parent unreachable.
-    now_us = to_us(now)
-    declared = [window_of(r) for r in store.windows(now, now + timedelta(days=7))]
-    windows = expand(
-        estate.maintenance,
-        declared,
-        now_us,
-        now_us + 7 * 86_400_000_000,
-        estate.accounting.timezone,
-    )
-    verdicts = live_verdicts(estate, [Outage.from_row(r) for r in open_rows], windows, now_us)
+    windows = windows_around(store, estate, now)
+    verdicts = open_verdicts(store, estate, now, open_rows, windows)
     for o in outages:
         reason = verdicts.get(o["id"])
         if reason is not None:

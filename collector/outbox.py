@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from availmon.clock import from_iso
+from availmon.config import split_ref
 from collector.accounting import from_us, to_us
 from collector.alerts import (
     Alert,
@@ -38,6 +39,7 @@ from collector.alerts import (
     step,
     suppressed,
 )
+from collector.standing import open_verdicts
 from collector.store import Store
 
 log = logging.getLogger(__name__)
@@ -133,16 +135,32 @@ class AlertBook:
             if a is not None
         ]
         outages = {a.outage_id: self._outage(a.outage_id) for a in alerts}
+        # The report's own rules at ``now`` (windows, dependencies, quorum), as the board
+        # shows them: only worked out while an alert is open.
+        verdicts = open_verdicts(self.store, self.ctx.estate, now) if alerts else {}
         parents: dict[tuple[str, str], list[str]] = {}
         still_open = 0
         for current in outages.values():
             if current is not None and current.end is None and current.check is not None:
-                parent = depends_on_down(current)
-                if parent is not None:
-                    parents.setdefault((current.site, parent), []).append(current.check)
+                reason = verdicts.get(current.id)
+                key: tuple[str, str] | None
+                if reason is not None and reason.kind == "unreachable":
+                    key = split_ref(current.site, reason.ref)
+                else:
+                    parent = depends_on_down(current)
+                    key = (current.site, parent) if parent is not None else None
+                if key is not None:
+                    named = parents.setdefault(key, [])
+                    dependent = (
+                        current.check
+                        if key[0] == current.site
+                        else f"{current.check} at {current.site}"
+                    )
+                    if dependent not in named:
+                        named.append(dependent)
         for alert in alerts:
             outage = outages[alert.outage_id]
-            why = suppressed(outage, now) if outage is not None else None
+            why = suppressed(outage, now, verdicts.get(outage.id)) if outage is not None else None
             after, notices = step(self.ctx, alert, outage, now, why)
             if outage is None and after.status == "resolved":
                 after.end = now
