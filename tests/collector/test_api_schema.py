@@ -39,6 +39,7 @@ class Server:
         try:
             token = self.tmp / "token"
             token.write_text(TOKEN)
+            token.chmod(0o600)
             collector = Collector(board_estate(self.tmp, {"token_file": str(token)}))
             feed = Feed(collector)
             now = utcnow()

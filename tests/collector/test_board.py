@@ -256,6 +256,7 @@ async def test_read_token_guards_reads(
 ) -> None:
     read_file = tmp_path / "read-token"
     read_file.write_text(READ_TOKEN)
+    read_file.chmod(0o600)
     collector = Collector(
         board_estate(tmp_path, {"token_file": str(token_file), "read_token_file": str(read_file)})
     )
@@ -284,6 +285,7 @@ async def test_empty_token_file_is_a_startup_error(tmp_path: Path) -> None:
 
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    empty.chmod(0o600)
     collector = Collector(board_estate(tmp_path, {"token_file": str(empty)}))
     try:
         with pytest.raises(StartupError, match=r"web\.token"):

@@ -70,6 +70,7 @@ def estate(tmp: Path, token_file: Path) -> Estate:
 async def collector(tmp_path: Path) -> AsyncIterator[Collector]:
     token = tmp_path / "token"
     token.write_text(TOKEN)
+    token.chmod(0o600)
     c = Collector(estate(tmp_path, token))
     yield c
     c.close()
@@ -179,6 +180,7 @@ async def test_the_maintenance_form_declares_with_name_and_token(
 def test_suppression_is_a_pure_query_for_the_alerts(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text(TOKEN)
+    token.chmod(0o600)
     est = estate(tmp_path, token)
     now = utcnow()
     t = to_us(now)

@@ -54,6 +54,7 @@ LIVE_MS = 5000
 def board_config(tmp: Path, broker_port: int, target: HttpTarget) -> Estate:
     token = tmp / "web-token"
     token.write_text(TOKEN)
+    token.chmod(0o600)
     data = estate_data(tmp, broker_port, [web_check(target.url, provider="Council web host")])
     data["name"] = "Shared ICT service"
     data["web"] = {"listen": "127.0.0.1", "port": free_port(), "token_file": str(token)}
