@@ -167,6 +167,7 @@ async def test_bearer_token_from_env(site: str, monkeypatch: pytest.MonkeyPatch)
 async def test_bearer_token_from_file(site: str, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")  # trailing newline as editors leave it: stripped
+    token_file.chmod(0o600)
     options = opts(
         bearer_token_file=str(token_file), body_contains=f"authorization=Bearer {TOKEN} "
     )
