@@ -14,11 +14,11 @@ BENCH_ARGS ?=
 
 .PHONY: demo test bench lint format venv debs clean dist
 
+# setuptools prints a generic caution on every editable install (folders named like the
+# package): silenced; the wheel users install (make dist) prints nothing.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# setuptools prints a generic caution on every editable install (folders named like the
-	# package); the wheel users install (make dist) prints nothing.
 	PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
