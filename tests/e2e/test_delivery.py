@@ -353,11 +353,12 @@ def fill(directory: Path) -> Path:
     """Write a filler file until the file system is full."""
     filler = directory / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as f:
+    # Unbuffered: a buffered file that met ENOSPC keeps the unwritten bytes and raises ENOSPC
+    # again when the ``with`` closes it (what failed this test now and then).
+    with filler.open("wb", buffering=0) as f:
         try:
             while True:
                 f.write(chunk)
-                f.flush()
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
