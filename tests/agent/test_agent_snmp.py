@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 async def test_a_reboot_is_an_event_that_changes_no_outage(tmp_path: Path) -> None:
     (tmp_path / "community").write_text(COMMUNITY + "\n")
+    (tmp_path / "community").chmod(0o600)
     with running_snmpd(tmp_path / "snmpd", fake_uptime=True) as device:
         device.set_value("uptime", 500_000)
         check = {
