@@ -217,6 +217,7 @@ def m010_issue10_records(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_received ON events (received_at)")
 
 
+@migration
 def m011_alerts(db: sqlite_utils.Database) -> None:
     # Issue 11: one alert per outage (where its routes stand, who acknowledged it) and the
     # outbox of messages to channels, each keyed so that it is queued once and sent until a
