@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests start as real peers (installed with apt-get when missing).
 DEBS := mosquitto mosquitto-clients prometheus snmpd snmp sip-tester dnsmasq-base iproute2 systemd \
-	openssl chromium poppler-utils prometheus-alertmanager
+	openssl chromium poppler-utils prometheus-alertmanager procps
 # The peers `make bench` measures availmon against (bench/README.md); not needed by `make test`.
 BENCH_DEBS := fping prometheus-blackbox-exporter nginx-light mosquitto snmpd snmp iproute2
 # e.g. make bench BENCH_ARGS="--runs 5 --rest-seconds 60 --only http,icmp"
