@@ -232,7 +232,8 @@ def add_parser(sub: Any) -> None:
 
 async def cmd_agent(args: argparse.Namespace) -> int:
     path, source = find_config(args.config)
-    log.info("%s", describe_config(path, source))
+    if source != "--config":  # from the environment or /etc: say which file it is
+        log.info("%s", describe_config(path, source))
     estate = load_config(path)
     agent = Agent(estate, args.site)
     stop, reload = asyncio.Event(), asyncio.Event()

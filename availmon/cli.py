@@ -85,7 +85,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     from availmon.configpath import describe, find_config
 
     path, source = find_config(args.file or args.config)
-    if source != "--config" or args.file is None:
+    if source != "--config":  # from the environment or /etc: say which file it is
         print(f"availmon: {describe(path, source)}", file=sys.stderr)
     args.file = str(path)
     estate = load_config(path)  # a ConfigError is printed, issue by issue, by main

@@ -205,11 +205,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace) -> Estate:
     """The estate config found by :func:`availmon.configpath.find_config`, named on stderr
-    (stdout may be a report), once per command; ``args.config`` becomes the file read."""
+    (stdout may be a report) when it was not given with ``--config``, once per command;
+    ``args.config`` becomes the file read."""
     loaded: Estate | None = getattr(args, "estate", None)
     if loaded is None:
         path, source = find_config(args.config)
-        print(f"availmon: {describe_config(path, source)}", file=sys.stderr)
+        if source != "--config":  # typed on the command line: no need to say it back
+            print(f"availmon: {describe_config(path, source)}", file=sys.stderr)
         args.config = path
         args.estate = loaded = load_config(path)
     return loaded

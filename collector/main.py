@@ -788,7 +788,8 @@ def add_parser(sub: Any) -> None:
 
 async def cmd_collector(args: argparse.Namespace) -> int:
     path, source = find_config(args.config)
-    log.info("%s", describe_config(path, source))
+    if source != "--config":  # from the environment or /etc: say which file it is
+        log.info("%s", describe_config(path, source))
     estate = load_config(path)
     collector = Collector(estate)
     stop, reload = asyncio.Event(), asyncio.Event()

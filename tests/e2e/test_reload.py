@@ -11,8 +11,8 @@ a new MQTT session would publish ``online`` again), and the collector's ``/api/v
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import os
 import signal
 from collections import Counter
