@@ -23,7 +23,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/availmon demo
+	@echo "availmon's command line, in another terminal in this folder (README, The command line):"
+	@echo "  . $(BIN)/activate; export AVAILMON_CONFIG=config/demo.toml; availmon --help"
+	@echo "  (or without activating: $(BIN)/availmon outages list --config config/demo.toml)"
+	@$(BIN)/availmon demo
 
 debs:
 	@missing=""; for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
