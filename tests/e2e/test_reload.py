@@ -20,24 +20,32 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiomqtt
 from aiohttp import web
 
 from availmon.config import load_config
 from availmon.schema import topic
+from tests.alert_peers import hook_receiver
+from tests.conftest import CANARY
 from tests.e2e import procs
-from tests.peers import estate_data, free_port, mosquitto, web_check
+from tests.peers import estate_data, free_port, mosquitto, web_check, write_secret
 
 
 class CountingTarget:
-    """Loopback HTTP that answers 200 on every path and counts the requests per path."""
+    """Loopback HTTP that counts the requests per path and answers 200, or 503 on the paths
+    in ``failing``."""
 
     def __init__(self) -> None:
         self.port = 0
         self.hits: Counter[str] = Counter()
+        self.failing: set[str] = set()
 
     async def handler(self, request: web.Request) -> web.Response:
-        self.hits[request.match_info["name"]] += 1
+        name = request.match_info["name"]
+        self.hits[name] += 1
+        if name in self.failing:
+            return web.Response(status=503, text="failing for the test")
         return web.Response(text="ok")
 
     def url(self, name: str) -> str:
@@ -74,12 +82,16 @@ class StatusWatch:
                 self.seen.append(bytes(message.payload))  # type: ignore[arg-type]
 
 
-def config(tmp: Path, broker_port: int, web_port: int, checks: list[dict[str, Any]]) -> Path:
+def config(
+    tmp: Path,
+    broker_port: int,
+    web_port: int,
+    checks: list[dict[str, Any]],
+    **extra: dict[str, Any],
+) -> Path:
     path = tmp / "estate.toml"
-    procs.write_config(
-        path,
-        estate_data(tmp, broker_port, checks, extra={"web": {"port": web_port}}),
-    )
+    web_cfg = {"port": web_port, **extra.pop("web", {})}
+    procs.write_config(path, estate_data(tmp, broker_port, checks, extra={"web": web_cfg, **extra}))
     return path
 
 
@@ -93,8 +105,20 @@ async def log_lines(proc: procs.Proc, text: str, n: int) -> None:
     )
 
 
-async def status(port: int) -> dict[str, str]:
-    got = await procs.http_get(f"http://127.0.0.1:{port}/api/v1/status")
+async def get(url: str, token: str | None = None) -> tuple[int, str] | None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(url, headers=headers) as resp,
+        ):
+            return resp.status, await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def status(port: int, token: str | None = None) -> dict[str, str]:
+    got = await get(f"http://127.0.0.1:{port}/api/v1/status", token)
     if got is None or got[0] != 200:
         return {}
 
@@ -240,3 +264,58 @@ async def test_collector_reload_applies_estate_and_refuses_restart_only(
             assert procs.sample(scraped, "availmon_mqtt_connects_total") == 1
             assert await status(web_port) == {"keep": "up", "new": "up"}
             assert collector.running()
+
+
+async def test_collector_reload_adds_alert_routes_and_rotates_tokens(tmp_path: Path) -> None:
+    """Alerting and the web's tokens change live: a route added by a reload tells the next
+    outage, and a read token set by a reload is required at once, on the same session."""
+    secret = f"hook-{CANARY}"
+    async with (
+        counting_target() as target,
+        mosquitto(tmp_path / "mqtt") as broker,
+        hook_receiver(secret) as rx,
+    ):
+        web_port = free_port()
+        checks = [web_check(target.url("web"))]
+        path = config(tmp_path, broker.port, web_port, checks)
+        collector = procs.collector(path, tmp_path / "collector.log")
+        agent = procs.agent(path, "hq", tmp_path / "agent.log")
+        async with procs.running(collector, agent):
+            await procs.wait_collector_ready(collector, web_port)
+            await procs.poll_until(
+                lambda: status(web_port), lambda s: s == {"web": "up"}, alive=collector
+            )
+            token = "read-token-for-the-test"
+            config(
+                tmp_path,
+                broker.port,
+                web_port,
+                checks,
+                web={"read_token_file": str(write_secret(tmp_path / "read-token", token))},
+                alerts={
+                    "board_url": f"http://127.0.0.1:{web_port}/",
+                    "channels": {
+                        "team": {
+                            "type": "webhook",
+                            "url": rx.url,
+                            "secret_file": str(write_secret(tmp_path / "hook", secret)),
+                        }
+                    },
+                    "routes": [{"name": "all", "channels": ["team"], "wait": 0}],
+                },
+            )
+            hup(collector)
+            await log_lines(collector, "config reload ok", 1)
+            url = f"http://127.0.0.1:{web_port}/api/v1/status"
+            refused = await get(url)
+            assert refused is not None
+            assert refused[0] == 401
+            assert await status(web_port, token) == {"web": "up"}
+
+            target.failing.add("web")
+            await rx.wait_for(lambda: any(m["kind"] == "firing" for m in rx.received))
+            assert [m["check"] for m in rx.received] == ["web"]
+            got = await get(f"http://127.0.0.1:{web_port}/metrics", token)
+            assert got is not None
+            assert got[0] == 200
+            assert "\navailmon_mqtt_connects_total 1.0\n" in got[1]
