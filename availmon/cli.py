@@ -66,6 +66,20 @@ def version() -> str:
         return "unknown"
 
 
+class _Version(argparse.Action):
+    """``--version``, reading the package metadata only when asked (start-up, issue 9)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"availmon {version()}")
+        parser.exit()
+
+
 def add_parser(sub: Any) -> None:
     config = sub.add_parser("config", help=COMMANDS["config"][1])
     csub = config.add_subparsers(dest="config_command", required=True)
@@ -120,7 +134,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "1 a check or an import found something wrong, 2 usage or config error, 3 runtime "
         "failure.",
     )
-    parser.add_argument("--version", action="version", version=f"availmon {version()}")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the installed version and exit"
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
