@@ -57,11 +57,12 @@ def formatter(fmt: LogFormat) -> logging.Formatter:
 
 
 def setup(level: str, fmt: LogFormat = "text") -> None:
-    """Send every log record to stderr in ``fmt`` (replacing any handler set before)."""
+    """Send every log record to stderr in ``fmt``. As :func:`logging.basicConfig`, this does
+    nothing when the root logger already has handlers (a host program's, or pytest's)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(fmt))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)

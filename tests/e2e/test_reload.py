@@ -125,6 +125,13 @@ async def status(port: int, token: str | None = None) -> dict[str, str]:
     return {c["check"]: c["state"] for c in json.loads(got[1])["checks"]}
 
 
+async def maintenance(port: int) -> list[str]:
+    got = await get(f"http://127.0.0.1:{port}/api/v1/maintenance")
+    assert got is not None
+    assert got[0] == 200
+    return sorted({w["reason"] for w in json.loads(got[1])["windows"]})
+
+
 async def test_agent_reload_keeps_state_spool_and_session(tmp_path: Path) -> None:
     async with counting_target() as target, mosquitto(tmp_path / "mqtt") as broker:
         web_port = free_port()
@@ -219,8 +226,18 @@ async def test_collector_reload_applies_estate_and_refuses_restart_only(
             started = procs.sample(scraped, "availmon_config_last_reload_success_timestamp_seconds")
             assert started > 0
 
+            assert await maintenance(web_port) == []
+
             new = web_check(target.url("new"), name="new", area="email")
-            config(tmp_path, broker.port, web_port, [keep, new])
+            window = {
+                "name": "daily-patching",
+                "every": "day",
+                "start": "02:00:00",
+                "end": "04:00:00",
+                "sites": ["hq"],
+                "reason": "patching for the test",
+            }
+            config(tmp_path, broker.port, web_port, [keep, new], maintenance=[window])
             hup(collector)
             hup(agent)
             await log_lines(collector, "config reload ok", 1)
@@ -246,6 +263,7 @@ async def test_collector_reload_applies_estate_and_refuses_restart_only(
                 "availmon_check_up",
                 (("area", "internet_web"), ("check", "drop"), ("site", "hq")),
             ) not in scraped
+            assert await maintenance(web_port) == ["patching for the test"]
 
             # Bad: refused with file, key and value; the old config keeps running.
             good = path.read_text()
