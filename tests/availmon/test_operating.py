@@ -113,13 +113,19 @@ def parse_logfmt(line: str) -> dict[str, str]:
     return out
 
 
-def agent_records(estate_file: Path, cwd: Path, fmt: str, want: str) -> list[str]:
-    """Start a real agent with the config from $AVAILMON_CONFIG; its stderr lines up to the
-    one containing ``want``; then stop it."""
+def agent_records(
+    estate_file: Path,
+    cwd: Path,
+    fmt: str,
+    want: str,
+    command: tuple[str, ...] = ("agent", "--site", "hq"),
+) -> list[str]:
+    """Start a real agent (or ``command``) with the config from $AVAILMON_CONFIG; its stderr
+    lines up to the one containing ``want``; then stop it."""
     env = {k: v for k, v in os.environ.items() if k != configpath.ENV}
     env[configpath.ENV] = str(estate_file)
     proc = subprocess.Popen(
-        [*AVAILMON, "--log-format", fmt, "agent", "--site", "hq"],
+        [*AVAILMON, "--log-format", fmt, *command],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -156,6 +162,15 @@ def test_agent_logs_logfmt(estate_file: Path, tmp_path: Path) -> None:
     parsed = [parse_logfmt(line) for line in lines]
     assert all(list(p)[:4] == ["ts", "level", "logger", "msg"] for p in parsed), lines
     assert parsed[-1]["msg"] == "agent hq for site hq: 1 checks"
+
+
+def test_collector_logs_json(estate_file: Path, tmp_path: Path) -> None:
+    lines = agent_records(estate_file, tmp_path, "json", "metrics http", ("collector",))
+    docs = [json.loads(line) for line in lines]
+    assert all(list(d)[:4] == ["ts", "level", "logger", "msg"] for d in docs)
+    assert docs[0]["msg"] == f"config {estate_file} (from $AVAILMON_CONFIG)"
+    assert docs[-1]["logger"] == "collector.main"
+    assert docs[-1]["msg"].startswith("board http://127.0.0.1:")
 
 
 def test_config_from_the_environment_in_another_folder(estate_file: Path, tmp_path: Path) -> None:
