@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests start as real peers (installed with apt-get when missing).
 DEBS := mosquitto mosquitto-clients prometheus snmpd snmp sip-tester dnsmasq-base iproute2 systemd \
-	openssl chromium poppler-utils prometheus-alertmanager
+	openssl chromium poppler-utils prometheus-alertmanager procps
 # The peers `make bench` measures availmon against (bench/README.md); not needed by `make test`.
 BENCH_DEBS := fping prometheus-blackbox-exporter nginx-light mosquitto snmpd snmp iproute2
 # e.g. make bench BENCH_ARGS="--runs 5 --rest-seconds 60 --only http,icmp"
@@ -25,7 +25,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/availmon demo
+	@echo "availmon's command line, in another terminal in this folder (README, The command line):"
+	@echo "  . $(BIN)/activate; export AVAILMON_CONFIG=config/demo.toml; availmon --help"
+	@echo "  (or without activating: $(BIN)/availmon outages list --config config/demo.toml)"
+	@$(BIN)/availmon demo
 
 debs:
 	@missing=""; for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from agent.publisher import Publisher
@@ -16,9 +17,12 @@ from agent.state import Transition
 from agent.traps import TrapEvent, TrapReceiver, match_check
 from availmon.clock import utcnow
 from availmon.config import Check, Estate, TrapConfig, load_config
+from availmon.configpath import describe as describe_config
+from availmon.configpath import find_config
 from availmon.errors import StartupError, UsageError
+from availmon.reload import read_new
 from availmon.schema import Evidence, Heartbeat, State
-from availmon.signals import install_stop_handlers
+from availmon.signals import install_reload_handler, install_stop_handlers
 from probes import icmp
 
 log = logging.getLogger(__name__)
@@ -46,11 +50,7 @@ class Agent:
             site=site,
             agent=self.agent_id,
             max_events=cfg.spool_max_events,
-            mergeable=[
-                c.name
-                for c in estate.sites[site].checks
-                if estate.areas[c.area].degraded_counts_as_down
-            ],
+            mergeable=self._mergeable(estate),
             confirmers=estate.confirmers(),
         )
         self.scheduler = Scheduler(
@@ -71,6 +71,49 @@ class Agent:
             max_bytes=estate.collector.max_payload_bytes,
             ack_timeout=cfg.ack_timeout,
         )
+
+    def _mergeable(self, estate: Estate) -> list[str]:
+        return [
+            c.name
+            for c in estate.sites[self.site].checks
+            if estate.areas[c.area].degraded_counts_as_down
+        ]
+
+    def restart_only(self) -> list[str]:
+        """The settings a running agent cannot change: its MQTT session and spool stay."""
+        site = f"sites.{self.site}"
+        return [
+            "broker",
+            "agent",
+            "collector.client_id",
+            "collector.members",
+            "collector.max_payload_bytes",
+            f"{site}.agent",
+            f"{site}.traps",
+        ]
+
+    def reload(self, path: Path) -> bool:
+        """Re-read ``path`` (SIGHUP): apply its checks, or keep the running config and log
+        why. The MQTT session, the spool and unchanged checks' state are untouched."""
+        log.info("config reload: reading %s", path)
+        new = read_new(path, self.estate, self.restart_only(), log)
+        if new is not None and self.site not in new.sites:
+            log.error("config reload refused: %s: sites: no site %r any more", path, self.site)
+            new = None
+        if new is None:
+            return False
+        self.estate = new
+        self.spool.set_mergeable(self._mergeable(new))
+        added, changed, removed = self.scheduler.reload(new.sites[self.site].checks)
+        log.info(
+            "config reload ok: %s: %d checks; added %s, changed %s, removed %s",
+            path,
+            len(new.sites[self.site].checks),
+            ", ".join(added) or "none",
+            ", ".join(changed) or "none",
+            ", ".join(removed) or "none",
+        )
+        return True
 
     async def _on_transition(
         self, check: Check, transition: Transition, detected: datetime
@@ -105,17 +148,18 @@ class Agent:
     async def _traps(self, config: TrapConfig) -> None:
         """Receive linkDown/linkUp and apply them to the matching snmp check at once."""
         queue: asyncio.Queue[TrapEvent] = asyncio.Queue()
-        snmp_checks = [
-            (c.name, c.target, c.options)
-            for c in self.estate.sites[self.site].checks
-            if c.type == "snmp"
-        ]
         async with TrapReceiver(config, queue.put_nowait) as receiver:
             self.trap_receiver = receiver
             self.traps_ready.set()
             log.info("SNMP trap receiver on %s:%d", config.listen, receiver.port)
             while True:
-                await self.apply_trap(await queue.get(), snmp_checks)
+                trap = await queue.get()
+                snmp_checks = [  # the config in force now (a reload may have changed it)
+                    (c.name, c.target, c.options)
+                    for c in self.estate.sites[self.site].checks
+                    if c.type == "snmp"
+                ]
+                await self.apply_trap(trap, snmp_checks)
 
     async def apply_trap(self, trap: TrapEvent, checks: list[tuple[str, str, Any]]) -> None:
         name = match_check(trap, checks)
@@ -135,7 +179,16 @@ class Agent:
         evidence = Evidence(error=f"{trap.kind} trap from {trap.source} ({interface})"[:500])
         await self.scheduler.force(name, to, trap.received_at, evidence)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _reloads(self, reload: asyncio.Event, path: Path) -> None:
+        while True:
+            await reload.wait()
+            reload.clear()
+            self.reload(path)
+
+    async def run(
+        self, stop: asyncio.Event, *, reload: asyncio.Event | None = None, path: Path | None = None
+    ) -> None:
+        """Run until ``stop``; each time ``reload`` is set, re-read ``path``."""
         site = self.estate.sites[self.site]
         checks = site.checks
         if any(c.type == "icmp" for c in checks):
@@ -152,6 +205,8 @@ class Agent:
                 ]
                 if site.traps is not None:
                     work.append(tg.create_task(self._traps(site.traps), name="traps"))
+                if reload is not None and path is not None:
+                    work.append(tg.create_task(self._reloads(reload, path), name="reload"))
                 await stop.wait()
                 for task in work:
                     task.cancel()
@@ -167,18 +222,26 @@ class Agent:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("agent", help="run a site's agent")
-    p.add_argument("--config", required=True, help="estate config (TOML)")
+    p.add_argument(
+        "--config",
+        help="estate config (TOML; default: $AVAILMON_CONFIG, else /etc/availmon/availmon.toml)",
+    )
     p.add_argument("--site", required=True, help="which site of the config this agent is")
     p.set_defaults(func=cmd_agent)
 
 
 async def cmd_agent(args: argparse.Namespace) -> int:
-    estate = load_config(args.config)
+    path, source = find_config(args.config)
+    if source != "--config":  # from the environment or /etc: say which file it is
+        log.info("%s", describe_config(path, source))
+    estate = load_config(path)
     agent = Agent(estate, args.site)
-    stop = asyncio.Event()
+    stop, reload = asyncio.Event(), asyncio.Event()
     remove = install_stop_handlers(stop)
+    remove_reload = install_reload_handler(reload)
     try:
-        await agent.run(stop)
+        await agent.run(stop, reload=reload, path=path)
     finally:
+        remove_reload()
         remove()
     return 0

@@ -10,6 +10,7 @@ client and its TLS contexts, the SNMP engine) is built once and shared by all it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -93,19 +94,56 @@ class Scheduler:
         self.site = site
         self._slots: dict[str, _Slot] = {}
         for check in checks:
-            spec = REGISTRY[check.type]
-            thresholds = Thresholds(
-                failures_to_down=check.failures_to_down,
-                successes_to_up=check.successes_to_up,
-                slow_to_degraded=check.slow_to_degraded,
-                degraded_latency=check.degraded_latency,
-                degraded_loss=check.degraded_loss,
-            )
-            self._slots[check.name] = _Slot(
-                check, spec, check.parsed_options(), CheckState(thresholds)
-            )
+            self._slots[check.name] = self._slot(check)
         self._on_transition = on_transition
         self._on_result = on_result
+        #: Set by ``reload``: the running ticks stop and start again with the new slots.
+        self._restart = asyncio.Event()
+
+    @staticmethod
+    def _slot(check: Check, state: CheckState | None = None) -> _Slot:
+        thresholds = Thresholds(
+            failures_to_down=check.failures_to_down,
+            successes_to_up=check.successes_to_up,
+            slow_to_degraded=check.slow_to_degraded,
+            degraded_latency=check.degraded_latency,
+            degraded_loss=check.degraded_loss,
+        )
+        if state is None:
+            state = CheckState(thresholds)
+        else:
+            state.t = thresholds
+        return _Slot(check, REGISTRY[check.type], check.parsed_options(), state)
+
+    def reload(self, checks: Sequence[Check]) -> tuple[list[str], list[str], list[str]]:
+        """Apply a new list of checks (SIGHUP); returns the names added, changed, removed.
+
+        An unchanged check keeps its slot (state, hysteresis counters, last result); a changed
+        one with the same type and target keeps its state and counters under its new
+        settings; one whose type or target changed is a new check and starts unknown.
+        """
+        old = self._slots
+        new: dict[str, _Slot] = {}
+        added: list[str] = []
+        changed: list[str] = []
+        for check in checks:
+            prev = old.get(check.name)
+            if prev is not None and prev.check == check:
+                new[check.name] = prev
+            elif prev is not None and (prev.check.type, prev.check.target) == (
+                check.type,
+                check.target,
+            ):
+                new[check.name] = self._slot(check, prev.state)
+                changed.append(check.name)
+            else:
+                new[check.name] = self._slot(check)
+                (changed if prev is not None else added).append(check.name)
+        removed = [name for name in old if name not in new]
+        self._slots = new
+        if added or changed or removed:
+            self._restart.set()
+        return added, changed, removed
 
     def statuses(self) -> list[CheckStatus]:
         out = []
@@ -146,9 +184,26 @@ class Scheduler:
         return list(groups.values())
 
     async def run(self) -> None:
+        """Probe until cancelled; a reload stops the ticks and starts them again on the new
+        slots (the state lives in the slots, so nothing of an unchanged check is lost)."""
+        while True:
+            self._restart.clear()
+            work = asyncio.create_task(self._run_slots(), name="checks")
+            restart = asyncio.create_task(self._restart.wait(), name="checks-reload")
+            try:
+                await asyncio.wait([work, restart], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                restart.cancel()
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+            if work.done() and not work.cancelled():
+                work.result()  # a StartupError ends the agent with its reason
+
+    async def _run_slots(self) -> None:
         async with AsyncExitStack() as stack:
             sessions: dict[str, ProbeSession] = {}
-            for slot in self._slots.values():  # one per probe type, for the agent's lifetime
+            for slot in self._slots.values():  # one per probe type, until the next reload
                 factory = slot.spec.session
                 if factory is not None and slot.spec.name not in sessions:
                     sessions[slot.spec.name] = await stack.enter_async_context(factory())
@@ -158,6 +213,8 @@ class Scheduler:
                     kind = "check" if len(members) == 1 else "batch"
                     session = sessions.get(members[0].spec.name)
                     tg.create_task(self._ticks(members, session), name=f"{kind}:{names}")
+                if not self._slots:
+                    await asyncio.Event().wait()  # no checks: idle until a reload brings some
 
     async def _ticks(self, slots: list[_Slot], session: ProbeSession | None) -> None:
         loop = asyncio.get_running_loop()
@@ -249,7 +306,9 @@ class Scheduler:
 
     async def force(self, name: str, to: State, at: datetime, evidence: Evidence) -> None:
         """Apply an out-of-band fact (an SNMP linkDown trap) to a check at once."""
-        slot = self._slots[name]
+        slot = self._slots.get(name)
+        if slot is None:
+            return  # removed by a reload since the trap receiver matched it
         transition = slot.state.force(to, at, evidence)
         if transition is not None:
             await self._emit(slot, transition)

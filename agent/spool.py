@@ -73,7 +73,7 @@ class Spool:
         """``mergeable``: checks whose area counts degraded as down, for which a change
         between the two is not an outage's start or end (see ``_enforce_cap``).
         ``confirmers``: the collectors whose confirmation deletes an event."""
-        self._mergeable = json.dumps(sorted(mergeable))
+        self.set_mergeable(mergeable)
         self.confirmers = tuple(sorted(set(confirmers)))
         self._confirmers_json = json.dumps(self.confirmers)
         self.path = path
@@ -112,6 +112,10 @@ class Spool:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    def set_mergeable(self, mergeable: Iterable[str]) -> None:
+        """The checks whose area counts degraded as down (again, after a config reload)."""
+        self._mergeable = json.dumps(sorted(mergeable))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

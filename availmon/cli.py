@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from availmon.errors import EXIT_RUNTIME, EXIT_USAGE, AvailmonError, ConfigError
+from availmon.logs import LOG_FORMATS
+from availmon.logs import setup as setup_logging
 from availmon.text import one_line, terminal
 
 #: Every subcommand, in help order: the module whose ``add_parser(subparsers)`` defines it,
@@ -42,22 +44,65 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("availmon.broker", "write a locked-down Mosquitto config, password file and ACL"),
 }
 
+DESCRIPTION = (
+    "availmon: availability monitoring for a shared ICT service. Agents probe each site's "
+    "checks and publish outage events over MQTT; the collector stores them and computes "
+    "outages, downtime minutes and the quarterly availability KPI. The commands below run "
+    "those daemons, check a config or a probe before deploying it, and give the service "
+    "manager reports, outage records, maintenance windows and alerts."
+)
+
 log = logging.getLogger("availmon")
+
+
+def version() -> str:
+    """The installed package's version (from its metadata, as pip and the wheel know it)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("availmon")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the package metadata only when asked (start-up, issue 9)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"availmon {version()}")
+        parser.exit()
 
 
 def add_parser(sub: Any) -> None:
     config = sub.add_parser("config", help=COMMANDS["config"][1])
     csub = config.add_subparsers(dest="config_command", required=True)
     check = csub.add_parser("check", help="print every error with file, key and value")
-    check.add_argument("file")
+    check.add_argument(
+        "file",
+        nargs="?",
+        help="estate config (default: --config, $AVAILMON_CONFIG, /etc/availmon/availmon.toml)",
+    )
+    check.add_argument("--config", help="the same as FILE")
     check.add_argument("--site", help="also check that this site is in the config (installers)")
     check.set_defaults(func=cmd_config_check)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from availmon.config import load_config, summary
+    from availmon.configpath import describe, find_config
 
-    estate = load_config(args.file)  # a ConfigError is printed, issue by issue, by main
+    path, source = find_config(args.file or args.config)
+    if source != "--config":  # from the environment or /etc: say which file it is
+        print(f"availmon: {describe(path, source)}", file=sys.stderr)
+    args.file = str(path)
+    estate = load_config(path)  # a ConfigError is printed, issue by issue, by main
     if args.site is not None and args.site not in estate.sites:
         known = ", ".join(sorted(estate.sites)) or "none"
         print(f"{args.file}: sites: no site {args.site!r} (sites: {known})", file=sys.stderr)
@@ -70,7 +115,7 @@ def command_in(argv: Sequence[str]) -> str | None:
     """The subcommand named in ``argv`` (the first word that is not a global option)."""
     words = iter(argv)
     for word in words:
-        if word == "--log-level":
+        if word in ("--log-level", "--log-format"):
             next(words, None)
         elif word == "--":
             return next(words, None)
@@ -83,7 +128,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The whole parser; given ``argv``, only the module of the command it names is imported
     and the other commands are stubs that carry their help line."""
     parser = argparse.ArgumentParser(
-        prog="availmon", description=__doc__.split("\n\n", 1)[0] if __doc__ else None
+        prog="availmon",
+        description=DESCRIPTION,
+        epilog="Run 'availmon COMMAND --help' for a command's options. Exit codes: 0 done, "
+        "1 a check or an import found something wrong, 2 usage or config error, 3 runtime "
+        "failure.",
+    )
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the installed version and exit"
     )
     parser.add_argument(
         "--log-level",
@@ -91,6 +143,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         type=str.upper,
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="DEBUG, INFO, WARNING or ERROR (INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text for a terminal, or json / logfmt with keys ts, level, logger, msg (text)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = None if argv is None else COMMANDS.get(command_in(argv) or "", (None,))[0]
@@ -114,10 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "allow_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level, args.log_format)
     # Warnings (a secret file others can read) go to the log, in its format.
     logging.captureWarnings(True)
     # The embedded broker narrates every packet at INFO; keep its warnings only.

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
+import inspect
 import json
+import re
 import sys
+import textwrap
 import tomllib
-from typing import Any, get_origin
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from availmon.errors import ConfigError, ConfigIssue
 from availmon.secrets import inline_secrets
@@ -22,8 +28,11 @@ def add_parser(sub: Any) -> None:
         "probe",
         help="run one probe and print the result as JSON (exit 1 when it failed)",
         description="Options are the check's probe keys, e.g. --expect-status 200 "
-        "(values are read as TOML: numbers, true/false, [lists], else text).",
+        "(values are read as TOML: numbers, true/false, [lists], else text). "
+        "'availmon probe TYPE --help' lists that type's options.",
+        add_help=False,
     )
+    p.add_argument("-h", "--help", action=_ProbeHelp, nargs=0, help="show this help and exit")
     p.add_argument("type", choices=sorted(REGISTRY))
     p.add_argument("target")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds (5)")
@@ -111,3 +120,90 @@ def cmd_probe(args: argparse.Namespace) -> int:
     )
     print()
     return 0 if result.ok else 1
+
+
+def _comments(model: type[BaseModel]) -> dict[str, str]:
+    """Each field's ``#:`` comment in the source of ``model`` and its bases: the options'
+    documentation lives beside their declaration, read only when help is asked for."""
+    out: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        try:
+            lines, _ = inspect.getsourcelines(cls)
+        except (OSError, TypeError):
+            continue
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node in body:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                text: list[str] = []
+                i = node.lineno - 2
+                while i >= 0 and lines[i].strip().startswith("#:"):
+                    text.insert(0, lines[i].strip()[2:].strip())
+                    i -= 1
+                if text:
+                    out[node.target.id] = " ".join(text)
+    return out
+
+
+def _type_name(annotation: Any) -> str:
+    """A type as a user reads it: ``list of int``, ``one of 'udp', 'tcp'``, ``text``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, UnionType):
+        named = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(named) + (" (optional)" if len(named) < len(args) else "")
+    if origin in (tuple, list):
+        return "list of " + _type_name(args[0]) if args else "list"
+    if origin is dict:
+        return f"table of {_type_name(args[1])}" if len(args) == 2 else "table"
+    names = {str: "text", Path: "path", bool: "true/false", int: "integer", float: "number"}
+    if annotation in names:
+        return names[annotation]
+    if origin is re.Pattern or annotation is re.Pattern:
+        return "regex"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def options_help(kind: str) -> str:
+    """The keys a check of type ``kind`` may set: name, type, default and what it does."""
+    model = REGISTRY[kind].options
+    notes = _comments(model)
+    rows = []
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            default = "required"
+        elif field.default_factory is not None:
+            default = repr(field.default_factory())  # type: ignore[call-arg]
+        else:
+            default = repr(field.default)
+        about = field.description or notes.get(name, "")
+        flag = "--" + name.replace("_", "-")
+        rows.append(f"  {flag}  ({_type_name(field.annotation)}, default {default})")
+        if about:
+            rows.extend("      " + line for line in textwrap.wrap(about, 74))
+    return f"options of {kind} probes (in a check: the same keys, with _):\n" + "\n".join(rows)
+
+
+class _ProbeHelp(argparse.Action):
+    """``availmon probe TYPE --help``: the usage, then that type's options from its model."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.print_help()
+        kind = getattr(namespace, "type", None)
+        print()
+        if kind in REGISTRY:
+            print(options_help(kind))
+        else:
+            print(f"'availmon probe TYPE --help' lists a type's options ({', '.join(REGISTRY)})")
+        parser.exit()

@@ -46,12 +46,9 @@ class Alerting:
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
-        estate = collector.estate
-        self.ctx = Context.of(estate)
-        web = estate.web
-        board = estate.alerts.board_url or f"http://{web.listen}:{web.port}"
-        self.book = AlertBook(collector.store, self.ctx, board)
-        self.tz = ZoneInfo(estate.accounting.timezone)
+        self._configure()
+        #: Set by ``reconfigure``: ``run`` rebuilds its channels and looks at every outage.
+        self._reconfigured = asyncio.Event()
         self._touched: set[Key] = set()
         self._started = False
         #: Alerts still open after the last step: with none and nothing touched, a step
@@ -63,6 +60,22 @@ class Alerting:
         #: Receipts from the other collector of a pair, applied at the next step.
         self._receipts: list[tuple[str, AlertReceipt]] = []
         self._refreshed: dict[str, float] = {}
+
+    def _configure(self) -> None:
+        estate = self.collector.estate
+        self.ctx = Context.of(estate)
+        web = estate.web
+        board = estate.alerts.board_url or f"http://{web.listen}:{web.port}"
+        self.book = AlertBook(self.collector.store, self.ctx, board)
+        self.tz = ZoneInfo(estate.accounting.timezone)
+
+    def reconfigure(self) -> None:
+        """The collector's config was reloaded: routes, channels and rules change now; the
+        outbox (what was queued and sent) is kept, so nothing is lost or sent twice."""
+        self._configure()
+        self._started = False  # the next step looks at every outage under the new routes
+        self._reconfigured.set()
+        self._wake.set()
 
     @property
     def enabled(self) -> bool:
@@ -203,13 +216,24 @@ class Alerting:
                     await sender.refresh(payloads)  # type: ignore[attr-defined]
 
     async def run(self) -> None:
-        if not self.enabled:
-            return
-        async with aiohttp.ClientSession() as session:
-            self.senders = channels.build(self.ctx.config, channels.Deps(session, self.tz))
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._engine_loop(), name="alert-engine")
-                tg.create_task(self._delivery_loop(), name="alert-delivery")
+        """Step and deliver while routes are configured; a reload restarts both loops with
+        the new channels (a message cut short is sent again under its idempotency key)."""
+        while True:
+            self._reconfigured.clear()
+            if not self.enabled:
+                self.senders = {}
+                await self._reconfigured.wait()
+                continue
+            async with aiohttp.ClientSession() as session:
+                self.senders = channels.build(self.ctx.config, channels.Deps(session, self.tz))
+                async with asyncio.TaskGroup() as tg:
+                    loops = [
+                        tg.create_task(self._engine_loop(), name="alert-engine"),
+                        tg.create_task(self._delivery_loop(), name="alert-delivery"),
+                    ]
+                    await self._reconfigured.wait()
+                    for task in loops:
+                        task.cancel()
 
     async def _engine_loop(self) -> None:
         while True:

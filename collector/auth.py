@@ -34,10 +34,16 @@ OPEN_PATHS = ("/healthz", "/board/login")
 OPEN_PREFIXES = ("/static/",)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Tokens:
+    """The web's tokens; one object for the app's life, updated in place by a reload."""
+
     write: str | None
     read: str | None
+
+    def update(self, other: Tokens) -> None:
+        """Take ``other``'s tokens (a config reload rotated them)."""
+        self.write, self.read = other.write, other.read
 
     @classmethod
     def from_config(cls, web_cfg: WebConfig) -> Tokens:

@@ -7,8 +7,9 @@ alerts list/ack/test (issue 11).
     availmon report --period FY2019Q2 --format html --out report.html
 
 Every command reads the estate config (areas, partners, sites, accounting settings and
-``collector.database``) from ``--config``, which defaults to ``$AVAILMON_CONFIG`` and then to
-``config/demo.toml``; ``--db`` overrides the database path.
+``collector.database``) from ``--config``, else ``$AVAILMON_CONFIG``, else
+``/etc/availmon/availmon.toml`` (:mod:`availmon.configpath`), and says which on stderr;
+``--db`` overrides the database path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import contextlib
 import getpass
 import json
-import os
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -28,6 +28,8 @@ from zoneinfo import ZoneInfo
 
 from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config, scope_issues
+from availmon.configpath import describe as describe_config
+from availmon.configpath import find_config
 from availmon.errors import EXIT_FAIL, FileFailure, NoSuchRecord, StoreError, UsageError
 from availmon.text import terminal
 from collector.accounting import (
@@ -58,7 +60,6 @@ from collector.report import (
 from collector.rules import record as record_rules
 from collector.store import Store, describe
 
-DEFAULT_CONFIG = "config/demo.toml"
 #: How long a command waits for a database another process (the collector) is writing.
 BUSY_TIMEOUT = 30.0
 
@@ -197,10 +198,23 @@ def add_alert_parsers(sub: Any) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
-        default=os.environ.get("AVAILMON_CONFIG", DEFAULT_CONFIG),
-        help="estate config (default: $AVAILMON_CONFIG, else %(default)s)",
+        help="estate config (default: $AVAILMON_CONFIG, else /etc/availmon/availmon.toml)",
     )
     p.add_argument("--db", type=Path, help="collector database (default: collector.database)")
+
+
+def _load(args: argparse.Namespace) -> Estate:
+    """The estate config found by :func:`availmon.configpath.find_config`, named on stderr
+    (stdout may be a report) when it was not given with ``--config``, once per command;
+    ``args.config`` becomes the file read."""
+    loaded: Estate | None = getattr(args, "estate", None)
+    if loaded is None:
+        path, source = find_config(args.config)
+        if source != "--config":  # typed on the command line: no need to say it back
+            print(f"availmon: {describe_config(path, source)}", file=sys.stderr)
+        args.config = path
+        args.estate = loaded = load_config(path)
+    return loaded
 
 
 def _period_args(p: argparse.ArgumentParser) -> None:
@@ -225,7 +239,7 @@ def _period(args: argparse.Namespace, estate: Estate, *, default_now: datetime) 
 def _open(
     args: argparse.Namespace, *, create: bool = False, estate: Estate | None = None
 ) -> tuple[Estate, Store]:
-    estate = estate or load_config(args.config)
+    estate = estate or _load(args)
     db = args.db or estate.collector.database
     if not create and not Path(db).exists():
         raise StoreError(
@@ -246,7 +260,7 @@ def _using(store: Store) -> Iterator[Store]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    estate = load_config(args.config)
+    estate = _load(args)
     parsed = parse_csv(read_csv_file(args.file), estate)
     if parsed.errors:
         for err in parsed.errors:
@@ -269,7 +283,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     now = utcnow()
-    estate = load_config(args.config)
+    estate = _load(args)
     period = _period(args, estate, default_now=now)  # a usage error before any database one
     _, store = _open(args, estate=estate)
     with _using(store):
@@ -376,7 +390,7 @@ def parse_time(text: str, tz: ZoneInfo, what: str) -> datetime:
 
 def cmd_report(args: argparse.Namespace) -> int:
     now = utcnow()
-    estate = load_config(args.config)
+    estate = _load(args)
     tz = ZoneInfo(estate.accounting.timezone)
     as_of = parse_time(args.as_of, tz, "--as-of") if args.as_of else None
     generated = parse_time(args.generated_at, tz, "--generated-at") if args.generated_at else None
@@ -412,7 +426,7 @@ def _scope_text(scope: dict[str, Any]) -> str:
 
 
 def cmd_maintenance_add(args: argparse.Namespace) -> int:
-    estate = load_config(args.config)
+    estate = _load(args)
     tz = ZoneInfo(estate.accounting.timezone)
     start = parse_time(args.start, tz, "--start")
     end = parse_time(args.end, tz, "--end")
@@ -425,7 +439,7 @@ def cmd_maintenance_add(args: argparse.Namespace) -> int:
         "partners": args.partner,
     }
     problems = scope_issues(
-        args.config,
+        str(args.config),
         "maintenance",
         scope,
         sites={k: {"checks": [c.model_dump() for c in v.checks]} for k, v in estate.sites.items()},
@@ -561,7 +575,7 @@ async def cmd_alerts_test(args: argparse.Namespace) -> int:
 
     from collector import channels
 
-    estate = load_config(args.config)
+    estate = _load(args)
     ctx = Context.of(estate)
     names = [r.name for r in estate.alerts.routes]
     if args.route not in names:

@@ -13,14 +13,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
+from aiohttp import web
 
 from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config
+from availmon.configpath import describe as describe_config
+from availmon.configpath import find_config
 from availmon.embedded import embedded_broker
+from availmon.errors import AvailmonError
 from availmon.mqtt import client_kwargs, wait_disconnected
+from availmon.reload import read_new
 from availmon.schema import (
     COLLECTORS_ROOT,
     Ack,
@@ -31,8 +37,9 @@ from availmon.schema import (
     collector_topic,
     seq_ranges,
 )
-from availmon.signals import install_stop_handlers
-from availmon.text import terminal
+from availmon.signals import install_reload_handler, install_stop_handlers
+from availmon.text import one_line, terminal
+from collector import auth
 from collector.alerting import Alerting
 from collector.gaps import Gaps
 from collector.ingest import (
@@ -129,8 +136,80 @@ class Collector:
         #: Alerts (issue 11): fed the outages each commit touched; sends when leader.
         self.alerting = Alerting(self)
         self.web_port: int | None = None
+        self._web_app: web.Application | None = None
         #: Set once the web server listens (``web_port`` is then the real port).
         self.web_ready = asyncio.Event()
+
+    #: What a running collector cannot change: its MQTT session (broker, client id, pair),
+    #: its database and its listening socket with the limits set on it.
+    RESTART_ONLY = (
+        "broker",
+        "collector.database",
+        "collector.client_id",
+        "collector.members",
+        "collector.max_payload_bytes",
+        "web.listen",
+        "web.port",
+        "web.max_connections",
+        "web.idle_timeout",
+        "web.body_timeout",
+        "web.max_body_bytes",
+    )
+
+    async def reload(self, path: Path) -> bool:
+        """Re-read ``path`` (SIGHUP) and apply it: the estate (sites, checks, areas,
+        services), alert routes and channels, maintenance, accounting and the web's tokens.
+        A bad config, or one changing a :data:`RESTART_ONLY` setting, is refused with every
+        reason logged, and the running config stays. The MQTT session is kept."""
+        log.info("config reload: reading %s", path)
+        new = read_new(path, self.estate, self.RESTART_ONLY, log)
+        tokens = None
+        if new is not None:
+            try:
+                tokens = auth.Tokens.from_config(new.web)
+            except AvailmonError as exc:
+                log.error("config reload refused: %s: %s", path, one_line(exc))
+                new = None
+        if new is None or tokens is None:
+            self.metrics.config_reloads.labels("failed").inc()
+            return False
+        old, self.estate = self.estate, new
+        if self._web_app is not None:
+            self._web_app[auth.TOKENS].update(tokens)
+        self.liveness.grace = timedelta(seconds=new.collector.offline_grace)
+        self.gaps.grace = new.collector.gap_grace
+        # What the store holds is judged against the new estate: removed checks leave the
+        # live view, and events of checks no longer configured get their history back.
+        self.history = await self.read(lambda: history_from(self.read_store.event_history(), new))
+        for key, c in list(self.live.items()):
+            if configured_area(new, c.site, c.check) != c.area:
+                del self.live[key]
+        self._lead()
+        self.alerting.reconfigure()
+        try:
+            await self.write(record_rules, self.store, new, utcnow())
+        except Exception as exc:
+            log.warning("could not record the accounting rules in force: %s", exc)
+        before = sum(len(s.checks) for s in old.sites.values())
+        after = sum(len(s.checks) for s in new.sites.values())
+        log.info(
+            "config reload ok: %s: %d sites, %d checks (was %d sites, %d checks)",
+            path,
+            len(new.sites),
+            after,
+            len(old.sites),
+            before,
+        )
+        self.metrics.config_reloads.labels("ok").inc()
+        self.metrics.config_last_success.set_to_current_time()
+        await self._notify()
+        return True
+
+    async def _reloads(self, reload: asyncio.Event, path: Path) -> None:
+        while True:
+            await reload.wait()
+            reload.clear()
+            await self.reload(path)
 
     def _load_live(self) -> None:
         self.history = history_from(self.store.event_history(), self.estate)
@@ -653,7 +732,10 @@ class Collector:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(
+        self, stop: asyncio.Event, *, reload: asyncio.Event | None = None, path: Path | None = None
+    ) -> None:
+        """Run until ``stop``; each time ``reload`` is set, re-read ``path``."""
         async with AsyncExitStack() as stack:
             broker = self.estate.broker
             if broker.embedded:
@@ -666,6 +748,7 @@ class Collector:
                 log.warning("could not record the accounting rules in force: %s", exc)
             runner = await start_web(self)
             stack.push_async_callback(runner.cleanup)
+            self._web_app = runner.app
             self.web_port = runner.addresses[0][1]
             self.web_ready.set()
             log.info(
@@ -686,6 +769,8 @@ class Collector:
                     tg.create_task(self._liveness_loop(), name="liveness"),
                     tg.create_task(self.alerting.run(), name="alerts"),
                 ]
+                if reload is not None and path is not None:
+                    tasks.append(tg.create_task(self._reloads(reload, path), name="reload"))
                 await stop.wait()
                 for task in tasks:
                     task.cancel()
@@ -694,17 +779,25 @@ class Collector:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("collector", help="run the collector (ingest, store, web, metrics)")
-    p.add_argument("--config", required=True, help="estate config (TOML)")
+    p.add_argument(
+        "--config",
+        help="estate config (TOML; default: $AVAILMON_CONFIG, else /etc/availmon/availmon.toml)",
+    )
     p.set_defaults(func=cmd_collector)
 
 
 async def cmd_collector(args: argparse.Namespace) -> int:
-    estate = load_config(args.config)
+    path, source = find_config(args.config)
+    if source != "--config":  # from the environment or /etc: say which file it is
+        log.info("%s", describe_config(path, source))
+    estate = load_config(path)
     collector = Collector(estate)
-    stop = asyncio.Event()
+    stop, reload = asyncio.Event(), asyncio.Event()
     remove = install_stop_handlers(stop)
+    remove_reload = install_reload_handler(reload)
     try:
-        await collector.run(stop)
+        await collector.run(stop, reload=reload, path=path)
     finally:
+        remove_reload()
         remove()
     return 0

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -244,6 +244,22 @@ class CollectorMetrics:
             ["channel", "outcome"],
             registry=r,
         )
+        # As Prometheus's own prometheus_config_* pair: alert on a failed reload, or on a
+        # config file newer than the last successful reload.
+        self.config_reloads = Counter(
+            "availmon_config_reload",
+            "config reloads (SIGHUP) by result: ok, or failed (the running config stayed)",
+            ["result"],
+            registry=r,
+        )
+        for result in ("ok", "failed"):
+            self.config_reloads.labels(result)
+        self.config_last_success = Gauge(
+            "availmon_config_last_reload_success_timestamp_seconds",
+            "when the config in force was loaded (start, or the last successful reload)",
+            registry=r,
+        )
+        self.config_last_success.set_to_current_time()
 
     def watch(
         self,

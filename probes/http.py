@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -50,6 +50,12 @@ class Options(TLSOptions):
     bearer_token_env: str | None = None
 
     _compile_body_regex = field_validator("body_regex", mode="before")(compile_regex)
+
+    @field_validator("expect_status", mode="before")
+    @classmethod
+    def _one_status(cls, value: Any) -> Any:
+        """``expect_status = 200`` means ``[200]``: one code is the common case."""
+        return (value,) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _auth_is_consistent(self) -> Options:

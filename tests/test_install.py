@@ -47,7 +47,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty filesystem root with what a Debian host brings: the account files (root
-    only) and systemd's own units, which `verify --root` needs to resolve dependencies."""
+    only), systemd's own units, which `verify --root` needs to resolve dependencies, and
+    /bin/kill (procps; the units' ExecReload), in Debian's merged-/usr layout."""
     root = tmp_path_factory.mktemp("root")
     (root / "etc").mkdir()
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
@@ -55,6 +56,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
     (root / "etc/gshadow").write_text("root:*::\n")
     shutil.copytree("/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "bin").symlink_to("usr/bin")
+    shutil.copy2("/usr/bin/kill", root / "usr/bin/kill")
     return root
 
 

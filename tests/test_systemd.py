@@ -98,3 +98,10 @@ def test_resources_are_capped(unit: Path) -> None:
     assert int(s["LimitNOFILE"]) >= 1024
     assert s["MemoryMax"].endswith(("M", "G"))
     assert int(s["TasksMax"]) > 0
+
+
+def test_reload_is_sighup() -> None:
+    """``systemctl reload`` sends SIGHUP, which both daemons take as "re-read the config"
+    (tests/e2e/test_reload.py); without ExecReload, systemctl would refuse to reload."""
+    for unit in (AGENT, COLLECTOR):
+        assert settings(unit)["ExecReload"] == "/bin/kill -HUP $MAINPID"

@@ -19,7 +19,7 @@ from availmon.config import Check
 from probes import icmp
 from probes.base import ProbeResult
 from probes.registry import REGISTRY
-from tests.peers import estate
+from tests.peers import estate, web_check
 
 DEADLINE = 30.0  # only guards a hung test
 
@@ -99,3 +99,34 @@ async def test_icmp_checks_sharing_an_interval_are_pinged_as_one_batch(
         assert results["a"][i][0] == results["b"][i][0] == results["e"][i][0]
     # c (another interval) and d (other options) are probed on their own.
     assert set(singles) == {"127.0.0.3", "127.0.0.4"}
+
+
+async def _sink(check: Check, transition: Transition, detected: datetime) -> None:
+    """Transitions are not what these tests look at."""
+
+
+def test_reload_keeps_the_state_of_checks_it_carries_over() -> None:
+    """Issue 13: a reload keeps an unchanged check's slot, a changed check's state (under its
+    new thresholds), and starts afresh a check whose type or target changed."""
+    old = [
+        Check.model_validate(web_check("http://127.0.0.1:1/a", name="same")),
+        Check.model_validate(web_check("http://127.0.0.1:1/b", name="tuned")),
+        Check.model_validate(web_check("http://127.0.0.1:1/c", name="moved")),
+        Check.model_validate(web_check("http://127.0.0.1:1/d", name="gone")),
+    ]
+    scheduler = Scheduler(old, _sink, site="hq")
+    before = dict(scheduler._slots)
+    new = [
+        old[0],
+        old[1].model_copy(update={"failures_to_down": 5}),
+        old[2].model_copy(update={"target": "http://127.0.0.1:1/elsewhere"}),
+        Check.model_validate(web_check("http://127.0.0.1:1/e", name="added")),
+    ]
+    assert scheduler.reload(new) == (["added"], ["tuned", "moved"], ["gone"])
+    after = scheduler._slots
+    assert after["same"] is before["same"]
+    assert after["tuned"].state is before["tuned"].state
+    assert after["tuned"].state.t.failures_to_down == 5
+    assert after["moved"].state is not before["moved"].state
+    assert [s.check.name for s in after.values()] == ["same", "tuned", "moved", "added"]
+    assert scheduler.reload(new) == ([], [], [])  # the same again: nothing to restart

@@ -116,6 +116,7 @@ def test_help_lines_match_the_modules() -> None:
     [
         (["--help"], None),
         (["--log-level", "DEBUG", "agent", "--site", "x"], "agent"),
+        (["--log-format", "json", "collector"], "collector"),
         (["--log-level=DEBUG", "report", "FY2019Q2"], "report"),
         (["probe", "tcp", "127.0.0.1:1"], "probe"),
         ([], None),

@@ -94,6 +94,7 @@ async def https_site(
         ("/status/503", {}, False, "HTTP 503"),
         ("/status/404", {}, False, "HTTP 404"),
         ("/status/404", {"expect_status": [404]}, True, None),
+        ("/status/404", {"expect_status": 404}, True, None),  # one code, as a config may say
         ("/ok", {"expect_status": [201, 202]}, False, "HTTP 200"),
         ("/ok", {"body_contains": "systems go"}, True, None),
         ("/ok", {"body_contains": "outage"}, False, "body does not contain 'outage'"),

@@ -1,0 +1,68 @@
+"""Log output for every command: plain text for a terminal, JSON or logfmt for a log shipper.
+
+The structured formats have stable keys, ``ts`` (ISO 8601, UTC), ``level``, ``logger`` and
+``msg``, then any ``extra=`` fields of the call, so Loki, Vector or journald's collectors can
+index them without a parsing rule. Escaping is the libraries' (python-json-logger, logfmter),
+never ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Literal
+
+LogFormat = Literal["text", "json", "logfmt"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json", "logfmt")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def iso_time(record: logging.LogRecord) -> str:
+    """The record's time as ISO 8601 in UTC, to the millisecond (sortable, unambiguous)."""
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+def formatter(fmt: LogFormat) -> logging.Formatter:
+    """The formatter for ``--log-format``; the libraries are imported only when asked for."""
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        class _Json(JsonFormatter):
+            def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+                return iso_time(record)
+
+        return _Json(
+            ["asctime", "levelname", "name", "message"],
+            rename_fields={
+                "asctime": "ts",
+                "levelname": "level",
+                "name": "logger",
+                "message": "msg",
+            },
+        )
+    if fmt == "logfmt":
+        from logfmter import Logfmter
+
+        class _Logfmt(Logfmter):
+            def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+                return iso_time(record)
+
+        return _Logfmt(
+            keys=["ts", "level", "logger"],
+            mapping={"ts": "asctime", "level": "levelname", "logger": "name"},
+        )
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def setup(level: str, fmt: LogFormat = "text") -> None:
+    """Send every log record to stderr in ``fmt``. As :func:`logging.basicConfig`, this does
+    nothing when the root logger already has handlers (a host program's, or pytest's)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(level)
