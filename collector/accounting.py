@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal
@@ -28,13 +28,13 @@ from zoneinfo import ZoneInfo
 import holidays
 
 from availmon.clock import from_iso
+from availmon.clock import from_us as from_us  # re-exported: accounting works in µs
+from availmon.clock import to_us as to_us
 from availmon.config import Accounting, Estate
 from availmon.errors import UsageError
 from availmon.limits import FIRST_YEAR, LAST_YEAR, MAX_PERIOD_YEARS
 
 US_PER_MINUTE = 60_000_000
-US_PER_SECOND = 1_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: ``[start, end)`` in microseconds since the epoch, UTC.
 Span = tuple[int, int]
@@ -51,18 +51,6 @@ class PeriodError(UsageError):
 
 
 # -- time conversions ---------------------------------------------------------------------
-
-
-def to_us(dt: datetime) -> int:
-    """Exact microseconds since the epoch; timedelta arithmetic is exact, floats are not."""
-    if dt.tzinfo is None:
-        raise ValueError(f"naive datetime {dt!r}")
-    delta = dt.astimezone(UTC) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
-
-
-def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
 
 
 def minutes(us: int) -> int | float:

@@ -4,6 +4,14 @@ them, live check status and agent liveness.
 Synchronous by design: the collector calls it from one writer thread and reads from others
 (WAL), so SQLite never blocks the event loop. Schema changes are migrations, applied in one
 transaction at open.
+
+Times: event times (``events.at``, ``detected_at``, ``received_at``) and outage times
+(``outages.start``, ``end``) are stored as integer microseconds since the Unix epoch, UTC
+(issue 9: compared and summed as numbers, indexed compactly, read without parsing). The
+public read methods that return rows as dicts give those times back as ISO 8601 UTC text
+(``availmon.clock.to_iso``'s form), as they always have; the methods whose names end in
+``_us`` take and return microseconds. Bookkeeping times (annotations, heartbeats, agent
+status, conflicts) stay ISO text.
 """
 
 from __future__ import annotations
@@ -15,12 +23,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlite_utils
 
 from availmon.areas import NETWORK_AREA
-from availmon.clock import to_iso
+from availmon.clock import iso_to_us, to_iso, to_us, us_to_iso
 from availmon.errors import NoSuchRecord, StoreError
 from availmon.schema import Event, Heartbeat, State
 
@@ -173,6 +181,28 @@ def m005_accounted_seqs(db: sqlite_utils.Database) -> None:
     )
 
 
+def _iso_to_us(value: Any) -> Any:
+    """A stored ISO time as microseconds (m006); NULL stays NULL."""
+    return iso_to_us(value) if isinstance(value, str) else value
+
+
+@migration
+def m006_integer_times(db: sqlite_utils.Database) -> None:
+    # Issue 9: times as integer microseconds since the epoch (UTC). The columns change type
+    # (a TEXT column would turn an integer back into text), then every value is converted;
+    # the tables' indexes are recreated by ``transform``.
+    event_times = ["at", "detected_at", "received_at"]
+    db.table("events").transform(types=dict.fromkeys(event_times, int))
+    db.table("events").convert(event_times, _iso_to_us)
+    db.table("outages").transform(types={"start": int, "end": int})
+    db.table("outages").convert(["start", "end"], _iso_to_us)
+
+
+def _iso(us: int | None) -> str | None:
+    """SQL ``iso(x)``: a stored time as the ISO text the public read methods return."""
+    return us_to_iso(us) if us is not None else None
+
+
 @dataclass(frozen=True)
 class IngestResult:
     inserted: int
@@ -186,8 +216,8 @@ class _Tail:
     ``derive_intervals`` would leave them), so an event that arrives in order extends the
     history in O(1) instead of re-deriving it."""
 
-    last: tuple[str, int]  # (at, seq) of the latest event
-    open: tuple[str, str, str] | None  # (state, start, start_event)
+    last: tuple[int, int]  # (at, seq) of the latest event, at in µs
+    open: tuple[str, int, str] | None  # (state, start µs, start_event)
 
 
 @dataclass(frozen=True)
@@ -197,25 +227,29 @@ class ImportResult:
     unchanged: int
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Interval:
-    start: str
-    end: str | None
+class Interval(Generic[T]):
+    start: T
+    end: T | None
     state: str
     start_event: str
     end_event: str | None
 
 
-def derive_intervals(events: Iterable[tuple[str, int, str, str, str]]) -> list[Interval]:
-    """Not-up intervals from one check's events ``(id, seq, from, to, at)`` in time order.
+def derive_intervals(events: Iterable[tuple[str, int, str, str, T]]) -> list[Interval[T]]:
+    """Not-up intervals from one check's events ``(id, seq, from, to, at)`` in time order
+    (``at`` in any ordered form: the store passes microseconds).
 
     Each event closes the open interval (if any) at its ``at`` and opens a new one when it
     leads into down, degraded or unknown. An event that only restates the open state (an
     agent restarted mid-outage reports ``unknown -> down``; a reboot note is ``up -> up``)
     continues the interval instead of splitting it.
     """
-    out: list[Interval] = []
-    open_: tuple[str, str, str] | None = None  # state, start, start_event
+    out: list[Interval[T]] = []
+    open_: tuple[str, T, str] | None = None  # state, start, start_event
     for ev_id, _seq, from_state, to_state, at in events:
         if from_state in (State.UNKNOWN, to_state) and to_state == (
             open_[0] if open_ else State.UP
@@ -265,6 +299,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
+        conn.create_function("iso", 1, _iso, deterministic=True)
         try:
             # FULL: we confirm and PUBACK only after commit, so a commit must survive power
             # loss too.
@@ -343,7 +378,7 @@ class Store:
             raise
 
     def _ingest(self, events: list[Event], received_at: datetime) -> IngestResult:
-        received = to_iso(received_at)
+        received = to_us(received_at)
         existing: dict[str, tuple[Any, ...]] = {}
         ids = list({ev.id for ev in events})
         for i in range(0, len(ids), 500):
@@ -359,7 +394,7 @@ class Store:
         duplicates = 0
         conflicts: list[str] = []
         for ev in events:
-            at = to_iso(ev.at)
+            at = to_us(ev.at)
             stored = existing.get(ev.id)
             if stored is None:
                 existing[ev.id] = (ev.site, ev.check, ev.to.value, at)
@@ -375,7 +410,7 @@ class Store:
                         ev.from_.value,
                         ev.to.value,
                         at,
-                        to_iso(ev.detected_at),
+                        to_us(ev.detected_at),
                         received,
                         ev.evidence.model_dump_json(),
                     )
@@ -384,9 +419,15 @@ class Store:
             if stored == (ev.site, ev.check, ev.to.value, at):
                 duplicates += 1
                 continue
+            site, check, to_state, stored_at = stored
             kept = self.conn.execute(
                 "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
-                (ev.id, received, ev.to_json().decode(), json.dumps(stored)),
+                (
+                    ev.id,
+                    to_iso(received_at),
+                    ev.to_json().decode(),
+                    json.dumps([site, check, to_state, us_to_iso(stored_at)]),
+                ),
             )
             if kept.rowcount:
                 conflicts.append(ev.id)
@@ -426,20 +467,20 @@ class Store:
             key,
         ).fetchone()
         open_ = (row[0], row[1], row[2]) if row is not None else None
-        tail = self._tails[key] = _Tail((str(last[0]), int(last[1])), open_)
+        tail = self._tails[key] = _Tail((int(last[0]), int(last[1])), open_)
         return tail
 
     def _advance(self, key: tuple[str, str, str], evs: list[Event], tail: _Tail | None) -> None:
         """Apply a check's new events (sorted) to its outages: incrementally when they all
         come after what was stored, else by re-deriving from the outage the first falls in."""
-        first = (to_iso(evs[0].at), evs[0].seq)
+        first = (to_us(evs[0].at), evs[0].seq)
         if tail is None or first <= tail.last:
             self._rebuild(*key, first)
             self._tails.pop(key, None)
             return
         site, agent, check = key
         for ev in evs:
-            at = to_iso(ev.at)
+            at = to_us(ev.at)
             tail.last = (at, ev.seq)
             state = tail.open[0] if tail.open else State.UP
             if ev.from_ in (State.UNKNOWN, ev.to) and ev.to == state:
@@ -459,7 +500,7 @@ class Store:
                 )
                 tail.open = (ev.to.value, at, ev.id)
 
-    def _rebuild(self, site: str, agent: str, check: str, since: tuple[str, int]) -> None:
+    def _rebuild(self, site: str, agent: str, check: str, since: tuple[int, int]) -> None:
         """Re-derive the check's outages from the last one that began before ``since``
         (the ``(at, seq)`` of the earliest new event).
 
@@ -477,7 +518,7 @@ class Store:
             " ORDER BY o.start DESC, e.seq DESC LIMIT 1",
             (*key, at, at, seq),
         ).fetchone()
-        origin = (str(row[0]), int(row[1])) if row is not None else (at, seq)
+        origin = (int(row[0]), int(row[1])) if row is not None else (at, seq)
         rows = self.conn.execute(
             "SELECT id, seq, from_state, to_state, at, area FROM events"
             " WHERE site=? AND agent=? AND check_name=? AND (at > ? OR (at = ? AND seq >= ?))"
@@ -545,7 +586,7 @@ class Store:
                 "INSERT OR IGNORE INTO outages (id, site, agent, check_name, area, state, start,"
                 " source, planned, cause) VALUES (?,?,?,'site-unreachable',?,'down',?,"
                 "'provisional',0,'site unreachable: agent offline')",
-                (oid, site, agent, NETWORK_AREA, to_iso(start)),
+                (oid, site, agent, NETWORK_AREA, to_us(start)),
             )
         return oid
 
@@ -569,8 +610,10 @@ class Store:
     # -- reads --------------------------------------------------------------------------
 
     def outages(self, *, open_only: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """Outages (annotations applied), latest start first; times as ISO UTC text."""
         sql = (
-            "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
+            "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, iso(o.start) AS start,"
+            " iso(o.end) AS end,"
             " o.source, COALESCE(a.planned, o.planned) AS planned,"
             " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
             " COALESCE(a.note, o.note) AS note"
@@ -597,9 +640,9 @@ class Store:
         return rows
 
     def event_history(self) -> list[tuple[str, str, str, str, bool]]:
-        """Every (site, check, area) with events: the last ``received_at`` and whether an
-        outage derived from them is open. Read once at start (one pass over ``events``), so
-        a check removed from the config can still take its late events."""
+        """Every (site, check, area) with events: the last ``received_at`` (ISO UTC text) and
+        whether an outage derived from them is open. Read once at start (one pass over
+        ``events``), so a check removed from the config can still take its late events."""
         open_ = {
             (r[0], r[1], r[2])
             for r in self.conn.execute(
@@ -609,7 +652,7 @@ class Store:
         return [
             (site, check, area, last, (site, check, area) in open_)
             for site, check, area, last in self.conn.execute(
-                "SELECT site, check_name, area, max(received_at) FROM events"
+                "SELECT site, check_name, area, iso(max(received_at)) FROM events"
                 " GROUP BY site, check_name, area"
             )
         ]
@@ -640,7 +683,12 @@ class Store:
         return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
     def events(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM events ORDER BY site, agent, seq")
+        """Every event, times as ISO UTC text (tests and tools; the collector never reads all)."""
+        rows = self.conn.execute(
+            "SELECT id, seq, site, agent, check_name, area, from_state, to_state, iso(at) AS at,"
+            " iso(detected_at) AS detected_at, iso(received_at) AS received_at, evidence"
+            " FROM events ORDER BY site, agent, seq"
+        )
         return [{**dict(r), "evidence": json.loads(r["evidence"])} for r in rows]
 
     # -- accounting (issue 3): imports, annotations, period reads ---------------------------
@@ -650,7 +698,8 @@ class Store:
 
         Rows carry a deterministic ``id`` (the outage's identity: site, area, check, start,
         end), so importing the same file again changes nothing, and a corrected cause or kind
-        in a re-imported file updates the row instead of duplicating it.
+        in a re-imported file updates the row instead of duplicating it. ``start`` and ``end``
+        are ISO text with an offset (``collector.outage_csv`` writes them so).
         """
         new = updated = 0
         fields = ("state", "planned", "cause", "provider", "note")
@@ -672,8 +721,8 @@ class Store:
                             row.get("check_name"),
                             row["area"],
                             row["state"],
-                            row["start"],
-                            row["end"],
+                            iso_to_us(row["start"]),
+                            iso_to_us(row["end"]) if row["end"] is not None else None,
                             row["planned"],
                             row.get("cause"),
                             row.get("provider"),
@@ -733,7 +782,8 @@ class Store:
         return found
 
     _OUTAGE_SELECT = (
-        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
+        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, iso(o.start) AS start,"
+        " iso(o.end) AS end,"
         " o.source, COALESCE(a.planned, o.planned) AS planned,"
         " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
         " COALESCE(a.note, o.note) AS note"
@@ -741,6 +791,7 @@ class Store:
     )
 
     def outage(self, outage_id: str) -> dict[str, Any] | None:
+        """One outage (annotations applied), times as ISO UTC text; None if there is none."""
         row = self.conn.execute(self._OUTAGE_SELECT + " WHERE o.id=?", (outage_id,)).fetchone()
         return dict(row) if row is not None else None
 
@@ -752,9 +803,10 @@ class Store:
         area: str | None = None,
         site: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Outages (annotations applied) that overlap ``[start, end)``; open ones included."""
+        """Outages (annotations applied) that overlap ``[start, end)``; open ones included;
+        earliest start first, times as ISO UTC text."""
         sql = self._OUTAGE_SELECT + " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?)"
-        params: list[Any] = [to_iso(end), to_iso(start)]
+        params: list[Any] = [to_us(end), to_us(start)]
         if area is not None:
             sql += " AND o.area = ?"
             params.append(area)
@@ -765,18 +817,20 @@ class Store:
         return [dict(r) for r in self.conn.execute(sql, params)]
 
     def earliest_record(self) -> str | None:
-        """The first time anything was recorded (outage or event): before it, "no data"."""
+        """The first time anything was recorded (outage or event), ISO UTC text: before it,
+        "no data"."""
         row = self.conn.execute(
-            "SELECT min(t) FROM (SELECT min(start) AS t FROM outages"
+            "SELECT iso(min(t)) FROM (SELECT min(start) AS t FROM outages"
             " UNION ALL SELECT min(at) FROM events)"
         ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
 
     # -- the live board and its API (issue 12): reads only, all in this block -------------
-    # Times are compared as stored (ISO UTC text, fixed width, so text order is time order).
+    # Times are compared as stored (integer µs) and returned as ISO UTC text.
 
     _BOARD_SELECT = (
-        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
+        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, iso(o.start) AS start,"
+        " iso(o.end) AS end,"
         " o.source, COALESCE(a.planned, o.planned) AS planned,"
         " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
         " COALESCE(a.note, o.note) AS note, o.start_event, o.end_event,"
@@ -803,10 +857,10 @@ class Store:
             where.append("o.end IS NULL")
         if end is not None:
             where.append("o.start < ?")
-            params.append(to_iso(end))
+            params.append(to_us(end))
         if start is not None:
             where.append("(o.end IS NULL OR o.end > ?)")
-            params.append(to_iso(start))
+            params.append(to_us(start))
         for column, value in (("o.site", site), ("o.check_name", check), ("o.area", area)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -825,31 +879,34 @@ class Store:
         return [dict(r) for r in self.conn.execute(sql, (int(limit),))]
 
     def check_first_seen(self, site: str, check: str) -> str | None:
-        """When this check was first recorded (an event or an imported outage): before it
-        the history bars say "no data" rather than claim a 100% nobody measured."""
+        """When this check was first recorded (an event or an imported outage), ISO UTC text:
+        before it the history bars say "no data" rather than claim a 100% nobody measured."""
         row = self.conn.execute(
-            "SELECT min(t) FROM (SELECT min(at) AS t FROM events WHERE site=? AND check_name=?"
+            "SELECT iso(min(t)) FROM (SELECT min(at) AS t FROM events WHERE site=? AND check_name=?"
             " UNION ALL SELECT min(start) FROM outages WHERE site=? AND check_name=?)",
             (site, check, site, check),
         ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
 
     def outage_events(self, outage_id: str) -> list[dict[str, Any]]:
-        """What the probes saw: the check's events from the outage's start to its end."""
+        """What the probes saw: the check's events from the outage's start to its end (times
+        as ISO UTC text)."""
         o = self.conn.execute(
             "SELECT site, agent, check_name, start, end FROM outages WHERE id=?", (outage_id,)
         ).fetchone()
         if o is None or o["agent"] is None or o["check_name"] is None:
             return []
+        # Qualified names: ``at`` alone in ORDER BY would be the ISO alias, not the column.
         sql = (
-            "SELECT id, seq, from_state, to_state, at, detected_at, received_at, evidence"
-            " FROM events WHERE site=? AND agent=? AND check_name=? AND at >= ?"
+            "SELECT e.id, e.seq, e.from_state, e.to_state, iso(e.at) AS at,"
+            " iso(e.detected_at) AS detected_at, iso(e.received_at) AS received_at, e.evidence"
+            " FROM events e WHERE e.site=? AND e.agent=? AND e.check_name=? AND e.at >= ?"
         )
         params: list[Any] = [o["site"], o["agent"], o["check_name"], o["start"]]
         if o["end"] is not None:
-            sql += " AND at <= ?"
+            sql += " AND e.at <= ?"
             params.append(o["end"])
-        rows = self.conn.execute(sql + " ORDER BY at, seq LIMIT 500", params)
+        rows = self.conn.execute(sql + " ORDER BY e.at, e.seq LIMIT 500", params)
         return [{**dict(r), "evidence": json.loads(r["evidence"])} for r in rows]
 
     def start_evidence(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
