@@ -1,30 +1,36 @@
 """The board's quarterly report and the live KPI, built on the collector's outage store.
 
-``report_json`` gathers every figure once (collector/accounting.py does the sums); the html,
-md and csv renderers only lay that same dict out, so all four formats always agree.
-``kpi_snapshot`` is the quarter-to-date view for /metrics. Functions here are synchronous:
-the collector runs them in a thread, off the event loop.
+``report_json`` gathers every figure once (collector/tally.py reads the period's outages in
+one pass and applies the rules of collector/accounting.py); the html, md and csv renderers
+only lay that same dict out, so all four formats always agree. The figures of a quarter
+that has ended are cached in the store (``Store.cached_figures``), keyed on the config they
+were computed with; every write that changes an outage in that quarter drops them, so a
+late event or an annotation is never hidden by the cache. ``kpi_snapshot`` is the
+quarter-to-date view. Functions here are synchronous: the collector runs them in a thread,
+off the event loop.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import jinja2
 import pygal
 from pygal.style import Style
 
-from availmon.clock import from_iso
+from availmon.clock import from_iso, to_us
 from availmon.config import Estate
 from availmon.text import csv_cell, markdown
 from collector.accounting import (
@@ -33,15 +39,16 @@ from collector.accounting import (
     Incident,
     Outage,
     Period,
-    account,
     floor_percent,
     from_us,
     last_quarters,
     minutes,
     parse_period,
     quarter_containing,
+    ratio_of,
 )
 from collector.store import Store
+from collector.tally import FIGURES_VERSION, combined_downtime, tally
 
 TARGET_COLOUR = "#b3261e"
 AREA_COLOURS = ("#1f4e79", "#8fb3d9")
@@ -51,13 +58,28 @@ AREA_COLOURS = ("#1f4e79", "#8fb3d9")
 
 
 def outages_for(store: Store, period: Period) -> list[Outage]:
+    """The period's outages as objects (for ``accounting.account``; the report reads rows)."""
     return [Outage.from_row(r) for r in store.outages_between(period.start, period.end)]
 
 
 def accounts_for(
-    store: Store, estate: Estate, period: Period, now: datetime, calendar: BusinessCalendar
+    store: Store,
+    estate: Estate,
+    period: Period,
+    now: datetime,
+    calendar: BusinessCalendar,
+    *,
+    members: bool = True,
 ) -> Accounts:
-    return account(period, outages_for(store, period), estate, now, calendar)
+    """``accounting.account`` for the period, in one pass over the store's rows."""
+    return tally(store, period, estate, to_us(now), calendar, members=members)
+
+
+def fingerprint(estate: Estate) -> str:
+    """What cached figures depend on besides the data: the config (names, partners, sites,
+    accounting settings) and the rules' version."""
+    text = f"{FIGURES_VERSION}:{estate.model_dump_json()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _percent(ratio: Fraction | None) -> float | None:
@@ -81,30 +103,64 @@ def history(
     period: Period,
     now: datetime,
     calendar: BusinessCalendar,
+    known: Mapping[tuple[int, int], int] | None = None,
 ) -> list[dict[str, Any]]:
     """Combined availability of the report's quarter and the three before it.
 
     A quarter that ended before anything was recorded, or has not started, has no figure
-    (``None``) rather than a 100% nobody measured.
+    (``None``) rather than a 100% nobody measured. ``known``: combined downtime (µs) already
+    summed, by ``(start, end)`` of the period (the report's own quarter is not read twice).
     """
     tz = calendar.tz
     earliest = store.earliest_record()
     first = from_iso(earliest) if earliest else None
+    now_us = to_us(now)
     out = []
     for q in last_quarters(period, tz):
         measured = first is not None and q.end > first and q.start < now
-        acc = accounts_for(store, estate, q, now, calendar) if measured else None
+        ratio: Fraction | None = None
+        if measured:
+            lo = q.start_us
+            hi = max(lo, min(q.end_us, now_us))
+            down = (known or {}).get((lo, q.end_us))
+            if down is None:
+                down = _cached(
+                    store,
+                    f"combined:{fingerprint(estate)}:{lo}:{q.end_us}",
+                    q,
+                    now_us,
+                    partial(combined_downtime, store, q, estate, now_us),
+                )
+            ratio = ratio_of(down, hi - lo)
         out.append(
             {
                 "id": q.id,
                 "start": q.start.isoformat(),
                 "end": q.end.isoformat(),
-                "availability_percent": _percent(acc.combined_ratio) if acc else None,
-                "availability_ratio": _ratio(acc.combined_ratio) if acc else None,
-                "complete": acc.complete if acc else None,
+                "availability_percent": _percent(ratio) if measured else None,
+                "availability_ratio": _ratio(ratio) if measured else None,
+                "complete": now_us >= q.end_us if measured else None,
             }
         )
     return out
+
+
+T = TypeVar("T")
+
+
+def _cached(store: Store, key: str, period: Period, now_us: int, compute: Callable[[], T]) -> T:
+    """``compute()``, through the store's cache when the period has ended (its figures no
+    longer move with the clock, only with the data, and a write into it drops them)."""
+    if now_us < period.end_us:
+        return compute()
+    hit = store.cached_figures(key)
+    if hit is not None:
+        value: T = json.loads(hit)
+        return value
+    version = store.figures_version(period.end_us)
+    value = compute()
+    store.cache_figures(key, period.start_us, period.end_us, version, json.dumps(value))
+    return value
 
 
 def _incident_json(i: Incident, estate: Estate, tz: ZoneInfo) -> dict[str, Any]:
@@ -129,12 +185,38 @@ def _incident_json(i: Incident, estate: Estate, tz: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def build_report(store: Store, estate: Estate, period: Period, now: datetime) -> dict[str, Any]:
-    """Every figure of the report as one JSON-ready dict (the ``json`` format, verbatim)."""
-    acc_cfg = estate.accounting
-    calendar = BusinessCalendar.from_accounting(acc_cfg)
-    tz = calendar.tz
-    acc = accounts_for(store, estate, period, now, calendar)
+def _figures(
+    store: Store,
+    estate: Estate,
+    period: Period,
+    now: datetime,
+    calendar: BusinessCalendar,
+    members: bool,
+) -> dict[str, Any]:
+    """The parts of the report that come from the period's outages (cached once it ended:
+    a cached entry with members serves a request without)."""
+    now_us = to_us(now)
+    fp = fingerprint(estate)
+    span = f"{period.start_us}:{period.end_us}"
+    if not members and now_us >= period.end_us:
+        hit = store.cached_figures(f"period:{fp}:{span}:members")
+        if hit is not None:
+            whole: dict[str, Any] = json.loads(hit)
+            return whole
+    return _cached(
+        store,
+        f"period:{fp}:{span}:{'members' if members else 'lean'}",
+        period,
+        now_us,
+        lambda: _figures_of(
+            accounts_for(store, estate, period, now, calendar, members=members),
+            estate,
+            calendar.tz,
+        ),
+    )
+
+
+def _figures_of(acc: Accounts, estate: Estate, tz: ZoneInfo) -> dict[str, Any]:
     areas = [
         {
             "id": a.id,
@@ -163,23 +245,10 @@ def build_report(store: Store, estate: Estate, period: Period, now: datetime) ->
         for p in acc.partners
     ]
     return {
-        "estate": estate.name,
-        "period": {
-            "id": period.id,
-            "start": period.start.isoformat(),
-            "end": period.end.isoformat(),
-            "timezone": acc_cfg.timezone,
-            "measured_to": _local(acc.measured_end, tz),
-            "complete": acc.complete,
-        },
+        "measured_to": _local(acc.measured_end, tz),
+        "complete": acc.complete,
         "period_minutes": minutes(acc.period_time),
         "business_hours_minutes": minutes(acc.business_time),
-        "generated_at": now.astimezone(tz).isoformat(timespec="seconds"),
-        "settings": {
-            "count_planned": acc_cfg.count_planned,
-            "business_hours": calendar.describe(),
-            "report_min_outage_minutes": acc_cfg.report_min_outage_minutes,
-        },
         "areas": areas,
         "combined": {
             "downtime_minutes": minutes(acc.combined_downtime),
@@ -193,7 +262,52 @@ def build_report(store: Store, estate: Estate, period: Period, now: datetime) ->
         },
         "by_partner": partners,
         "outages": [_incident_json(i, estate, tz) for i in acc.incidents],
-        "history": history(store, estate, period, now, calendar),
+        "combined_us": acc.combined_downtime,  # for the history, not the report
+    }
+
+
+def build_report(
+    store: Store, estate: Estate, period: Period, now: datetime, *, members: bool = True
+) -> dict[str, Any]:
+    """Every figure of the report as one JSON-ready dict (the ``json`` format, verbatim).
+
+    ``members=False`` leaves each outage's ``ids`` empty and ``check`` null: the html and
+    md formats show neither, and they are the one part that grows with every row.
+    """
+    acc_cfg = estate.accounting
+    calendar = BusinessCalendar.from_accounting(acc_cfg)
+    tz = calendar.tz
+    f = _figures(store, estate, period, now, calendar, members)
+    return {
+        "estate": estate.name,
+        "period": {
+            "id": period.id,
+            "start": period.start.isoformat(),
+            "end": period.end.isoformat(),
+            "timezone": acc_cfg.timezone,
+            "measured_to": f["measured_to"],
+            "complete": f["complete"],
+        },
+        "period_minutes": f["period_minutes"],
+        "business_hours_minutes": f["business_hours_minutes"],
+        "generated_at": now.astimezone(tz).isoformat(timespec="seconds"),
+        "settings": {
+            "count_planned": acc_cfg.count_planned,
+            "business_hours": calendar.describe(),
+            "report_min_outage_minutes": acc_cfg.report_min_outage_minutes,
+        },
+        "areas": f["areas"],
+        "combined": f["combined"],
+        "by_partner": f["by_partner"],
+        "outages": f["outages"],
+        "history": history(
+            store,
+            estate,
+            period,
+            now,
+            calendar,
+            {(period.start_us, period.end_us): f["combined_us"]},
+        ),
     }
 
 
@@ -215,7 +329,7 @@ def kpi_snapshot(store: Store, estate: Estate, now: datetime) -> dict[str, tuple
     """
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     quarter = quarter_containing(now, calendar.tz)
-    acc = accounts_for(store, estate, quarter, now, calendar)
+    acc = accounts_for(store, estate, quarter, now, calendar, members=False)
     out: dict[str, tuple[float, float]] = {}
     for a in acc.areas:
         out[a.id] = (a.downtime / 1_000_000, float(a.ratio) if a.ratio is not None else 1.0)

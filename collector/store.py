@@ -16,11 +16,12 @@ status, conflicts) stay ISO text.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -198,9 +199,72 @@ def m006_integer_times(db: sqlite_utils.Database) -> None:
     db.table("outages").convert(["start", "end"], _iso_to_us)
 
 
+@migration
+def m007_read_paths(db: sqlite_utils.Database) -> None:
+    # Issue 9: the report and the live view read outages by area in start order. One index
+    # holds every column those passes read (no table lookup per row: "covering"), in the
+    # order they read them; it replaces (area, start). Open outages and the longest closed
+    # one per area bound the passes' ranges (an outage that began before a period and
+    # reaches into it begins no earlier than the period minus the longest outage).
+    db.execute("DROP INDEX IF EXISTS idx_outages_area_start")
+    db.execute(
+        "CREATE INDEX outages_span ON outages (area, start, id, end, state, planned, site,"
+        " check_name, cause, provider, note)"
+    )
+    db.execute("CREATE INDEX outages_open ON outages (area, start) WHERE end IS NULL")
+    db.execute("CREATE INDEX outages_length ON outages (area, end - start)")
+    # The few outages with a cause, provider or note of their own (imports, provisional).
+    db.execute(
+        "CREATE INDEX outages_noted ON outages (area, start, id)"
+        " WHERE cause IS NOT NULL OR provider IS NOT NULL OR note IS NOT NULL"
+    )
+
+
+@migration
+def m008_figures_cache(db: sqlite_utils.Database) -> None:
+    # Issue 9: figures of periods that have ended, keyed on the config they came from. A
+    # write that changes outages before ``horizon`` (the end of the latest period cached)
+    # drops the entries it affects and bumps ``version``, so a computation that read the
+    # data before that write cannot store what it found (``cache_figures``).
+    db.table("figures_cache").create({"key": str, "lo": int, "hi": int, "data": str}, pk="key")
+    db.table("figures_cache").create_index(["hi"])
+    db.execute(
+        "CREATE TABLE figures_state (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " version INTEGER NOT NULL, horizon INTEGER NOT NULL)"
+    )
+    db.execute("INSERT INTO figures_state VALUES (1, 0, -9223372036854775808)")
+
+
 def _iso(us: int | None) -> str | None:
     """SQL ``iso(x)``: a stored time as the ISO text the public read methods return."""
     return us_to_iso(us) if us is not None else None
+
+
+@dataclass
+class Changes:
+    """What committed writes did to the outages, for the collector's live view (issue 9).
+
+    ``since``: the earliest time (µs) whose figures may differ, None when no outage changed.
+    ``opened`` and ``closed``: outages opened or closed by events that came in order (the
+    cheap case: read those rows again). ``replaced``: outages were re-derived, annotated,
+    imported or dropped, so whatever was read of them from ``since`` on is stale.
+    """
+
+    since: int | None = None
+    opened: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    replaced: bool = False
+
+    def touch(self, at: int) -> None:
+        if self.since is None or at < self.since:
+            self.since = at
+
+    def merge(self, other: Changes) -> None:
+        if other.since is not None:
+            self.touch(other.since)
+        self.opened += other.opened
+        self.closed += other.closed
+        self.replaced = self.replaced or other.replaced
 
 
 @dataclass(frozen=True)
@@ -281,6 +345,9 @@ class Store:
         self._busy_timeout = busy_timeout
         self._tails: dict[tuple[str, str, str], _Tail] = {}
         self._migrated = False
+        #: The open write transaction's changes, and those committed since ``take_changes``.
+        self._changes = Changes()
+        self._pending = Changes()
         try:
             self.conn = self._connect()
         except (OSError, sqlite3.Error) as exc:
@@ -343,10 +410,23 @@ class Store:
                     )
         self._migrated = True
 
-    def _tx(self) -> Any:
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Changes]:
+        """One write transaction; what it changes is kept once it commits, and figures
+        cached for the periods it touched are dropped in it."""
         if not self._migrated:
             self._migrate()
-        return _Transaction(self.conn)
+        changes = self._changes = Changes()
+        with _Transaction(self.conn):
+            yield changes
+            if changes.since is not None:
+                self._invalidate_figures(changes.since)
+        self._pending.merge(changes)
+
+    def take_changes(self) -> Changes:
+        """What the writes committed since the last call changed (writer thread only)."""
+        out, self._pending = self._pending, Changes()
+        return out
 
     def close(self) -> None:
         self.conn.close()
@@ -479,6 +559,8 @@ class Store:
             self._tails.pop(key, None)
             return
         site, agent, check = key
+        changes = self._changes
+        changes.touch(tail.open[1] if tail.open is not None else first[0])
         for ev in evs:
             at = to_us(ev.at)
             tail.last = (at, ev.seq)
@@ -490,6 +572,7 @@ class Store:
                     "UPDATE outages SET end=?, end_event=?, area=? WHERE id=?",
                     (at, ev.id, ev.area, f"o:{tail.open[2]}"),
                 )
+                changes.closed.append(f"o:{tail.open[2]}")
                 tail.open = None
             if ev.to != State.UP:
                 self.conn.execute(
@@ -498,6 +581,7 @@ class Store:
                     " VALUES (?,?,?,?,?,?,?,NULL,'agent',0,?,NULL)",
                     (f"o:{ev.id}", site, agent, check, ev.area, ev.to.value, at, ev.id),
                 )
+                changes.opened.append(f"o:{ev.id}")
                 tail.open = (ev.to.value, at, ev.id)
 
     def _rebuild(self, site: str, agent: str, check: str, since: tuple[int, int]) -> None:
@@ -519,6 +603,8 @@ class Store:
             (*key, at, at, seq),
         ).fetchone()
         origin = (int(row[0]), int(row[1])) if row is not None else (at, seq)
+        self._changes.touch(origin[0])
+        self._changes.replaced = True
         rows = self.conn.execute(
             "SELECT id, seq, from_state, to_state, at, area FROM events"
             " WHERE site=? AND agent=? AND check_name=? AND (at > ? OR (at = ? AND seq >= ?))"
@@ -581,21 +667,30 @@ class Store:
     def open_provisional(self, site: str, agent: str, start: datetime) -> str:
         """The collector's own "site unreachable" record while an agent is offline."""
         oid = f"p:{agent}:{to_iso(start)}"
-        with self._tx():
-            self.conn.execute(
+        with self._tx() as changes:
+            cur = self.conn.execute(
                 "INSERT OR IGNORE INTO outages (id, site, agent, check_name, area, state, start,"
                 " source, planned, cause) VALUES (?,?,?,'site-unreachable',?,'down',?,"
                 "'provisional',0,'site unreachable: agent offline')",
                 (oid, site, agent, NETWORK_AREA, to_us(start)),
             )
+            if cur.rowcount:
+                changes.touch(to_us(start))
+                changes.opened.append(oid)
         return oid
 
     def drop_provisional(self, agent: str) -> int:
         """The agent is back and has replayed its spool: its own record replaces ours."""
-        with self._tx():
+        with self._tx() as changes:
+            first = self.conn.execute(
+                "SELECT min(start) FROM outages WHERE source='provisional' AND agent=?", (agent,)
+            ).fetchone()[0]
             cur = self.conn.execute(
                 "DELETE FROM outages WHERE source='provisional' AND agent=?", (agent,)
             )
+            if first is not None:
+                changes.touch(int(first))
+                changes.replaced = True
         return cur.rowcount
 
     def record_agent_status(self, site: str, agent: str, status: str, at: datetime) -> None:
@@ -703,7 +798,7 @@ class Store:
         """
         new = updated = 0
         fields = ("state", "planned", "cause", "provider", "note")
-        with self._tx():
+        with self._tx() as changes:
             for row in rows:
                 old = self.conn.execute(
                     "SELECT state, planned, cause, provider, note FROM outages WHERE id=?",
@@ -737,6 +832,10 @@ class Store:
                         (*(row.get(f) for f in fields), row["id"]),
                     )
                     updated += 1
+                else:
+                    continue
+                changes.touch(iso_to_us(row["start"]))
+                changes.replaced = True
         return ImportResult(new, updated, len(rows) - new - updated)
 
     def annotate(
@@ -755,12 +854,14 @@ class Store:
         Written to ``annotations`` so the rebuild of agent-derived rows never loses it; ``by``
         (who) and ``at`` (when) go with it, and each change is kept in ``annotation_history``.
         """
-        with self._tx():
-            if (
-                self.conn.execute("SELECT 1 FROM outages WHERE id=?", (outage_id,)).fetchone()
-                is None
-            ):
+        with self._tx() as changes:
+            found_start = self.conn.execute(
+                "SELECT start FROM outages WHERE id=?", (outage_id,)
+            ).fetchone()
+            if found_start is None:
                 raise NoSuchRecord(f"no outage with id {outage_id!r}")
+            changes.touch(int(found_start[0]))
+            changes.replaced = True
             flag = None if planned is None else int(planned)
             self.conn.execute(
                 "INSERT INTO annotations (outage_id, cause, provider, note, planned, updated_at,"
@@ -824,6 +925,198 @@ class Store:
             " UNION ALL SELECT min(at) FROM events)"
         ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
+
+    # -- the report's passes (issue 9): collector.tally's Source -------------------------
+    # Every pass reads the outages of one area that overlap [lo, hi) in (start, id) order
+    # from the outages_span index; times in µs. Annotations apply as in _OUTAGE_SELECT.
+
+    #: Outages whose annotation says planned where the row says not, or the other way.
+    _FLIPPED = (
+        "SELECT o2.rowid FROM annotations a JOIN outages o2 ON o2.id = a.outage_id"
+        " WHERE a.planned IS NOT NULL AND (a.planned != 0) != (IFNULL(o2.planned, 0) != 0)"
+    )
+    _OVERLAP = (
+        " FROM outages o WHERE o.area = :area AND o.start >= :since AND o.start < :hi"
+        " AND (o.end IS NULL OR o.end > :lo)"
+    )
+    #: ``collector.tally``'s row code, planned as stored (``_EFFECTIVE``: as annotated).
+    _CODE = "length(o.state) + 16 * (IFNULL(o.planned, 0) != 0)"
+    _EFFECTIVE = "length(o.state) + 16 * (COALESCE(a.planned, o.planned, 0) != 0)"
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside one read transaction: one state of the data for every query (a
+        pass's streams must line up row for row while the writer commits beside them)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    def _span_params(self, area: str, lo: int, hi: int) -> dict[str, Any]:
+        """The index range of a pass: from the start of the longest outage that could
+        reach into ``[lo, hi)``."""
+        longest, first_open = self.conn.execute(
+            "SELECT (SELECT max(end - start) FROM outages WHERE area = :a),"
+            " (SELECT min(start) FROM outages INDEXED BY outages_open"
+            " WHERE area = :a AND end IS NULL)",
+            {"a": area},
+        ).fetchone()
+        since = lo - (longest or 0)
+        if first_open is not None:
+            since = min(since, first_open)
+        return {"area": area, "since": since, "lo": lo, "hi": hi}
+
+    def span_areas(self, lo: int, hi: int) -> list[str]:
+        """Areas with an outage overlapping ``[lo, hi)`` (µs), sorted; one index probe per
+        stored area."""
+        out: list[str] = []
+        area = ""
+        while True:
+            row = self.conn.execute(
+                "SELECT min(area) FROM outages WHERE area > ?", (area,)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return out
+            area = row[0]
+            params = self._span_params(area, lo, hi)
+            if self.conn.execute("SELECT 1" + self._OVERLAP + " LIMIT 1", params).fetchone():
+                out.append(area)
+
+    def span_rows(self, area: str, lo: int, hi: int) -> Iterator[tuple[int, int | None, int, str]]:
+        """``collector.tally.Row`` s of ``area`` overlapping ``[lo, hi)``, as the cursor
+        yields them (the pass never holds them all)."""
+        sql = (
+            f"SELECT o.start, o.end, {self._CODE}, o.site"
+            + self._OVERLAP
+            + " ORDER BY o.start, o.id"
+        )
+        rows: Iterator[tuple[int, int | None, int, str]] = self._plain(
+            sql, self._span_params(area, lo, hi)
+        )
+        return rows
+
+    def span_flips(self, area: str, lo: int, hi: int) -> list[tuple[int, bool]]:
+        """``collector.tally.Source.span_flips``: few rows, found from the annotations."""
+        sql = (
+            f"SELECT o.start, o.rowid IN ({self._FLIPPED})"
+            + self._OVERLAP
+            + " AND o.start IN (SELECT o2.start FROM annotations a JOIN outages o2"
+            " ON o2.id = a.outage_id WHERE o2.area = :area AND a.planned IS NOT NULL"
+            " AND (a.planned != 0) != (IFNULL(o2.planned, 0) != 0))"
+            " ORDER BY o.start, o.id"
+        )
+        return [(int(s), bool(f)) for s, f in self._plain(sql, self._span_params(area, lo, hi))]
+
+    def span_notes(
+        self, area: str, lo: int, hi: int
+    ) -> list[tuple[int, int, str | None, str | None, str | None]]:
+        """``(start, state + 3 * planned, cause, provider, note)`` of the rows of ``area``
+        overlapping ``[lo, hi)`` that have a cause, provider or note (their own, from the
+        outages_noted index, or an annotation's), in ``(start, id)`` order."""
+        params = self._span_params(area, lo, hi)
+        select = (
+            f"SELECT o.start, o.id, {self._EFFECTIVE}, COALESCE(a.cause, o.cause),"
+            " COALESCE(a.provider, o.provider), COALESCE(a.note, o.note)"
+        )
+        own = self._plain(
+            select + " FROM outages o INDEXED BY outages_noted"
+            " LEFT JOIN annotations a ON a.outage_id = o.id"
+            + self._OVERLAP.removeprefix(" FROM outages o")
+            + " AND (o.cause IS NOT NULL OR o.provider IS NOT NULL OR o.note IS NOT NULL)",
+            params,
+        )
+        annotated = self._plain(
+            select
+            + " FROM annotations a JOIN outages o ON o.id = a.outage_id"
+            + self._OVERLAP.removeprefix(" FROM outages o")
+            + " AND (a.cause IS NOT NULL OR a.provider IS NOT NULL OR a.note IS NOT NULL)",
+            params,
+        )
+        rows = {r[:2]: r for r in own}
+        rows.update((r[:2], r) for r in annotated)
+        return [(r[0], r[2], r[3], r[4], r[5]) for _, r in sorted(rows.items())]
+
+    def span_members(self, area: str, lo: int, hi: int) -> Iterator[tuple[str, str | None]]:
+        """``(id, check)`` of the rows ``span_rows`` returns, in its order."""
+        sql = "SELECT o.id, o.check_name" + self._OVERLAP + " ORDER BY o.start, o.id"
+        rows: Iterator[tuple[str, str | None]] = self._plain(sql, self._span_params(area, lo, hi))
+        return rows
+
+    def counted_spans(
+        self, area: str, lo: int, hi: int, now: int, *, degraded: bool, planned: bool
+    ) -> list[tuple[int, int]]:
+        """``(start, span end)`` of the rows of ``area`` overlapping ``[lo, hi)`` that count
+        as downtime (not unknown; degraded and planned ones as told), in start order."""
+        sql = (
+            "SELECT o.start, COALESCE(o.end, max(:now, o.start))"
+            + self._OVERLAP
+            + " AND o.state != 'unknown'"
+            + ("" if degraded else " AND o.state != 'degraded'")
+            + (
+                ""
+                if planned
+                else f" AND ((IFNULL(o.planned, 0) != 0) = (o.rowid IN ({self._FLIPPED})))"
+            )
+            + " ORDER BY o.start, o.id"
+        )
+        return list(self._plain(sql, {**self._span_params(area, lo, hi), "now": now}))
+
+    def _plain(self, sql: str, params: Mapping[str, Any]) -> sqlite3.Cursor:
+        """A cursor of plain tuples: sqlite3.Row costs more per row than the passes can
+        spare."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        return cur.execute(sql, params)
+
+    # -- figures of ended periods (issue 9) ------------------------------------------------
+
+    def cached_figures(self, key: str) -> str | None:
+        """What ``cache_figures`` stored under ``key``, unless a write has dropped it since."""
+        row = self.conn.execute("SELECT data FROM figures_cache WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def figures_version(self, hi: int) -> int | None:
+        """Call before computing figures of a period ending at ``hi`` (µs) to cache: from
+        now on a write into the period bumps the version this returns. None when the store
+        cannot be written (the figures are then computed, not cached)."""
+        try:
+            with self._tx():
+                self.conn.execute(
+                    "UPDATE figures_state SET horizon = max(horizon, ?) WHERE id = 1", (hi,)
+                )
+                return int(self.conn.execute("SELECT version FROM figures_state").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+    def cache_figures(self, key: str, lo: int, hi: int, version: int | None, data: str) -> bool:
+        """Keep figures of ``[lo, hi)`` computed after ``figures_version`` returned
+        ``version``, unless a write into the period came between; True when kept. A store
+        that cannot be written keeps nothing, and says so by False."""
+        if version is None:
+            return False
+        try:
+            with self._tx():
+                cur = self.conn.execute(
+                    "INSERT OR REPLACE INTO figures_cache SELECT ?, ?, ?, ?"
+                    " WHERE (SELECT version FROM figures_state) = ?",
+                    (key, lo, hi, data, version),
+                )
+                return cur.rowcount > 0
+        except sqlite3.Error:
+            return False
+
+    def _invalidate_figures(self, since: int) -> None:
+        """In a write transaction that changed outages from ``since`` on: cached figures of
+        periods ending after it are no longer true."""
+        horizon = self.conn.execute("SELECT horizon FROM figures_state").fetchone()[0]
+        if since < horizon:
+            self.conn.execute("UPDATE figures_state SET version = version + 1")
+            self.conn.execute("DELETE FROM figures_cache WHERE hi > ?", (since,))
 
     # -- the live board and its API (issue 12): reads only, all in this block -------------
     # Times are compared as stored (integer µs) and returned as ISO UTC text.
