@@ -41,7 +41,14 @@ from collector.accounting import (
     to_us,
 )
 from collector.outage_csv import parse_csv, read_csv_file
-from collector.report import FORMATS, build_report, render, show_minutes, show_percent
+from collector.report import (
+    FORMATS,
+    SHOWS_MEMBERS,
+    build_report,
+    render,
+    show_minutes,
+    show_percent,
+)
 from collector.store import Store, describe
 
 DEFAULT_CONFIG = "config/demo.toml"
@@ -257,7 +264,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     period = _period(args, estate, default_now=now)
     _, store = _open(args, estate=estate)
     with _using(store):
-        data = build_report(store, estate, period, now)
+        data = build_report(store, estate, period, now, members=args.format in SHOWS_MEMBERS)
     text = render(args.format, data)
     if args.out is None:
         sys.stdout.write(text)

@@ -656,6 +656,8 @@ FORMATS: Mapping[str, Renderer] = {
     "csv": render_csv,
     "json": render_json,
 }
+#: The formats that show each outage's ids or checks (``build_report(members=...)``).
+SHOWS_MEMBERS = frozenset({"csv", "json"})
 
 
 def render(fmt: str, data: Mapping[str, Any]) -> str:

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from availmon.clock import LONDON
 from availmon.schema import Event, State
+from collector.accounting import parse_period
+from collector.report import build_report, render
 from collector.store import Store
-from tests.collector.migration_data import NOW, estate, figures, populate
+from tests.collector.migration_data import NOW, PERIODS, estate, figures, populate, unrandom
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -136,5 +139,18 @@ def test_a_migrated_store_takes_new_events(tmp_path: Path) -> None:
             assert closed["end"] == NOW.isoformat(timespec="microseconds")
         if to != State.UP:
             assert any(o["start"] == NOW.isoformat(timespec="microseconds") for o in wan)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("fmt", ["html", "md"])
+def test_the_formats_without_members_read_the_same_without_them(fmt: str, tmp_path: Path) -> None:
+    """``availmon report --format html|md`` leaves out what those formats never show."""
+    store = Store(old_store(tmp_path / "old.db"))
+    try:
+        est = estate()
+        for pid in PERIODS:
+            data = build_report(store, est, parse_period(pid, LONDON), NOW, members=False)
+            assert unrandom(render(fmt, data)) == golden()[f"report-{pid}.{fmt}"]
     finally:
         store.close()

@@ -94,9 +94,7 @@ def test_tally_is_account(
         store = Store(Path(d) / "c.db")
         try:
             fill(store, rows)
-            outages = [
-                Outage.from_row(r) for r in store.outages_between(PERIOD.start, PERIOD.end)
-            ]
+            outages = [Outage.from_row(r) for r in store.outages_between(PERIOD.start, PERIOD.end)]
             want = account(PERIOD, outages, estate, now, calendar)
             got = tally(store, PERIOD, estate, to_us(now), calendar)
             lean = tally(store, PERIOD, estate, to_us(now), calendar, members=False)
