@@ -53,7 +53,17 @@ def estate(tmp: Path, port: int) -> Estate:
                 "max_payload_bytes": 262_144,
             },
             "web": {"port": 0},
-            "sites": {f"s{i}": {"partner": "P"} for i in range(AGENTS)},
+            # The events' checks must be in the config (issue 15); nothing probes them here.
+            "sites": {
+                f"s{i}": {
+                    "partner": "P",
+                    "checks": [
+                        {"name": f"c{c}", "type": "tcp", "target": "127.0.0.1:9", "area": "email"}
+                        for c in range(CHECKS)
+                    ],
+                }
+                for i in range(AGENTS)
+            },
             "partners": {"P": {"name": "P"}},
         },
         "bench",
