@@ -296,10 +296,11 @@ def check_view(
 
 
 def kpi_view(store: Store, estate: Estate, now: datetime) -> dict[str, Any]:
-    """Quarter-to-date availability per area and combined, against the target."""
+    """Quarter-to-date availability per area and combined, against the target, read from
+    the store (the board reads ``LiveOutages.kpi_view``, which gives the same)."""
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     quarter = quarter_containing(now, calendar.tz)
-    acc = accounts_for(store, estate, quarter, now, calendar)
+    acc = accounts_for(store, estate, quarter, now, calendar, members=False)
 
     def pct(ratio: Any) -> float | None:
         value = floor_percent(ratio)
@@ -367,12 +368,12 @@ def banner(checks: list[dict[str, Any]], outages: list[dict[str, Any]]) -> dict[
 
 
 def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
-    """Everything the board shows, in one read (runs on the reader thread)."""
-    store, estate = collector.read_store, collector.estate
+    """Everything the board shows, from memory: the collector's live dicts and its outage
+    view (issue 9), so a refresh costs what the live state costs, whatever the history."""
+    held, estate = collector.view, collector.estate
     names = Names(estate)
-    open_rows = store.board_outages(open_only=True)
-    evidence = store.start_evidence([r["start_event"] for r in open_rows if r["start_event"]])
-    outages = [outage_view(r, names, evidence.get(r["start_event"] or ""), now) for r in open_rows]
+    open_rows = held.open_rows()
+    outages = [outage_view(r, names, held.evidence(r["start_event"]), now) for r in open_rows]
     # Down first, then degraded, maintenance last; longest-running first within each.
     order = {"down": 0, "degraded": 1, "unknown": 2, "maintenance": 3}
     outages.sort(key=lambda o: (order.get(o["shown"], 9), o["start"]))
@@ -382,7 +383,8 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
     keys: list[tuple[str, str]] = [
         (sid, c.name) for sid, site in estate.sites.items() for c in site.checks
     ]
-    keys += sorted(k for k in live if k not in set(keys))
+    configured = set(keys)
+    keys += sorted(k for k in live if k not in configured)
     checks = []
     for site, check in keys:
         view = check_view(
@@ -391,7 +393,7 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
         if view["state"] != "up" and not view["reason"]:
             view["reason"] = reasons.get((site, check))
         checks.append(view)
-    recent = [outage_view(r, names, None, now) for r in store.recent_outages(10)]
+    recent = [outage_view(r, names, None, now) for r in held.recent_closed()]
     return {
         "now": to_iso(now),
         "estate": estate.name,
@@ -399,7 +401,7 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
         "outages": outages,
         "grid": grid(checks, estate, names),
         "checks": checks,
-        "kpi": kpi_view(store, estate, now),
+        "kpi": held.kpi_view(now),
         "recent": recent,
         "agents": [
             {
@@ -785,7 +787,8 @@ class BoardFeed:
     async def refresh(self) -> None:
         now = utcnow()
         self.latency.sample(list(self.collector.live.values()), now)
-        snap = await self.collector.read(board_snapshot, self.collector, now)
+        await self.collector.catch_up_async()
+        snap = board_snapshot(self.collector, now)
         sections = render_sections(self.env, snap, self.collector.estate)
         if sections != self._sections:
             self._sections = sections
@@ -892,7 +895,8 @@ async def board_page(request: web.Request) -> web.Response:
     feed = request.app[FEED]
     collector = request.app[COLLECTOR]
     now = utcnow()
-    snap = await collector.read(board_snapshot, collector, now)
+    await collector.catch_up_async()
+    snap = board_snapshot(collector, now)
     ctx = _ctx(request)
     sections = render_sections(request.app[ENV], snap, collector.estate)
     return _render(

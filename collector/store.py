@@ -235,6 +235,17 @@ def m008_figures_cache(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO figures_state VALUES (1, 0, -9223372036854775808)")
 
 
+@migration
+def m009_outage_writes(db: sqlite_utils.Database) -> None:
+    # Issue 9: every transaction that changes outages counts here, whichever process made
+    # it, so the collector's live view notices an import or annotation made by the CLI.
+    db.execute("ALTER TABLE figures_state ADD COLUMN writes INTEGER NOT NULL DEFAULT 0")
+
+
+#: Later than any time stored (µs): "to the end of time" for range reads.
+FOREVER = 1 << 62
+
+
 def _iso(us: int | None) -> str | None:
     """SQL ``iso(x)``: a stored time as the ISO text the public read methods return."""
     return us_to_iso(us) if us is not None else None
@@ -246,25 +257,35 @@ class Changes:
 
     ``since``: the earliest time (µs) whose figures may differ, None when no outage changed.
     ``opened`` and ``closed``: outages opened or closed by events that came in order (the
-    cheap case: read those rows again). ``replaced``: outages were re-derived, annotated,
-    imported or dropped, so whatever was read of them from ``since`` on is stale.
+    cheap case: read those rows again). ``replaced_since``: outages from then on were
+    re-derived, annotated, imported or dropped, so whatever was read of them is stale.
     """
 
     since: int | None = None
     opened: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
-    replaced: bool = False
+    replaced_since: int | None = None
+
+    @property
+    def replaced(self) -> bool:
+        return self.replaced_since is not None
 
     def touch(self, at: int) -> None:
         if self.since is None or at < self.since:
             self.since = at
 
+    def replace(self, at: int) -> None:
+        self.touch(at)
+        if self.replaced_since is None or at < self.replaced_since:
+            self.replaced_since = at
+
     def merge(self, other: Changes) -> None:
         if other.since is not None:
             self.touch(other.since)
+        if other.replaced_since is not None:
+            self.replace(other.replaced_since)
         self.opened += other.opened
         self.closed += other.closed
-        self.replaced = self.replaced or other.replaced
 
 
 @dataclass(frozen=True)
@@ -348,6 +369,8 @@ class Store:
         #: The open write transaction's changes, and those committed since ``take_changes``.
         self._changes = Changes()
         self._pending = Changes()
+        #: Transactions of this Store that counted in ``outage_writes``.
+        self.own_writes = 0
         try:
             self.conn = self._connect()
         except sqlite3.Error as exc:
@@ -423,12 +446,24 @@ class Store:
             yield changes
             if changes.since is not None:
                 self._invalidate_figures(changes.since)
+                self.conn.execute("UPDATE figures_state SET writes = writes + 1")
+        if changes.since is not None:
+            self.own_writes += 1
         self._pending.merge(changes)
 
     def take_changes(self) -> Changes:
         """What the writes committed since the last call changed (writer thread only)."""
         out, self._pending = self._pending, Changes()
         return out
+
+    def has_changes(self) -> bool:
+        """Committed changes not yet taken (a cheap check from any thread)."""
+        p = self._pending
+        return p.since is not None or bool(p.opened or p.closed)
+
+    def outage_writes(self) -> int:
+        """How many transactions, by any process, have changed outages (m009)."""
+        return int(self.conn.execute("SELECT writes FROM figures_state").fetchone()[0])
 
     def close(self) -> None:
         self.conn.close()
@@ -605,8 +640,7 @@ class Store:
             (*key, at, at, seq),
         ).fetchone()
         origin = (int(row[0]), int(row[1])) if row is not None else (at, seq)
-        self._changes.touch(origin[0])
-        self._changes.replaced = True
+        self._changes.replace(origin[0])
         rows = self.conn.execute(
             "SELECT id, seq, from_state, to_state, at, area FROM events"
             " WHERE site=? AND agent=? AND check_name=? AND (at > ? OR (at = ? AND seq >= ?))"
@@ -691,8 +725,7 @@ class Store:
                 "DELETE FROM outages WHERE source='provisional' AND agent=?", (agent,)
             )
             if first is not None:
-                changes.touch(int(first))
-                changes.replaced = True
+                changes.replace(int(first))
         return cur.rowcount
 
     def record_agent_status(self, site: str, agent: str, status: str, at: datetime) -> None:
@@ -707,21 +740,39 @@ class Store:
     # -- reads --------------------------------------------------------------------------
 
     def outages(self, *, open_only: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
-        """Outages (annotations applied), latest start first; times as ISO UTC text."""
-        sql = (
-            "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, iso(o.start) AS start,"
-            " iso(o.end) AS end,"
-            " o.source, COALESCE(a.planned, o.planned) AS planned,"
-            " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
-            " COALESCE(a.note, o.note) AS note"
-            " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
-        )
+        """Outages (annotations applied), latest start first; times as ISO UTC text.
+
+        Open ones come from their own index; ``limit`` takes the latest of each area from
+        the area's index and merges them: neither reads the whole table."""
         if open_only:
-            sql += " WHERE o.end IS NULL"
-        sql += " ORDER BY o.start DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [dict(r) for r in self.conn.execute(sql)]
+            sql = (
+                self._OUTAGE_SELECT.replace(
+                    "FROM outages o", "FROM outages o INDEXED BY outages_open"
+                )
+                + " WHERE o.end IS NULL ORDER BY o.start DESC"
+            )
+            rows = [dict(r) for r in self.conn.execute(sql)]
+            return rows[:limit] if limit is not None else rows
+        if limit is None:
+            sql = self._OUTAGE_SELECT + " ORDER BY o.start DESC"
+            return [dict(r) for r in self.conn.execute(sql)]
+        rows = []
+        for area in self._areas():
+            sql = self._OUTAGE_SELECT + " WHERE o.area = ? ORDER BY o.start DESC LIMIT ?"
+            rows += [dict(r) for r in self.conn.execute(sql, (area, int(limit)))]
+        rows.sort(key=lambda r: r["start"], reverse=True)
+        return rows[: int(limit)]
+
+    def _areas(self) -> list[str]:
+        """Every area an outage was stored in, by one index probe each."""
+        out: list[str] = []
+        while True:
+            row = self.conn.execute(
+                "SELECT min(area) FROM outages WHERE area > ?", (out[-1] if out else "",)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return out
+            out.append(row[0])
 
     def check_statuses(self) -> list[dict[str, Any]]:
         """Latencies that are not finite and non-negative (stored before issue 15 refused
@@ -836,8 +887,7 @@ class Store:
                     updated += 1
                 else:
                     continue
-                changes.touch(iso_to_us(row["start"]))
-                changes.replaced = True
+                changes.replace(iso_to_us(row["start"]))
         return ImportResult(new, updated, len(rows) - new - updated)
 
     def annotate(
@@ -862,8 +912,7 @@ class Store:
             ).fetchone()
             if found_start is None:
                 raise NoSuchRecord(f"no outage with id {outage_id!r}")
-            changes.touch(int(found_start[0]))
-            changes.replaced = True
+            changes.replace(int(found_start[0]))
             flag = None if planned is None else int(planned)
             self.conn.execute(
                 "INSERT INTO annotations (outage_id, cause, provider, note, planned, updated_at,"
@@ -922,11 +971,31 @@ class Store:
     def earliest_record(self) -> str | None:
         """The first time anything was recorded (outage or event), ISO UTC text: before it,
         "no data"."""
-        row = self.conn.execute(
-            "SELECT iso(min(t)) FROM (SELECT min(start) AS t FROM outages"
-            " UNION ALL SELECT min(at) FROM events)"
-        ).fetchone()
-        return str(row[0]) if row and row[0] is not None else None
+        firsts = [
+            self.conn.execute("SELECT min(start) FROM outages WHERE area = ?", (a,)).fetchone()[0]
+            for a in self._areas()
+        ]
+        # Each check's first event, from the (site, agent, check_name, at) index: one probe
+        # per check rather than a scan of every event.
+        key: tuple[str, str, str] = ("", "", "")
+        while True:
+            row = self.conn.execute(
+                "SELECT site, agent, check_name FROM events"
+                " WHERE (site, agent, check_name) > (?, ?, ?)"
+                " ORDER BY site, agent, check_name LIMIT 1",
+                key,
+            ).fetchone()
+            if row is None:
+                break
+            key = (row[0], row[1], row[2])
+            firsts.append(
+                self.conn.execute(
+                    "SELECT min(at) FROM events WHERE site = ? AND agent = ? AND check_name = ?",
+                    key,
+                ).fetchone()[0]
+            )
+        known = [int(t) for t in firsts if t is not None]
+        return us_to_iso(min(known)) if known else None
 
     # -- the report's passes (issue 9): collector.tally's Source -------------------------
     # Every pass reads the outages of one area that overlap [lo, hi) in (start, id) order
@@ -974,20 +1043,39 @@ class Store:
         return {"area": area, "since": since, "lo": lo, "hi": hi}
 
     def span_areas(self, lo: int, hi: int) -> list[str]:
-        """Areas with an outage overlapping ``[lo, hi)`` (µs), sorted; one index probe per
-        stored area."""
+        """Areas with an outage overlapping ``[lo, hi)`` (µs), sorted; a few index probes
+        per stored area."""
         out: list[str] = []
-        area = ""
-        while True:
-            row = self.conn.execute(
-                "SELECT min(area) FROM outages WHERE area > ?", (area,)
-            ).fetchone()
-            if row is None or row[0] is None:
-                return out
-            area = row[0]
+        for area in self._areas():
             params = self._span_params(area, lo, hi)
             if self.conn.execute("SELECT 1" + self._OVERLAP + " LIMIT 1", params).fetchone():
                 out.append(area)
+        return out
+
+    def kpi_spans(
+        self, area: str, since: int, *, degraded: bool, planned: bool
+    ) -> list[tuple[int, int]]:
+        """``(start, end)`` of the closed outages of ``area`` ending after ``since`` that
+        count as downtime (as ``counted_spans``), in start order: the live KPI's history."""
+        sql = (
+            "SELECT o.start, o.end"
+            + self._OVERLAP
+            + " AND o.end IS NOT NULL AND o.state != 'unknown'"
+            + ("" if degraded else " AND o.state != 'degraded'")
+            + (
+                ""
+                if planned
+                else f" AND ((IFNULL(o.planned, 0) != 0) = (o.rowid IN ({self._FLIPPED})))"
+            )
+            + " ORDER BY o.start, o.id"
+        )
+        return list(self._plain(sql, self._span_params(area, since, FOREVER)))
+
+    def first_overlapping(self, area: str, since: int) -> int | None:
+        """The earliest start of an outage of ``area`` open or ending after ``since``."""
+        params = self._span_params(area, since, FOREVER)
+        row = self.conn.execute("SELECT min(o.start)" + self._OVERLAP, params).fetchone()
+        return int(row[0]) if row is not None and row[0] is not None else None
 
     def span_rows(self, area: str, lo: int, hi: int) -> Iterator[tuple[int, int | None, int, str]]:
         """``collector.tally.Row`` s of ``area`` overlapping ``[lo, hi)``, as the cursor
@@ -1160,18 +1248,58 @@ class Store:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = self._BOARD_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        select = self._BOARD_SELECT
+        if open_only:
+            select = select.replace("FROM outages o", "FROM outages o INDEXED BY outages_open")
+        sql = select + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY o.start DESC, o.id LIMIT ?"
         return [dict(r) for r in self.conn.execute(sql, [*params, int(limit)])]
+
+    def board_rows(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The outages with these ids, as ``board_outages`` gives them (any order)."""
+        out: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(ids))
+        for i in range(0, len(wanted), 500):  # under SQLite's limit on bound parameters
+            chunk = wanted[i : i + 500]
+            sql = self._BOARD_SELECT + f" WHERE o.id IN ({','.join('?' * len(chunk))})"
+            out += [dict(r) for r in self.conn.execute(sql, chunk)]
+        return out
 
     def board_outage(self, outage_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(self._BOARD_SELECT + " WHERE o.id=?", (outage_id,)).fetchone()
         return dict(row) if row is not None else None
 
     def recent_outages(self, limit: int) -> list[dict[str, Any]]:
-        """The latest closed outages, newest end first (the board's "recent" list)."""
-        sql = self._BOARD_SELECT + " WHERE o.end IS NOT NULL ORDER BY o.end DESC LIMIT ?"
-        return [dict(r) for r in self.conn.execute(sql, (int(limit),))]
+        """The latest closed outages, newest end first (the board's "recent" list).
+
+        Read per area backwards from the latest start, and only as far back as an outage
+        could still end after the ``limit``-th latest end found (its start plus the area's
+        longest outage): never the whole table."""
+        limit = int(limit)
+        best: list[tuple[int, str]] = []  # (end, id), latest first
+        for area in self._areas():
+            longest = self.conn.execute(
+                "SELECT max(end - start) FROM outages WHERE area = ?", (area,)
+            ).fetchone()[0]
+            cursor: tuple[int, str] = (FOREVER, "")
+            while True:
+                rows = self.conn.execute(
+                    "SELECT o.start, o.id, o.end FROM outages o WHERE o.area = ?"
+                    " AND (o.start, o.id) < (?, ?) ORDER BY o.start DESC, o.id DESC LIMIT 200",
+                    (area, *cursor),
+                ).fetchall()
+                for _start, oid, end in rows:
+                    if end is not None:
+                        best.append((int(end), oid))
+                best.sort(reverse=True)
+                del best[limit:]
+                if len(rows) < 200:
+                    break
+                cursor = (int(rows[-1][0]), rows[-1][1])
+                if len(best) == limit and cursor[0] + (longest or 0) < best[-1][0]:
+                    break
+        by_id = {r["id"]: r for r in self.board_rows(oid for _, oid in best)}
+        return [by_id[oid] for _, oid in best if oid in by_id]
 
     def check_first_seen(self, site: str, check: str) -> str | None:
         """When this check was first recorded (an event or an imported outage), ISO UTC text:

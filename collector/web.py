@@ -4,13 +4,19 @@
 Shared state lives on the app under typed keys (no singletons); store reads run on the
 collector's reader thread, never on the event loop. Reads are open unless
 ``web.read_token_file`` is set; writes always need ``web.token_file`` (collector/auth.py).
+
+``/api/v1/status`` and ``/metrics`` come from memory (issue 9): their bodies are built at
+most once per committed change (status) or once a second (metrics) and sent as they are
+to every client meanwhile, so twenty clients polling cost one build.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +36,52 @@ if TYPE_CHECKING:
 COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
 #: Strict JSON: NaN or Infinity is an error here, not a body strict parsers reject.
 _dumps = partial(json.dumps, allow_nan=False)
+#: How old a cached body may be even when nothing was committed: what is not a commit
+#: (an agent's gap counted, leadership, the store's health) shows within this.
+MAX_AGE = 1.0
+
+
+@dataclass
+class _Body:
+    key: tuple[Any, ...]
+    built: float
+    body: bytes
+
+
+class BodyCache:
+    """One response body, built again when its key changes or it is ``MAX_AGE`` old; the
+    clients that ask while it is being built wait for that build, not one of their own."""
+
+    def __init__(self) -> None:
+        self._body: _Body | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, key: tuple[Any, ...], build: Callable[[], Awaitable[bytes]]) -> bytes:
+        fresh = self._fresh(key)
+        if fresh is not None:
+            return fresh
+        async with self._lock:
+            fresh = self._fresh(key)
+            if fresh is not None:
+                return fresh
+            body = await build()
+            self._body = _Body(key, time.monotonic(), body)
+            return body
+
+    def _fresh(self, key: tuple[Any, ...]) -> bytes | None:
+        b = self._body
+        if b is not None and b.key == key and time.monotonic() - b.built < MAX_AGE:
+            return b.body
+        return None
+
+
+STATUS_BODY: web.AppKey[BodyCache] = web.AppKey("status_body")
+METRICS_BODY: web.AppKey[BodyCache] = web.AppKey("metrics_body")
 
 
 def status_snapshot(collector: Collector) -> dict[str, Any]:
-    """Runs on the reader thread: one consistent read for the page and the API."""
-    store = collector.read_store
+    """The live status, from memory (the collector's live dicts and its outage view)."""
+    view = collector.view
     estate = collector.estate
     checks = []
     for c in sorted(collector.live.values(), key=lambda c: (c.site, c.check)):
@@ -69,14 +116,21 @@ def status_snapshot(collector: Collector) -> dict[str, Any]:
             "store_error": collector.store_error,
         },
         "checks": checks,
-        "open_outages": store.outages(open_only=True),
-        "recent_outages": store.outages(limit=50),
+        "open_outages": view.status_open(),
+        "recent_outages": view.status_recent(),
     }
 
 
 async def api_status(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
-    return web.json_response(await collector.read(status_snapshot, collector), dumps=_dumps)
+    await collector.catch_up_async()
+
+    async def build() -> bytes:
+        return _dumps(status_snapshot(collector)).encode()
+
+    key = (collector.view.version, collector.notifications)
+    body = await request.app[STATUS_BODY].get(key, build)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def api_report(request: web.Request) -> web.Response:
@@ -94,7 +148,12 @@ async def api_report(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
-    body = await collector.read(generate_latest, collector.metrics.registry)
+
+    async def build() -> bytes:
+        body: bytes = await collector.scrape(generate_latest, collector.metrics.registry)
+        return body
+
+    body = await request.app[METRICS_BODY].get((), build)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -118,6 +177,8 @@ def make_app(collector: Collector) -> web.Application:
         middlewares=[auth.read_guard()], client_max_size=collector.estate.web.max_body_bytes
     )
     app[COLLECTOR] = collector
+    app[STATUS_BODY] = BodyCache()
+    app[METRICS_BODY] = BodyCache()
     app[auth.TOKENS] = auth.Tokens.from_config(collector.estate.web)
     add_board(app, collector)  # "/", /board/..., /static/...
     add_api(app)
