@@ -60,8 +60,45 @@ def checks() -> list[tuple[str, str, str]]:
     return out
 
 
+def config_text(database: Path, broker_port: int = 1883, web_port: int = 0) -> str:
+    """``estate``'s config as TOML, for the processes the benches start (``availmon report``,
+    ``availmon collector``)."""
+    lines = [
+        'name = "bench estate"',
+        "",
+        "[broker]",
+        'host = "127.0.0.1"',
+        f"port = {broker_port}",
+        "",
+        "[collector]",
+        f'database = "{database}"',
+        "",
+        "[web]",
+        'listen = "127.0.0.1"',
+        f"port = {web_port}",
+        "",
+    ]
+    for pid, name in PARTNERS.items():
+        lines += [f"[partners.{pid}]", f'name = "{name}"', ""]
+    partner_ids = list(PARTNERS)
+    for n, site in enumerate(site_ids()):
+        lines += [f"[sites.{site}]", f'partner = "{partner_ids[n % len(partner_ids)]}"', ""]
+        for s, check, area in checks():
+            if s == site:
+                lines += [
+                    f"[[sites.{site}.checks]]",
+                    f'name = "{check}"',
+                    'type = "tcp"',
+                    'target = "127.0.0.1:9"',
+                    f'area = "{area}"',
+                    'interval = "60s"',
+                    "",
+                ]
+    return "\n".join(lines)
+
+
 def estate(database: Path, **collector: Any) -> Estate:
-    """The estate of the generated store: every check configured (an HTTP check to a
+    """The estate of the generated store: every check configured (a TCP check to a
     loopback port with nothing listening; the benches never run probes)."""
     sites: dict[str, Any] = {}
     partner_ids = list(PARTNERS)

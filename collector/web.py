@@ -5,9 +5,10 @@ Shared state lives on the app under typed keys (no singletons); store reads run 
 collector's reader thread, never on the event loop. Reads are open unless
 ``web.read_token_file`` is set; writes always need ``web.token_file`` (collector/auth.py).
 
-``/api/v1/status`` and ``/metrics`` come from memory (issue 9): their bodies are built at
-most once per committed change (status) or once a second (metrics) and sent as they are
-to every client meanwhile, so twenty clients polling cost one build.
+``/api/v1/status`` and ``/metrics`` come from memory (issue 9), and the clients asking
+at the same moment share one build of the body (``BodyCache``): never older than the
+request (a build that began after it arrived), and for status reused until something it
+shows changes, so twenty clients polling cost one build.
 """
 
 from __future__ import annotations
@@ -36,43 +37,70 @@ if TYPE_CHECKING:
 COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
 #: Strict JSON: NaN or Infinity is an error here, not a body strict parsers reject.
 _dumps = partial(json.dumps, allow_nan=False)
-#: How old a cached body may be even when nothing was committed: what is not a commit
-#: (an agent's gap counted, leadership, the store's health) shows within this.
+#: How long a status body is reused while its key (everything it shows) is unchanged:
+#: its ``generated_at`` stays within this of the request.
 MAX_AGE = 1.0
 
 
 @dataclass
 class _Body:
-    key: tuple[Any, ...]
-    built: float
+    key: tuple[Any, ...] | None
+    started: float  # monotonic time its build began
     body: bytes
 
 
 class BodyCache:
-    """One response body, built again when its key changes or it is ``MAX_AGE`` old; the
-    clients that ask while it is being built wait for that build, not one of their own."""
+    """One response body shared by the clients that ask at once.
+
+    A request gets a body whose build began after it arrived (so it shows everything that
+    happened before the request), joining a build in progress or waiting for the next one;
+    with a ``key`` (everything the body shows), a body with the same key and less than
+    ``MAX_AGE`` old is reused as it is."""
 
     def __init__(self) -> None:
         self._body: _Body | None = None
-        self._lock = asyncio.Lock()
+        self._building: tuple[float, asyncio.Future[bytes]] | None = None
 
-    async def get(self, key: tuple[Any, ...], build: Callable[[], Awaitable[bytes]]) -> bytes:
-        fresh = self._fresh(key)
-        if fresh is not None:
-            return fresh
-        async with self._lock:
-            fresh = self._fresh(key)
-            if fresh is not None:
-                return fresh
+    async def get(
+        self, key: tuple[Any, ...] | None, build: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        arrived = time.monotonic()
+        while True:
+            b = self._body
+            if b is not None and (
+                b.started >= arrived
+                or (key is not None and b.key == key and arrived - b.started < MAX_AGE)
+            ):
+                return b.body
+            if self._building is not None:
+                started, pending = self._building
+                try:
+                    body = await asyncio.shield(pending)
+                except Exception:
+                    continue  # that build failed: this request builds its own
+                if started >= arrived:
+                    return body
+                continue  # that build began before this request: wait for the next
+            return await self._build(key, build)
+
+    async def _build(
+        self, key: tuple[Any, ...] | None, build: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        started = time.monotonic()
+        pending: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._building = (started, pending)
+        try:
             body = await build()
-            self._body = _Body(key, time.monotonic(), body)
-            return body
-
-    def _fresh(self, key: tuple[Any, ...]) -> bytes | None:
-        b = self._body
-        if b is not None and b.key == key and time.monotonic() - b.built < MAX_AGE:
-            return b.body
-        return None
+        except BaseException as exc:
+            failed = exc if isinstance(exc, Exception) else RuntimeError("build cancelled")
+            pending.set_exception(failed)
+            pending.exception()  # read here: a build nobody else waited for is not an error
+            raise
+        finally:
+            self._building = None
+        self._body = _Body(key, started, body)
+        pending.set_result(body)
+        return body
 
 
 STATUS_BODY: web.AppKey[BodyCache] = web.AppKey("status_body")
@@ -128,7 +156,13 @@ async def api_status(request: web.Request) -> web.Response:
     async def build() -> bytes:
         return _dumps(status_snapshot(collector)).encode()
 
-    key = (collector.view.version, collector.notifications)
+    key = (
+        collector.view.version,
+        collector.notifications,
+        collector.store_error,
+        collector.is_leader,
+        tuple(sorted(collector.missing.items())),
+    )
     body = await request.app[STATUS_BODY].get(key, build)
     return web.Response(body=body, content_type="application/json")
 
@@ -153,7 +187,7 @@ async def metrics(request: web.Request) -> web.Response:
         body: bytes = await collector.scrape(generate_latest, collector.metrics.registry)
         return body
 
-    body = await request.app[METRICS_BODY].get((), build)
+    body = await request.app[METRICS_BODY].get(None, build)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

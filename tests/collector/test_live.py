@@ -3,6 +3,7 @@ store's committed changes, it reads exactly what the store reads, after any mix 
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from collector.live import LiveOutages
 from collector.main import Collector
 from collector.report import kpi_snapshot
 from collector.store import Store
-from collector.web import make_app
+from collector.web import BodyCache, make_app
 from tests.collector.board_helpers import Feed, board_estate
 from tests.collector.helpers import make_estate, outage, store_row
 
@@ -272,3 +273,31 @@ def gauge(text: str, area: str) -> float:
             if s.name == "availmon_area_downtime_seconds" and s.labels["area"] == area:
                 return float(s.value)
     raise AssertionError(f"no downtime gauge for {area}")
+
+
+async def test_clients_asking_at_once_share_a_build_never_older_than_their_request() -> None:
+    cache = BodyCache()
+    builds: list[int] = []
+    gate, building = asyncio.Event(), asyncio.Event()
+
+    async def build() -> bytes:
+        builds.append(len(builds) + 1)
+        n = len(builds)
+        if n == 1:
+            building.set()
+            await gate.wait()  # the first build is slow: others arrive meanwhile
+        return str(n).encode()
+
+    first = asyncio.ensure_future(cache.get(None, build))
+    await asyncio.wait_for(building.wait(), 5)
+    late = [asyncio.ensure_future(cache.get(None, build)) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == b"1"
+    # Those that arrived during build 1 get build 2, which began after them: one build.
+    assert [await f for f in late] == [b"2"] * 5
+    assert builds == [1, 2]
+    # With a key, an unchanged body is reused; a new key builds again.
+    assert await cache.get(("k",), build) == b"3"
+    assert await cache.get(("k",), build) == b"3"
+    assert await cache.get(("k2",), build) == b"4"
