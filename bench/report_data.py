@@ -162,7 +162,7 @@ def _rows(spans: list[tuple[int, int, int]], seed: int) -> Iterator[tuple[Any, .
                 left -= seen
                 for site, check in rng.sample(by_area[area], min(seen, len(by_area[area]))):
                     n += 1
-                    eid = f"{site}:{n}"
+                    eid = f"{site}:h{n}"  # never an id a live agent's event takes
                     t0 = start + rng.randrange(20_000_000)
                     t1 = max(start + length - rng.randrange(20_000_000), t0 + 1_000_000)
                     yield (

@@ -128,7 +128,8 @@ class LiveOutages:
         self._started: list[dict[str, Any]] = []
         self._closed: list[dict[str, Any]] = []
         self._areas: dict[str, _Area] = {}
-        #: Per area, the earliest start of an open outage that counts.
+        #: Per area, the open outages that count (id -> start µs), and the earliest start.
+        self._open_counted: dict[str, dict[str, int]] = {}
         self._open_first: dict[str, int] = {}
         #: ``Store.outage_writes`` and ``Store.own_writes`` at the last load: when the first
         #: moved further than the second, another process wrote (``stale``).
@@ -225,32 +226,42 @@ class LiveOutages:
                 ]
             )
         with self._lock:
+            touched: set[str] = set()
             for row in rows:
                 oid = row["id"]
+                start = iso_to_us(row["start"])
+                area = self._areas.setdefault(row["area"], _Area())
+                was = self._open.get(oid)
+                if was is not None:  # it was open: no longer as it was (closed, area moved)
+                    touched.add(was["area"])
+                    self._open_counted.get(was["area"], {}).pop(oid, None)
                 if row["end"] is None:
                     self._open[oid] = row
+                    if area.first is None or start < area.first:
+                        area.first = start
+                    if self._counted(row):
+                        self._open_counted.setdefault(row["area"], {})[oid] = start
+                        touched.add(row["area"])
                     continue
                 self._open.pop(oid, None)
-                area = self._areas.setdefault(row["area"], _Area())
-                start, end = iso_to_us(row["start"]), iso_to_us(row["end"])
+                if row["start_event"]:
+                    self._evidence.pop(row["start_event"], None)
+                end = iso_to_us(row["end"])
                 if end > lo and (area.first is None or start < area.first):
                     area.first = start
                 if end > lo and self._counted(row):
                     area.closed.add(max(start, lo), end)
-            for row in opened.values():
-                start = iso_to_us(row["start"])
-                area = self._areas.setdefault(row["area"], _Area())
-                if area.first is None or start < area.first:
-                    area.first = start
             self._evidence.update(evidence)
-            live = {r["start_event"] for r in self._open.values()}
-            for gone in [k for k in self._evidence if k not in live]:
-                del self._evidence[gone]
+            for aid in touched:
+                starts = self._open_counted.get(aid)
+                if starts:
+                    self._open_first[aid] = min(starts.values())
+                else:
+                    self._open_first.pop(aid, None)
             self._started = _latest_started([*self._started, *rows])
             self._closed = _latest_closed(
                 [*self._closed, *(r for r in rows if r["end"] is not None)]
             )
-            self._count_open()
             self.version += 1
 
     def _evidence_for(
@@ -273,14 +284,12 @@ class LiveOutages:
         return not (row["planned"] and not planned)
 
     def _count_open(self) -> None:
-        firsts: dict[str, int] = {}
-        for row in self._open.values():
+        counted: dict[str, dict[str, int]] = {}
+        for oid, row in self._open.items():
             if self._counted(row):
-                start = iso_to_us(row["start"])
-                area = row["area"]
-                if area not in firsts or start < firsts[area]:
-                    firsts[area] = start
-        self._open_first = firsts
+                counted.setdefault(row["area"], {})[oid] = iso_to_us(row["start"])
+        self._open_counted = counted
+        self._open_first = {aid: min(starts.values()) for aid, starts in counted.items()}
 
     def stale(self, store: Store, now: datetime) -> bool:
         """True when the view must be loaded again: a new quarter began, or another
@@ -309,9 +318,12 @@ class LiveOutages:
 
     def status_recent(self) -> list[dict[str, Any]]:
         """``Store.outages(limit=50)``."""
+        return [{k: r[k] for k in STATUS_KEYS} for r in self.recent_started()]
+
+    def recent_started(self) -> list[dict[str, Any]]:
+        """The board rows of ``status_recent``, latest start first."""
         with self._lock:
-            rows = list(self._started)
-        return [{k: r[k] for k in STATUS_KEYS} for r in rows]
+            return list(self._started)
 
     def recent_closed(self) -> list[dict[str, Any]]:
         """``Store.recent_outages(10)``."""

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import sqlite3
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -751,7 +752,15 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_collector)
 
 
+#: The interpreter's thread switch interval in the collector process (Python's default is
+#: 5 ms). The writer thread's SQLite calls release the GIL and take it back many times per
+#: batch; while the event loop serves a burst of web requests, each taking back waited a
+#: whole interval and ingest fell to a few events a second (bench/README.md, reads).
+SWITCH_INTERVAL = 0.0005
+
+
 async def cmd_collector(args: argparse.Namespace) -> int:
+    sys.setswitchinterval(SWITCH_INTERVAL)
     estate = load_config(args.config)
     collector = Collector(estate)
     stop = asyncio.Event()

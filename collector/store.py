@@ -211,7 +211,10 @@ def m007_read_paths(db: sqlite_utils.Database) -> None:
         "CREATE INDEX outages_span ON outages (area, start, id, end, state, planned, site,"
         " check_name, cause, provider, note)"
     )
-    db.execute("CREATE INDEX outages_open ON outages (area, start) WHERE end IS NULL")
+    # (Keyed by check: it also finds a check's open outage when ingest picks up its tail.)
+    db.execute(
+        "CREATE INDEX outages_open ON outages (site, agent, check_name, start) WHERE end IS NULL"
+    )
     db.execute("CREATE INDEX outages_length ON outages (area, end - start)")
     # The few outages with a cause, provider or note of their own (imports, provisional).
     db.execute(
@@ -1156,7 +1159,7 @@ class Store:
         )
         return list(self._plain(sql, {**self._span_params(area, lo, hi), "now": now}))
 
-    def _plain(self, sql: str, params: Mapping[str, Any]) -> sqlite3.Cursor:
+    def _plain(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> sqlite3.Cursor:
         """A cursor of plain tuples: sqlite3.Row costs more per row than the passes can
         spare."""
         cur = self.conn.cursor()
@@ -1262,7 +1265,9 @@ class Store:
         for i in range(0, len(wanted), 500):  # under SQLite's limit on bound parameters
             chunk = wanted[i : i + 500]
             sql = self._BOARD_SELECT + f" WHERE o.id IN ({','.join('?' * len(chunk))})"
-            out += [dict(r) for r in self.conn.execute(sql, chunk)]
+            cur = self._plain(sql, chunk)
+            names = [d[0] for d in cur.description]
+            out += [dict(zip(names, r, strict=True)) for r in cur]
         return out
 
     def board_outage(self, outage_id: str) -> dict[str, Any] | None:

@@ -22,17 +22,20 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from availmon.clock import to_iso, utcnow
 from collector import auth
 from collector.accounting import PeriodError
 from collector.api import add_api
 from collector.board import add_board
+from collector.live import STATUS_KEYS
 from collector.report import report_json
 
 if TYPE_CHECKING:
+    from availmon.config import Estate
     from collector.main import Collector
+    from collector.metrics import LiveCheck
 
 COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
 #: Strict JSON: NaN or Infinity is an error here, not a body strict parsers reject.
@@ -104,26 +107,24 @@ class BodyCache:
 
 
 STATUS_BODY: web.AppKey[BodyCache] = web.AppKey("status_body")
+STATUS_JSON: web.AppKey[StatusBody] = web.AppKey("status_json")
 METRICS_BODY: web.AppKey[BodyCache] = web.AppKey("metrics_body")
 
 
-def status_snapshot(collector: Collector) -> dict[str, Any]:
-    """The live status, from memory (the collector's live dicts and its outage view)."""
-    view = collector.view
-    estate = collector.estate
-    checks = []
-    for c in sorted(collector.live.values(), key=lambda c: (c.site, c.check)):
-        checks.append(
-            {
-                "site": c.site,
-                "agent": c.agent,
-                "check": c.check,
-                "area": c.area,
-                "area_name": estate.areas[c.area].name if c.area in estate.areas else c.area,
-                "state": c.state.value,
-                "latency": c.latency,
-            }
-        )
+def _check_json(c: LiveCheck, estate: Estate) -> dict[str, Any]:
+    return {
+        "site": c.site,
+        "agent": c.agent,
+        "check": c.check,
+        "area": c.area,
+        "area_name": estate.areas[c.area].name if c.area in estate.areas else c.area,
+        "state": c.state.value,
+        "latency": c.latency,
+    }
+
+
+def _status_head(collector: Collector) -> dict[str, Any]:
+    """The status's small parts (each agent, this collector)."""
     return {
         "generated_at": to_iso(utcnow()),
         "agents": [
@@ -143,18 +144,73 @@ def status_snapshot(collector: Collector) -> dict[str, Any]:
             "is_leader": collector.is_leader,
             "store_error": collector.store_error,
         },
-        "checks": checks,
-        "open_outages": view.status_open(),
-        "recent_outages": view.status_recent(),
     }
+
+
+def status_snapshot(collector: Collector) -> dict[str, Any]:
+    """The live status, from memory (the collector's live dicts and its outage view)."""
+    checks = sorted(collector.live.values(), key=lambda c: (c.site, c.check))
+    return {
+        **_status_head(collector),
+        "checks": [_check_json(c, collector.estate) for c in checks],
+        "open_outages": collector.view.status_open(),
+        "recent_outages": collector.view.status_recent(),
+    }
+
+
+class StatusBody:
+    """``status_snapshot`` as JSON, its big lists assembled from each check's and each
+    outage's JSON, serialised once per value (a ``LiveCheck`` or an outage row is replaced,
+    never changed, when what it holds changes): a build after a commit re-serialises what
+    the commit changed, not the thousand checks that stayed as they were."""
+
+    def __init__(self) -> None:
+        self._checks: dict[tuple[str, str], tuple[LiveCheck, bytes]] = {}
+        self._rows: dict[str, tuple[dict[str, Any], bytes]] = {}
+
+    def build(self, collector: Collector) -> bytes:
+        estate = collector.estate
+        checks: dict[tuple[str, str], tuple[LiveCheck, bytes]] = {}
+        for c in sorted(collector.live.values(), key=lambda c: (c.site, c.check)):
+            key = (c.site, c.check)
+            hit = self._checks.get(key)
+            checks[key] = (
+                hit
+                if hit is not None and hit[0] is c
+                else (c, _dumps(_check_json(c, estate)).encode())
+            )
+        self._checks = checks
+        view = collector.view
+        open_rows, recent = view.open_rows(), view.recent_started()
+        rows: dict[str, tuple[dict[str, Any], bytes]] = {}
+        for row in (*open_rows, *recent):
+            seen = self._rows.get(row["id"])
+            if seen is None or seen[0] is not row:
+                seen = (row, _dumps({k: row[k] for k in STATUS_KEYS}).encode())
+            rows[row["id"]] = seen
+        self._rows = rows
+        head = _dumps(_status_head(collector)).encode()
+        return b"".join(
+            (
+                head[:-1],
+                b', "checks": [',
+                b", ".join(body for _, body in checks.values()),
+                b'], "open_outages": [',
+                b", ".join(rows[r["id"]][1] for r in open_rows),
+                b'], "recent_outages": [',
+                b", ".join(rows[r["id"]][1] for r in recent),
+                b"]}",
+            )
+        )
 
 
 async def api_status(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
     await collector.catch_up_async()
+    renderer = request.app[STATUS_JSON]
 
     async def build() -> bytes:
-        return _dumps(status_snapshot(collector)).encode()
+        return renderer.build(collector)
 
     key = (
         collector.view.version,
@@ -184,7 +240,7 @@ async def metrics(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
 
     async def build() -> bytes:
-        body: bytes = await collector.scrape(generate_latest, collector.metrics.registry)
+        body: bytes = await collector.scrape(collector.metrics.render, collector.notifications)
         return body
 
     body = await request.app[METRICS_BODY].get(None, build)
@@ -212,6 +268,7 @@ def make_app(collector: Collector) -> web.Application:
     )
     app[COLLECTOR] = collector
     app[STATUS_BODY] = BodyCache()
+    app[STATUS_JSON] = StatusBody()
     app[METRICS_BODY] = BodyCache()
     app[auth.TOKENS] = auth.Tokens.from_config(collector.estate.web)
     add_board(app, collector)  # "/", /board/..., /static/...

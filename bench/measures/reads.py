@@ -179,5 +179,5 @@ if __name__ == "__main__":
     from bench.run import table
 
     with tempfile.TemporaryDirectory(prefix="availmon-bench-") as tmp:
-        figures = run(Ctx(runs=2, workdir=Path(tmp)))
+        figures = run(Ctx(runs=int(__import__("sys").argv[1]) if len(__import__("sys").argv) > 1 else 2, workdir=Path(tmp)))
     print(table({f.key: f for f in figures}, {}))

@@ -4,6 +4,7 @@ store's committed changes, it reads exactly what the store reads, after any mix 
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,17 +12,18 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from availmon.clock import to_iso, utcnow
 from availmon.config import Estate
-from availmon.schema import Event, State
+from availmon.schema import CheckStatus, Event, State
 from collector.board import kpi_view
 from collector.live import LiveOutages
 from collector.main import Collector
 from collector.report import kpi_snapshot
 from collector.store import Store
-from collector.web import BodyCache, make_app
+from collector.web import BodyCache, StatusBody, make_app, status_snapshot
 from tests.collector.board_helpers import Feed, board_estate
 from tests.collector.helpers import make_estate, outage, store_row
 
@@ -301,3 +303,85 @@ async def test_clients_asking_at_once_share_a_build_never_older_than_their_reque
     assert await cache.get(("k",), build) == b"3"
     assert await cache.get(("k",), build) == b"3"
     assert await cache.get(("k2",), build) == b"4"
+
+
+def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+    return {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name != "availmon_check_cert_expiry_seconds"  # moves with the clock
+    }
+
+
+async def test_the_metrics_body_is_the_registry_and_follows_changes(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    collector = Collector(board_estate(tmp_path))
+    try:
+        feed = Feed(collector)
+        client = await aiohttp_client(make_app(collector))
+        now = utcnow()
+        await feed.heartbeat(
+            "dc",
+            now,
+            CheckStatus(check="webmail", area="email", state=State.UP, latency=0.02),
+            CheckStatus(
+                check="council-website", area="internet_web", state=State.DEGRADED, latency=1.5
+            ),
+        )
+        body = await (await client.get("/metrics")).text()
+        assert samples(body) == samples(generate_latest(collector.metrics.registry).decode())
+        assert (
+            "availmon_check_up",
+            (("area", "email"), ("check", "webmail"), ("site", "dc")),
+            1.0,
+        ) in samples(body)
+        await feed.heartbeat(
+            "dc",
+            now + timedelta(seconds=30),
+            CheckStatus(check="webmail", area="email", state=State.DOWN, error="HTTP 503"),
+            CheckStatus(
+                check="council-website", area="internet_web", state=State.DEGRADED, latency=1.5
+            ),
+        )
+        body = await (await client.get("/metrics")).text()
+        assert samples(body) == samples(generate_latest(collector.metrics.registry).decode())
+        assert (
+            "availmon_check_up",
+            (("area", "email"), ("check", "webmail"), ("site", "dc")),
+            0.0,
+        ) in samples(body)
+    finally:
+        collector.close()
+
+
+async def test_the_status_body_is_the_status_snapshot(tmp_path: Path) -> None:
+    """Assembled from cached pieces, byte for byte what json.dumps of the snapshot gives."""
+    collector = Collector(board_estate(tmp_path))
+    try:
+        feed = Feed(collector)
+        now = utcnow()
+        await feed.heartbeat(
+            "dc", now, CheckStatus(check="council-website", area="internet_web", state=State.UP)
+        )
+        oid = await feed.event(
+            "dc", "webmail", "email", State.UP, State.DOWN, now - timedelta(minutes=5), "HTTP 503"
+        )
+        body = StatusBody()
+        for _ in range(2):  # built from scratch, then from what it kept
+            data = body.build(collector)
+            parsed = json.loads(data)
+            assert data == json.dumps(parsed).encode()
+            want = status_snapshot(collector)
+            assert {**parsed, "generated_at": None} == {**want, "generated_at": None}
+            assert [o["id"] for o in parsed["open_outages"]] == [oid]
+        await feed.event("dc", "webmail", "email", State.DOWN, State.UP, now, latency=0.02)
+        parsed = json.loads(body.build(collector))
+        assert parsed["open_outages"] == []
+        assert {**parsed, "generated_at": None} == {
+            **status_snapshot(collector),
+            "generated_at": None,
+        }
+    finally:
+        collector.close()
