@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ LABELS = {
 TICK = 5.0
 #: Refresh the board even without a committed change (the KPI moves during an outage).
 REFRESH = 30.0
+#: At most one rebuild of the board per this many seconds: at a thousand events a second
+#: the changes come faster than anyone reads a wall screen (issue 9).
+MIN_INTERVAL = 1.0
 #: Latency samples kept per check: one per 30 s for 24 h.
 LATENCY_SAMPLES = 2880
 LATENCY_STEP = 30.0
@@ -766,7 +770,9 @@ def _why_http(exc: web.HTTPException) -> str:
 
 
 class BoardFeed:
-    """Builds the board once per committed change and fans it out to every browser."""
+    """Builds the board once per committed change (at most once a second, and only while
+    a browser listens) and fans it out to every browser. The build runs off the event loop:
+    rendering a thousand checks must not hold up ingest or the API."""
 
     def __init__(self, collector: Collector, env: Environment) -> None:
         self.collector = collector
@@ -779,17 +785,22 @@ class BoardFeed:
         self.closing = asyncio.Event()
         self.latency = LatencyHistory()
         self._dirty = asyncio.Event()
+        #: Browsers holding the SSE stream open.
+        self.listeners = 0
 
     @property
     def event_id(self) -> str:
         return f"{self.boot}-{self.version}"
 
+    def _build(self, now: datetime) -> tuple[dict[str, Any], dict[str, str]]:
+        snap = board_snapshot(self.collector, now)
+        return snap, render_sections(self.env, snap, self.collector.estate)
+
     async def refresh(self) -> None:
         now = utcnow()
         self.latency.sample(list(self.collector.live.values()), now)
         await self.collector.catch_up_async()
-        snap = board_snapshot(self.collector, now)
-        sections = render_sections(self.env, snap, self.collector.estate)
+        snap, sections = await self.collector.scrape(self._build, now)
         if sections != self._sections:
             self._sections = sections
             self.version += 1
@@ -804,13 +815,24 @@ class BoardFeed:
             tg.create_task(self._watch(), name="board-watch")
             while True:
                 self._dirty.clear()
+                started = time.monotonic()
                 try:
-                    await self.refresh()
+                    if self.listeners or not self.payload:
+                        await self.refresh()
+                    else:  # nobody watching: keep the latency history only
+                        self.latency.sample(list(self.collector.live.values()), utcnow())
                 except Exception:
                     # The board must outlive a bad read; the next change tries again.
                     log.exception("could not build the board")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dirty.wait(), REFRESH)
+                # A rate limit, not a synchronisation: changes meanwhile make one rebuild.
+                await asyncio.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - started)))
+
+    def listen(self) -> None:
+        """A browser opened the stream: build for it now if the board is behind."""
+        self.listeners += 1
+        self._dirty.set()
 
     async def _watch(self) -> None:
         """Turn every notification into the dirty flag. The lock is held from one wait to
@@ -918,6 +940,7 @@ async def board_events(request: web.Request) -> web.StreamResponse:
         sent = -1
         if last_seen == feed.event_id:
             sent = feed.version  # reconnected to the same collector, nothing missed
+        feed.listen()
         try:
             while not feed.closing.is_set() and resp.is_connected():
                 if feed.version != sent and feed.payload:
@@ -928,6 +951,8 @@ async def board_events(request: web.Request) -> web.StreamResponse:
                 await feed.wait_newer(sent, TICK)
         except ConnectionResetError:
             pass  # the browser went away (closed, navigated): nothing to send it
+        finally:
+            feed.listeners -= 1
     return resp
 
 
