@@ -10,6 +10,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from availmon.clock import utcnow
 from availmon.schema import State
@@ -77,10 +78,49 @@ class LiveAgent:
 CHECK_FAMILIES = 7
 
 
+def _label(value: str) -> str:
+    """A label value as the text format writes it (prometheus_client's escaping)."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def check_lines(c: LiveCheck) -> list[bytes]:
+    """One check's sample lines of each per-check family, in ``check_families`` order, as
+    ``generate_latest`` writes them (labels sorted by name, values by floatToGoString);
+    a test holds the two equal."""
+    labels = f'area="{_label(c.area)}",check="{_label(c.check)}",site="{_label(c.site)}"'
+    out: list[str] = []
+    if c.state is State.UNKNOWN:
+        out += ["", ""]
+    else:
+        up = "0.0" if c.state is State.DOWN else "1.0"
+        degraded = "1.0" if c.state is State.DEGRADED else "0.0"
+        out.append(f"availmon_check_up{{{labels}}} {up}\n")
+        out.append(f"availmon_check_degraded{{{labels}}} {degraded}\n")
+    out.append(
+        "".join(
+            f'availmon_check_state{{{labels},state="{s.value}"}}'
+            f" {'1.0' if c.state is s else '0.0'}\n"
+            for s in State
+        )
+    )
+    for name, value in (
+        ("availmon_check_latency_seconds", c.latency),
+        ("availmon_check_loss_ratio", c.loss / 100 if c.loss is not None else None),
+        ("availmon_check_jitter_seconds", c.jitter),
+        ("availmon_check_probe_duration_seconds", c.duration),
+    ):
+        if value is None:
+            out.append("")
+        else:
+            text = floatToGoString(value)  # type: ignore[no-untyped-call]  # untyped upstream
+            out.append(f"{name}{{{labels}}} {text}\n")
+    return [line.encode() for line in out]
+
+
 class _CheckLines:
-    """The per-check families as exposition text, each check's lines rendered (by
-    prometheus_client itself, so byte for byte what ``generate_latest`` writes) once per
-    ``LiveCheck`` value: a check that did not change since the last scrape costs a join."""
+    """The per-check families as exposition text, each check's lines rendered once per
+    ``LiveCheck`` value (``check_lines``): a check that did not change since the last
+    scrape costs a join."""
 
     def __init__(self, live: _LiveCollector) -> None:
         self._live = live
@@ -93,7 +133,7 @@ class _CheckLines:
         for c in self._live.checks():
             key = (c.site, c.check)
             hit = self._memo.get(key)
-            lines = hit[1] if hit is not None and hit[0] is c else self._split(self._text([c]))[1]
+            lines = hit[1] if hit is not None and hit[0] is c else check_lines(c)
             memo[key] = (c, lines)
             for family, text in zip(parts, lines, strict=True):
                 family.append(text)

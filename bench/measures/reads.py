@@ -174,10 +174,12 @@ def run(ctx: Ctx) -> list[Figure]:
 
 
 if __name__ == "__main__":
+    import sys
     import tempfile
 
     from bench.run import table
 
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     with tempfile.TemporaryDirectory(prefix="availmon-bench-") as tmp:
-        figures = run(Ctx(runs=int(__import__("sys").argv[1]) if len(__import__("sys").argv) > 1 else 2, workdir=Path(tmp)))
+        figures = run(Ctx(runs=runs, workdir=Path(tmp)))
     print(table({f.key: f for f in figures}, {}))

@@ -21,6 +21,7 @@ from availmon.schema import CheckStatus, Event, State
 from collector.board import kpi_view
 from collector.live import LiveOutages
 from collector.main import Collector
+from collector.metrics import LiveCheck, _CheckLines, _Families, _LiveCollector, check_lines
 from collector.report import kpi_snapshot
 from collector.store import Store
 from collector.web import BodyCache, StatusBody, make_app, status_snapshot
@@ -385,3 +386,24 @@ async def test_the_status_body_is_the_status_snapshot(tmp_path: Path) -> None:
         }
     finally:
         collector.close()
+
+
+@given(
+    st.builds(
+        LiveCheck,
+        site=st.text(min_size=1, max_size=8),
+        agent=st.just("a"),
+        check=st.text(min_size=1, max_size=8),
+        area=st.sampled_from(["email", 'we"ird\\area\n']),
+        state=st.sampled_from(list(State)),
+        latency=st.one_of(st.none(), st.floats(0, 1e9)),
+        loss=st.one_of(st.none(), st.floats(0, 100)),
+        jitter=st.one_of(st.none(), st.floats(0, 10)),
+        duration=st.one_of(st.none(), st.floats(0, 1e7)),
+    )
+)
+def test_a_checks_lines_are_what_prometheus_client_writes(c: LiveCheck) -> None:
+    live = _LiveCollector(lambda: [c], lambda: [], lambda: [])
+    want = generate_latest(_Families(lambda: live.check_families([c])))
+    assert _CheckLines(live).render() == want
+    assert all(line in want for line in check_lines(c))
