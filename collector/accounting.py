@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal
@@ -28,13 +28,13 @@ from zoneinfo import ZoneInfo
 import holidays
 
 from availmon.clock import from_iso
+from availmon.clock import from_us as from_us  # re-exported: accounting works in µs
+from availmon.clock import to_us as to_us
 from availmon.config import Accounting, Estate
 from availmon.errors import UsageError
 from availmon.limits import FIRST_YEAR, LAST_YEAR, MAX_PERIOD_YEARS
 
 US_PER_MINUTE = 60_000_000
-US_PER_SECOND = 1_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: ``[start, end)`` in microseconds since the epoch, UTC.
 Span = tuple[int, int]
@@ -52,16 +52,9 @@ class PeriodError(UsageError):
 # -- time conversions ---------------------------------------------------------------------
 
 
-def to_us(dt: datetime) -> int:
-    """Exact microseconds since the epoch; timedelta arithmetic is exact, floats are not."""
-    if dt.tzinfo is None:
-        raise ValueError(f"naive datetime {dt!r}")
-    delta = dt.astimezone(UTC) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
-
-
-def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
+def _us(value: int | str) -> int:
+    """A row's time as microseconds: the store's integer, or ISO text parsed."""
+    return value if isinstance(value, int) else to_us(from_iso(value))
 
 
 def minutes(us: int) -> int | float:
@@ -393,21 +386,22 @@ class Outage:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Outage:
-        """From a ``Store.outages()``-shaped row (ISO UTC text times)."""
+        """From a ``Store.outages()``-shaped row: times as ISO UTC text, or as the store
+        keeps them (integer microseconds: ``Store.outages_live_us``)."""
         return cls(
             id=row["id"],
             site=row["site"],
             check=row.get("check_name") or None,
             area=row["area"],
             state=row["state"],
-            start=to_us(from_iso(row["start"])),
-            end=to_us(from_iso(row["end"])) if row.get("end") else None,
+            start=_us(row["start"]),
+            end=_us(row["end"]) if row.get("end") is not None else None,
             planned=bool(row.get("planned")),
             cause=row.get("cause") or None,
             provider=row.get("provider") or None,
             note=row.get("note") or None,
             source=row.get("source") or "agent",
-            detected=to_us(from_iso(row["detected_at"])) if row.get("detected_at") else None,
+            detected=_us(row["detected_at"]) if row.get("detected_at") is not None else None,
             agent=row.get("agent") or None,
         )
 

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,9 @@ LABELS = {
 TICK = 5.0
 #: Refresh the board even without a committed change (the KPI moves during an outage).
 REFRESH = 30.0
+#: At most one rebuild of the board per this many seconds: at a thousand events a second
+#: the changes come faster than anyone reads a wall screen (issue 9).
+MIN_INTERVAL = 1.0
 #: Latency samples kept per check: one per 30 s for 24 h.
 LATENCY_SAMPLES = 2880
 LATENCY_STEP = 30.0
@@ -313,7 +317,9 @@ def check_view(
 
 
 def kpi_view(store: Store, estate: Estate, now: datetime) -> dict[str, Any]:
-    """Quarter-to-date availability per area and combined, against the target."""
+    """Quarter-to-date availability per area and combined, against the target, read from
+    the store by the full rules (the board reads ``LiveOutages.kpi_view`` instead while
+    that gives the same: ``LiveOutages.plain``)."""
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     quarter = quarter_containing(now, calendar.tz)
     acc = accounts_for(store, estate, quarter, now, calendar)
@@ -383,20 +389,24 @@ def banner(checks: list[dict[str, Any]], outages: list[dict[str, Any]]) -> dict[
     return {"level": level, "text": "; ".join(parts)}
 
 
-def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
-    """Everything the board shows, in one read (runs on the reader thread)."""
-    store, estate = collector.read_store, collector.estate
+def board_snapshot(
+    collector: Collector, now: datetime, kpi: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything the board shows, from memory: the collector's live dicts and its outage
+    view (issue 9), so a refresh costs what the live state costs, whatever the history.
+    ``kpi``: the quarter-to-date figures when the view's are not the accounting's
+    (``Collector.kpi_view``, issue 10); None takes the view's."""
+    held, estate = collector.view, collector.estate
     names = Names(estate)
-    open_rows = store.board_outages(open_only=True)
-    evidence = store.start_evidence([r["start_event"] for r in open_rows if r["start_event"]])
-    outages = [outage_view(r, names, evidence.get(r["start_event"] or ""), now) for r in open_rows]
+    open_rows = held.open_rows()
+    outages = [outage_view(r, names, held.evidence(r["start_event"]), now) for r in open_rows]
     # Issue 10: windows, dependencies and quorum decide what an open outage is, as the report
-    # will count it: in a window it is maintenance, behind a down parent unreachable.
+    # will count it: in a window it is maintenance, behind a down parent unreachable. The
+    # declared windows come from the view too (read by the writer thread, not here).
     now_us = to_us(now)
-    declared = [window_of(r) for r in store.windows(now, now + timedelta(days=7))]
     windows = expand(
         estate.maintenance,
-        declared,
+        [window_of(r) for r in held.windows()],
         now_us,
         now_us + 7 * 86_400_000_000,
         estate.accounting.timezone,
@@ -424,7 +434,8 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
     keys: list[tuple[str, str]] = [
         (sid, c.name) for sid, site in estate.sites.items() for c in site.checks
     ]
-    keys += sorted(k for k in live if k not in set(keys))
+    configured = set(keys)
+    keys += sorted(k for k in live if k not in configured)
     checks = []
     for site, check in keys:
         view = check_view(
@@ -439,7 +450,7 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
         if view["state"] != "up" and not view["reason"]:
             view["reason"] = reasons.get((site, check))
         checks.append(view)
-    recent = [outage_view(r, names, None, now) for r in store.recent_outages(10)]
+    recent = [outage_view(r, names, None, now) for r in held.recent_closed()]
     return {
         "now": to_iso(now),
         "estate": estate.name,
@@ -447,7 +458,7 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
         "outages": outages,
         "grid": grid(checks, estate, names),
         "checks": checks,
-        "kpi": kpi_view(store, estate, now),
+        "kpi": kpi if kpi is not None else held.kpi_view(now),
         "recent": recent,
         "agents": [
             {
@@ -1013,7 +1024,9 @@ def _why_http(exc: web.HTTPException) -> str:
 
 
 class BoardFeed:
-    """Builds the board once per committed change and fans it out to every browser."""
+    """Builds the board once per committed change (at most once a second, and only while
+    a browser listens) and fans it out to every browser. The build runs off the event loop:
+    rendering a thousand checks must not hold up ingest or the API."""
 
     def __init__(self, collector: Collector, env: Environment) -> None:
         self.collector = collector
@@ -1026,16 +1039,22 @@ class BoardFeed:
         self.closing = asyncio.Event()
         self.latency = LatencyHistory()
         self._dirty = asyncio.Event()
+        #: Browsers holding the SSE stream open.
+        self.listeners = 0
 
     @property
     def event_id(self) -> str:
         return f"{self.boot}-{self.version}"
 
+    def _build(self, now: datetime) -> tuple[dict[str, Any], dict[str, str]]:
+        snap = board_snapshot(self.collector, now, self.collector.kpi_view(now))
+        return snap, render_sections(self.env, snap, self.collector.estate)
+
     async def refresh(self) -> None:
         now = utcnow()
         self.latency.sample(list(self.collector.live.values()), now)
-        snap = await self.collector.read(board_snapshot, self.collector, now)
-        sections = render_sections(self.env, snap, self.collector.estate)
+        await self.collector.catch_up_async()
+        snap, sections = await self.collector.scrape(self._build, now)
         if sections != self._sections:
             self._sections = sections
             self.version += 1
@@ -1050,13 +1069,24 @@ class BoardFeed:
             tg.create_task(self._watch(), name="board-watch")
             while True:
                 self._dirty.clear()
+                started = time.monotonic()
                 try:
-                    await self.refresh()
+                    if self.listeners or not self.payload:
+                        await self.refresh()
+                    else:  # nobody watching: keep the latency history only
+                        self.latency.sample(list(self.collector.live.values()), utcnow())
                 except Exception:
                     # The board must outlive a bad read; the next change tries again.
                     log.exception("could not build the board")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dirty.wait(), REFRESH)
+                # A rate limit, not a synchronisation: changes meanwhile make one rebuild.
+                await asyncio.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - started)))
+
+    def listen(self) -> None:
+        """A browser opened the stream: build for it now if the board is behind."""
+        self.listeners += 1
+        self._dirty.set()
 
     async def _watch(self) -> None:
         """Turn every notification into the dirty flag. The lock is held from one wait to
@@ -1141,7 +1171,8 @@ async def board_page(request: web.Request) -> web.Response:
     feed = request.app[FEED]
     collector = request.app[COLLECTOR]
     now = utcnow()
-    snap = await collector.read(board_snapshot, collector, now)
+    await collector.catch_up_async()
+    snap = board_snapshot(collector, now, await collector.kpi_view_async(now))
     ctx = _ctx(request)
     sections = render_sections(request.app[ENV], snap, collector.estate)
     return _render(
@@ -1163,6 +1194,7 @@ async def board_events(request: web.Request) -> web.StreamResponse:
         sent = -1
         if last_seen == feed.event_id:
             sent = feed.version  # reconnected to the same collector, nothing missed
+        feed.listen()
         try:
             while not feed.closing.is_set() and resp.is_connected():
                 if feed.version != sent and feed.payload:
@@ -1173,6 +1205,8 @@ async def board_events(request: web.Request) -> web.StreamResponse:
                 await feed.wait_newer(sent, TICK)
         except ConnectionResetError:
             pass  # the browser went away (closed, navigated): nothing to send it
+        finally:
+            feed.listeners -= 1
     return resp
 
 

@@ -8,8 +8,9 @@ import contextlib
 import dataclasses
 import logging
 import sqlite3
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from functools import partial
@@ -34,6 +35,7 @@ from availmon.schema import (
 from availmon.signals import install_stop_handlers
 from availmon.text import terminal
 from collector.alerting import Alerting
+from collector.board import kpi_view as board_kpi_view
 from collector.gaps import Gaps
 from collector.ingest import (
     PAIR_SUBSCRIPTIONS,
@@ -46,6 +48,7 @@ from collector.ingest import (
     history_from,
     validate,
 )
+from collector.live import LiveOutages
 from collector.liveness import Liveness
 from collector.metrics import (
     CollectorMetrics,
@@ -77,7 +80,11 @@ class Confirmation:
 
 
 class Collector:
-    """Owns the store (one writer thread, one reader thread), the MQTT session and the web app."""
+    """Owns the store (one writer thread, one reader thread), the MQTT session and the web app.
+
+    Outages as the live pages show them (open, recent, the quarter-to-date KPI) are kept in
+    ``view`` (collector/live.py), brought up to date on the writer thread after every write
+    commits (issue 9): a page view or a scrape reads memory, never the history."""
 
     def __init__(self, estate: Estate, *, metrics: CollectorMetrics | None = None) -> None:
         self.estate = estate
@@ -85,6 +92,13 @@ class Collector:
         path = estate.collector.database
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
+        #: Builds /metrics (no store reads): never queued behind a long report.
+        self._scraper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrape")
+        self.view = LiveOutages(estate)
+        #: True while ``write`` runs a write and its view update (writer thread).
+        self._writing = False
+        #: The last update of the view asked for by a reader (``catch_up``).
+        self._catching_up: Future[None] | None = None
         self.store = Store(path, tolerant=True)
         self.read_store = Store(path, tolerant=True)
         self.live: dict[tuple[str, str], LiveCheck] = {}
@@ -112,12 +126,9 @@ class Collector:
         self.metrics.watch(
             lambda: list(self.live.values()),
             lambda: list(self.agents.values()),
-            # Scrapes run on the reader thread (web.metrics), so the store read is off-loop.
+            # The quarter-to-date KPI from the live view: no store read per scrape.
             lambda: [
-                *kpi_families(
-                    kpi_snapshot(self.read_store, self.estate, utcnow()),
-                    self.estate.accounting.target_percent / 100,
-                ),
+                *kpi_families(self.kpi(utcnow()), self.estate.accounting.target_percent / 100),
                 *delivery_families(self._missing_by_site(), self.is_leader, not self.store_error),
             ],
         )
@@ -126,6 +137,8 @@ class Collector:
         self.disconnected = asyncio.Event()
         #: Notified after every committed batch; tests and the live board await it.
         self.changed = asyncio.Condition()
+        #: Counts those notifications (the web's cached bodies are keyed on it).
+        self.notifications = 0
         #: Alerts (issue 11): fed the outages each commit touched; sends when leader.
         self.alerting = Alerting(self)
         self.web_port: int | None = None
@@ -154,7 +167,9 @@ class Collector:
                 row["status"] or "",
                 row["spool_depth"],
             )
-        for row in self.store.outages(open_only=True):
+        self.view.load(self.store, utcnow())
+        self.view.load_records(self.store, utcnow())
+        for row in self.view.open_rows():
             if row["source"] == "provisional":
                 self.liveness.opened(row["agent"])
         started = time.monotonic()
@@ -172,7 +187,9 @@ class Collector:
         delay = 0.2
         while True:
             try:
-                result = await loop.run_in_executor(self._writer, partial(fn, *args))
+                result = await loop.run_in_executor(
+                    self._writer, partial(self._committed, fn, *args)
+                )
             except Exception as exc:
                 reason = store_fault(exc)
                 if reason is None:
@@ -205,6 +222,105 @@ class Collector:
                 self.store_error = None
             return result
 
+    def _committed(self, fn: Any, *args: Any) -> Any:
+        """Writer thread: the write, then the live view brought up to date with it."""
+        self._writing = True
+        try:
+            result = fn(*args)
+            self.sync_view()
+            self.load_records()
+            return result
+        finally:
+            self._writing = False
+
+    def sync_view(self) -> None:
+        """Writer thread: apply to the live view what the store has committed since. A
+        failure to read it back leaves the view to be loaded again (``refresh_view``)."""
+        changes = self.store.take_changes()
+        if changes.since is None and not (changes.opened or changes.closed):
+            return
+        try:
+            self.view.apply(self.store, changes, utcnow())
+        except Exception:
+            log.exception("the live view could not read back a commit; reloading it")
+            self.view.loaded = False
+
+    def refresh_view(self) -> None:
+        """Writer thread: load the view again when it is due (a new quarter, another
+        process wrote outages, a failed update)."""
+        self.sync_view()
+        try:
+            if not self.view.loaded or self.view.stale(self.store, utcnow()):
+                self.view.load(self.store, utcnow())
+        except sqlite3.Error as exc:
+            log.warning("the live view could not be loaded (%s); retrying", exc)
+        self.load_records()
+
+    async def refresh(self) -> None:
+        """``refresh_view`` on the writer thread (the supervision loop's tick)."""
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.refresh_view)
+
+    def _catch_up_due(self) -> bool:
+        """Commits made without ``write`` (a test, a tool holding ``store``) wait to reach
+        the view, or another reader is bringing them there. A write in flight is not
+        waited for: ``write`` returns once the view has it."""
+        pending = self.store.has_changes() and not self._writing
+        running = self._catching_up is not None and not self._catching_up.done()
+        return pending or running
+
+    def catch_up(self) -> None:
+        """Before a read of the live view from a thread other than the writer."""
+        if self._catch_up_due():
+            with contextlib.suppress(RuntimeError):  # the writer is shut down: closing
+                self._catching_up = self._writer.submit(self.sync_view)
+                self._catching_up.result()
+
+    async def catch_up_async(self) -> None:
+        """``catch_up`` from the event loop, without blocking it."""
+        if self._catch_up_due():
+            with contextlib.suppress(RuntimeError):
+                self._catching_up = self._writer.submit(self.sync_view)
+                await asyncio.wrap_future(self._catching_up)
+
+    def kpi(self, now: datetime) -> dict[str, tuple[float, float]]:
+        """The quarter-to-date KPI for /metrics: from the live view while that is the
+        accounting's figure (``LiveOutages.plain``), else by issue 10's full rules from the
+        store, on the reader thread."""
+        self.catch_up()
+        if self.view.plain:
+            return self.view.kpi(now)
+        return self._reader.submit(kpi_snapshot, self.read_store, self.estate, now).result()
+
+    def kpi_view(self, now: datetime) -> dict[str, Any] | None:
+        """The board's KPI when the live view's is not the accounting's (None: use the
+        view's), read on the reader thread; called off the event loop."""
+        if self.view.plain:
+            return None
+        return self._reader.submit(board_kpi_view, self.read_store, self.estate, now).result()
+
+    async def kpi_view_async(self, now: datetime) -> dict[str, Any] | None:
+        """``kpi_view`` from the event loop, without blocking it."""
+        if self.view.plain:
+            return None
+        loop = asyncio.get_running_loop()
+        view: dict[str, Any] = await loop.run_in_executor(
+            self._reader, partial(board_kpi_view, self.read_store, self.estate, now)
+        )
+        return view
+
+    def load_records(self) -> None:
+        """Writer thread: issue 10's records the view holds (``LiveOutages.load_records``);
+        a failure to read them makes the KPI come from the store until the next try."""
+        try:
+            self.view.load_records(self.store, utcnow())
+        except Exception:
+            log.exception("the live view could not read the maintenance windows")
+            self.view.records_unknown()
+
+    async def scrape(self, fn: Any, *args: Any) -> Any:
+        """Run a /metrics build on its own thread (reads memory only)."""
+        return await asyncio.get_running_loop().run_in_executor(self._scraper, partial(fn, *args))
+
     def _reopen_store(self) -> None:
         try:
             self.store.reopen()
@@ -236,6 +352,7 @@ class Collector:
         return True
 
     def close(self) -> None:
+        self._scraper.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
         self.store.close()
@@ -471,6 +588,7 @@ class Collector:
         log.info("agent %s (site %s) is %s", st.agent, st.site, st.status)
 
     async def _notify(self) -> None:
+        self.notifications += 1
         async with self.changed:
             self.changed.notify_all()
 
@@ -528,6 +646,7 @@ class Collector:
             await self.check_silence()
             await self.check_liveness()
             self.check_gaps()
+            await self.refresh()
 
     def _missing_by_site(self) -> dict[tuple[str, str], int]:
         sites = {self.estate.agent_id(s): s for s in self.estate.sites}
@@ -698,7 +817,15 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_collector)
 
 
+#: The interpreter's thread switch interval in the collector process (Python's default is
+#: 5 ms). The writer thread's SQLite calls release the GIL and take it back many times per
+#: batch; while the event loop serves a burst of web requests, each taking back waited a
+#: whole interval and ingest fell to a few events a second (bench/README.md, reads).
+SWITCH_INTERVAL = 0.0005
+
+
 async def cmd_collector(args: argparse.Namespace) -> int:
+    sys.setswitchinterval(SWITCH_INTERVAL)
     estate = load_config(args.config)
     collector = Collector(estate)
     stop = asyncio.Event()
