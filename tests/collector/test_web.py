@@ -8,7 +8,7 @@ from typing import Any
 
 from availmon.schema import Event, State
 from collector.main import Collector
-from collector.web import duration, local_time, make_app
+from collector.web import make_app
 from tests.peers import estate
 
 T0 = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)  # 10:00 in London (BST)
@@ -49,9 +49,3 @@ async def test_status_page_and_api_show_open_outages(tmp_path: Path, aiohttp_cli
     health = await client.get("/healthz")
     assert health.status == 503  # no MQTT session: not healthy
     collector.close()
-
-
-def test_time_helpers() -> None:
-    assert local_time("2026-01-15T09:00:00.000000+00:00") == "Thu 15 Jan 09:00:00 GMT"
-    assert duration("2026-01-15T09:00:00+00:00", "2026-01-15T11:05:00+00:00") == "2h 05m"
-    assert duration("2026-01-15T09:00:00+00:00", "2026-01-15T09:03:07+00:00") == "3m 07s"
