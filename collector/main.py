@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
 import sqlite3
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -60,6 +62,14 @@ T = TypeVar("T")
 
 #: After these, the writer's connection is reopened: it may have been opened read-only.
 _REOPEN = ("readonly", "cant_open", "io_error")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Judged:
+    """A batch validated (``None``: another collector's own message), not yet committed."""
+
+    now: datetime
+    verdicts: list[tuple[str, bytes, Accepted | Rejected | None]]
 
 
 @dataclasses.dataclass
@@ -120,6 +130,8 @@ class Collector:
         self.disconnected = asyncio.Event()
         #: Notified after every committed batch; tests and the live board await it.
         self.changed = asyncio.Condition()
+        #: Held from a batch's bookkeeping through its commit: one batch at a time, in order.
+        self._committing = asyncio.Lock()
         self.web_port: int | None = None
         #: Set once the web server listens (``web_port`` is then the real port).
         self.web_ready = asyncio.Event()
@@ -237,20 +249,41 @@ class Collector:
 
     async def handle_batch(self, messages: list[tuple[str, bytes]]) -> dict[str, Confirmation]:
         """Validate, commit and update the live view; returns once the batch is durable,
-        with what to confirm to each agent. A store fault keeps it waiting here."""
+        with what to confirm to each agent. A store fault keeps it waiting here.
+
+        Validation is pure and runs at once, on the event loop, while an earlier batch may
+        still be committing on the writer thread; everything after it (counts, logs, the
+        commit, the live view) runs one batch at a time, in the order the batches came
+        (``_committing`` is a fair lock), as if the batches had been handled one by one."""
+        judged = self._judge(messages)
+        async with self._committing:
+            return await self._commit(judged)
+
+    def _judge(self, messages: list[tuple[str, bytes]]) -> _Judged:
         now = utcnow()
+        verdicts: list[tuple[str, bytes, Accepted | Rejected | None]] = []
+        for topic, payload in messages:
+            if topic.startswith(COLLECTORS_ROOT + "/"):
+                verdicts.append((topic, payload, None))  # collectors' own traffic
+                continue
+            verdict = validate(topic, payload, estate=self.estate, now=now, history=self.history)
+            verdicts.append((topic, payload, verdict))
+        return _Judged(now, verdicts)
+
+    async def _commit(self, judged: _Judged) -> dict[str, Confirmation]:
+        now = judged.now
         events: list[Event] = []
         heartbeats: list[Heartbeat] = []
         statuses: list[Accepted] = []
         accounted: list[tuple[str, int, int, str]] = []
         confirm: dict[str, Confirmation] = {}
         firsts: dict[str, int] = {}
-        for topic, payload in messages:
-            if topic.startswith(COLLECTORS_ROOT + "/"):
-                self._presence(topic, payload)  # collectors' own traffic, not agents'
+        batches: list[Accepted] = []
+        for topic, payload, verdict in judged.verdicts:
+            if verdict is None:
+                self._presence(topic, payload)
                 continue
             self.metrics.messages.inc()
-            verdict = validate(topic, payload, estate=self.estate, now=now, history=self.history)
             if isinstance(verdict, Rejected):
                 self.metrics.rejected.labels(verdict.reason).inc()
                 log.warning(
@@ -264,9 +297,12 @@ class Collector:
             self.metrics.heartbeat_checks_ignored.inc(verdict.ignored_checks)
             if verdict.kind == "events":
                 c = confirm.setdefault(verdict.agent, Confirmation(verdict.site))
-                events.extend(verdict.events)
-                for ev in verdict.events:
-                    self.liveness.heard(verdict.agent, min(now, ev.detected_at))
+                if verdict.events:
+                    batches.append(verdict)
+                    events.extend(verdict.events)
+                    # One call for the batch: ``heard`` keeps the latest time it is given.
+                    latest = max(ev.detected_at for ev in verdict.events)
+                    self.liveness.heard(verdict.agent, min(now, latest))
                 for refused in verdict.refused:
                     self.metrics.rejected.labels(refused.verdict.reason).inc()
                     log.warning(
@@ -291,9 +327,12 @@ class Collector:
                 statuses.append(verdict)
         if events or accounted:
             stored = await self._ingest_events(events, accounted, now)
-            for ev in stored:
-                confirm[ev.agent].stored.add(ev.seq)
-            if stored is not events:  # some refused by the store itself, one by one
+            if stored is events:
+                for verdict in batches:
+                    confirm[verdict.agent].stored.update(ev.seq for ev in verdict.events)
+            else:  # some refused by the store itself, one by one
+                for ev in stored:
+                    confirm[ev.agent].stored.add(ev.seq)
                 kept = {ev.id for ev in stored}
                 for ev in events:
                     if ev.id not in kept:
@@ -331,12 +370,11 @@ class Collector:
                     continue
                 self._count(result)
                 kept.append(ev)
-                self._apply_event(ev)
+                self._apply_events([ev])
             await self.write(self.store.ingest, [], now, accounted)
             return kept
         self._count(result)
-        for ev in events:
-            self._apply_event(ev)
+        self._apply_events(events)
         return events
 
     def _count(self, result: Any) -> None:
@@ -517,19 +555,37 @@ class Collector:
         self.missing = self.gaps.evaluate(time.monotonic() if now is None else now)
         return self.missing
 
-    def _apply_event(self, ev: Event) -> None:
-        key = (ev.site, ev.check)
-        prev = self.live.get(key)
-        base = prev or LiveCheck(ev.site, ev.agent, ev.check, ev.area, ev.to, None)
-        self.live[key] = dataclasses.replace(
-            base,
-            agent=ev.agent,
-            area=ev.area,
-            state=ev.to,
-            latency=ev.evidence.latency if ev.evidence.latency is not None else base.latency,
-            since=ev.at if prev is None or prev.state is not ev.to else prev.since,
-            error=ev.evidence.error,
-        )
+    def _apply_events(self, events: list[Event]) -> None:
+        """The live view after these events, applied in order: each check's are folded
+        into one new ``LiveCheck`` (a batch holds thousands of events, for far fewer
+        checks)."""
+        folded: dict[tuple[str, str], dict[str, Any]] = {}
+        for ev in events:
+            key = (ev.site, ev.check)
+            f = folded.get(key)
+            if f is None:
+                prev = self.live.get(key)
+                f = folded[key] = {
+                    "prev": prev,
+                    "base": prev or LiveCheck(ev.site, ev.agent, ev.check, ev.area, ev.to, None),
+                    "state": None if prev is None else prev.state,
+                    "since": None if prev is None else prev.since,
+                }
+                f["latency"] = f["base"].latency
+            latency = ev.evidence.latency
+            if f["state"] is not ev.to:  # a new check, or one whose state changes here
+                f["since"] = ev.at
+            f.update(
+                agent=ev.agent,
+                area=ev.area,
+                state=ev.to,
+                latency=latency if latency is not None else f["latency"],
+                error=ev.evidence.error,
+            )
+        for key, f in folded.items():
+            base = f.pop("base")
+            del f["prev"]
+            self.live[key] = dataclasses.replace(base, **f)
 
     async def _session(self) -> None:
         cfg = self.estate.collector
@@ -575,36 +631,63 @@ class Collector:
             self._lead()
 
     async def _consume(self, client: AckingClient) -> None:
+        """Take the messages waiting as one batch, up to ``collector.batch_size``; while it
+        commits on the writer thread, validate the next (issue 8's throughput). A batch is
+        confirmed and acknowledged only after its commit, and before the next one is."""
         batch_size = self.estate.collector.batch_size
         messages = client.messages
-        me = self.estate.collector.client_id
-        async for first in messages:
-            batch = [first]
-            while len(batch) < batch_size and len(messages) > 0:
-                batch.append(await anext(messages))
-            work = asyncio.ensure_future(
-                self.handle_batch(
-                    [(str(m.topic), bytes(m.payload)) for m in batch]  # type: ignore[arg-type]
-                )
-            )
-            try:
-                # A session that drops mid-commit must not cut the batch's bookkeeping short:
-                # the commit completes on the writer thread either way.
-                confirm = await asyncio.shield(work)
-            except asyncio.CancelledError:
-                await work
-                raise
-            # Committed: tell each agent what is stored, then release the broker's copies.
-            for agent, c in confirm.items():
-                if not (c.stored or c.rejected):
+        inflight: collections.deque[tuple[asyncio.Future[Any], list[aiomqtt.Message]]] = (
+            collections.deque()
+        )
+        try:
+            while True:
+                if inflight and len(messages) == 0:
+                    # Nothing to validate meanwhile: the batch in flight is confirmed now,
+                    # not when the next message comes.
+                    await self._confirm(client, *inflight[0])
+                    inflight.popleft()
                     continue
-                ack = Ack(
-                    collector=me, stored=seq_ranges(c.stored), rejected=seq_ranges(c.rejected)
+                first = await anext(messages)
+                batch = [first]
+                while len(batch) < batch_size and len(messages) > 0:
+                    batch.append(await anext(messages))
+                work = asyncio.ensure_future(
+                    self.handle_batch(
+                        [(str(m.topic), bytes(m.payload)) for m in batch]  # type: ignore[arg-type]
+                    )
                 )
-                client.send(ack_topic(c.site, agent, me), ack.to_json())
-                self.metrics.confirmations.inc()
-            for m in batch:
-                client.ack(m)
+                inflight.append((work, batch))
+                if len(inflight) > 1:
+                    await self._confirm(client, *inflight[0])
+                    inflight.popleft()
+        finally:
+            # A session that drops mid-commit must not cut the batches' bookkeeping short: the
+            # commits complete on the writer thread either way. Nothing more is acknowledged:
+            # the broker hands the batches over again and idempotent ingest absorbs them.
+            raising = sys.exception()
+            outcomes = await asyncio.gather(*(w for w, _ in inflight), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, Exception) and outcome is not raising:
+                    log.error("a batch in flight failed", exc_info=outcome)
+
+    async def _confirm(
+        self,
+        client: AckingClient,
+        work: asyncio.Future[dict[str, Confirmation]],
+        batch: list[aiomqtt.Message],
+    ) -> None:
+        """Once ``work`` has committed: tell each agent what is stored, then release the
+        broker's copies (PUBACK)."""
+        confirm = await asyncio.shield(work)
+        me = self.estate.collector.client_id
+        for agent, c in confirm.items():
+            if not (c.stored or c.rejected):
+                continue
+            ack = Ack(collector=me, stored=seq_ranges(c.stored), rejected=seq_ranges(c.rejected))
+            client.send(ack_topic(c.site, agent, me), ack.to_json())
+            self.metrics.confirmations.inc()
+        for m in batch:
+            client.ack(m)
 
     async def _mqtt_loop(self) -> None:
         backoff = 0.5

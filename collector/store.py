@@ -186,8 +186,18 @@ class _Tail:
     ``derive_intervals`` would leave them), so an event that arrives in order extends the
     history in O(1) instead of re-deriving it."""
 
-    last: tuple[str, int]  # (at, seq) of the latest event
+    last: tuple[str, int] | None  # (at, seq) of the latest event; None: the check has none
     open: tuple[str, str, str] | None  # (state, start, start_event)
+
+
+@dataclass(frozen=True)
+class _New:
+    """An event about to be stored, with its ``at`` as stored and its state's text."""
+
+    at: str
+    seq: int
+    event: Event
+    to_state: str
 
 
 @dataclass(frozen=True)
@@ -354,16 +364,19 @@ class Store:
                 chunk,
             )
             existing.update((r[0], tuple(r[1:])) for r in rows)
-        fresh: list[Event] = []
         rows_: list[tuple[Any, ...]] = []
+        by_check: dict[tuple[str, str, str], list[_New]] = {}
         duplicates = 0
         conflicts: list[str] = []
         for ev in events:
             at = to_iso(ev.at)
+            to_state = ev.to.value
             stored = existing.get(ev.id)
             if stored is None:
-                existing[ev.id] = (ev.site, ev.check, ev.to.value, at)
-                fresh.append(ev)
+                existing[ev.id] = (ev.site, ev.check, to_state, at)
+                by_check.setdefault((ev.site, ev.agent, ev.check), []).append(
+                    _New(at, ev.seq, ev, to_state)
+                )
                 rows_.append(
                     (
                         ev.id,
@@ -373,7 +386,7 @@ class Store:
                         ev.check,
                         ev.area,
                         ev.from_.value,
-                        ev.to.value,
+                        to_state,
                         at,
                         to_iso(ev.detected_at),
                         received,
@@ -381,7 +394,7 @@ class Store:
                     )
                 )
                 continue
-            if stored == (ev.site, ev.check, ev.to.value, at):
+            if stored == (ev.site, ev.check, to_state, at):
                 duplicates += 1
                 continue
             kept = self.conn.execute(
@@ -392,9 +405,6 @@ class Store:
                 conflicts.append(ev.id)
             else:
                 duplicates += 1  # a conflict we already hold, delivered again
-        by_check: dict[tuple[str, str, str], list[Event]] = {}
-        for ev in fresh:
-            by_check.setdefault((ev.site, ev.agent, ev.check), []).append(ev)
         # Each check's tail as it stands before this batch's rows go in.
         tails = {key: self._tail(key) for key in by_check}
         self.conn.executemany(
@@ -402,12 +412,26 @@ class Store:
             " at, detected_at, received_at, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             rows_,
         )
-        for key, evs in by_check.items():
-            evs.sort(key=lambda e: (e.at, e.seq))
-            self._advance(key, evs, tails[key])
-        return IngestResult(len(fresh), duplicates, tuple(conflicts))
+        # The outages that events arriving in order open and close, as two statements for the
+        # batch (issue 8's throughput): the rows opened, with their end when the batch closes
+        # them too, and the ends of the outages that were open before it.
+        opened: list[list[Any]] = []
+        closed: list[tuple[str, str, str, str]] = []
+        for key, new in by_check.items():
+            new.sort(key=lambda n: (n.at, n.seq))
+            self._advance(key, new, tails[key], opened, closed)
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO outages (id, site, agent, check_name, area, state, start, end,"
+            " source, planned, start_event, end_event) VALUES (?,?,?,?,?,?,?,?,'agent',0,?,?)",
+            opened,
+        )
+        self.conn.executemany(
+            "UPDATE outages SET end=?, end_event=?, area=? WHERE id=?",
+            closed,
+        )
+        return IngestResult(len(rows_), duplicates, tuple(conflicts))
 
-    def _tail(self, key: tuple[str, str, str]) -> _Tail | None:
+    def _tail(self, key: tuple[str, str, str]) -> _Tail:
         tail = self._tails.get(key)
         if tail is not None:
             return tail
@@ -417,7 +441,9 @@ class Store:
             key,
         ).fetchone()
         if last is None:
-            return None
+            # No events, so no outages derived from them: the first events extend nothing.
+            tail = self._tails[key] = _Tail(None, None)
+            return tail
         # Only the latest interval can be open; ask for it by that, not by start order, which
         # ties when a run's outages begin at the same instant (degraded, then down, at once).
         row = self.conn.execute(
@@ -429,35 +455,40 @@ class Store:
         tail = self._tails[key] = _Tail((str(last[0]), int(last[1])), open_)
         return tail
 
-    def _advance(self, key: tuple[str, str, str], evs: list[Event], tail: _Tail | None) -> None:
+    def _advance(
+        self,
+        key: tuple[str, str, str],
+        new: list[_New],
+        tail: _Tail,
+        opened: list[list[Any]],
+        closed: list[tuple[str, str, str, str]],
+    ) -> None:
         """Apply a check's new events (sorted) to its outages: incrementally when they all
-        come after what was stored, else by re-deriving from the outage the first falls in."""
-        first = (to_iso(evs[0].at), evs[0].seq)
-        if tail is None or first <= tail.last:
+        come after what was stored (the rows to write go to ``opened`` and ``closed``), else
+        by re-deriving from the outage the first falls in."""
+        first = (new[0].at, new[0].seq)
+        if tail.last is not None and first <= tail.last:
             self._rebuild(*key, first)
             self._tails.pop(key, None)
             return
         site, agent, check = key
-        for ev in evs:
-            at = to_iso(ev.at)
-            tail.last = (at, ev.seq)
+        row: list[Any] | None = None  # the outage this batch opened and has not closed yet
+        for n in new:
+            ev, at = n.event, n.at
+            tail.last = (at, n.seq)
             state = tail.open[0] if tail.open else State.UP
             if ev.from_ in (State.UNKNOWN, ev.to) and ev.to == state:
                 continue
-            if tail.open is not None:
-                self.conn.execute(
-                    "UPDATE outages SET end=?, end_event=?, area=? WHERE id=?",
-                    (at, ev.id, ev.area, f"o:{tail.open[2]}"),
-                )
-                tail.open = None
+            if row is not None:
+                row[4], row[7], row[9] = ev.area, at, ev.id  # area, end, end_event
+                row = None
+            elif tail.open is not None:
+                closed.append((at, ev.id, ev.area, f"o:{tail.open[2]}"))
+            tail.open = None
             if ev.to != State.UP:
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO outages (id, site, agent, check_name, area, state,"
-                    " start, end, source, planned, start_event, end_event)"
-                    " VALUES (?,?,?,?,?,?,?,NULL,'agent',0,?,NULL)",
-                    (f"o:{ev.id}", site, agent, check, ev.area, ev.to.value, at, ev.id),
-                )
-                tail.open = (ev.to.value, at, ev.id)
+                row = [f"o:{ev.id}", site, agent, check, ev.area, n.to_state, at, None, ev.id, None]
+                opened.append(row)
+                tail.open = (n.to_state, at, ev.id)
 
     def _rebuild(self, site: str, agent: str, check: str, since: tuple[str, int]) -> None:
         """Re-derive the check's outages from the last one that began before ``since``
