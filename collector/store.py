@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -190,14 +191,8 @@ class _Tail:
     open: tuple[str, str, str] | None  # (state, start, start_event)
 
 
-@dataclass(frozen=True)
-class _New:
-    """An event about to be stored, with its ``at`` as stored and its state's text."""
-
-    at: str
-    seq: int
-    event: Event
-    to_state: str
+#: Sort key of ``(at, seq, event)``: time order, seq breaking ties.
+_AT_SEQ = operator.itemgetter(0, 1)
 
 
 @dataclass(frozen=True)
@@ -365,18 +360,23 @@ class Store:
             )
             existing.update((r[0], tuple(r[1:])) for r in rows)
         rows_: list[tuple[Any, ...]] = []
-        by_check: dict[tuple[str, str, str], list[_New]] = {}
+        # Per check, its new events as ``(at, seq, event)``, ``at`` as stored.
+        by_check: dict[tuple[str, str, str], list[tuple[str, int, Event]]] = {}
         duplicates = 0
         conflicts: list[str] = []
         for ev in events:
             at = to_iso(ev.at)
-            to_state = ev.to.value
+            # ``_value_``, not ``.value``: the same text without a Python-level property call
+            # (three a event, hundreds of thousands a drain).
+            to_state = ev.to._value_
             stored = existing.get(ev.id)
             if stored is None:
                 existing[ev.id] = (ev.site, ev.check, to_state, at)
-                by_check.setdefault((ev.site, ev.agent, ev.check), []).append(
-                    _New(at, ev.seq, ev, to_state)
-                )
+                key = (ev.site, ev.agent, ev.check)
+                new = by_check.get(key)
+                if new is None:
+                    new = by_check[key] = []
+                new.append((at, ev.seq, ev))
                 rows_.append(
                     (
                         ev.id,
@@ -385,7 +385,7 @@ class Store:
                         ev.agent,
                         ev.check,
                         ev.area,
-                        ev.from_.value,
+                        ev.from_._value_,
                         to_state,
                         at,
                         to_iso(ev.detected_at),
@@ -418,7 +418,7 @@ class Store:
         opened: list[list[Any]] = []
         closed: list[tuple[str, str, str, str]] = []
         for key, new in by_check.items():
-            new.sort(key=lambda n: (n.at, n.seq))
+            new.sort(key=_AT_SEQ)
             self._advance(key, new, tails[key], opened, closed)
         self.conn.executemany(
             "INSERT OR REPLACE INTO outages (id, site, agent, check_name, area, state, start, end,"
@@ -458,7 +458,7 @@ class Store:
     def _advance(
         self,
         key: tuple[str, str, str],
-        new: list[_New],
+        new: list[tuple[str, int, Event]],
         tail: _Tail,
         opened: list[list[Any]],
         closed: list[tuple[str, str, str, str]],
@@ -466,18 +466,19 @@ class Store:
         """Apply a check's new events (sorted) to its outages: incrementally when they all
         come after what was stored (the rows to write go to ``opened`` and ``closed``), else
         by re-deriving from the outage the first falls in."""
-        first = (new[0].at, new[0].seq)
+        first = new[0][:2]
         if tail.last is not None and first <= tail.last:
             self._rebuild(*key, first)
             self._tails.pop(key, None)
             return
         site, agent, check = key
+        up = State.UP
         row: list[Any] | None = None  # the outage this batch opened and has not closed yet
-        for n in new:
-            ev, at = n.event, n.at
-            tail.last = (at, n.seq)
-            state = tail.open[0] if tail.open else State.UP
-            if ev.from_ in (State.UNKNOWN, ev.to) and ev.to == state:
+        for at, seq, ev in new:
+            tail.last = (at, seq)
+            state = tail.open[0] if tail.open else up
+            to = ev.to
+            if to == state and ev.from_ in (State.UNKNOWN, to):
                 continue
             if row is not None:
                 row[4], row[7], row[9] = ev.area, at, ev.id  # area, end, end_event
@@ -485,10 +486,10 @@ class Store:
             elif tail.open is not None:
                 closed.append((at, ev.id, ev.area, f"o:{tail.open[2]}"))
             tail.open = None
-            if ev.to != State.UP:
-                row = [f"o:{ev.id}", site, agent, check, ev.area, n.to_state, at, None, ev.id, None]
+            if to is not up:
+                row = [f"o:{ev.id}", site, agent, check, ev.area, to._value_, at, None, ev.id, None]
                 opened.append(row)
-                tail.open = (n.to_state, at, ev.id)
+                tail.open = (to._value_, at, ev.id)
 
     def _rebuild(self, site: str, agent: str, check: str, since: tuple[str, int]) -> None:
         """Re-derive the check's outages from the last one that began before ``since``
