@@ -556,36 +556,41 @@ class Collector:
         return self.missing
 
     def _apply_events(self, events: list[Event]) -> None:
-        """The live view after these events, applied in order: each check's are folded
-        into one new ``LiveCheck`` (a batch holds thousands of events, for far fewer
-        checks)."""
-        folded: dict[tuple[str, str], dict[str, Any]] = {}
+        """The live view after these events, applied in order. A batch holds thousands of
+        events for far fewer checks, so each check gets one new ``LiveCheck``: the state,
+        agent, area and error of its last event, the latency of its last event that measured
+        one, and the time its current state began."""
+        by_check: dict[tuple[str, str], list[Event]] = {}
         for ev in events:
             key = (ev.site, ev.check)
-            f = folded.get(key)
-            if f is None:
-                prev = self.live.get(key)
-                f = folded[key] = {
-                    "prev": prev,
-                    "base": prev or LiveCheck(ev.site, ev.agent, ev.check, ev.area, ev.to, None),
-                    "state": None if prev is None else prev.state,
-                    "since": None if prev is None else prev.since,
-                }
-                f["latency"] = f["base"].latency
-            latency = ev.evidence.latency
-            if f["state"] is not ev.to:  # a new check, or one whose state changes here
-                f["since"] = ev.at
-            f.update(
-                agent=ev.agent,
-                area=ev.area,
-                state=ev.to,
-                latency=latency if latency is not None else f["latency"],
-                error=ev.evidence.error,
+            same = by_check.get(key)
+            if same is None:
+                by_check[key] = [ev]
+            else:
+                same.append(ev)
+        for key, evs in by_check.items():
+            prev = self.live.get(key)
+            first, last = evs[0], evs[-1]
+            base = prev or LiveCheck(
+                first.site, first.agent, first.check, first.area, first.to, None
             )
-        for key, f in folded.items():
-            base = f.pop("base")
-            del f["prev"]
-            self.live[key] = dataclasses.replace(base, **f)
+            state = None if prev is None else prev.state
+            since = None if prev is None else prev.since
+            latency = base.latency
+            for ev in evs:
+                if ev.to is not state:  # the state changes here (or the check is new)
+                    state, since = ev.to, ev.at
+                if ev.evidence.latency is not None:
+                    latency = ev.evidence.latency
+            self.live[key] = dataclasses.replace(
+                base,
+                agent=last.agent,
+                area=last.area,
+                state=last.to,
+                latency=latency,
+                since=since,
+                error=last.evidence.error,
+            )
 
     async def _session(self) -> None:
         cfg = self.estate.collector
