@@ -347,71 +347,56 @@ class Store:
             self._tails.clear()  # rolled back: the cache may be ahead of the database
             raise
 
+    _INSERT_EVENTS = (
+        "INSERT INTO events (id, seq, site, agent, check_name, area, from_state, to_state, at,"
+        " detected_at, received_at, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    )
+
     def _ingest(self, events: list[Event], received_at: datetime) -> IngestResult:
         received = to_iso(received_at)
-        existing: dict[str, tuple[Any, ...]] = {}
-        ids = list({ev.id for ev in events})
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = self.conn.execute(
-                "SELECT id, site, check_name, to_state, at FROM events WHERE id IN"
-                f" ({','.join('?' * len(chunk))})",
-                chunk,
+        # ``_value_``, not ``.value``: the same text without a Python-level property call.
+        rows = [
+            (
+                ev.id,
+                ev.seq,
+                ev.site,
+                ev.agent,
+                ev.check,
+                ev.area,
+                ev.from_._value_,
+                ev.to._value_,
+                to_iso(ev.at),
+                to_iso(ev.detected_at),
+                received,
+                ev.evidence.model_dump_json(),
             )
-            existing.update((r[0], tuple(r[1:])) for r in rows)
-        rows_: list[tuple[Any, ...]] = []
-        # Per check, its new events as ``(at, seq, event)``, ``at`` as stored.
-        by_check: dict[tuple[str, str, str], list[tuple[str, int, Event]]] = {}
+            for ev in events
+        ]
+        # Each check's tail as it stands before this batch's rows go in.
+        tails = {key: self._tail(key) for key in {(ev.site, ev.agent, ev.check) for ev in events}}
+        # Usually every event is new: insert them all, and let the primary key say otherwise
+        # (issue 8's throughput: no lookup of each id first). Otherwise the insert is undone
+        # and each event is sorted out: new, a duplicate, or a conflict.
         duplicates = 0
         conflicts: list[str] = []
-        for ev in events:
-            at = to_iso(ev.at)
-            # ``_value_``, not ``.value``: the same text without a Python-level property call
-            # (three a event, hundreds of thousands a drain).
-            to_state = ev.to._value_
-            stored = existing.get(ev.id)
-            if stored is None:
-                existing[ev.id] = (ev.site, ev.check, to_state, at)
-                key = (ev.site, ev.agent, ev.check)
-                new = by_check.get(key)
-                if new is None:
-                    new = by_check[key] = []
-                new.append((at, ev.seq, ev))
-                rows_.append(
-                    (
-                        ev.id,
-                        ev.seq,
-                        ev.site,
-                        ev.agent,
-                        ev.check,
-                        ev.area,
-                        ev.from_._value_,
-                        to_state,
-                        at,
-                        to_iso(ev.detected_at),
-                        received,
-                        ev.evidence.model_dump_json(),
-                    )
-                )
-                continue
-            if stored == (ev.site, ev.check, to_state, at):
-                duplicates += 1
-                continue
-            kept = self.conn.execute(
-                "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
-                (ev.id, received, ev.to_json().decode(), json.dumps(stored)),
-            )
-            if kept.rowcount:
-                conflicts.append(ev.id)
-            else:
-                duplicates += 1  # a conflict we already hold, delivered again
-        # Each check's tail as it stands before this batch's rows go in.
-        tails = {key: self._tail(key) for key in by_check}
-        self.conn.executemany(
-            "INSERT INTO events (id, seq, site, agent, check_name, area, from_state, to_state,"
-            " at, detected_at, received_at, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows_,
-        )
+        self.conn.execute("SAVEPOINT new_events")
+        try:
+            self.conn.executemany(self._INSERT_EVENTS, rows)
+        except sqlite3.IntegrityError:
+            self.conn.execute("ROLLBACK TO new_events")
+            self.conn.execute("RELEASE new_events")
+            events, rows, duplicates, conflicts = self._sort_out(events, rows, received)
+            self.conn.executemany(self._INSERT_EVENTS, rows)
+        else:
+            self.conn.execute("RELEASE new_events")
+        # Per check, its new events as ``(at, seq, event)``, ``at`` as stored.
+        by_check: dict[tuple[str, str, str], list[tuple[str, int, Event]]] = {}
+        for ev, row in zip(events, rows, strict=True):
+            key = (ev.site, ev.agent, ev.check)
+            new = by_check.get(key)
+            if new is None:
+                new = by_check[key] = []
+            new.append((row[8], ev.seq, ev))
         # The outages that events arriving in order open and close, as two statements for the
         # batch (issue 8's throughput): the rows opened, with their end when the batch closes
         # them too, and the ends of the outages that were open before it.
@@ -429,7 +414,46 @@ class Store:
             "UPDATE outages SET end=?, end_event=?, area=? WHERE id=?",
             closed,
         )
-        return IngestResult(len(rows_), duplicates, tuple(conflicts))
+        return IngestResult(len(rows), duplicates, tuple(conflicts))
+
+    def _sort_out(
+        self, events: list[Event], rows: list[tuple[Any, ...]], received: str
+    ) -> tuple[list[Event], list[tuple[Any, ...]], int, list[str]]:
+        """The events (and their rows) not stored yet; the number of duplicates (a replay of
+        a stored event, or of a conflict already held); and the ids of the new conflicts: an
+        event that reuses a stored id with other content is quarantined in ``conflicts``,
+        never applied."""
+        existing: dict[str, tuple[Any, ...]] = {}
+        ids = list({ev.id for ev in events})
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            found = self.conn.execute(
+                "SELECT id, site, check_name, to_state, at FROM events WHERE id IN"
+                f" ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            existing.update((r[0], tuple(r[1:])) for r in found)
+        fresh: list[Event] = []
+        fresh_rows: list[tuple[Any, ...]] = []
+        duplicates = 0
+        conflicts: list[str] = []
+        for ev, row in zip(events, rows, strict=True):
+            what = (ev.site, ev.check, row[7], row[8])  # site, check, to_state, at
+            stored = existing.get(ev.id)
+            if stored is None:
+                existing[ev.id] = what
+                fresh.append(ev)
+                fresh_rows.append(row)
+            elif stored == what:
+                duplicates += 1
+            elif self.conn.execute(
+                "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
+                (ev.id, received, ev.to_json().decode(), json.dumps(stored)),
+            ).rowcount:
+                conflicts.append(ev.id)
+            else:
+                duplicates += 1  # a conflict we already hold, delivered again
+        return fresh, fresh_rows, duplicates, conflicts
 
     def _tail(self, key: tuple[str, str, str]) -> _Tail:
         tail = self._tails.get(key)
