@@ -13,9 +13,9 @@ from agent.publisher import Publisher
 from agent.scheduler import ResultHook, Scheduler
 from agent.spool import Spool
 from agent.state import Transition
-from agent.traps import TrapConfig, TrapEvent, TrapReceiver, match_check
+from agent.traps import TrapEvent, TrapReceiver, match_check
 from availmon.clock import utcnow
-from availmon.config import Check, Estate, load_config
+from availmon.config import Check, Estate, TrapConfig, load_config
 from availmon.errors import StartupError, UsageError
 from availmon.schema import Evidence, Heartbeat, State
 from availmon.signals import install_stop_handlers

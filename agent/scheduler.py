@@ -2,7 +2,9 @@
 
 Start times are spread across the interval by a stable hash of the check name, so forty
 checks with a 30 s interval do not all fire at second 0. ICMP checks that share interval,
-timeout and options are pinged as one batch through one socket.
+timeout and options are pinged as one batch through one socket; SNMP checks of one device
+(same credentials, interval and timeout) share one request. A probe type's session (the HTTP
+client and its TLS contexts, the SNMP engine) is built once and shared by all its checks.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +25,7 @@ from availmon.clock import utcnow
 from availmon.config import Check
 from availmon.errors import StartupError
 from availmon.schema import CheckStatus, Evidence, State
-from probes.base import ProbeResult, ProbeSession, ProbeSpec, timeout_text
+from probes.base import Poll, ProbeResult, ProbeSession, ProbeSpec, timeout_text
 from probes.registry import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -126,29 +129,35 @@ class Scheduler:
     def state_of(self, name: str) -> State:
         return self._slots[name].state.state
 
-    async def run(self) -> None:
-        groups: dict[tuple[Any, ...], list[_Slot]] = {}
-        singles: list[_Slot] = []
+    def groups(self) -> list[list[_Slot]]:
+        """Checks probed together: an ICMP batch, one SNMP device, or one check alone."""
+        groups: dict[Hashable, list[_Slot]] = {}
         for slot in self._slots.values():
-            if slot.spec.probe_many is not None:
-                key = (slot.check.type, slot.check.interval, slot.check.timeout, slot.options)
-                groups.setdefault(key, []).append(slot)
+            check, spec = slot.check, slot.spec
+            key: Hashable
+            if spec.group_key is not None:
+                key = (check.type, check.interval, check.timeout)
+                key += (spec.group_key(check.target, slot.options),)
+            elif spec.probe_many is not None:
+                key = (check.type, check.interval, check.timeout, slot.options)
             else:
-                singles.append(slot)
-        async with asyncio.TaskGroup() as tg:
-            for slot in singles:
-                tg.create_task(self._loop([slot]), name=f"check:{slot.check.name}")
-            for members in groups.values():
-                names = ",".join(s.check.name for s in members)
-                tg.create_task(self._loop(members), name=f"batch:{names}")
+                key = ("check", check.name)
+            groups.setdefault(key, []).append(slot)
+        return list(groups.values())
 
-    async def _loop(self, slots: list[_Slot]) -> None:
-        factory = slots[0].spec.session
-        if factory is None:
-            await self._ticks(slots, None)
-            return
-        async with factory() as session:  # one per check, for the agent's lifetime
-            await self._ticks(slots, session)
+    async def run(self) -> None:
+        async with AsyncExitStack() as stack:
+            sessions: dict[str, ProbeSession] = {}
+            for slot in self._slots.values():  # one per probe type, for the agent's lifetime
+                factory = slot.spec.session
+                if factory is not None and slot.spec.name not in sessions:
+                    sessions[slot.spec.name] = await stack.enter_async_context(factory())
+            async with asyncio.TaskGroup() as tg:
+                for members in self.groups():
+                    names = ",".join(s.check.name for s in members)
+                    kind = "check" if len(members) == 1 else "batch"
+                    session = sessions.get(members[0].spec.name)
+                    tg.create_task(self._ticks(members, session), name=f"{kind}:{names}")
 
     async def _ticks(self, slots: list[_Slot], session: ProbeSession | None) -> None:
         loop = asyncio.get_running_loop()
@@ -167,27 +176,11 @@ class Scheduler:
 
     async def _probe(self, slots: list[_Slot], session: ProbeSession | None = None) -> None:
         check = slots[0].check
-        spec = slots[0].spec
         at = utcnow()
         started = time.perf_counter()
         try:
             async with asyncio.timeout(check.timeout + 1.0):
-                if session is not None:
-                    results = [
-                        await session.probe(
-                            check.target,
-                            check.timeout,
-                            slots[0].options,
-                            previous=slots[0].state.last,
-                        )
-                    ]
-                elif len(slots) == 1:
-                    results = [await spec.probe(check.target, check.timeout, slots[0].options)]
-                else:
-                    assert spec.probe_many is not None
-                    results = await spec.probe_many(
-                        [s.check.target for s in slots], check.timeout, slots[0].options
-                    )
+                results = await self._results(slots, session)
         except TimeoutError:
             results = [ProbeResult(ok=False, error=timeout_text(check.timeout)) for _ in slots]
         except StartupError:
@@ -200,6 +193,21 @@ class Scheduler:
         for slot, result in zip(slots, results, strict=True):
             slot.duration = took
             await self._observe(slot, result, at)
+
+    @staticmethod
+    async def _results(slots: list[_Slot], session: ProbeSession | None) -> list[ProbeResult]:
+        first = slots[0]
+        target, timeout = first.check.target, first.check.timeout
+        if session is not None:
+            if len(slots) == 1:
+                previous = first.state.last
+                return [await session.probe(target, timeout, first.options, previous=previous)]
+            polls = [Poll(s.check.target, s.options, s.state.last) for s in slots]
+            return await session.probe_group(polls, timeout)
+        if len(slots) == 1:
+            return [await first.spec.probe(target, timeout, first.options)]
+        assert first.spec.probe_many is not None
+        return await first.spec.probe_many([s.check.target for s in slots], timeout, first.options)
 
     async def _observe(self, slot: _Slot, result: ProbeResult, at: datetime) -> None:
         if self._on_result is not None:

@@ -21,21 +21,18 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, Literal, Self
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pysnmp.carrier.asyncio.dgram import udp, udp6
-from pysnmp.entity import config as snmp_config
-from pysnmp.entity import engine as snmp_engine
-from pysnmp.entity.rfc3413 import ntfrcv
-from pysnmp.proto.api import v2c
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from availmon.clock import utcnow
+from availmon.config import TrapConfig
 from availmon.errors import StartupError
 from availmon.secrets import resolve_secret
 from probes import snmp
+
+if TYPE_CHECKING:  # pysnmp loads when a receiver starts, not with the agent (issue 9: memory)
+    from pysnmp.entity import engine as snmp_engine
+    from pysnmp.entity.rfc3413 import ntfrcv
 
 log = logging.getLogger(__name__)
 
@@ -55,74 +52,6 @@ _SM_FAILURES = (
     "rfc2576.prepareDataElements:sm-failure",  # v1/v2c: unknown community
     "rfc3412.prepareDataElements:sm-failure",  # v3: unknown user, wrong digest, decryption
 )
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TrapUser(_Frozen):
-    """An SNMPv3 user a device sends traps as (authPriv)."""
-
-    user: str
-    #: The device's snmpEngineID in hex. A trap is not acknowledged, so the receiver cannot
-    #: discover it: USM keys are localised with the sender's engine ID (RFC 3414 §2.5.1).
-    engine_id: Annotated[str, Field(pattern=r"^(0x)?([0-9A-Fa-f]{2}){5,32}$")]
-    auth_protocol: snmp.AuthProtocol = "SHA"
-    auth_key_file: Path | None = None
-    auth_key_env: str | None = None
-    priv_protocol: snmp.PrivProtocol = "AES"
-    priv_key_file: Path | None = None
-    priv_key_env: str | None = None
-
-    @model_validator(mode="after")
-    def _keys(self) -> TrapUser:
-        for key in ("auth_key", "priv_key"):
-            given = [getattr(self, f"{key}_file"), getattr(self, f"{key}_env")]
-            if sum(v is not None for v in given) != 1:
-                raise ValueError(f"set exactly one of {key}_file and {key}_env")
-        return self
-
-
-class TrapDevice(_Frozen):
-    """A device allowed to send traps, and the credentials it must use."""
-
-    #: The source address its traps come from.
-    address: str
-    #: The host as written in its snmp checks' targets, when that is not ``address``.
-    host: str | None = None
-    community_file: Path | None = None
-    community_env: str | None = None
-    users: tuple[TrapUser, ...] = ()
-
-    @model_validator(mode="after")
-    def _credentials(self) -> TrapDevice:
-        try:
-            ipaddress.ip_address(self.address)
-        except ValueError:
-            raise ValueError(f"address must be an IP address, got {self.address!r}") from None
-        if self.community_file is not None and self.community_env is not None:
-            raise ValueError("set at most one of community_file and community_env")
-        if self.community_file is None and self.community_env is None and not self.users:
-            raise ValueError("needs community_file, community_env or users")
-        return self
-
-
-class TrapConfig(_Frozen):
-    """``[sites.<id>.traps]``: where to listen and whom to believe."""
-
-    #: Traps come from the network, so all addresses by default.
-    listen: str = "0.0.0.0"
-    #: 0 picks a free port (tests); see :attr:`TrapReceiver.port`.
-    port: Annotated[int, Field(ge=0, le=65535)] = 162
-    devices: tuple[TrapDevice, ...] = ()
-
-    @model_validator(mode="after")
-    def _unique(self) -> TrapConfig:
-        addresses = [ipaddress.ip_address(d.address) for d in self.devices]
-        if len(set(addresses)) != len(addresses):
-            raise ValueError("each device address may appear only once")
-        return self
 
 
 @dataclass(frozen=True)
@@ -161,12 +90,16 @@ def _ip(text: str) -> str:
 
 
 def _text(value: Any) -> str | None:
-    plain = snmp.plain_value(value) if value is not None else None
+    from probes import snmp_io
+
+    plain = snmp_io.plain_value(value) if value is not None else None
     return plain if isinstance(plain, str) else None
 
 
 def _int(value: Any) -> int | None:
-    plain = snmp.plain_value(value) if value is not None else None
+    from probes import snmp_io
+
+    plain = snmp_io.plain_value(value) if value is not None else None
     return plain if isinstance(plain, int) else None
 
 
@@ -279,6 +212,10 @@ class TrapReceiver:
         return int(self._socket.getsockname()[1])
 
     async def __aenter__(self) -> Self:
+        from pysnmp.carrier.asyncio.dgram import udp, udp6
+        from pysnmp.entity import config as snmp_config
+        from pysnmp.entity import engine as snmp_engine
+
         credentials = await asyncio.to_thread(self._read_credentials)
         engine = snmp_engine.SnmpEngine()
         try:
@@ -331,9 +268,11 @@ class TrapReceiver:
 
     def _read_credentials(self) -> list[tuple[_Credential, Any]]:
         """Every device's secrets (blocking file reads: runs in a thread)."""
+        from probes import snmp_io
+
         out: list[tuple[_Credential, Any]] = []
         if any(d.users for d in self.config.devices):
-            snmp.require_privacy()
+            snmp_io.require_privacy()
         for i, device in enumerate(self.config.devices):
             where = f"traps.devices[{i}]"
             address = _ip(device.address)
@@ -354,6 +293,12 @@ class TrapReceiver:
     def _setup(
         self, engine: snmp_engine.SnmpEngine, credentials: list[tuple[_Credential, Any]]
     ) -> None:
+        from pysnmp.entity import config as snmp_config
+        from pysnmp.entity.rfc3413 import ntfrcv
+        from pysnmp.proto.api import v2c
+
+        from probes import snmp_io
+
         for cred, secret in credentials:
             self._allowed.setdefault(cred.security_name, set()).add(cred.device)
             if isinstance(secret, str):
@@ -365,9 +310,9 @@ class TrapReceiver:
             snmp_config.add_v3_user(
                 engine,
                 user.user,
-                snmp.AUTH_PROTOCOLS[user.auth_protocol],
+                snmp_io.AUTH_PROTOCOLS[user.auth_protocol],
                 auth,
-                snmp.PRIV_PROTOCOLS[user.priv_protocol],
+                snmp_io.PRIV_PROTOCOLS[user.priv_protocol],
                 priv,
                 securityEngineId=v2c.OctetString(hexValue=user.engine_id.removeprefix("0x")),
                 securityName=cred.security_name,

@@ -1,40 +1,47 @@
 """The one ``availmon`` command. Each subcommand lives beside the code it drives and registers
-itself through ``add_parser``; this module only lists them."""
+itself through ``add_parser``; this module only lists them.
+
+Only the module of the command being run is imported: ``availmon --help`` must not load the
+collector, aiohttp or pysnmp to print a list of names (issue 9: start-up). So each command's
+one-line help is also written in :data:`COMMANDS`; a test keeps it equal to the module's.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import logging
 import sqlite3
 import sys
+import types
 from collections.abc import Sequence
 from typing import Any
 
-import prometheus_client
-
-from availmon.config import load_config, summary
 from availmon.errors import EXIT_RUNTIME, EXIT_USAGE, AvailmonError, ConfigError
 from availmon.text import one_line, terminal
 
-#: Modules that contribute subcommands (``add_parser(subparsers)``), in help order.
-COMMAND_MODULES = (
-    "availmon.cli",
-    "availmon.probecli",
-    "agent.main",
-    "collector.main",
-    "availmon.demo",
-    "collector.cli",
-    "availmon.broker",
-)
+#: Every subcommand, in help order: the module whose ``add_parser(subparsers)`` defines it,
+#: and its one-line help (shown by ``availmon --help`` without importing the module).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("availmon.cli", "validate an estate config"),
+    "probe": (
+        "availmon.probecli",
+        "run one probe and print the result as JSON (exit 1 when it failed)",
+    ),
+    "agent": ("agent.main", "run a site's agent"),
+    "collector": ("collector.main", "run the collector (ingest, store, web, metrics)"),
+    "demo": ("availmon.demo", "run broker, collector and agents in one process"),
+    "outages": ("collector.cli", "import, list and annotate outage records"),
+    "report": ("collector.cli", "the quarterly availability report (html, md, csv or json)"),
+    "broker": ("availmon.broker", "write a locked-down Mosquitto config, password file and ACL"),
+}
 
 log = logging.getLogger("availmon")
 
 
 def add_parser(sub: Any) -> None:
-    config = sub.add_parser("config", help="validate an estate config")
+    config = sub.add_parser("config", help=COMMANDS["config"][1])
     csub = config.add_subparsers(dest="config_command", required=True)
     check = csub.add_parser("check", help="print every error with file, key and value")
     check.add_argument("file")
@@ -43,6 +50,8 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from availmon.config import load_config, summary
+
     estate = load_config(args.file)  # a ConfigError is printed, issue by issue, by main
     if args.site is not None and args.site not in estate.sites:
         known = ", ".join(sorted(estate.sites)) or "none"
@@ -52,8 +61,25 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="availmon", description=__doc__)
+def command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not a global option)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif word == "--":
+            return next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given ``argv``, only the module of the command it names is imported
+    and the other commands are stubs that carry their help line."""
+    parser = argparse.ArgumentParser(
+        prog="availmon", description=__doc__.split("\n\n", 1)[0] if __doc__ else None
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -62,8 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="DEBUG, INFO, WARNING or ERROR (INFO)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_parser(sub)
+    wanted = None if argv is None else COMMANDS.get(command_in(argv) or "", (None,))[0]
+    for name, (module, help_text) in COMMANDS.items():
+        if name in sub.choices:
+            continue  # defined along with an earlier command of the same module
+        if argv is None or module == wanted:
+            importlib.import_module(module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -72,7 +104,7 @@ def print_json(data: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "allow_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -86,11 +118,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The embedded broker narrates every packet at INFO; keep its warnings only.
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
-    # `_created` series double every counter for no use on a dashboard.
-    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    # `_created` series double every counter for no use on a dashboard. Only the commands that
+    # export metrics have loaded prometheus_client by now; the others never pay for it (issue 9).
+    if "prometheus_client" in sys.modules:
+        import prometheus_client
+
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         result = args.func(args)
-        if asyncio.iscoroutine(result):
+        if isinstance(result, types.CoroutineType):
+            import asyncio
+
             result = asyncio.run(result)
         return int(result or 0)
     except KeyboardInterrupt:

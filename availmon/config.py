@@ -7,6 +7,7 @@ own ``Options`` model, so adding a probe never touches this module.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections import Counter
@@ -24,12 +25,12 @@ from pydantic import (
     model_validator,
 )
 
-from agent.traps import TrapConfig
 from availmon.areas import DEFAULT_AREAS
 from availmon.errors import ConfigError, ConfigIssue
 from availmon.limits import MAX_HEARTBEAT_CHECKS
 from availmon.secrets import inline_secrets, redact_url, resolve_secret, shown
 from probes.registry import REGISTRY
+from probes.snmp import AuthProtocol, PrivProtocol
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -225,6 +226,73 @@ class Check(Frozen):
 
     def parsed_options(self) -> Any:
         return REGISTRY[self.type].parse_options(self.options)
+
+
+# --- SNMP traps: the receiver is agent/traps.py; its config lives here with the rest ---
+
+
+class TrapUser(Frozen):
+    """An SNMPv3 user a device sends traps as (authPriv)."""
+
+    user: str
+    #: The device's snmpEngineID in hex. A trap is not acknowledged, so the receiver cannot
+    #: discover it: USM keys are localised with the sender's engine ID (RFC 3414 §2.5.1).
+    engine_id: Annotated[str, Field(pattern=r"^(0x)?([0-9A-Fa-f]{2}){5,32}$")]
+    auth_protocol: AuthProtocol = "SHA"
+    auth_key_file: Path | None = None
+    auth_key_env: str | None = None
+    priv_protocol: PrivProtocol = "AES"
+    priv_key_file: Path | None = None
+    priv_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _keys(self) -> TrapUser:
+        for key in ("auth_key", "priv_key"):
+            given = [getattr(self, f"{key}_file"), getattr(self, f"{key}_env")]
+            if sum(v is not None for v in given) != 1:
+                raise ValueError(f"set exactly one of {key}_file and {key}_env")
+        return self
+
+
+class TrapDevice(Frozen):
+    """A device allowed to send traps, and the credentials it must use."""
+
+    #: The source address its traps come from.
+    address: str
+    #: The host as written in its snmp checks' targets, when that is not ``address``.
+    host: str | None = None
+    community_file: Path | None = None
+    community_env: str | None = None
+    users: tuple[TrapUser, ...] = ()
+
+    @model_validator(mode="after")
+    def _credentials(self) -> TrapDevice:
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            raise ValueError(f"address must be an IP address, got {self.address!r}") from None
+        if self.community_file is not None and self.community_env is not None:
+            raise ValueError("set at most one of community_file and community_env")
+        if self.community_file is None and self.community_env is None and not self.users:
+            raise ValueError("needs community_file, community_env or users")
+        return self
+
+
+class TrapConfig(Frozen):
+    """``[sites.<id>.traps]``: where to listen and whom to believe."""
+
+    #: Traps come from the network, so all addresses by default.
+    listen: str = "0.0.0.0"
+    #: 0 picks a free port (tests); see :attr:`TrapReceiver.port`.
+    port: Annotated[int, Field(ge=0, le=65535)] = 162
+    devices: tuple[TrapDevice, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> TrapConfig:
+        addresses = [ipaddress.ip_address(d.address) for d in self.devices]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("each device address may appear only once")
+        return self
 
 
 class Site(Frozen):
@@ -518,7 +586,8 @@ def _collector_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
 
 def parse_config(data: dict[str, Any], file: str = "<config>") -> Estate:
     # Nothing secret inline, anywhere (issue 15): refused with its key path, value hidden.
-    issues = [ConfigIssue(file, path, message) for path, message in inline_secrets((), data)]
+    found = inline_secrets((), data, lambda loc: _path(loc, data))
+    issues = [ConfigIssue(file, path, message) for path, message in found]
     issues += _semantic_issues(file, data)
     estate: Estate | None = None
     try:

@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -127,25 +127,31 @@ def redact_url(text: str) -> str | None:
     return parts._replace(netloc=netloc, query=shown_query).geturl()
 
 
-def inline_secrets(path: Sequence[int | str], value: Any) -> Iterator[tuple[str, str]]:
+def inline_secrets(
+    path: Sequence[int | str],
+    value: Any,
+    label: Callable[[tuple[int | str, ...]], str] | None = None,
+) -> Iterator[tuple[str, str]]:
     """Every secret written inline in ``value`` (found at key ``path``): ``(key path, what
-    to do instead)``. Walks tables and arrays, so it finds a header three levels down."""
+    to do instead)``. Walks tables and arrays, so it finds a header three levels down.
+    ``label`` spells a key path (the config names checks by name)."""
+    name = label or (lambda loc: _path(loc))
     key = next((p for p in reversed(path) if isinstance(p, str)), "")
-    where = _path(path)
+    where = name(tuple(path))
     if isinstance(value, Mapping):
         for k, v in value.items():
             if key.lower() == "headers" and str(k).lower() in SECRET_HEADERS:
                 yield (
-                    f"{where}.{k}",
+                    name((*path, str(k))),
                     "a credential header written inline (value hidden): put it in a file"
                     " named under header_files, or use bearer_token_file, or username and"
                     " password_file",
                 )
             else:
-                yield from inline_secrets([*path, str(k)], v)
+                yield from inline_secrets([*path, str(k)], v, label)
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            yield from inline_secrets([*path, i], v)
+            yield from inline_secrets([*path, i], v, label)
     elif isinstance(value, str):
         shown = redact_url(value)
         if shown is not None:

@@ -408,9 +408,24 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
         "kpi": kpi_view(store, estate, now),
         "recent": recent,
         "agents": [
-            {"site": a.site, "site_name": names.site(a.site), "agent": a.agent, "status": a.status}
+            {
+                "site": a.site,
+                "site_name": names.site(a.site),
+                "agent": a.agent,
+                "status": a.status,
+                "spool_depth": a.spool_depth,
+                # Seqs the agent numbered that never reached this collector (issue 8).
+                "missing": collector.missing.get(a.agent, 0),
+                # Per required collector, what the agent's spool still holds for it.
+                "held": {c: n for c, n in a.unconfirmed if n},
+            }
             for a in sorted(collector.agents.values(), key=lambda a: (a.site, a.agent))
         ],
+        "collector": {
+            "id": estate.collector.client_id,
+            "is_leader": collector.is_leader,
+            "store_error": collector.store_error,
+        },
         "areas": [{"id": aid, "name": a.name} for aid, a in estate.areas.items()],
     }
 
@@ -826,7 +841,7 @@ def page_title(snap: Mapping[str, Any]) -> str:
     return f"{snap['banner']['text']} · {snap['estate']}"
 
 
-SECTIONS = ("banner", "outages", "grid", "kpi", "checks", "recent")
+SECTIONS = ("banner", "outages", "grid", "kpi", "checks", "recent", "delivery")
 
 
 def render_sections(env: Environment, snap: Mapping[str, Any], estate: Estate) -> dict[str, str]:

@@ -66,6 +66,13 @@ class Rejected:
     detail: str
 
 
+#: Refusals that depend on the collector's config or clock, not on the event: the agent keeps
+#: such an event and sends it again (a collector whose config is behind the agent's, or an
+#: agent whose clock runs fast, must delay an event, never destroy it). Only an event that is
+#: wrong in itself is confirmed as refused, which lets the agent drop it.
+RETRYABLE = frozenset({"unknown_check", "unknown_area", "area_mismatch", "future", "unknown_site"})
+
+
 @dataclass(frozen=True)
 class RejectedEvent:
     """One event of a batch refused on its own; ``seq`` when it could be read, so the agent

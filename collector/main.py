@@ -37,6 +37,7 @@ from availmon.signals import install_stop_handlers
 from availmon.text import terminal
 from collector.gaps import Gaps
 from collector.ingest import (
+    RETRYABLE,
     SUBSCRIPTIONS,
     Accepted,
     AckingClient,
@@ -312,7 +313,7 @@ class Collector:
                         refused.verdict.reason,
                         refused.verdict.detail,
                     )
-                    if refused.seq is not None:
+                    if refused.seq is not None and refused.verdict.reason not in RETRYABLE:
                         c.rejected.add(refused.seq)
                         accounted.append((verdict.agent, refused.seq, refused.seq, "rejected"))
                 for lo, hi in verdict.dropped:

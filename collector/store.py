@@ -254,7 +254,9 @@ class Store:
         self._migrated = False
         try:
             self.conn = self._connect()
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            raise StoreError(describe(exc, self.path)) from exc
+        except OSError as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
         self.db = sqlite_utils.Database(self.conn)
         try:

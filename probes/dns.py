@@ -3,34 +3,18 @@
 The query goes straight to the target with ``dns.asyncquery`` rather than through a resolver,
 so that /etc/resolv.conf, search domains and caches never stand in for the server we are
 judging. Over UDP a truncated answer is retried over TCP, as a resolver would.
+
+dnspython is imported when a dns check is validated or run, not when this module is (issue 9:
+start-up); the query itself is in :mod:`probes.dns_io`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
-import time
-from typing import Any, Literal
+from typing import Literal
 
-import dns.asyncquery
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 from pydantic import field_validator
 
-from probes.base import (
-    ProbeOptions,
-    ProbeResult,
-    fail,
-    split_host_port,
-    target_checker,
-    timeout_text,
-)
+from probes.base import ProbeOptions, ProbeResult, split_host_port, target_checker
 
 DEFAULT_PORT = 53
 
@@ -49,6 +33,9 @@ class Options(ProbeOptions):
     @field_validator("query_name")
     @classmethod
     def _name(cls, value: str) -> str:
+        import dns.exception
+        import dns.name
+
         try:
             dns.name.from_text(value)
         except dns.exception.DNSException as exc:
@@ -58,6 +45,9 @@ class Options(ProbeOptions):
     @field_validator("record_type")
     @classmethod
     def _record_type(cls, value: str) -> str:
+        import dns.exception
+        import dns.rdatatype
+
         try:
             return dns.rdatatype.to_text(dns.rdatatype.from_text(value.upper()))
         except dns.exception.DNSException:
@@ -67,90 +57,7 @@ class Options(ProbeOptions):
 check_target = target_checker(lambda target: split_host_port(target, DEFAULT_PORT))
 
 
-async def _address(host: str, port: int) -> str:
-    """The server's address: a literal as is, a name through the system resolver."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    return str(infos[0][4][0])
-
-
-def _texts(rrset: dns.rrset.RRset) -> list[str]:
-    out = []
-    for rdata in rrset:
-        if rrset.rdtype == dns.rdatatype.TXT:
-            out.append(b"".join(rdata.strings).decode("utf-8", errors="replace"))
-        else:
-            out.append(rdata.to_text())
-    return out
-
-
-def _normal(text: str, rdtype: str) -> str:
-    """Compare addresses as addresses and names without case or the trailing dot."""
-    if rdtype == "TXT":
-        return text
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return " ".join(token.lower().rstrip(".") for token in text.split())
-
-
-def _matches(expected: str, answer: str, rdtype: str) -> bool:
-    want, got = _normal(expected, rdtype), _normal(answer, rdtype)
-    return want == got or (rdtype != "TXT" and want == got.rsplit(" ", 1)[-1])
-
-
 async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
-    host, port = split_host_port(target, DEFAULT_PORT)
-    rdtype = dns.rdatatype.from_text(options.record_type)
-    query = dns.message.make_query(options.query_name, rdtype)
-    if not options.recursion_desired:
-        query.flags &= ~dns.flags.RD
-    started = time.perf_counter()
-    retried_tcp = False
-    try:
-        async with asyncio.timeout(timeout):
-            where = await _address(host, port)
-            if options.protocol == "tcp":
-                response = await dns.asyncquery.tcp(query, where, timeout=timeout, port=port)
-            else:
-                response, retried_tcp = await dns.asyncquery.udp_with_fallback(
-                    query, where, timeout=timeout, port=port
-                )
-    except (TimeoutError, dns.exception.Timeout):
-        return fail(timeout_text(timeout))
-    except socket.gaierror as exc:
-        return fail(f"name lookup failed for {host}: {exc.strerror}")
-    except ConnectionRefusedError:
-        return fail("connection refused")
-    except OSError as exc:
-        return fail(exc.strerror or str(exc))
-    except dns.exception.DNSException as exc:
-        return fail(f"bad DNS response: {exc}")
-    latency = time.perf_counter() - started
+    from probes import dns_io
 
-    rcode = response.rcode()
-    answers = [
-        text for rrset in response.answer if rrset.rdtype == rdtype for text in _texts(rrset)
-    ]
-    details: dict[str, Any] = {"rcode": dns.rcode.to_text(rcode), "answers": answers}
-    if retried_tcp:
-        details["truncated_retried_tcp"] = True
-    if rcode == dns.rcode.NXDOMAIN:
-        error = f"NXDOMAIN: {options.query_name} does not exist"
-        return ProbeResult(ok=False, latency=latency, error=error, details=details)
-    if rcode != dns.rcode.NOERROR:
-        error = f"DNS {dns.rcode.to_text(rcode)} for {options.query_name}"
-        return ProbeResult(ok=False, latency=latency, error=error, details=details)
-    if not answers:
-        error = f"no {options.record_type} record for {options.query_name}"
-        return ProbeResult(ok=False, latency=latency, error=error, details=details)
-    missing = [
-        e for e in options.expect if not any(_matches(e, a, options.record_type) for a in answers)
-    ]
-    if missing:
-        error = f"expected {', '.join(missing)}, got {', '.join(answers)}"
-        return ProbeResult(ok=False, latency=latency, error=error, details=details)
-    return ProbeResult(ok=True, latency=latency, details=details)
+    return await dns_io.probe(target, timeout, options)

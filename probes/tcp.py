@@ -7,10 +7,7 @@ forever or never stops holding the connection cannot hold the probe.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
-import time
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -19,10 +16,8 @@ from probes.base import (
     ProbeOptions,
     ProbeResult,
     compile_regex,
-    fail,
     split_host_port,
     target_checker,
-    timeout_text,
 )
 
 
@@ -39,71 +34,7 @@ class Options(ProbeOptions):
 check_target = target_checker(split_host_port)
 
 
-def _shown(data: bytes | bytearray) -> str:
-    text = data.decode("utf-8", errors="replace")
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-async def _read_until(
-    reader: asyncio.StreamReader, pattern: re.Pattern[str], limit: int, data: bytearray
-) -> bool:
-    """Read into ``data`` until ``pattern`` matches, the peer closes, or ``limit`` bytes came.
-
-    ``data`` is the caller's, so that what arrived before a timeout can still be shown.
-    """
-    while len(data) < limit:
-        chunk = await reader.read(limit - len(data))
-        if not chunk:
-            break
-        data += chunk
-        if pattern.search(data.decode("utf-8", errors="replace")):
-            return True
-    return False
-
-
 async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
-    host, port = split_host_port(target)
-    started = time.perf_counter()
-    latency: float | None = None
-    received = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            latency = time.perf_counter() - started
-            try:
-                if options.send is not None:
-                    writer.write(options.send.encode())
-                    await writer.drain()
-                matched = True
-                if options.expect is not None:
-                    matched = await _read_until(
-                        reader, options.expect, options.max_read_bytes, received
-                    )
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except TimeoutError:
-        if latency is not None and options.expect is not None:
-            return ProbeResult(
-                ok=False,
-                latency=latency,
-                error=f"{timeout_text(timeout)} waiting for {options.expect.pattern!r}",
-                details={"received": _shown(received)},
-            )
-        return fail(timeout_text(timeout))
-    except ConnectionRefusedError:
-        return fail("connection refused")
-    except OSError as exc:
-        if latency is None:
-            return fail(exc.strerror or str(exc))
-        return ProbeResult(ok=False, latency=latency, error=exc.strerror or str(exc))
-    if not matched and options.expect is not None:
-        return ProbeResult(
-            ok=False,
-            latency=latency,
-            error=f"reply does not match {options.expect.pattern!r}: {_shown(received)!r}",
-            details={"received": _shown(received)},
-        )
-    details = {"received": _shown(received)} if options.expect is not None else {}
-    return ProbeResult(ok=True, latency=latency, details=details)
+    from probes import tcp_io  # asyncio and the dialogue only when a check runs (issue 9)
+
+    return await tcp_io.probe(target, timeout, options)

@@ -23,7 +23,7 @@ from availmon.config import Estate
 from availmon.schema import Ack, Evidence, Heartbeat, State, ack_topic, collector_topic
 from collector.main import Collector
 from tests.e2e import procs
-from tests.peers import Mosquitto, estate, mosquitto, wait_until
+from tests.peers import Mosquitto, estate, mosquitto, wait_until, web_check
 
 T = 100.0  # a loop time for the pure tests
 
@@ -204,7 +204,7 @@ async def fake_collector(broker: Mosquitto) -> AsyncIterator[FakeCollector]:
 async def test_puback_alone_deletes_nothing_only_a_confirmation_does(
     broker: Mosquitto, fake_collector: FakeCollector, tmp_path: Path
 ) -> None:
-    cfg = estate(tmp_path, broker.port, [])
+    cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
     s = spool(tmp_path)
     pub = publisher(cfg, s)
     seqs = await fill(s, 250)
@@ -228,7 +228,7 @@ async def test_puback_alone_deletes_nothing_only_a_confirmation_does(
 async def test_unconfirmed_events_are_published_again_after_the_timeout(
     broker: Mosquitto, fake_collector: FakeCollector, tmp_path: Path
 ) -> None:
-    cfg = estate(tmp_path, broker.port, [])
+    cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
     s = spool(tmp_path)
     pub = publisher(cfg, s, ack_timeout=0.3)
     seqs = await fill(s, 5)
@@ -250,7 +250,7 @@ async def test_unconfirmed_events_are_published_again_after_the_timeout(
 async def test_the_puback_window_is_bounded(broker: Mosquitto, tmp_path: Path) -> None:
     """5,000 events, 20 per message, to the real collector: never more than WINDOW messages
     await their PUBACK, and all are confirmed and deleted."""
-    cfg = estate(tmp_path, broker.port, [])
+    cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
     collector = Collector(cfg)
     s = spool(tmp_path)
     pub = publisher(cfg, s, batch_events=20)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ READ_TOKEN = "read-only-token"
 def token_file(tmp_path: Path) -> Path:
     path = tmp_path / "web-token"
     path.write_text(TOKEN + "\n")
+    path.chmod(0o600)
     return path
 
 
@@ -331,3 +333,27 @@ async def test_api_outages_filter_by_partner_kind_and_period(
     # The 2019 record on the board shows its year.
     html = await (await client.get("/")).text()
     assert "3 Jul 2019 10:15" in html
+
+
+async def test_board_shows_missing_events_and_what_agents_hold(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    """Issue 8: a gap in an agent's seqs, and a spool holding events for a collector that is
+    away, are on the board, as is a store that cannot write; the figures are the collector's
+    own (its gap tracker and the agents' heartbeats)."""
+    await down_webmail(collector)
+    agent = collector.agents["dc"]
+    collector.agents["dc"] = dataclasses.replace(
+        agent, spool_depth=12, unconfirmed=(("availmon-collector", 0), ("collector-b", 12))
+    )
+    collector.missing = {"dc": 3}
+    collector.store_error = "disk_full"
+    client = await aiohttp_client(make_app(collector))
+    html = await (await client.get("/")).text()
+    row = html.split('<tr data-agent="dc"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-missing="3"' in row
+    assert "<strong>3</strong>" in row
+    assert "collector-b: 12" in row
+    assert "availmon-collector: 0" not in row  # nothing held for this one
+    assert "database cannot be written (disk_full)" in html
+    assert 'data-agent="ccc-guildhall"' in html

@@ -114,7 +114,7 @@ def test_rejections(topic_: str, payload: bytes, reason: str) -> None:
 def test_the_configured_check_and_area_pass() -> None:
     verdict = validate(E, raw(event(evidence={"latency": 0.2, "loss": 0})), estate=EST, now=NOW)
     assert isinstance(verdict, Accepted)
-    assert verdict.removed_check is False
+    assert verdict.removed_check == 0
 
 
 def test_heartbeats_keep_only_the_configured_checks() -> None:
@@ -160,7 +160,7 @@ def test_a_removed_check_takes_late_events_within_its_grace() -> None:
     assert check_event(ev(area="servers"), EST, NOW, moved) is None
     verdict = validate(E, raw(event(check="old")), estate=EST, now=NOW, history=recent)
     assert isinstance(verdict, Accepted)
-    assert verdict.removed_check is True
+    assert verdict.removed_check == 1
 
 
 def test_history_keeps_only_what_the_config_does_not_list() -> None:
@@ -274,3 +274,44 @@ def test_the_check_index_follows_a_copy_with_other_sites() -> None:
     assert configured_area(EST, "hq", "web") == "email"
     assert emptied != EST
     assert estate(Path("/nonexistent"), 1883, [WEB, DNS]) == EST  # the index is no part of it
+
+
+async def test_a_refusal_the_config_explains_is_not_final(tmp_path: Path) -> None:
+    """An event for a check this collector's config does not have yet (the agent's config is
+    newer) is refused and counted, but not confirmed as refused: the agent keeps it and sends
+    it again, so a config out of step delays an outage, never destroys it. An event that is
+    wrong in itself (its id is not agent:seq) is refused for good."""
+    now = datetime.now(UTC)
+    batch = json.dumps(
+        {
+            "schema": 1,
+            "events": [
+                json.loads(stored_event(1, "web", State.DOWN, now).to_json()),
+                json.loads(stored_event(2, "newer", State.DOWN, now).to_json()),
+                {**json.loads(stored_event(3, "web", State.UP, now).to_json()), "id": "hq:9"},
+            ],
+        }
+    ).encode()
+    collector = Collector(estate(tmp_path, 1, [WEB]))
+    try:
+        confirm = await collector.handle_batch([(topic("hq", "hq", "events"), batch)])
+        assert confirm["hq"].stored == {1}
+        assert confirm["hq"].rejected == {3}  # 2 is neither: the agent sends it again
+        reg = collector.metrics.registry
+        for reason in ("unknown_check", "invalid"):
+            assert reg.get_sample_value("availmon_events_rejected_total", {"reason": reason}) == 1
+    finally:
+        collector.close()
+    # Once the collector knows the check, the same event is stored.
+    collector = Collector(estate(tmp_path, 1, [WEB, {**WEB, "name": "newer"}]))
+    try:
+        again = json.dumps(
+            {
+                "schema": 1,
+                "events": [json.loads(stored_event(2, "newer", State.DOWN, now).to_json())],
+            }
+        ).encode()
+        confirm = await collector.handle_batch([(topic("hq", "hq", "events"), again)])
+        assert confirm["hq"].stored == {2}
+    finally:
+        collector.close()

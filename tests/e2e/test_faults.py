@@ -277,7 +277,7 @@ async def test_broker_restarted_mid_stream(
         # The restart's premise, measured while the broker is down: the store holds part of
         # the stream and the spool holds events still to be delivered.
         stored_at_fault = procs.count(db)
-        depth_at_fault, _, _ = await spool.stats()
+        depth_at_fault = (await spool.stats()).depth
         await broker.start()
 
         async def missing() -> str:
@@ -793,7 +793,7 @@ async def test_database_locked_for_five_seconds(broker: Mosquitto, tmp_path: Pat
     """Another process holds the store's write lock for 5 s while events stream in: the
     collector waits (busy_timeout, BEGIN IMMEDIATE) instead of failing, loses nothing, and
     goes on ingesting."""
-    collector = EnteringCollector(estate(tmp_path, broker.port, []))
+    collector = EnteringCollector(estate(tmp_path, broker.port, [WEB]))
     db = collector.estate.collector.database
     n = 1000
     events = stream(n + 1)

@@ -319,3 +319,103 @@ async def test_https_insecure_skip_verify_is_up_and_unmeasured(
     result = await http.probe(url + "/ok", 5, opts(insecure_skip_verify=True))
     assert (result.ok, result.error) == (True, None)
     assert result.details["cert_days_left"] is None
+
+
+# --- one client for every check (issue 9) --------------------------------------------------
+
+
+async def test_shared_client_trusts_ca_file_and_reads_each_servers_certificate(
+    aiohttp_server: ServerFactory, never: asyncio.Event, certs: Certs
+) -> None:
+    # Two servers with different certificates, probed at once through one client and one
+    # shared TLS context: each result carries the certificate of its own connection.
+    good = await https_site(aiohttp_server, never, certs.good)
+    soon = await https_site(aiohttp_server, never, certs.soon)
+    options = opts(ca_file=str(certs.ca))
+    async with http.session() as client:
+        results = await asyncio.gather(
+            *(client.probe(url + "/ok", 5, options) for url in [good, soon] * 10)
+        )
+        again = await client.probe(good + "/ok", 5, options)
+    for result in [*results[0::2], again]:
+        assert (result.ok, result.degraded, result.error) == (True, False, None)
+        assert 363 < result.details["cert_days_left"] < 366
+    for result in results[1::2]:
+        assert (result.ok, result.degraded, result.error) == (
+            True,
+            True,
+            "certificate expires in 5 days",
+        )
+    untrusted = await http.probe(good + "/ok", 5, opts())  # without the CA: not trusted
+    assert untrusted.error == "certificate verify failed: unable to get local issuer certificate"
+
+
+class CountingServer:
+    """A TLS HTTP/1.1 server that keeps connections open and counts them; its certificate
+    can be swapped between requests (new handshakes get the new one)."""
+
+    def __init__(self, pair: Pair) -> None:
+        self.context = pair.server_context()
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=self.context)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"https://127.0.0.1:{port}/"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_every_probe_opens_its_own_connection_so_a_bad_handshake_is_seen(
+    certs: Certs,
+) -> None:
+    counting = CountingServer(certs.good)
+    options = opts(ca_file=str(certs.ca))
+    async with counting as url, http.session() as client:
+        first = [await client.probe(url, 5, options) for _ in range(3)]
+        # The server now presents a certificate we do not trust: a probe that reused a
+        # connection from before would still say "up".
+        counting.context.load_cert_chain(certs.self_signed.cert, certs.self_signed.key)
+        after = await client.probe(url, 5, options)
+    assert [r.ok for r in first] == [True, True, True]
+    assert (after.ok, after.error) == (False, "certificate verify failed: self-signed certificate")
+    # Three good probes, three connections, although the server would have kept each open
+    # (the fourth never got past its handshake, so the server's handler never saw it).
+    assert counting.connections == 3
+
+
+async def test_shared_client_sends_no_cookie_from_one_check_to_another(
+    aiohttp_server: ServerFactory,
+) -> None:
+    seen: list[str] = []
+
+    async def set_cookie(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie", ""))
+        response = web.Response(text="ok")
+        response.set_cookie("session", "from-another-check")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", set_cookie)
+    server = await aiohttp_server(app)
+    async with http.session() as client:
+        for _ in range(2):
+            assert (await client.probe(f"http://127.0.0.1:{server.port}/", 5, opts())).ok
+    assert seen == ["", ""]

@@ -3,9 +3,11 @@ must not answer (no route out of it, so nothing leaves the machine)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from probes import icmp
+from probes import icmp, icmp_io
 from probes.registry import REGISTRY
 from tests.peers import netns_unavailable
 
@@ -60,6 +62,62 @@ async def test_batch_keeps_order_and_names() -> None:
     assert [r.details["address"] for r in results[:300]] == targets[:300]
     assert results[300].details["address"] == "::1"
     assert results[301].details["address"] in ("127.0.0.1", "::1")
+
+
+@needs_icmp
+async def test_concurrent_bursts_count_only_their_own_replies() -> None:
+    # Three bursts at once to the same addresses: on raw sockets each sees every reply on
+    # the host, and keeps only those with its identifier and a sequence number it sent.
+    targets = [f"127.0.5.{i}" for i in range(1, 51)]
+    runs = await asyncio.gather(
+        *(icmp.probe_many(targets, 2, opts(count=c, echo_interval=0.01)) for c in (1, 2, 3))
+    )
+    for count, results in zip((1, 2, 3), runs, strict=True):
+        assert [(r.ok, r.loss) for r in results] == [(True, 0.0)] * len(targets)
+        assert {(r.details["sent"], r.details["received"]) for r in results} == {(count, count)}
+
+
+def _rfc1071(packet: bytes) -> int:
+    """The Internet checksum the slow way (RFC 1071), to check the template's arithmetic."""
+    if len(packet) % 2:
+        packet += b"\0"
+    total = sum(struct.unpack(f"!{len(packet) // 2}H", packet))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+@pytest.mark.parametrize("size", [8, 56, 57, 1400])
+@pytest.mark.parametrize("seq", [0, 1, 255, 0x7FFF, 0xFFFE, 0xFFFF])
+def test_template_packets_carry_a_valid_checksum(size: int, seq: int) -> None:
+    template = icmp_io.EchoTemplate(ident=0xBEEF, payload_size=size, v6=False)
+    packet = template.packet(seq)
+    assert len(packet) == 8 + size
+    assert _rfc1071(packet) == 0  # a packet with its checksum in place sums to zero
+    assert struct.unpack("!BBHHH", packet[:8])[3:] == (0xBEEF, seq)
+
+
+@pytest.mark.parametrize(
+    ("packet", "parsed"),
+    [
+        # echo reply (type 0) from a raw IPv4 socket, with a 20-byte IP header in front
+        (bytes([0x45]) + bytes(19) + struct.pack("!BBHHH", 0, 0, 0, 0xBEEF, 7), (0, 0, 0xBEEF, 7)),
+        # another process's echo reply: parsed, so the matcher can see the identifier differs
+        (bytes([0x45]) + bytes(19) + struct.pack("!BBHHH", 0, 0, 0, 0x1234, 7), (0, 0, 0x1234, 7)),
+        # host unreachable quoting our echo request (type 8) behind its IP header
+        (
+            bytes([0x45]) + bytes(19) + struct.pack("!BBHI", 3, 1, 0, 0)
+            + bytes([0x45]) + bytes(19) + struct.pack("!BBHHH", 8, 0, 0, 0xBEEF, 9),
+            (3, 1, 0xBEEF, 9),
+        ),
+        # our own echo request seen by a raw socket: not a reply
+        (bytes([0x45]) + bytes(19) + struct.pack("!BBHHH", 8, 0, 0, 0xBEEF, 7), None),
+    ],
+)  # fmt: skip
+def test_replies_are_parsed_to_identifier_and_sequence(
+    packet: bytes, parsed: tuple[int, int, int, int] | None
+) -> None:
+    assert icmp_io._parse(packet, v6=False, raw=True) == parsed
 
 
 @pytest.mark.parametrize("mode", list(icmp.Mode))
@@ -269,7 +327,7 @@ def test_agent_refuses_to_start_without_icmp(
     ]  # fmt: skip
     if outcome == "refused":
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 2, done.stderr
+        assert done.returncode == 3, done.stderr  # the machine's fault: a runtime failure
         assert done.stderr.strip().splitlines()[-1] == (
             "availmon: " + icmp.describe_mode(icmp.Mode.NONE)
         )

@@ -28,7 +28,7 @@ from snmp_peer import (
 from availmon.config import parse_config
 from availmon.errors import ConfigError, StartupError
 from probes import snmp
-from probes.base import ProbeResult
+from probes.base import Poll, ProbeResult
 from tests.peers import netns_unavailable, write_secret
 
 needs_snmpd = pytest.mark.skipif(
@@ -234,7 +234,7 @@ async def test_interface_not_found(peer: Snmpd, secrets_dir: Path) -> None:
 async def test_poller_reuses_its_engine_across_polls(peer: Snmpd, secrets_dir: Path) -> None:
     before = asyncio.all_tasks()
     options = v3(secrets_dir, "avmsha256", "SHA-256", oid=COUNTER_OID, rate=True)
-    async with snmp.SnmpPoller() as poller:
+    async with snmp.session() as poller:
         first = await poller.probe(peer.target, 2.0, options)
         peer.set_value("counter", 5000)
         second = await poller.probe(peer.target, 2.0, options, previous=first)
@@ -394,3 +394,63 @@ def test_link_states_in_a_namespace(tmp_path: Path, secrets_dir: Path) -> None:
     assert admin_down[0] == 0
     assert admin_down[1]["details"]["admin_status"] == "down(2)"
     assert admin_down[1]["details"]["note"] == "administratively down: not counted as an outage"
+
+
+# --- one engine per agent, one request per device (issue 9) --------------------------------
+
+SNMP_IN_PKTS = "1.3.6.1.2.1.11.1.0"  # SNMPv2-MIB snmpInPkts: messages the agent received
+
+
+def in_packets(peer: Snmpd) -> int:
+    """snmpInPkts read with net-snmp's snmpget (which counts its own request too)."""
+    done = peer.get(SNMP_IN_PKTS)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.rsplit(":", 1)[1])
+
+
+async def test_checks_of_one_device_share_one_get(peer: Snmpd, secrets_dir: Path) -> None:
+    polls = [
+        Poll(peer.target, v2c(secrets_dir)),
+        Poll(peer.target, v2c(secrets_dir, oid=GAUGE_OID)),
+        Poll(peer.target, v2c(secrets_dir, interface="lo")),
+        Poll(peer.target, v2c(secrets_dir, oid=COUNTER_OID, rate=True)),
+        Poll(peer.target, v2c(secrets_dir, interface="lo", mode="interface")),
+    ]
+    async with snmp.session() as poller:
+        first = await poller.probe_group(polls, 2.0)  # finds lo's ifIndex by walking ifName
+        assert [r.ok for r in first] == [True] * 5, [r.error for r in first]
+        polls = [Poll(p.target, p.options, r) for p, r in zip(polls, first, strict=True)]
+        before = await asyncio.to_thread(in_packets, peer)
+        second = await poller.probe_group(polls, 2.0)
+        after = await asyncio.to_thread(in_packets, peer)
+    assert after - before == 2  # our one GET for five checks, and snmpget's own request
+    assert [r.ok for r in second] == [True] * 5, [r.error for r in second]
+    assert second[1].details["value"] == 42
+    assert second[2].details["oper_status"] == "up(1)"
+    assert second[2].details["if_column"] == "ifName"
+    assert second[3].details["rate"] is not None  # its previous sample came along
+    assert second[0].details["rebooted"] is False
+    assert len({r.latency for r in second}) == 1  # one round trip answered them all
+
+
+async def test_a_stale_if_index_is_looked_up_again(peer: Snmpd, secrets_dir: Path) -> None:
+    # The device renumbered its interfaces since the last poll: the remembered index no
+    # longer names "lo", so the probe walks ifName again instead of reporting another port.
+    stale = ProbeResult(
+        ok=True, details={"interface": "lo", "if_index": 9999, "if_column": "ifName"}
+    )
+    result = await snmp.probe(peer.target, 2.0, v2c(secrets_dir, interface="lo"), previous=stale)
+    assert (result.ok, result.error) == (True, None)
+    assert result.details["if_index"] != 9999
+    assert result.details["oper_status"] == "up(1)"
+
+
+def test_group_key_is_device_and_credentials(secrets_dir: Path) -> None:
+    a = snmp.group_key("127.0.0.1:161", v2c(secrets_dir, interface="eth0"))
+    b = snmp.group_key("127.0.0.1:161", v2c(secrets_dir, oid=GAUGE_OID, warn_above=3))
+    other_device = snmp.group_key("127.0.0.2:161", v2c(secrets_dir))
+    other_login = snmp.group_key(
+        "127.0.0.1:161", snmp.Options(community_file=secrets_dir / "wrong-community")
+    )
+    assert a == b
+    assert len({a, other_device, other_login}) == 3

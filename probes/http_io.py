@@ -1,0 +1,303 @@
+"""The HTTP probe's client (aiohttp), apart from :mod:`probes.http` so that reading a config
+does not import it.
+
+One :class:`HttpClient` serves every HTTP check of an agent (issue 9): its TLS contexts (the
+system CAs take ~46 ms of CPU to load) and its aiohttp session and resolver are built once.
+Every probe still opens a new connection and closes it after the answer (``force_close``): a
+reused connection would hide a failed TCP or TLS handshake, which is what a probe is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import ssl
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from availmon.secrets import read_secret_file, redact_url, resolve_secret
+from probes.base import (
+    CERT_DATE_ERRORS,
+    CertVerdict,
+    Poll,
+    ProbeResult,
+    RecordingContext,
+    cert_verdict,
+    fail,
+    last_peer,
+    recording_tls,
+    timeout_text,
+    tls_context,
+    tls_error_text,
+)
+from probes.http import Options
+
+
+def _status_ok(status: int, options: Options) -> bool:
+    if options.expect_status:
+        return status in options.expect_status
+    return 200 <= status < 300
+
+
+def _body_problem(body: str, options: Options) -> str | None:
+    if options.body_contains is not None and options.body_contains not in body:
+        return f"body does not contain {options.body_contains!r}"
+    if options.body_regex is not None and not options.body_regex.search(body):
+        return f"body does not match {options.body_regex.pattern!r}"
+    return None
+
+
+def _secret_headers(options: Options) -> dict[str, str]:
+    """Authorization and ``header_files``; reads the secrets now (blocking: run it in a
+    thread). A missing or unusable file is a StartupError naming the key, never the value."""
+    out = {
+        name: read_secret_file(path, f"header_files.{name}")
+        for name, path in options.header_files.items()
+    }
+    authorization = _authorization(options)
+    if authorization is not None:
+        out["Authorization"] = authorization
+    return out
+
+
+def _authorization(options: Options) -> str | None:
+    """The Authorization header value from the auth options."""
+    if options.username is not None:
+        password = resolve_secret(options.password_file, options.password_env, "password") or ""
+        raw = f"{options.username}:{password}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+    token = resolve_secret(options.bearer_token_file, options.bearer_token_env, "bearer_token")
+    return f"Bearer {token}" if token is not None else None
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+async def _certificate_dates(
+    host: str, port: int, ctx: ssl.SSLContext, options: Options
+) -> CertVerdict | None:
+    """Handshake again, dates unchecked, only to read them; no request is sent this time."""
+    try:
+        _reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
+    except (OSError, ssl.SSLError):
+        return None
+    try:
+        return cert_verdict(writer.get_extra_info("ssl_object"), options.cert_expiry_warn_days)
+    finally:
+        writer.transport.abort()
+
+
+async def _certificate_error(
+    client: HttpClient,
+    exc: aiohttp.ClientConnectorCertificateError,
+    options: Options,
+    time_left: float,
+) -> ProbeResult:
+    """Why the certificate was refused. OpenSSL checked the dates, so that no request (with
+    its credentials) goes to a server whose certificate has expired; on a date error we look
+    again to say by how much."""
+    cause = exc.certificate_error
+    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_code in CERT_DATE_ERRORS:
+        verdict = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.1, time_left)):
+                ctx = await client.context(options.ca_file, check_time=False)
+                verdict = await _certificate_dates(exc.host, exc.port or 443, ctx, options)
+        if verdict is not None and verdict.error is not None:
+            return fail(verdict.error, **verdict.details())
+    return fail(tls_error_text(cause))
+
+
+def _connection_error(exc: aiohttp.ClientConnectorError) -> str:
+    if isinstance(exc.os_error, ssl.SSLError):
+        return tls_error_text(exc.os_error)
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return "connection refused"
+    errno = exc.os_error.errno if exc.os_error else None
+    return os.strerror(errno).lower() if errno else str(exc)
+
+
+_ContextKey = tuple[Path | None, bool, bool]
+
+
+class HttpClient:
+    """The agent's HTTP client: one aiohttp session, one context per trust setting.
+
+    ::
+
+        async with HttpClient() as client:
+            result = await client.probe(url, timeout, options)
+    """
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._contexts: dict[_ContextKey, RecordingContext] = {}
+        self._building = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        connector = aiohttp.TCPConnector(
+            force_close=True,  # a new connection per probe, closed after it: see the docstring
+            limit=0,  # checks are bounded by the config; a pool limit would only queue them
+        )
+        # No cookie jar: one check's cookies must not change what another check sees.
+        self._session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def context(
+        self, ca_file: Path | None, insecure: bool = False, *, check_time: bool = True
+    ) -> RecordingContext:
+        """The shared context for these trust settings, built (in a thread) on first use.
+
+        A ``ca_file`` is read once per agent run: replacing a private CA needs a restart.
+        """
+        key = (ca_file, insecure, check_time)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            async with self._building:  # 100 checks starting at once build it once, not 100x
+                ctx = self._contexts.get(key)
+                if ctx is None:
+                    ctx = await asyncio.to_thread(
+                        tls_context, ca_file, insecure, check_time=check_time
+                    )
+                    self._contexts[key] = ctx
+        return ctx
+
+    async def probe_group(self, polls: Sequence[Poll], timeout: float) -> list[ProbeResult]:
+        return list(
+            await asyncio.gather(*(self.probe(p.target, timeout, p.options) for p in polls))
+        )
+
+    async def probe(
+        self,
+        target: str,
+        timeout: float,
+        options: Options,
+        *,
+        previous: ProbeResult | None = None,
+    ) -> ProbeResult:
+        if self._session is None:
+            raise RuntimeError("HttpClient.probe outside 'async with'")
+        headers = dict(options.headers)
+        if _needs_secret(options):  # StartupError if a secret is missing
+            headers.update(await asyncio.to_thread(_secret_headers, options))
+        # Given for http:// targets too: a redirect to https:// must trust the same CA.
+        ssl_ctx = await self.context(options.ca_file, options.insecure_skip_verify)
+        started = time.perf_counter()
+        try:
+            with recording_tls() as made:
+                async with self._session.request(
+                    options.method,
+                    target,
+                    headers=headers,
+                    allow_redirects=options.follow_redirects,
+                    max_redirects=options.max_redirects,
+                    ssl=ssl_ctx,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as response:
+                    raw_body = await _read_body(response, options.max_body_bytes)
+                    status = response.status
+                    final_url = str(response.url)
+                    redirects = len(response.history)
+                    location = response.headers.get("Location")
+                    charset = response.charset or "utf-8"
+        except TimeoutError:
+            return fail(timeout_text(timeout))
+        except aiohttp.ClientConnectorCertificateError as exc:
+            left = timeout - (time.perf_counter() - started)
+            return await _certificate_error(self, exc, options, left)
+        except aiohttp.ClientConnectorError as exc:
+            return fail(_connection_error(exc))
+        except aiohttp.TooManyRedirects:
+            return fail(f"too many redirects (more than {options.max_redirects})")
+        except aiohttp.ClientError as exc:
+            return fail(str(exc) or type(exc).__name__)
+        latency = time.perf_counter() - started
+        cert = None
+        if urlsplit(final_url).scheme == "https":
+            peer = last_peer(made, urlsplit(final_url).hostname)
+            cert = cert_verdict(peer, options.cert_expiry_warn_days)
+        return _judge(
+            options, latency, status, final_url, redirects, location, cert, raw_body, charset
+        )
+
+
+def _needs_secret(options: Options) -> bool:
+    return (
+        options.username is not None
+        or bool(options.header_files)
+        or options.bearer_token_file is not None
+        or options.bearer_token_env is not None
+    )
+
+
+def _judge(
+    options: Options,
+    latency: float,
+    status: int,
+    final_url: str,
+    redirects: int,
+    location: str | None,
+    cert: CertVerdict | None,
+    raw_body: bytes,
+    charset: str,
+) -> ProbeResult:
+    """The verdict on a complete answer: certificate, status, body, in that order."""
+    details: dict[str, Any] = {"status": status}
+    if redirects:
+        details.update(redirects=redirects, url=redact_url(final_url) or final_url)
+    if location is not None and not 300 <= status < 400:
+        location = None
+    if location is not None:
+        details["location"] = redact_url(location) or location
+    if cert is not None:
+        details.update(cert.details())
+    if cert is not None and cert.error is not None:
+        return ProbeResult(ok=False, latency=latency, error=cert.error, details=details)
+    if not _status_ok(status, options):
+        return ProbeResult(ok=False, latency=latency, error=f"HTTP {status}", details=details)
+    try:
+        body = raw_body.decode(charset, errors="replace")
+    except LookupError:  # a charset Python does not know
+        body = raw_body.decode("utf-8", errors="replace")
+    problem = _body_problem(body, options)
+    if problem is not None:
+        return ProbeResult(ok=False, latency=latency, error=problem, details=details)
+    if cert is not None and cert.warning is not None:
+        return ProbeResult(
+            ok=True, latency=latency, degraded=True, error=cert.warning, details=details
+        )
+    return ProbeResult(ok=True, latency=latency, details=details)
+
+
+async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
+    """One probe with a client of its own (``availmon probe``, tests)."""
+    async with HttpClient() as client:
+        return await client.probe(target, timeout, options)

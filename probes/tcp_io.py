@@ -1,0 +1,89 @@
+"""The TCP probe's connection, apart from :mod:`probes.tcp` so that reading a config
+loads none of it (issue 9: start-up)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+
+from probes.base import (
+    ProbeResult,
+    fail,
+    split_host_port,
+    timeout_text,
+)
+from probes.tcp import (
+    Options,
+)
+
+
+def _shown(data: bytes | bytearray) -> str:
+    text = data.decode("utf-8", errors="replace")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+async def _read_until(
+    reader: asyncio.StreamReader, pattern: re.Pattern[str], limit: int, data: bytearray
+) -> bool:
+    """Read into ``data`` until ``pattern`` matches, the peer closes, or ``limit`` bytes came.
+
+    ``data`` is the caller's, so that what arrived before a timeout can still be shown.
+    """
+    while len(data) < limit:
+        chunk = await reader.read(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+        if pattern.search(data.decode("utf-8", errors="replace")):
+            return True
+    return False
+
+
+async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
+    host, port = split_host_port(target)
+    started = time.perf_counter()
+    latency: float | None = None
+    received = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            latency = time.perf_counter() - started
+            try:
+                if options.send is not None:
+                    writer.write(options.send.encode())
+                    await writer.drain()
+                matched = True
+                if options.expect is not None:
+                    matched = await _read_until(
+                        reader, options.expect, options.max_read_bytes, received
+                    )
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        if latency is not None and options.expect is not None:
+            return ProbeResult(
+                ok=False,
+                latency=latency,
+                error=f"{timeout_text(timeout)} waiting for {options.expect.pattern!r}",
+                details={"received": _shown(received)},
+            )
+        return fail(timeout_text(timeout))
+    except ConnectionRefusedError:
+        return fail("connection refused")
+    except OSError as exc:
+        if latency is None:
+            return fail(exc.strerror or str(exc))
+        return ProbeResult(ok=False, latency=latency, error=exc.strerror or str(exc))
+    if not matched and options.expect is not None:
+        return ProbeResult(
+            ok=False,
+            latency=latency,
+            error=f"reply does not match {options.expect.pattern!r}: {_shown(received)!r}",
+            details={"received": _shown(received)},
+        )
+    details = {"received": _shown(received)} if options.expect is not None else {}
+    return ProbeResult(ok=True, latency=latency, details=details)

@@ -1,0 +1,145 @@
+"""Start-up stays cheap (issue 9): the command line loads only what the command needs.
+
+No timing here (speed is measured in bench/); these tests pin what is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from availmon.cli import COMMANDS, build_parser, command_in
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+HEAVY = ("pysnmp", "aiohttp", "dns", "icmplib", "prometheus_client", "collector", "aiomqtt")
+
+SCRIPT = """
+import json, sys
+from availmon.cli import main
+try:
+    code = main({argv!r})
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+print(json.dumps([code, heavy]), file=sys.stderr)
+"""
+
+
+def loaded_by(*argv: str) -> tuple[int, list[str]]:
+    """Run ``availmon ARGV`` in a fresh interpreter: its exit code and the modules of heavy
+    packages it imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(argv=list(argv), heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    code, heavy = json.loads(done.stderr.strip().splitlines()[-1])
+    return code, heavy
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["--help"], 0),
+        (["config", "check", str(ROOT / "config" / "demo.toml")], 0),
+        (["config", "check", str(ROOT / "tests" / "config" / "base.toml")], 0),
+        (["probe", "tcp", "127.0.0.1:1", "--timeout", "1"], 1),
+        (["report", "--help"], 0),  # help of a command: only its module, not its peers'
+    ],
+)
+def test_commands_load_no_protocol_library_they_do_not_use(argv: list[str], code: int) -> None:
+    got_code, heavy = loaded_by(*argv)
+    assert got_code == code
+    packages = {m.split(".")[0] for m in heavy}
+    assert packages == ({"collector"} if argv[0] == "report" else set())
+
+
+CHECKS = """
+[sites.s]
+partner = "p"
+[[sites.s.checks]]
+{}
+"""
+EVERY_TYPE = [
+    'type = "icmp"\ntarget = "127.0.0.1"',
+    'type = "http"\ntarget = "https://127.0.0.1/"\nexpect_status = [200]',
+    'type = "tcp"\ntarget = "127.0.0.1:22"',
+    'type = "dns"\ntarget = "127.0.0.1"\nquery_name = "example.test"\nrecord_type = "MX"',
+    'type = "smtp"\ntarget = "127.0.0.1"',
+    'type = "sip"\ntarget = "127.0.0.1"',
+    'type = "snmp"\ntarget = "127.0.0.1"\ncommunity_env = "X"\ninterface = "eth0"',
+]
+
+
+def test_config_check_of_every_type_loads_no_client_library(tmp_path: Path) -> None:
+    config = tmp_path / "every.toml"
+    checks = "\n[[sites.s.checks]]\n".join(
+        f'name = "c{i}"\narea = "servers"\n{body}' for i, body in enumerate(EVERY_TYPE)
+    )
+    config.write_text(CHECKS.format(checks))
+    code, heavy = loaded_by("config", "check", str(config))
+    assert code == 0
+    # A dns check's name and record type are checked with dnspython's own parsers (dns.name,
+    # dns.rdatatype); the query machinery (dns.asyncquery) and the rest stay unloaded.
+    assert {m.split(".")[0] for m in heavy} <= {"dns"}
+    assert "dns.asyncquery" not in heavy
+    assert "dns.name" in heavy
+
+
+def test_probe_http_loads_aiohttp_only_when_it_runs() -> None:
+    code, heavy = loaded_by("probe", "http", "http://127.0.0.1:1/", "--timeout", "1")
+    assert code == 1
+    assert "aiohttp" in heavy
+    assert not any(m.startswith("pysnmp") for m in heavy)
+
+
+def test_help_lines_match_the_modules() -> None:
+    # The lazy listing carries each command's help; it must say what the module says.
+    full = build_parser()
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    assert list(helps) == list(COMMANDS)
+    assert helps == {name: text for name, (_module, text) in COMMANDS.items()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["--help"], None),
+        (["--log-level", "DEBUG", "agent", "--site", "x"], "agent"),
+        (["--log-level=DEBUG", "report", "FY2019Q2"], "report"),
+        (["probe", "tcp", "127.0.0.1:1"], "probe"),
+        ([], None),
+    ],
+)
+def test_command_in(argv: list[str], command: str | None) -> None:
+    assert command_in(argv) == command
+
+
+def test_availmon_imports_nothing_from_agent_or_collector() -> None:
+    # STYLE 12: availmon/'s shared modules import nothing from agent/ or collector/; only the
+    # command wiring (cli, demo) sees everything, and cli only by module name.
+    wiring = {"cli.py", "demo.py"}
+    offenders = []
+    for path in sorted((ROOT / "availmon").glob("*.py")):
+        if path.name in wiring:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [
+                f"{path.name}: {n}" for n in names if n.split(".")[0] in ("agent", "collector")
+            ]
+    assert offenders == []
