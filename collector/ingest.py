@@ -258,8 +258,7 @@ def validate(
         verdict = _validate_event(data, site, agent, rules)
         if isinstance(verdict, Rejected):
             return verdict
-        # A bool is an int: one event, counted once when its check is no longer configured.
-        removed = rules.areas.get((site, verdict.check)) != verdict.area
+        removed = int(rules.areas.get((site, verdict.check)) != verdict.area)
         return Accepted("events", site, agent, events=(verdict,), removed_check=removed)
     try:
         hb = Heartbeat.model_validate(data)
