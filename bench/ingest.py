@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -198,8 +199,12 @@ async def measure(tmp: Path, port: int, events: int) -> dict[str, Any]:
     await subscribe_once(port, cfg.collector.client_id, "availmon/v1/+/+/events")
     await subscribe_once(port, "bare", "availmon/v1/+/+/events")
     sent, publish_s = await queue_backlog(port, per_agent)
+    cpu = cpu_seconds()
     bare_s = await drain_bare(port, tmp / "bare.db", sent)
+    bare_cpu = cpu_seconds() - cpu
+    cpu = cpu_seconds()
     collector_s = await drain_collector(cfg, sent)
+    collector_cpu = cpu_seconds() - cpu
     conn = sqlite3.connect(str(cfg.collector.database))
     stored = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
     conn.close()
@@ -214,7 +219,17 @@ async def measure(tmp: Path, port: int, events: int) -> dict[str, Any]:
         "bare_seconds": round(bare_s, 1),
         "bare_events_per_second": round(sent / bare_s),
         "ratio_to_bare": round(bare_s / collector_s, 2),
+        # CPU of this process (both threads of the collector) per event: what the drain
+        # costs whatever else the machine is doing; the rates move with the load.
+        "collector_cpu_us_per_event": round(collector_cpu / sent * 1e6, 1),
+        "bare_cpu_us_per_event": round(bare_cpu / sent * 1e6, 1),
     }
+
+
+def cpu_seconds() -> float:
+    """User and system CPU of this process so far (the publisher is another process)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run(events: int = 200_000) -> dict[str, Any]:
