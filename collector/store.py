@@ -375,10 +375,11 @@ class Store:
 
     def _rows_at_once(self, sql: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
         """``sql`` is ``(head, one row's VALUES, tail)``: ``head (row), (row), ... tail``,
-        hundreds of rows a statement, rather than ``executemany``'s one row a step. SQLite's work on a step runs without the GIL, and
-        ``executemany`` gives the GIL up and waits to take it back for every row: behind the
-        validation of the next batch on the event loop, that wait (up to the interpreter's
-        switch interval, 5 ms) made the writer thread crawl (issue 8's throughput)."""
+        hundreds of rows a statement, rather than ``executemany``'s one row a step. SQLite's
+        work on a step runs without the GIL, and ``executemany`` gives the GIL up and waits to
+        take it back for every row: behind the validation of the next batch on the event loop,
+        that wait (up to the interpreter's switch interval, 5 ms) made the writer thread crawl
+        (issue 8's throughput)."""
         head, one, *tail = sql
         for i in range(0, len(rows), _ROWS_PER_STATEMENT):
             chunk = rows[i : i + _ROWS_PER_STATEMENT]
