@@ -205,12 +205,19 @@ async def run_demo(
             for task in ready:
                 task.cancel()
             if not stop.is_set():
+                # One stop per agent, set one after another: each says "stopped" on a new
+                # connection, and the embedded broker (amqtt 0.12) can crash on several
+                # connections arriving at once ("dictionary changed size during iteration").
+                stops = [asyncio.Event() for _ in agents]
                 agent_tasks = [
-                    tg.create_task(agent.run(stop), name=f"agent:{agent.site}") for agent in agents
+                    tg.create_task(agent.run(own), name=f"agent:{agent.site}")
+                    for agent, own in zip(agents, stops, strict=True)
                 ]
                 _banner(estate, collector, len(agents), speed)
                 await stop.wait()
-                await asyncio.gather(*agent_tasks)
+                for own, agent_task in zip(stops, agent_tasks, strict=True):
+                    own.set()
+                    await agent_task
             collector_stop.set()
 
 

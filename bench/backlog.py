@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
+from bench.common import quiet_sites
 from collector.main import Collector
 from collector.metrics import REJECT_REASONS
 
@@ -35,17 +36,7 @@ def backlog_estate(tmp: Path, port: int, agents: int) -> Estate:
             "broker": {"host": "127.0.0.1", "port": port},
             "collector": {"database": str(tmp / "collector.db"), "batch_size": 1000},
             "web": {"port": 0},
-            # The events' checks must be in the config; nothing probes them here.
-            "sites": {
-                f"s{i}": {
-                    "partner": "P",
-                    "checks": [
-                        {"name": f"c{c}", "type": "tcp", "target": "127.0.0.1:9", "area": "email"}
-                        for c in range(CHECKS)
-                    ],
-                }
-                for i in range(agents)
-            },
+            "sites": quiet_sites(agents, CHECKS),
             "partners": {"P": {"name": "P"}},
         },
         "backlog",

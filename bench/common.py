@@ -158,3 +158,19 @@ def driver(
 
 def as_json(figures: Sequence[Figure]) -> list[dict[str, Any]]:
     return [asdict(f) for f in figures]
+
+
+def quiet_sites(agents: int, checks: int) -> dict[str, Any]:
+    """``sites`` of an estate whose agents ``s0``.. each have checks ``c0``.. in one area: the
+    checks bench-made events name must be in the config (an invented check is refused), and
+    nothing probes them here."""
+    return {
+        f"s{i}": {
+            "partner": "P",
+            "checks": [
+                {"name": f"c{c}", "type": "tcp", "target": "127.0.0.1:9", "area": "email"}
+                for c in range(checks)
+            ],
+        }
+        for i in range(agents)
+    }

@@ -48,7 +48,7 @@ def table(figures: dict[str, Figure], errors: dict[str, str]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     notes = [f"  {f.key}: {f.note}" for f in figures.values() if f.note]
     return "\n".join(lines + (["", "notes:", *notes] if notes else []))
