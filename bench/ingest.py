@@ -38,7 +38,7 @@ import paho.mqtt.client as mqtt
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
 from bench.common import quiet_sites
-from collector.main import Collector
+from collector.main import Collector, tune_gc
 from collector.metrics import REJECT_REASONS
 
 AGENTS = 50
@@ -190,6 +190,8 @@ async def measure(tmp: Path, port: int, events: int) -> dict[str, Any]:
     await subscribe_once(port, cfg.collector.client_id, "availmon/v1/+/+/events")
     await subscribe_once(port, "bare", "availmon/v1/+/+/events")
     sent, publish_s = await queue_backlog(port, per_agent)
+    # Both drains run with the garbage collector set as ``availmon collector`` sets it.
+    tune_gc()
     cpu = cpu_seconds()
     bare_s = await drain_bare(port, tmp / "bare.db", sent)
     bare_cpu = cpu_seconds() - cpu
