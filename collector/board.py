@@ -79,9 +79,10 @@ TICK = 5.0
 REFRESH = 30.0
 #: The most of the collector's time the board may take while commits come back to back (a
 #: backlog drain): after a refresh that took t seconds, the next waits t * (1/share - 1).
-#: A board of a thousand checks takes about 0.2 s to build, and rebuilding it after every
-#: commit cut the ingest rate by a third (issue 8); a small board still follows each commit.
-BOARD_SHARE = 0.1
+#: A board of a thousand checks takes about 0.2 s to build (so it refreshes every 4 s while
+#: a backlog drains), and rebuilding it after every commit cut the ingest rate by a third
+#: (issue 8); a small board still follows each commit.
+BOARD_SHARE = 0.05
 #: Latency samples kept per check: one per 30 s for 24 h.
 LATENCY_SAMPLES = 2880
 LATENCY_STEP = 30.0
