@@ -245,16 +245,24 @@ def derive_intervals(events: Iterable[tuple[str, int, str, str, str]]) -> list[I
 
 class Store:
     def __init__(
-        self, path: str | Path, *, tolerant: bool = False, busy_timeout: float = 30.0
+        self,
+        path: str | Path,
+        *,
+        tolerant: bool = False,
+        busy_timeout: float = 30.0,
+        cache_mib: int | None = None,
     ) -> None:
         """Open (creating it if need be) and migrate. A file that is not a usable database,
         or a directory that cannot be made, is a ``StoreError`` naming the path.
 
         ``tolerant``: a database that cannot be written yet (a read-only or full file
         system) is opened anyway and migrated on the first write that succeeds; the
-        collector starts, says so on /healthz, and waits for it."""
+        collector starts, says so on /healthz, and waits for it.
+
+        ``cache_mib``: SQLite's page cache for this connection (default: SQLite's 2 MiB)."""
         self.path = Path(path)
         self._busy_timeout = busy_timeout
+        self._cache_mib = cache_mib
         self._tails: dict[tuple[str, str, str], _Tail] = {}
         self._migrated = False
         try:
@@ -283,6 +291,8 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
+            if self._cache_mib is not None:
+                conn.execute(f"PRAGMA cache_size={-1024 * int(self._cache_mib)}")  # KiB
         except sqlite3.OperationalError as exc:
             # A read-only file system: reads work; the first write says why and the
             # collector reopens the connection once it can write.
