@@ -183,9 +183,11 @@ def judge(event: Event, rules: Rules) -> Rejected | None:
     """
     if event.id != f"{event.agent}:{event.seq}":
         return Rejected("invalid", f"id {event.id!r} is not agent:seq")
-    for what, at in (("at", event.at), ("detected_at", event.detected_at)):
-        if at > rules.latest:
-            return Rejected("future", f"event {what} {at.isoformat()} is in the future")
+    if event.at > rules.latest or event.detected_at > rules.latest:
+        what, at = (
+            ("at", event.at) if event.at > rules.latest else ("detected_at", event.detected_at)
+        )
+        return Rejected("future", f"event {what} {at.isoformat()} is in the future")
     estate = rules.estate
     if event.site not in estate.sites:
         return Rejected("unknown_site", f"site {event.site!r} is not in the estate config")
