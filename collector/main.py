@@ -267,6 +267,8 @@ class Collector:
             return await self._commit(judged)
 
     def _judge(self, messages: list[tuple[str, bytes]]) -> _Judged:
+        """Every message's verdict, and nothing else: no count, no log, no state changes, so
+        it may run before the batch ahead has committed."""
         now = utcnow()
         verdicts: list[tuple[str, bytes, Accepted | Rejected | None]] = []
         for topic, payload in messages:
@@ -278,6 +280,8 @@ class Collector:
         return _Judged(now, verdicts)
 
     async def _commit(self, judged: _Judged) -> dict[str, Confirmation]:
+        """Count and log the verdicts, commit the events, then bring the live view, liveness
+        and gaps up to date; what to confirm to each agent."""
         now = judged.now
         events: list[Event] = []
         heartbeats: list[Heartbeat] = []
@@ -285,7 +289,7 @@ class Collector:
         accounted: list[tuple[str, int, int, str]] = []
         confirm: dict[str, Confirmation] = {}
         firsts: dict[str, int] = {}
-        batches: list[Accepted] = []
+        with_events: list[Accepted] = []
         for topic, payload, verdict in judged.verdicts:
             if verdict is None:
                 self._presence(topic, payload)
@@ -305,7 +309,7 @@ class Collector:
             if verdict.kind == "events":
                 c = confirm.setdefault(verdict.agent, Confirmation(verdict.site))
                 if verdict.events:
-                    batches.append(verdict)
+                    with_events.append(verdict)
                     events.extend(verdict.events)
                     # One call for the batch: ``heard`` keeps the latest time it is given.
                     latest = max(ev.detected_at for ev in verdict.events)
@@ -335,7 +339,7 @@ class Collector:
         if events or accounted:
             stored = await self._ingest_events(events, accounted, now)
             if stored is events:
-                for verdict in batches:
+                for verdict in with_events:
                     confirm[verdict.agent].stored.update(ev.seq for ev in verdict.events)
             else:  # some refused by the store itself, one by one
                 for ev in stored:

@@ -443,8 +443,8 @@ class Store:
             if new is None:
                 new = by_check[key] = []
             new.append((row[8], ev.seq, ev))
-        # The outages that events arriving in order open and close, as two statements for the
-        # batch (issue 8's throughput): the rows opened, with their end when the batch closes
+        # The outages that events arriving in order open and close, written together at the
+        # end (issue 8's throughput): the rows opened, with their end when the batch closes
         # them too, and the ends of the outages that were open before it.
         opened: list[list[Any]] = []
         closed: list[tuple[str, str, str, str]] = []
