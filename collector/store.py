@@ -23,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -415,8 +417,16 @@ class _Tail:
     ``derive_intervals`` would leave them), so an event that arrives in order extends the
     history in O(1) instead of re-deriving it."""
 
-    last: tuple[int, int]  # (at, seq) of the latest event, at in µs
+    last: tuple[int, int] | None  # (at µs, seq) of the latest event; None: the check has none
     open: tuple[str, int, str] | None  # (state, start µs, start_event)
+
+
+#: Rows per statement in ``Store._rows_at_once``: 500 events bind 6,000 values, well under
+#: SQLite's limit of 32,766 a statement.
+_ROWS_PER_STATEMENT = 500
+
+#: Sort key of ``(at, seq, event)``: time order, seq breaking ties.
+_AT_SEQ = operator.itemgetter(0, 1)
 
 
 @dataclass(frozen=True)
@@ -468,16 +478,24 @@ def derive_intervals(events: Iterable[tuple[str, int, str, str, T]]) -> list[Int
 
 class Store:
     def __init__(
-        self, path: str | Path, *, tolerant: bool = False, busy_timeout: float = 30.0
+        self,
+        path: str | Path,
+        *,
+        tolerant: bool = False,
+        busy_timeout: float = 30.0,
+        cache_mib: int | None = None,
     ) -> None:
         """Open (creating it if need be) and migrate. A file that is not a usable database,
         or a directory that cannot be made, is a ``StoreError`` naming the path.
 
         ``tolerant``: a database that cannot be written yet (a read-only or full file
         system) is opened anyway and migrated on the first write that succeeds; the
-        collector starts, says so on /healthz, and waits for it."""
+        collector starts, says so on /healthz, and waits for it.
+
+        ``cache_mib``: SQLite's page cache for this connection (default: SQLite's 2 MiB)."""
         self.path = Path(path)
         self._busy_timeout = busy_timeout
+        self._cache_mib = cache_mib
         self._tails: dict[tuple[str, str, str], _Tail] = {}
         self._migrated = False
         #: The open write transaction's changes, and those committed since ``take_changes``.
@@ -512,6 +530,8 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
+            if self._cache_mib is not None:
+                conn.execute(f"PRAGMA cache_size={-1024 * int(self._cache_mib)}")  # KiB
         except sqlite3.OperationalError as exc:
             # A read-only file system: reads work; the first write says why and the
             # collector reopens the connection once it can write.
@@ -613,78 +633,142 @@ class Store:
             self._tails.clear()  # rolled back: the cache may be ahead of the database
             raise
 
+    _INSERT_EVENTS = (
+        "INSERT INTO events (id, seq, site, agent, check_name, area, from_state, to_state, at,"
+        " detected_at, received_at, evidence) VALUES ",
+        "(?,?,?,?,?,?,?,?,?,?,?,?)",
+    )
+    _INSERT_OUTAGES = (
+        "INSERT OR REPLACE INTO outages (id, site, agent, check_name, area, state, start, end,"
+        " source, planned, start_event, end_event) VALUES ",
+        "(?,?,?,?,?,?,?,?,'agent',0,?,?)",
+    )
+
+    #: Many outages' ends in one statement, as ``_rows_at_once`` does (``UPDATE ... FROM``).
+    _CLOSE_OUTAGES = (
+        "WITH v(end_, end_event, area, id) AS (VALUES ",
+        "(?,?,?,?)",
+        ") UPDATE outages SET end=v.end_, end_event=v.end_event, area=v.area FROM v"
+        " WHERE outages.id = v.id",
+    )
+
+    def _rows_at_once(self, sql: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
+        """``sql`` is ``(head, one row's VALUES, tail)``: ``head (row), (row), ... tail``,
+        hundreds of rows a statement, rather than ``executemany``'s one row a step. SQLite's
+        work on a step runs without the GIL, and ``executemany`` gives the GIL up and waits to
+        take it back for every row: behind the validation of the next batch on the event loop,
+        that wait (up to the interpreter's switch interval, 5 ms) made the writer thread crawl
+        (issue 8's throughput)."""
+        head, one, *tail = sql
+        for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[i : i + _ROWS_PER_STATEMENT]
+            self.conn.execute(
+                head + ",".join([one] * len(chunk)) + "".join(tail),
+                list(chain.from_iterable(chunk)),
+            )
+
     def _ingest(self, events: list[Event], received_at: datetime) -> IngestResult:
         received = to_us(received_at)
+        # ``_value_``, not ``.value``: the same text without a Python-level property call.
+        rows = [
+            (
+                ev.id,
+                ev.seq,
+                ev.site,
+                ev.agent,
+                ev.check,
+                ev.area,
+                ev.from_._value_,
+                ev.to._value_,
+                to_us(ev.at),
+                to_us(ev.detected_at),
+                received,
+                ev.evidence.model_dump_json(),
+            )
+            for ev in events
+        ]
+        # Each check's tail as it stands before this batch's rows go in.
+        tails = {key: self._tail(key) for key in {(ev.site, ev.agent, ev.check) for ev in events}}
+        # Usually every event is new: insert them all, and let the primary key say otherwise
+        # (issue 8's throughput: no lookup of each id first). Otherwise the insert is undone
+        # and each event is sorted out: new, a duplicate, or a conflict.
+        duplicates = 0
+        conflicts: list[str] = []
+        self.conn.execute("SAVEPOINT new_events")
+        try:
+            self._rows_at_once(self._INSERT_EVENTS, rows)
+        except sqlite3.IntegrityError:
+            self.conn.execute("ROLLBACK TO new_events")
+            self.conn.execute("RELEASE new_events")
+            events, rows, duplicates, conflicts = self._sort_out(events, rows, received_at)
+            self._rows_at_once(self._INSERT_EVENTS, rows)
+        else:
+            self.conn.execute("RELEASE new_events")
+        # Per check, its new events as ``(at, seq, event)``, ``at`` as stored.
+        by_check: dict[tuple[str, str, str], list[tuple[int, int, Event]]] = {}
+        for ev, row in zip(events, rows, strict=True):
+            key = (ev.site, ev.agent, ev.check)
+            new = by_check.get(key)
+            if new is None:
+                new = by_check[key] = []
+            new.append((row[8], ev.seq, ev))
+        # The outages that events arriving in order open and close, written together at the
+        # end (issue 8's throughput): the rows opened, with their end when the batch closes
+        # them too, and the ends of the outages that were open before it.
+        opened: list[list[Any]] = []
+        closed: list[tuple[int, str, str, str]] = []
+        for key, new in by_check.items():
+            new.sort(key=_AT_SEQ)
+            self._advance(key, new, tails[key], opened, closed)
+        self._rows_at_once(self._INSERT_OUTAGES, opened)
+        self._rows_at_once(self._CLOSE_OUTAGES, closed)
+        return IngestResult(len(rows), duplicates, tuple(conflicts))
+
+    def _sort_out(
+        self, events: list[Event], rows: list[tuple[Any, ...]], received_at: datetime
+    ) -> tuple[list[Event], list[tuple[Any, ...]], int, list[str]]:
+        """The events (and their rows) not stored yet; the number of duplicates (a replay of
+        a stored event, or of a conflict already held); and the ids of the new conflicts: an
+        event that reuses a stored id with other content is quarantined in ``conflicts``,
+        never applied."""
         existing: dict[str, tuple[Any, ...]] = {}
         ids = list({ev.id for ev in events})
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            rows = self.conn.execute(
+            found = self.conn.execute(
                 "SELECT id, site, check_name, to_state, at FROM events WHERE id IN"
                 f" ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            existing.update((r[0], tuple(r[1:])) for r in rows)
+            existing.update((r[0], tuple(r[1:])) for r in found)
         fresh: list[Event] = []
-        rows_: list[tuple[Any, ...]] = []
+        fresh_rows: list[tuple[Any, ...]] = []
         duplicates = 0
         conflicts: list[str] = []
-        for ev in events:
-            at = to_us(ev.at)
+        for ev, row in zip(events, rows, strict=True):
+            what = (ev.site, ev.check, row[7], row[8])  # site, check, to_state, at
             stored = existing.get(ev.id)
             if stored is None:
-                existing[ev.id] = (ev.site, ev.check, ev.to.value, at)
+                existing[ev.id] = what
                 fresh.append(ev)
-                rows_.append(
-                    (
-                        ev.id,
-                        ev.seq,
-                        ev.site,
-                        ev.agent,
-                        ev.check,
-                        ev.area,
-                        ev.from_.value,
-                        ev.to.value,
-                        at,
-                        to_us(ev.detected_at),
-                        received,
-                        ev.evidence.model_dump_json(),
-                    )
-                )
-                continue
-            if stored == (ev.site, ev.check, ev.to.value, at):
+                fresh_rows.append(row)
+            elif stored == what:
                 duplicates += 1
-                continue
-            site, check, to_state, stored_at = stored
-            kept = self.conn.execute(
+            elif self.conn.execute(
                 "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
                 (
                     ev.id,
                     to_iso(received_at),
                     ev.to_json().decode(),
-                    json.dumps([site, check, to_state, us_to_iso(stored_at)]),
+                    json.dumps([*stored[:3], us_to_iso(stored[3])]),  # as ISO text, as ever
                 ),
-            )
-            if kept.rowcount:
+            ).rowcount:
                 conflicts.append(ev.id)
             else:
                 duplicates += 1  # a conflict we already hold, delivered again
-        by_check: dict[tuple[str, str, str], list[Event]] = {}
-        for ev in fresh:
-            by_check.setdefault((ev.site, ev.agent, ev.check), []).append(ev)
-        # Each check's tail as it stands before this batch's rows go in.
-        tails = {key: self._tail(key) for key in by_check}
-        self.conn.executemany(
-            "INSERT INTO events (id, seq, site, agent, check_name, area, from_state, to_state,"
-            " at, detected_at, received_at, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows_,
-        )
-        for key, evs in by_check.items():
-            evs.sort(key=lambda e: (e.at, e.seq))
-            self._advance(key, evs, tails[key])
-        return IngestResult(len(fresh), duplicates, tuple(conflicts))
+        return fresh, fresh_rows, duplicates, conflicts
 
-    def _tail(self, key: tuple[str, str, str]) -> _Tail | None:
+    def _tail(self, key: tuple[str, str, str]) -> _Tail:
         tail = self._tails.get(key)
         if tail is not None:
             return tail
@@ -694,7 +778,9 @@ class Store:
             key,
         ).fetchone()
         if last is None:
-            return None
+            # No events, so no outages derived from them: the first events extend nothing.
+            tail = self._tails[key] = _Tail(None, None)
+            return tail
         # Only the latest interval can be open; ask for it by that, not by start order, which
         # ties when a run's outages begin at the same instant (degraded, then down, at once).
         row = self.conn.execute(
@@ -706,39 +792,46 @@ class Store:
         tail = self._tails[key] = _Tail((int(last[0]), int(last[1])), open_)
         return tail
 
-    def _advance(self, key: tuple[str, str, str], evs: list[Event], tail: _Tail | None) -> None:
+    def _advance(
+        self,
+        key: tuple[str, str, str],
+        new: list[tuple[int, int, Event]],
+        tail: _Tail,
+        opened: list[list[Any]],
+        closed: list[tuple[int, str, str, str]],
+    ) -> None:
         """Apply a check's new events (sorted) to its outages: incrementally when they all
-        come after what was stored, else by re-deriving from the outage the first falls in."""
-        first = (to_us(evs[0].at), evs[0].seq)
-        if tail is None or first <= tail.last:
+        come after what was stored (the rows to write go to ``opened`` and ``closed``), else
+        by re-deriving from the outage the first falls in."""
+        first = new[0][:2]
+        if tail.last is not None and first <= tail.last:
             self._rebuild(*key, first)
             self._tails.pop(key, None)
             return
         site, agent, check = key
         changes = self._changes
         changes.touch(tail.open[1] if tail.open is not None else first[0])
-        for ev in evs:
-            at = to_us(ev.at)
-            tail.last = (at, ev.seq)
-            state = tail.open[0] if tail.open else State.UP
-            if ev.from_ in (State.UNKNOWN, ev.to) and ev.to == state:
+        up = State.UP
+        row: list[Any] | None = None  # the outage this batch opened and has not closed yet
+        for at, seq, ev in new:
+            tail.last = (at, seq)
+            state = tail.open[0] if tail.open else up
+            to = ev.to
+            if to == state and ev.from_ in (State.UNKNOWN, to):
                 continue
-            if tail.open is not None:
-                self.conn.execute(
-                    "UPDATE outages SET end=?, end_event=?, area=? WHERE id=?",
-                    (at, ev.id, ev.area, f"o:{tail.open[2]}"),
-                )
+            if row is not None:
+                row[4], row[7], row[9] = ev.area, at, ev.id  # area, end, end_event
+                changes.closed.append(row[0])
+                row = None
+            elif tail.open is not None:
+                closed.append((at, ev.id, ev.area, f"o:{tail.open[2]}"))
                 changes.closed.append(f"o:{tail.open[2]}")
-                tail.open = None
-            if ev.to != State.UP:
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO outages (id, site, agent, check_name, area, state,"
-                    " start, end, source, planned, start_event, end_event)"
-                    " VALUES (?,?,?,?,?,?,?,NULL,'agent',0,?,NULL)",
-                    (f"o:{ev.id}", site, agent, check, ev.area, ev.to.value, at, ev.id),
-                )
-                changes.opened.append(f"o:{ev.id}")
-                tail.open = (ev.to.value, at, ev.id)
+            tail.open = None
+            if to is not up:
+                row = [f"o:{ev.id}", site, agent, check, ev.area, to._value_, at, None, ev.id, None]
+                opened.append(row)
+                changes.opened.append(row[0])
+                tail.open = (to._value_, at, ev.id)
 
     def _rebuild(self, site: str, agent: str, check: str, since: tuple[int, int]) -> None:
         """Re-derive the check's outages from the last one that began before ``since``

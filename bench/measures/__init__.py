@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.common import Ctx, Figure
-from bench.measures import http, icmp, reads, report, rest, snmp, startup
+from bench.measures import http, icmp, ingest, reads, report, rest, snmp, startup
 
 Measure = Callable[[Ctx], list[Figure]]
 
@@ -18,4 +18,5 @@ MEASURES: dict[str, Measure] = {
     "rest": rest.run,
     "report": report.run,
     "reads": reads.run,
+    "ingest": ingest.run,
 }
