@@ -387,7 +387,7 @@ class Outage:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Outage:
         """From a ``Store.outages()``-shaped row: times as ISO UTC text, or as the store
-        keeps them (integer microseconds: ``Store.outages_live_us``)."""
+        keeps them (integer microseconds)."""
         return cls(
             id=row["id"],
             site=row["site"],
@@ -669,9 +669,14 @@ def account(
     *,
     offline: Iterable[Any] = (),
     windows: Iterable[Any] = (),
+    combined_only: bool = False,
 ) -> Accounts:
     """Every figure of the quarterly report for one period (issue 3, and the attribution
-    rules of issue 10: windows, quorum services, dependencies, the per-area policy)."""
+    rules of issue 10: windows, quorum services, dependencies, the per-area policy).
+
+    ``combined_only``: the areas' and combined figures only, for the history's quarters
+    (partners, incidents and the provider and cause shares left empty: a third of the
+    work)."""
     from collector.attribution import attribute  # the rules sit on this module's maths
 
     cal = calendar or BusinessCalendar.from_accounting(estate.accounting)
@@ -695,12 +700,15 @@ def account(
 
     cache: dict[tuple[str, str], str] = {}
 
-    def treatment(b: Any) -> str:
-        key = (b.area, b.cls)
+    def treatment_of(area: str, cls: str) -> str:
+        key = (area, cls)
         found = cache.get(key)
         if found is None:
-            found = cache[key] = acc_cfg.treatment(estate.areas.get(b.area), b.cls)
+            found = cache[key] = acc_cfg.treatment(estate.areas.get(area), cls)
         return found
+
+    def treatment(b: Any) -> str:
+        return treatment_of(b.area, b.cls)
 
     def counted(b: Any) -> bool:
         return treatment(b) == "downtime"
@@ -717,18 +725,32 @@ def account(
 
     areas: list[AreaFigures] = []
     own_parts: list[tuple[int, int]] = []
+    excluded_of: dict[str, list[Span]] = {}
     for aid in area_ids:
-        mine = by_area[aid]
-        down = spans(b for b in mine if counted(b))
-        excluded = subtract_spans(spans(b for b in mine if treatment(b) == "excluded"), down)
+        # A booking's treatment is its area's for its class: grouped by class, each class is
+        # looked up once and each booking is read once per figure it is in.
+        by_cls: dict[str, list[Any]] = {}
+        for b in by_area[aid]:
+            group = by_cls.get(b.cls)
+            if group is None:
+                by_cls[b.cls] = [b]
+            else:
+                group.append(b)
+        treat = {c: treatment_of(aid, c) for c in by_cls}
+        counted_here = [b for c, bs in by_cls.items() if treat[c] == "downtime" for b in bs]
+        down = spans(counted_here)
+        excluded = subtract_spans(
+            spans(b for c, bs in by_cls.items() if treat[c] == "excluded" for b in bs), down
+        )
+        excluded_of[aid] = excluded
         measured = period_time - total(excluded)
         bmeasured = business_time - total(intersect(excluded, business))
         bdown = total(intersect(down, business))
-        own = spans(b for b in mine if counted(b) and not b.provider)
+        own = spans(b for b in counted_here if not b.provider)
         own_parts.append((total(own), measured))
 
-        def cls_time(*classes: str, mine: list[Any] = mine) -> int:
-            return total(spans(b for b in mine if b.cls in classes))
+        def cls_time(cls: str, by_cls: dict[str, list[Any]] = by_cls) -> int:
+            return total(spans(by_cls.get(cls, ())))
 
         areas.append(
             AreaFigures(
@@ -754,10 +776,7 @@ def account(
     combined_ratio = _combined((a.downtime, a.measured) for a in areas)
     business_parts = []
     for a in areas:
-        excl = subtract_spans(
-            spans(b for b in by_area[a.id] if treatment(b) == "excluded"),
-            spans(b for b in by_area[a.id] if counted(b)),
-        )
+        excl = excluded_of[a.id]
         business_parts.append(
             (a.business_downtime, business_time - total(intersect(excl, business)))
         )
@@ -772,7 +791,7 @@ def account(
             by_partner.setdefault(partner_of(b.site, estate), {}).setdefault(b.area, []).append(
                 b.span
             )
-    for pid in partner_ids:
+    for pid in [] if combined_only else partner_ids:
         mine_p = by_partner.get(pid, {})
         per_area = {aid: total(union(mine_p.get(aid, []))) for aid in area_ids}
         down_p = sum(per_area.values())
@@ -811,11 +830,11 @@ def account(
         target_percent=acc_cfg.target_percent,
         met=target_met(combined_ratio, acc_cfg.target_percent),
         partners=partners,
-        incidents=_incidents(
-            att.bookings, estate, counted, business, {o.id: o for o in rows}, lo, hi
-        ),
-        providers=shares(lambda b: b.provider or ""),
-        causes=shares(lambda b: b.cause or ""),
+        incidents=[]
+        if combined_only
+        else _incidents(att.bookings, estate, counted, business, {o.id: o for o in rows}, lo, hi),
+        providers=[] if combined_only else shares(lambda b: b.provider or ""),
+        causes=[] if combined_only else shares(lambda b: b.cause or ""),
         combined_own_downtime=sum(d for d, _ in own_parts),
         combined_own_ratio=_combined(own_parts),
         partial=att.partial,

@@ -328,7 +328,7 @@ def kpi_view(store: Store, estate: Estate, now: datetime) -> dict[str, Any]:
     that gives the same: ``LiveOutages.plain``)."""
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     quarter = quarter_containing(now, calendar.tz)
-    acc = accounts_for(store, estate, quarter, now, calendar)
+    acc = accounts_for(store, estate, quarter, now, calendar, combined_only=True)
 
     def pct(ratio: Any) -> float | None:
         value = floor_percent(ratio)

@@ -87,10 +87,28 @@ def window_of(row: Mapping[str, Any]) -> Window:
 def facts_for(store: Store, start: datetime, end: datetime, as_of: datetime | None = None) -> Facts:
     """Outages, not-monitored records and declared windows overlapping ``[start, end)``;
     with ``as_of``, only what had been recorded by then (``--as-of``)."""
-    rows = (
-        store.outages_live_us(start, end)
+    outages = (
+        [
+            Outage(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                bool(r[7]),
+                r[8],
+                r[9],
+                r[10],
+                r[11],
+                r[12],
+                r[13],
+            )
+            for r in store.outage_records_us(start, end)
+        ]
         if as_of is None
-        else store.outages_as_of(start, end, as_of)
+        else [Outage.from_row(r) for r in store.outages_as_of(start, end, as_of)]
     )
     offline = [
         Offline(
@@ -102,7 +120,7 @@ def facts_for(store: Store, start: datetime, end: datetime, as_of: datetime | No
         for r in store.not_monitored(start, end, as_of)
     ]
     windows = [window_of(r) for r in store.windows(start, end, as_of)]
-    return Facts([Outage.from_row(r) for r in rows], offline, windows)
+    return Facts(outages, offline, windows)
 
 
 def outages_for(store: Store, period: Period) -> list[Outage]:
@@ -117,6 +135,7 @@ def accounts_for(
     calendar: BusinessCalendar,
     *,
     as_of: datetime | None = None,
+    combined_only: bool = False,
 ) -> Accounts:
     """The figures as of ``as_of`` (records made by then, open ones closed then), else
     live as of ``now``."""
@@ -129,6 +148,7 @@ def accounts_for(
         calendar,
         offline=facts.offline,
         windows=facts.windows,
+        combined_only=combined_only,
     )
 
 
@@ -251,7 +271,7 @@ def _combined(
     as_of: datetime | None,
 ) -> dict[str, Any]:
     """One quarter's combined availability, as ``history`` lists it."""
-    acc = accounts_for(store, estate, period, now, calendar, as_of=as_of)
+    acc = accounts_for(store, estate, period, now, calendar, as_of=as_of, combined_only=True)
     return {
         "availability_percent": _percent(acc.combined_ratio),
         "availability_ratio": _ratio(acc.combined_ratio),
@@ -504,7 +524,7 @@ def kpi_snapshot(store: Store, estate: Estate, now: datetime) -> dict[str, tuple
     """
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     quarter = quarter_containing(now, calendar.tz)
-    acc = accounts_for(store, estate, quarter, now, calendar)
+    acc = accounts_for(store, estate, quarter, now, calendar, combined_only=True)
     out: dict[str, tuple[float, float]] = {}
     for a in acc.areas:
         out[a.id] = (a.downtime / 1_000_000, float(a.ratio) if a.ratio is not None else 1.0)

@@ -1863,20 +1863,23 @@ class Store:
                 out[r["id"]] = r["detected_at"]
         return out
 
-    def outages_live_us(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """``outages_between`` with when each failure was declared (its start event's
-        ``detected_at``), for the confirmation class; times in microseconds, as stored (the
-        report reads every row of a period: no text to format and parse back)."""
+    def outage_records_us(self, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+        """The outages overlapping ``[start, end)`` (annotations applied) with when each
+        failure was declared (its start event's ``detected_at``, for the confirmation class),
+        as plain tuples in ``collector.accounting.Outage``'s field order, times in
+        microseconds as stored: the report reads every row of a period, so no text is
+        formatted and parsed back and no dict is built per row."""
         sql = (
-            "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
-            " o.source, COALESCE(a.planned, o.planned) AS planned,"
-            " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
-            " COALESCE(a.note, o.note) AS note, e.detected_at"
+            "SELECT o.id, o.site, NULLIF(o.check_name, ''), o.area, o.state, o.start, o.end,"
+            " COALESCE(a.planned, o.planned, 0) != 0,"
+            " NULLIF(COALESCE(a.cause, o.cause), ''), NULLIF(COALESCE(a.provider, o.provider), ''),"
+            " NULLIF(COALESCE(a.note, o.note), ''), COALESCE(NULLIF(o.source, ''), 'agent'),"
+            " e.detected_at, NULLIF(o.agent, '')"
             " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
             " LEFT JOIN events e ON e.id = o.start_event"
             " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?) ORDER BY o.start, o.id"
         )
-        return [dict(r) for r in self.conn.execute(sql, (to_us(end), to_us(start)))]
+        return self._plain(sql, (to_us(end), to_us(start))).fetchall()
 
     def record_rules(self, digest: str, rules: str, at: datetime) -> bool:
         """Remember the accounting rules in force from ``at``, when they changed."""
