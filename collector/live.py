@@ -14,7 +14,8 @@ running totals) and the earliest start of its open counted outages; the quarter-
 downtime at any "now" is then a bisection, equal to what ``report.kpi_snapshot`` computes
 from the store (a test holds them together) as long as issue 10's rules have nothing to
 add: no recurring or declared maintenance window, quorum service, dependency, check
-lifetime, accounting policy or not-monitored time in the quarter (``plain``). Otherwise
+lifetime or accounting policy (``plain``; not-monitored time counts as up by default, as in
+the view). Otherwise
 the collector computes the KPI from the store by the full rules, as before issue 9.
 The view also holds the declared windows the board judges open outages by (issue 10).
 """
@@ -329,14 +330,15 @@ class LiveOutages:
 
     def load_records(self, store: Store, now: datetime) -> None:
         """Writer thread, after each write and at each tick: the declared windows the board
-        needs, and whether the quarter holds a window or not-monitored time (then the
-        memory KPI is not the accounting's figure: ``plain`` turns false)."""
+        needs, and whether the quarter holds one (then the memory KPI is not the
+        accounting's figure: ``plain`` turns false). Not-monitored time needs no such check:
+        it is "unknown" time where a check has nothing else to say, which counts as up
+        unless a policy says otherwise, and a policy already makes ``rules_plain`` false."""
         start = quarter_containing(now, self.tz).start
         windows = store.windows(start, now + WINDOWS_AHEAD)
-        plain = not windows and not store.not_monitored(start, now + WINDOWS_AHEAD)
         with self._lock:
             self._windows = windows
-            self._records_plain = plain
+            self._records_plain = not windows
 
     def records_unknown(self) -> None:
         """``load_records`` failed: the KPI comes from the store until it succeeds."""

@@ -147,9 +147,15 @@ def test_the_view_reads_what_the_store_reads(steps: list[Any]) -> None:
                     agent = CHECKS[n][0]
                     if drop:
                         store.drop_provisional(agent)
+                        store.close_not_monitored(agent, NOW, NOW)
                     else:
-                        store.open_provisional(agent, agent, NOW - timedelta(minutes=30 * n))
+                        since = NOW - timedelta(minutes=30 * n)
+                        store.open_provisional(agent, agent, since)
+                        # Not-monitored time (issue 10) is "unknown": as up by default.
+                        store.open_not_monitored(agent, agent, since, NOW, "offline")
                 view.apply(store, store.take_changes(), NOW)
+                view.load_records(store, NOW)
+                assert view.plain
                 want, got = reads(store, view, est, NOW)
                 assert got == want
             # Later on, without a write: open outages keep counting.
@@ -414,7 +420,7 @@ async def test_the_kpi_comes_from_the_store_while_issue_10s_rules_have_a_say(
 ) -> None:
     """The memory KPI does not know maintenance windows (issue 10). While one is declared
     in the quarter, /metrics' KPI and the board's are the full rules' figures read from the
-    store; without one they are the view's, and the same."""
+    store; without one they are the view's, and the same (not-monitored time included)."""
     base = board_estate(tmp_path)
     est = base.model_copy(
         update={"accounting": base.accounting.model_copy(update={"count_planned": False})}
@@ -436,6 +442,14 @@ async def test_the_kpi_comes_from_the_store_while_issue_10s_rules_have_a_say(
         )
         assert collector.kpi(now)["email"][0] == 600.0
         assert collector.kpi_view(now) is None  # the board takes the view's
+        # Not-monitored time over the site's checks is "unknown": up, by default. The view
+        # stays the accounting's figure.
+        await collector.write(
+            collector.store.open_not_monitored, "dc", "dc", start - timedelta(minutes=5), now, "x"
+        )
+        assert collector.view.plain
+        now = utcnow()
+        assert collector.view.kpi(now) == kpi_snapshot(collector.read_store, est, now)
         await collector.write(
             collector.store.declare_window,
             start - timedelta(minutes=1),
