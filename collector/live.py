@@ -254,6 +254,7 @@ class LiveOutages:
                     if r["start_event"] and r["start_event"] not in self._evidence
                 ]
             )
+        stale: set[str] = set()  # areas whose first outage may have been one of no time
         with self._lock:
             touched: set[str] = set()
             for row in rows:
@@ -276,7 +277,10 @@ class LiveOutages:
                 if row["start_event"]:
                     self._evidence.pop(row["start_event"], None)
                 end = iso_to_us(row["end"])
-                if end > lo and (area.first is None or start < area.first):
+                if end <= start:  # ended as it began: no time (``Store.first_overlapping``)
+                    if area.first == start:
+                        stale.add(row["area"])
+                elif end > lo and (area.first is None or start < area.first):
                     area.first = start
                 if end > lo and self._counted(row):
                     area.closed.add(max(start, lo), end)
@@ -292,6 +296,11 @@ class LiveOutages:
                 [*self._closed, *(r for r in rows if r["end"] is not None)]
             )
             self.version += 1
+        if stale:  # ask the store, which holds every outage of the area
+            firsts = {aid: store.first_overlapping(aid, lo) for aid in stale}
+            with self._lock:
+                for aid, first in firsts.items():
+                    self._areas[aid].first = first
 
     def _evidence_for(
         self, store: Store, open_rows: list[dict[str, Any]]

@@ -1289,9 +1289,14 @@ class Store:
         return list(self._plain(sql, self._span_params(area, since, FOREVER)))
 
     def first_overlapping(self, area: str, since: int) -> int | None:
-        """The earliest start of an outage of ``area`` open or ending after ``since``."""
+        """The earliest start of an outage of ``area`` open or ending after ``since``; one
+        that ended as it began is left out (no time of it is accounted: issue 10's
+        accounting lists an area outside the config only for time it had)."""
         params = self._span_params(area, since, FOREVER)
-        row = self.conn.execute("SELECT min(o.start)" + self._OVERLAP, params).fetchone()
+        row = self.conn.execute(
+            "SELECT min(o.start)" + self._OVERLAP + " AND (o.end IS NULL OR o.end > o.start)",
+            params,
+        ).fetchone()
         return int(row[0]) if row is not None and row[0] is not None else None
 
     def span_rows(self, area: str, lo: int, hi: int) -> Iterator[tuple[int, int | None, int, str]]:
