@@ -189,7 +189,8 @@ def render_conf(estate: Estate, source: str, layout: Layout, listeners: Listener
             source=source,
             install_dir=str(install).rstrip("/") or "/",
             persistence_location=str(layout.persistence_location).rstrip("/"),
-            max_inflight=estate.collector.batch_size,
+            # Two batches: one committing, the next arriving and being validated meanwhile.
+            max_inflight=2 * estate.collector.batch_size,
             max_packet_size=packet_limit(estate),
             tls=listeners,
             plain_port=listeners.plain_port,

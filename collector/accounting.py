@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal
@@ -28,13 +28,13 @@ from zoneinfo import ZoneInfo
 import holidays
 
 from availmon.clock import from_iso
+from availmon.clock import from_us as from_us  # re-exported: accounting works in µs
+from availmon.clock import to_us as to_us
 from availmon.config import Accounting, Estate
 from availmon.errors import UsageError
 from availmon.limits import FIRST_YEAR, LAST_YEAR, MAX_PERIOD_YEARS
 
 US_PER_MINUTE = 60_000_000
-US_PER_SECOND = 1_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: ``[start, end)`` in microseconds since the epoch, UTC.
 Span = tuple[int, int]
@@ -52,16 +52,9 @@ class PeriodError(UsageError):
 # -- time conversions ---------------------------------------------------------------------
 
 
-def to_us(dt: datetime) -> int:
-    """Exact microseconds since the epoch; timedelta arithmetic is exact, floats are not."""
-    if dt.tzinfo is None:
-        raise ValueError(f"naive datetime {dt!r}")
-    delta = dt.astimezone(UTC) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
-
-
-def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
+def _us(value: int | str) -> int:
+    """A row's time as microseconds: the store's integer, or ISO text parsed."""
+    return value if isinstance(value, int) else to_us(from_iso(value))
 
 
 def minutes(us: int) -> int | float:
@@ -393,21 +386,22 @@ class Outage:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Outage:
-        """From a ``Store.outages()``-shaped row (ISO UTC text times)."""
+        """From a ``Store.outages()``-shaped row: times as ISO UTC text, or as the store
+        keeps them (integer microseconds)."""
         return cls(
             id=row["id"],
             site=row["site"],
             check=row.get("check_name") or None,
             area=row["area"],
             state=row["state"],
-            start=to_us(from_iso(row["start"])),
-            end=to_us(from_iso(row["end"])) if row.get("end") else None,
+            start=_us(row["start"]),
+            end=_us(row["end"]) if row.get("end") is not None else None,
             planned=bool(row.get("planned")),
             cause=row.get("cause") or None,
             provider=row.get("provider") or None,
             note=row.get("note") or None,
             source=row.get("source") or "agent",
-            detected=to_us(from_iso(row["detected_at"])) if row.get("detected_at") else None,
+            detected=_us(row["detected_at"]) if row.get("detected_at") is not None else None,
             agent=row.get("agent") or None,
         )
 
@@ -675,9 +669,14 @@ def account(
     *,
     offline: Iterable[Any] = (),
     windows: Iterable[Any] = (),
+    combined_only: bool = False,
 ) -> Accounts:
     """Every figure of the quarterly report for one period (issue 3, and the attribution
-    rules of issue 10: windows, quorum services, dependencies, the per-area policy)."""
+    rules of issue 10: windows, quorum services, dependencies, the per-area policy).
+
+    ``combined_only``: the areas' and combined figures only, for the history's quarters
+    (partners, incidents and the provider and cause shares left empty: a third of the
+    work)."""
     from collector.attribution import attribute  # the rules sit on this module's maths
 
     cal = calendar or BusinessCalendar.from_accounting(estate.accounting)
@@ -701,12 +700,15 @@ def account(
 
     cache: dict[tuple[str, str], str] = {}
 
-    def treatment(b: Any) -> str:
-        key = (b.area, b.cls)
+    def treatment_of(area: str, cls: str) -> str:
+        key = (area, cls)
         found = cache.get(key)
         if found is None:
-            found = cache[key] = acc_cfg.treatment(estate.areas.get(b.area), b.cls)
+            found = cache[key] = acc_cfg.treatment(estate.areas.get(area), cls)
         return found
+
+    def treatment(b: Any) -> str:
+        return treatment_of(b.area, b.cls)
 
     def counted(b: Any) -> bool:
         return treatment(b) == "downtime"
@@ -723,18 +725,32 @@ def account(
 
     areas: list[AreaFigures] = []
     own_parts: list[tuple[int, int]] = []
+    excluded_of: dict[str, list[Span]] = {}
     for aid in area_ids:
-        mine = by_area[aid]
-        down = spans(b for b in mine if counted(b))
-        excluded = subtract_spans(spans(b for b in mine if treatment(b) == "excluded"), down)
+        # A booking's treatment is its area's for its class: grouped by class, each class is
+        # looked up once and each booking is read once per figure it is in.
+        by_cls: dict[str, list[Any]] = {}
+        for b in by_area[aid]:
+            group = by_cls.get(b.cls)
+            if group is None:
+                by_cls[b.cls] = [b]
+            else:
+                group.append(b)
+        treat = {c: treatment_of(aid, c) for c in by_cls}
+        counted_here = [b for c, bs in by_cls.items() if treat[c] == "downtime" for b in bs]
+        down = spans(counted_here)
+        excluded = subtract_spans(
+            spans(b for c, bs in by_cls.items() if treat[c] == "excluded" for b in bs), down
+        )
+        excluded_of[aid] = excluded
         measured = period_time - total(excluded)
         bmeasured = business_time - total(intersect(excluded, business))
         bdown = total(intersect(down, business))
-        own = spans(b for b in mine if counted(b) and not b.provider)
+        own = spans(b for b in counted_here if not b.provider)
         own_parts.append((total(own), measured))
 
-        def cls_time(*classes: str, mine: list[Any] = mine) -> int:
-            return total(spans(b for b in mine if b.cls in classes))
+        def cls_time(cls: str, by_cls: dict[str, list[Any]] = by_cls) -> int:
+            return total(spans(by_cls.get(cls, ())))
 
         areas.append(
             AreaFigures(
@@ -760,10 +776,7 @@ def account(
     combined_ratio = _combined((a.downtime, a.measured) for a in areas)
     business_parts = []
     for a in areas:
-        excl = subtract_spans(
-            spans(b for b in by_area[a.id] if treatment(b) == "excluded"),
-            spans(b for b in by_area[a.id] if counted(b)),
-        )
+        excl = excluded_of[a.id]
         business_parts.append(
             (a.business_downtime, business_time - total(intersect(excl, business)))
         )
@@ -778,7 +791,7 @@ def account(
             by_partner.setdefault(partner_of(b.site, estate), {}).setdefault(b.area, []).append(
                 b.span
             )
-    for pid in partner_ids:
+    for pid in [] if combined_only else partner_ids:
         mine_p = by_partner.get(pid, {})
         per_area = {aid: total(union(mine_p.get(aid, []))) for aid in area_ids}
         down_p = sum(per_area.values())
@@ -817,11 +830,11 @@ def account(
         target_percent=acc_cfg.target_percent,
         met=target_met(combined_ratio, acc_cfg.target_percent),
         partners=partners,
-        incidents=_incidents(
-            att.bookings, estate, counted, business, {o.id: o for o in rows}, lo, hi
-        ),
-        providers=shares(lambda b: b.provider or ""),
-        causes=shares(lambda b: b.cause or ""),
+        incidents=[]
+        if combined_only
+        else _incidents(att.bookings, estate, counted, business, {o.id: o for o in rows}, lo, hi),
+        providers=[] if combined_only else shares(lambda b: b.provider or ""),
+        causes=[] if combined_only else shares(lambda b: b.cause or ""),
         combined_own_downtime=sum(d for d, _ in own_parts),
         combined_own_ratio=_combined(own_parts),
         partial=att.partial,

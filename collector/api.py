@@ -233,7 +233,8 @@ COLLECTOR = board.COLLECTOR
 
 async def checks(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
-    snap = await collector.read(board.board_snapshot, collector, utcnow())
+    await collector.catch_up_async()
+    snap = board.board_snapshot(collector, utcnow())
     return _json(ChecksOut, {"checks": snap["checks"]})
 
 

@@ -194,6 +194,10 @@ def _timeline(
             spans.append((s, e, o))
             cuts.update((s, e))
     off = clip(union(offline), lo, hi)
+    if not off:
+        plain = _disjoint(spans)
+        if plain is not None:
+            return plain
     for s, e in off:
         cuts.update((s, e))
     points = sorted(cuts)
@@ -232,6 +236,18 @@ def _timeline(
     return pieces
 
 
+def _disjoint(spans: list[tuple[int, int, Outage]]) -> list[_Piece] | None:
+    """``_timeline``'s answer when a check's records do not overlap (the common case: one
+    record at a time), each its own piece; None when some overlap and need the sweep."""
+    spans.sort(key=lambda t: t[0])
+    end = None
+    for s, e, _o in spans:
+        if end is not None and s < end:
+            return None
+        end = e
+    return [_Piece(s, e, o.state, o) for s, e, o in spans if o.state in _RANK]
+
+
 def _cut(pieces: Iterable[_Piece], spans: Sequence[Span]) -> tuple[list[_Piece], list[_Piece]]:
     """Pieces split into the parts inside ``spans`` (sorted, disjoint) and the parts outside."""
     inside: list[_Piece] = []
@@ -262,6 +278,13 @@ class _Meta(TypedDict):
     cause: str | None
     provider: str | None
     note: str | None
+
+
+def _meta_of(o: Outage | None) -> _Meta:
+    """``_meta([o])``, without the sets and sorts (a check's own piece: most bookings)."""
+    if o is None:
+        return _Meta(cause=None, provider=None, note=None)
+    return _Meta(cause=o.cause or None, provider=o.provider or None, note=o.note or None)
 
 
 def _meta(outages: Iterable[Outage | None]) -> _Meta:
@@ -396,7 +419,7 @@ def attribute(
                     end=p.end,
                     outages=(p.outage.id,) if p.outage else (),
                     parent=f"{anc[0]}/{anc[1]}",
-                    **_meta([p.outage]),
+                    **_meta_of(p.outage),
                 )
             )
 
@@ -431,7 +454,7 @@ def _own(key: Key, area: str, p: _Piece, rules: Rules, windows: Sequence[Window]
         start=p.start,
         end=p.end,
         outages=(p.outage.id,) if p.outage else (),
-        **_meta([p.outage]),
+        **_meta_of(p.outage),
     )
     if p.state == "unknown":
         return [base]

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ from collector.maintenance import Window, expand
 from collector.metrics import LiveCheck
 from collector.outbox import alert_detail
 from collector.report import accounts_for, show_minutes, window_of
-from collector.standing import open_verdicts, windows_around
+from collector.standing import expand_around, verdicts_of
 
 if TYPE_CHECKING:
     from collector.main import Collector
@@ -88,6 +89,15 @@ LABELS = {
 TICK = 5.0
 #: Refresh the board even without a committed change (the KPI moves during an outage).
 REFRESH = 30.0
+#: At most one rebuild of the board per this many seconds: at a thousand events a second
+#: the changes come faster than anyone reads a wall screen (issue 9).
+MIN_INTERVAL = 1.0
+#: The most of the collector's time the board may take while commits come back to back (a
+#: backlog drain): after a refresh that took t seconds, the next waits t * (1/share - 1).
+#: A board of a thousand checks takes about 0.2 s to build (so it refreshes every 4 s while
+#: a backlog drains), and rebuilding it after every commit cut the ingest rate by a third
+#: (issue 8); a small board still follows each commit.
+BOARD_SHARE = 0.05
 #: Latency samples kept per check: one per 30 s for 24 h.
 LATENCY_SAMPLES = 2880
 LATENCY_STEP = 30.0
@@ -313,10 +323,12 @@ def check_view(
 
 
 def kpi_view(store: Store, estate: Estate, now: datetime) -> dict[str, Any]:
-    """Quarter-to-date availability per area and combined, against the target."""
+    """Quarter-to-date availability per area and combined, against the target, read from
+    the store by the full rules (the board reads ``LiveOutages.kpi_view`` instead while
+    that gives the same: ``LiveOutages.plain``)."""
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     quarter = quarter_containing(now, calendar.tz)
-    acc = accounts_for(store, estate, quarter, now, calendar)
+    acc = accounts_for(store, estate, quarter, now, calendar, combined_only=True)
 
     def pct(ratio: Any) -> float | None:
         value = floor_percent(ratio)
@@ -383,17 +395,22 @@ def banner(checks: list[dict[str, Any]], outages: list[dict[str, Any]]) -> dict[
     return {"level": level, "text": "; ".join(parts)}
 
 
-def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
-    """Everything the board shows, in one read (runs on the reader thread)."""
-    store, estate = collector.read_store, collector.estate
+def board_snapshot(
+    collector: Collector, now: datetime, kpi: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything the board shows, from memory: the collector's live dicts and its outage
+    view (issue 9), so a refresh costs what the live state costs, whatever the history.
+    ``kpi``: the quarter-to-date figures when the view's are not the accounting's
+    (``Collector.kpi_view``, issue 10); None takes the view's."""
+    held, estate = collector.view, collector.estate
     names = Names(estate)
-    open_rows = store.board_outages(open_only=True)
-    evidence = store.start_evidence([r["start_event"] for r in open_rows if r["start_event"]])
-    outages = [outage_view(r, names, evidence.get(r["start_event"] or ""), now) for r in open_rows]
+    open_rows = held.open_rows()
+    outages = [outage_view(r, names, held.evidence(r["start_event"]), now) for r in open_rows]
     # Issue 10: windows, dependencies and quorum decide what an open outage is, as the report
-    # will count it: in a window it is maintenance, behind a down parent unreachable.
-    windows = windows_around(store, estate, now)
-    verdicts = open_verdicts(store, estate, now, open_rows, windows)
+    # will count it: in a window it is maintenance, behind a down parent unreachable. The
+    # declared windows come from the view too (read by the writer thread, not here).
+    windows = expand_around(estate, held.windows(), now)
+    verdicts = verdicts_of(estate, open_rows, windows, now)
     for o in outages:
         reason = verdicts.get(o["id"])
         if reason is not None:
@@ -416,7 +433,8 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
     keys: list[tuple[str, str]] = [
         (sid, c.name) for sid, site in estate.sites.items() for c in site.checks
     ]
-    keys += sorted(k for k in live if k not in set(keys))
+    configured = set(keys)
+    keys += sorted(k for k in live if k not in configured)
     checks = []
     for site, check in keys:
         view = check_view(
@@ -431,7 +449,7 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
         if view["state"] != "up" and not view["reason"]:
             view["reason"] = reasons.get((site, check))
         checks.append(view)
-    recent = [outage_view(r, names, None, now) for r in store.recent_outages(10)]
+    recent = [outage_view(r, names, None, now) for r in held.recent_closed()]
     return {
         "now": to_iso(now),
         "estate": estate.name,
@@ -439,7 +457,7 @@ def board_snapshot(collector: Collector, now: datetime) -> dict[str, Any]:
         "outages": outages,
         "grid": grid(checks, estate, names),
         "checks": checks,
-        "kpi": kpi_view(store, estate, now),
+        "kpi": kpi if kpi is not None else held.kpi_view(now),
         "recent": recent,
         "agents": [
             {
@@ -1005,7 +1023,9 @@ def _why_http(exc: web.HTTPException) -> str:
 
 
 class BoardFeed:
-    """Builds the board once per committed change and fans it out to every browser."""
+    """Builds the board once per committed change (at most once a second, and only while
+    a browser listens) and fans it out to every browser. The build runs off the event loop:
+    rendering a thousand checks must not hold up ingest or the API."""
 
     def __init__(self, collector: Collector, env: Environment) -> None:
         self.collector = collector
@@ -1018,16 +1038,22 @@ class BoardFeed:
         self.closing = asyncio.Event()
         self.latency = LatencyHistory()
         self._dirty = asyncio.Event()
+        #: Browsers holding the SSE stream open.
+        self.listeners = 0
 
     @property
     def event_id(self) -> str:
         return f"{self.boot}-{self.version}"
 
+    def _build(self, now: datetime) -> tuple[dict[str, Any], dict[str, str]]:
+        snap = board_snapshot(self.collector, now, self.collector.kpi_view(now))
+        return snap, render_sections(self.env, snap, self.collector.estate)
+
     async def refresh(self) -> None:
         now = utcnow()
         self.latency.sample(list(self.collector.live.values()), now)
-        snap = await self.collector.read(board_snapshot, self.collector, now)
-        sections = render_sections(self.env, snap, self.collector.estate)
+        await self.collector.catch_up_async()
+        snap, sections = await self.collector.scrape(self._build, now)
         if sections != self._sections:
             self._sections = sections
             self.version += 1
@@ -1042,13 +1068,26 @@ class BoardFeed:
             tg.create_task(self._watch(), name="board-watch")
             while True:
                 self._dirty.clear()
+                started = time.monotonic()
                 try:
-                    await self.refresh()
+                    if self.listeners or not self.payload:
+                        await self.refresh()
+                    else:  # nobody watching: keep the latency history only
+                        self.latency.sample(list(self.collector.live.values()), utcnow())
                 except Exception:
                     # The board must outlive a bad read; the next change tries again.
                     log.exception("could not build the board")
+                # A rate limit, not a synchronisation: changes meanwhile set the dirty flag.
+                await asyncio.sleep((time.monotonic() - started) * (1 / BOARD_SHARE - 1))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dirty.wait(), REFRESH)
+                # A rate limit, not a synchronisation: changes meanwhile make one rebuild.
+                await asyncio.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - started)))
+
+    def listen(self) -> None:
+        """A browser opened the stream: build for it now if the board is behind."""
+        self.listeners += 1
+        self._dirty.set()
 
     async def _watch(self) -> None:
         """Turn every notification into the dirty flag. The lock is held from one wait to
@@ -1133,7 +1172,8 @@ async def board_page(request: web.Request) -> web.Response:
     feed = request.app[FEED]
     collector = request.app[COLLECTOR]
     now = utcnow()
-    snap = await collector.read(board_snapshot, collector, now)
+    await collector.catch_up_async()
+    snap = board_snapshot(collector, now, await collector.kpi_view_async(now))
     ctx = _ctx(request)
     sections = render_sections(request.app[ENV], snap, collector.estate)
     return _render(
@@ -1155,6 +1195,7 @@ async def board_events(request: web.Request) -> web.StreamResponse:
         sent = -1
         if last_seen == feed.event_id:
             sent = feed.version  # reconnected to the same collector, nothing missed
+        feed.listen()
         try:
             while not feed.closing.is_set() and resp.is_connected():
                 if feed.version != sent and feed.payload:
@@ -1165,6 +1206,8 @@ async def board_events(request: web.Request) -> web.StreamResponse:
                 await feed.wait_newer(sent, TICK)
         except ConnectionResetError:
             pass  # the browser went away (closed, navigated): nothing to send it
+        finally:
+            feed.listeners -= 1
     return resp
 
 

@@ -3,13 +3,14 @@ at scrape time from the live view, so nothing can go stale or drift from the sto
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from availmon.clock import utcnow
 from availmon.schema import State
@@ -73,6 +74,91 @@ class LiveAgent:
     unconfirmed: tuple[tuple[str, int], ...] = ()
 
 
+#: How many families ``_LiveCollector.check_families`` yields.
+CHECK_FAMILIES = 7
+
+
+def _label(value: str) -> str:
+    """A label value as the text format writes it (prometheus_client's escaping)."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def check_lines(c: LiveCheck) -> list[bytes]:
+    """One check's sample lines of each per-check family, in ``check_families`` order, as
+    ``generate_latest`` writes them (labels sorted by name, values by floatToGoString);
+    a test holds the two equal."""
+    labels = f'area="{_label(c.area)}",check="{_label(c.check)}",site="{_label(c.site)}"'
+    out: list[str] = []
+    if c.state is State.UNKNOWN:
+        out += ["", ""]
+    else:
+        up = "0.0" if c.state is State.DOWN else "1.0"
+        degraded = "1.0" if c.state is State.DEGRADED else "0.0"
+        out.append(f"availmon_check_up{{{labels}}} {up}\n")
+        out.append(f"availmon_check_degraded{{{labels}}} {degraded}\n")
+    out.append(
+        "".join(
+            f'availmon_check_state{{{labels},state="{s.value}"}}'
+            f" {'1.0' if c.state is s else '0.0'}\n"
+            for s in State
+        )
+    )
+    for name, value in (
+        ("availmon_check_latency_seconds", c.latency),
+        ("availmon_check_loss_ratio", c.loss / 100 if c.loss is not None else None),
+        ("availmon_check_jitter_seconds", c.jitter),
+        ("availmon_check_probe_duration_seconds", c.duration),
+    ):
+        if value is None:
+            out.append("")
+        else:
+            text = floatToGoString(value)  # type: ignore[no-untyped-call]  # untyped upstream
+            out.append(f"{name}{{{labels}}} {text}\n")
+    return [line.encode() for line in out]
+
+
+class _CheckLines:
+    """The per-check families as exposition text, each check's lines rendered once per
+    ``LiveCheck`` value (``check_lines``): a check that did not change since the last
+    scrape costs a join."""
+
+    def __init__(self, live: _LiveCollector) -> None:
+        self._live = live
+        self._memo: dict[tuple[str, str], tuple[LiveCheck, list[bytes]]] = {}
+        self._headers = self._split(self._text([]))[0]
+
+    def render(self) -> bytes:
+        parts: list[list[bytes]] = [[] for _ in range(CHECK_FAMILIES)]
+        memo: dict[tuple[str, str], tuple[LiveCheck, list[bytes]]] = {}
+        for c in self._live.checks():
+            key = (c.site, c.check)
+            hit = self._memo.get(key)
+            lines = hit[1] if hit is not None and hit[0] is c else check_lines(c)
+            memo[key] = (c, lines)
+            for family, text in zip(parts, lines, strict=True):
+                family.append(text)
+        self._memo = memo
+        return b"".join(h + b"".join(p) for h, p in zip(self._headers, parts, strict=True))
+
+    def _text(self, checks: list[LiveCheck]) -> bytes:
+        return generate_latest(_Families(lambda: self._live.check_families(checks)))
+
+    @staticmethod
+    def _split(text: bytes) -> tuple[list[bytes], list[bytes]]:
+        """Each family's HELP and TYPE lines, and its sample lines."""
+        heads: list[bytes] = []
+        samples: list[bytes] = []
+        for line in text.splitlines(keepends=True):
+            if line.startswith(b"# HELP "):
+                heads.append(line)
+                samples.append(b"")
+            elif line.startswith(b"# TYPE "):
+                heads[-1] += line
+            else:
+                samples[-1] += line
+        return heads, samples
+
+
 class _LiveCollector(Collector):
     def __init__(
         self,
@@ -83,6 +169,19 @@ class _LiveCollector(Collector):
         self._checks, self._agents, self._extra = checks, agents, extra
 
     def collect(self) -> Iterator[Metric]:
+        yield from self.collect_checks()
+        yield from self.collect_rest()
+
+    def collect_checks(self) -> Iterator[Metric]:
+        """The per-check families that change only when the live view does (a heartbeat,
+        an event, an agent's status): /metrics renders them once per such change."""
+        return self.check_families(self._checks())
+
+    def checks(self) -> Iterable[LiveCheck]:
+        return self._checks()
+
+    def check_families(self, checks: Iterable[LiveCheck]) -> Iterator[Metric]:
+        """The per-check families (``CHECK_FAMILIES`` of them) for ``checks``."""
         labels = ["site", "check", "area"]
         up = GaugeMetricFamily(
             "availmon_check_up",
@@ -111,18 +210,12 @@ class _LiveCollector(Collector):
             "mean difference between consecutive round trips of the last ICMP burst",
             labels=labels,
         )
-        cert = GaugeMetricFamily(
-            "availmon_check_cert_expiry_seconds",
-            "seconds until the peer certificate expires (negative once expired); TLS checks",
-            labels=labels,
-        )
         duration = GaugeMetricFamily(
             "availmon_check_probe_duration_seconds",
             "wall time the last probe took (the whole batch for batched ICMP)",
             labels=labels,
         )
-        now = utcnow()
-        for c in self._checks():
+        for c in checks:
             key = [c.site, c.check, c.area]
             if c.state is not State.UNKNOWN:
                 up.add_metric(key, 0.0 if c.state is State.DOWN else 1.0)
@@ -135,15 +228,24 @@ class _LiveCollector(Collector):
                 (loss, c.loss / 100 if c.loss is not None else None),
                 (jitter, c.jitter),
                 (duration, c.duration),
-                (
-                    cert,
-                    (c.cert_not_after - now).total_seconds()
-                    if c.cert_not_after is not None
-                    else None,
-                ),
             ):
                 if value is not None:
                     family.add_metric(key, value)
+        yield from (up, degraded, state, latency, loss, jitter, duration)
+
+    def collect_rest(self) -> Iterator[Metric]:
+        """Everything else of the live view: certificate expiry (it moves with the clock),
+        agents, and the extra families (KPI, delivery)."""
+        labels = ["site", "check", "area"]
+        cert = GaugeMetricFamily(
+            "availmon_check_cert_expiry_seconds",
+            "seconds until the peer certificate expires (negative once expired); TLS checks",
+            labels=labels,
+        )
+        now = utcnow()
+        for c in self._checks():
+            if c.cert_not_after is not None:
+                cert.add_metric([c.site, c.check, c.area], (c.cert_not_after - now).total_seconds())
         online = GaugeMetricFamily(
             "availmon_agent_online",
             "1 while the agent's MQTT status is online",
@@ -179,8 +281,7 @@ class _LiveCollector(Collector):
                 depth.add_metric([a.site, a.agent], float(a.spool_depth))
             if a.spool_dropped is not None:
                 dropped.add_metric([a.site, a.agent], float(a.spool_dropped))
-        yield from (up, degraded, state, latency, loss, jitter, cert, duration)
-        yield from (online, depth, dropped, traps, unconfirmed)
+        yield from (cert, online, depth, dropped, traps, unconfirmed)
         yield from self._extra()
 
 
@@ -260,6 +361,11 @@ class CollectorMetrics:
             registry=r,
         )
         self.config_last_success.set_to_current_time()
+        self._counters = [v for v in vars(self).values() if isinstance(v, (Counter, Gauge))]
+        self._live: _LiveCollector | None = None
+        self._check_lines: _CheckLines | None = None
+        self._checks_text: bytes | None = None
+        self._checks_version: Hashable = None
 
     def watch(
         self,
@@ -267,7 +373,35 @@ class CollectorMetrics:
         agents: Callable[[], Iterable[LiveAgent]],
         extra: Callable[[], Iterable[Metric]] = lambda: (),
     ) -> None:
-        self.registry.register(_LiveCollector(checks, agents, extra))
+        self._live = _LiveCollector(checks, agents, extra)
+        self._check_lines = _CheckLines(self._live)
+        self.registry.register(self._live)
+
+    def render(self, checks_version: Hashable) -> bytes:
+        """The registry's exposition for /metrics, with the per-check families (most of
+        its size for a thousand checks) rendered again only when ``checks_version``
+        changes; counters, agents, the KPI and certificate expiry are read fresh."""
+        live, lines = self._live, self._check_lines
+        if live is None or lines is None:
+            return generate_latest(self.registry)
+        if self._checks_text is None or self._checks_version != checks_version:
+            self._checks_text = lines.render()
+            self._checks_version = checks_version
+        counters = self._counters
+
+        def rest() -> Iterator[Metric]:
+            for counter in counters:
+                yield from counter.collect()
+            yield from live.collect_rest()
+
+        return generate_latest(_Families(rest)) + self._checks_text
+
+
+class _Families:
+    """What ``generate_latest`` renders: anything with ``collect()``."""
+
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self.collect = collect
 
 
 def kpi_families(

@@ -1,7 +1,11 @@
 """The board's quarterly report and the live KPI, built on the collector's outage store.
 
 ``report_json`` gathers every figure once (collector/accounting.py does the sums); the html,
-md and csv renderers only lay that same dict out, so all four formats always agree.
+md and csv renderers only lay that same dict out, so all four formats always agree. The
+figures of a quarter that has ended are cached in the store (``Store.cached_figures``, issue
+9), keyed on the config they were computed with; every write that changes an outage, a
+declared window or a not-monitored record in that quarter drops them, so a late event or an
+annotation is never hidden by the cache (``--as-of`` reports are never cached).
 ``kpi_snapshot`` is the quarter-to-date view for /metrics. Functions here are synchronous:
 the collector runs them in a thread, off the event loop.
 """
@@ -9,16 +13,18 @@ the collector runs them in a thread, off the event loop.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -81,8 +87,28 @@ def window_of(row: Mapping[str, Any]) -> Window:
 def facts_for(store: Store, start: datetime, end: datetime, as_of: datetime | None = None) -> Facts:
     """Outages, not-monitored records and declared windows overlapping ``[start, end)``;
     with ``as_of``, only what had been recorded by then (``--as-of``)."""
-    rows = (
-        store.outages_live(start, end) if as_of is None else store.outages_as_of(start, end, as_of)
+    outages = (
+        [
+            Outage(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                bool(r[7]),
+                r[8],
+                r[9],
+                r[10],
+                r[11],
+                r[12],
+                r[13],
+            )
+            for r in store.outage_records_us(start, end)
+        ]
+        if as_of is None
+        else [Outage.from_row(r) for r in store.outages_as_of(start, end, as_of)]
     )
     offline = [
         Offline(
@@ -94,7 +120,7 @@ def facts_for(store: Store, start: datetime, end: datetime, as_of: datetime | No
         for r in store.not_monitored(start, end, as_of)
     ]
     windows = [window_of(r) for r in store.windows(start, end, as_of)]
-    return Facts([Outage.from_row(r) for r in rows], offline, windows)
+    return Facts(outages, offline, windows)
 
 
 def outages_for(store: Store, period: Period) -> list[Outage]:
@@ -109,6 +135,7 @@ def accounts_for(
     calendar: BusinessCalendar,
     *,
     as_of: datetime | None = None,
+    combined_only: bool = False,
 ) -> Accounts:
     """The figures as of ``as_of`` (records made by then, open ones closed then), else
     live as of ``now``."""
@@ -121,6 +148,7 @@ def accounts_for(
         calendar,
         offline=facts.offline,
         windows=facts.windows,
+        combined_only=combined_only,
     )
 
 
@@ -148,6 +176,35 @@ def _ratio(ratio: Fraction | None) -> float | None:
     return float(ratio) if ratio is not None else None
 
 
+#: Bumped when the rules change what cached figures hold (the config is in the key too).
+FIGURES_VERSION = "issue10-1"
+
+
+def fingerprint(estate: Estate) -> str:
+    """What cached figures depend on besides the data: the config (names, partners, sites,
+    accounting settings and policy, recurring windows, services) and the rules' version."""
+    text = f"{FIGURES_VERSION}:{estate.model_dump_json()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+T = TypeVar("T")
+
+
+def _cached(store: Store, key: str, period: Period, now_us: int, compute: Callable[[], T]) -> T:
+    """``compute()``, through the store's cache when the period has ended (its figures no
+    longer move with the clock, only with the data, and a write into it drops them)."""
+    if now_us < period.end_us:
+        return compute()
+    hit = store.cached_figures(key)
+    if hit is not None:
+        value: T = json.loads(hit)
+        return value
+    version = store.figures_version(period.end_us)
+    value = compute()
+    store.cache_figures(key, period.start_us, period.end_us, version, json.dumps(value))
+    return value
+
+
 def _local(us: int | None, tz: ZoneInfo) -> str | None:
     return from_us(us).astimezone(tz).isoformat() if us is not None else None
 
@@ -159,31 +216,67 @@ def history(
     now: datetime,
     calendar: BusinessCalendar,
     as_of: datetime | None = None,
+    known: Mapping[tuple[int, int], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Combined availability of the report's quarter and the three before it.
 
     A quarter that ended before anything was recorded, or has not started, has no figure
-    (``None``) rather than a 100% nobody measured.
+    (``None``) rather than a 100% nobody measured. ``known``: a quarter's figure already
+    worked out, by ``(start, end)`` µs (the report's own quarter is not computed twice);
+    live figures of ended quarters come through the store's cache.
     """
     tz = calendar.tz
     earliest = store.earliest_record()
     first = from_iso(earliest) if earliest else None
     at = as_of or now
+    now_us = to_us(now)
     out = []
     for q in last_quarters(period, tz):
         measured = first is not None and q.end > first and q.start < at
-        acc = accounts_for(store, estate, q, now, calendar, as_of=as_of) if measured else None
+        fig: dict[str, Any] | None = None
+        if measured:
+            fig = (known or {}).get((q.start_us, q.end_us))
+            if fig is None:
+                compute = partial(_combined, store, estate, q, now, calendar, as_of)
+                fig = (
+                    compute()
+                    if as_of is not None
+                    else _cached(
+                        store,
+                        f"combined:{fingerprint(estate)}:{q.start_us}:{q.end_us}",
+                        q,
+                        now_us,
+                        compute,
+                    )
+                )
         out.append(
             {
                 "id": q.id,
                 "start": q.start.isoformat(),
                 "end": q.end.isoformat(),
-                "availability_percent": _percent(acc.combined_ratio) if acc else None,
-                "availability_ratio": _ratio(acc.combined_ratio) if acc else None,
-                "complete": acc.complete if acc else None,
+                "availability_percent": fig["availability_percent"] if fig else None,
+                "availability_ratio": fig["availability_ratio"] if fig else None,
+                "complete": fig["complete"] if fig else None,
             }
         )
     return out
+
+
+def _combined(
+    store: Store,
+    estate: Estate,
+    period: Period,
+    now: datetime,
+    calendar: BusinessCalendar,
+    as_of: datetime | None,
+) -> dict[str, Any]:
+    """One quarter's combined availability, as ``history`` lists it."""
+    acc = accounts_for(store, estate, period, now, calendar, as_of=as_of, combined_only=True)
+    return {
+        "availability_percent": _percent(acc.combined_ratio),
+        "availability_ratio": _ratio(acc.combined_ratio),
+        "complete": acc.complete,
+    }
 
 
 def _incident_json(i: Incident, estate: Estate, tz: ZoneInfo) -> dict[str, Any]:
@@ -251,11 +344,63 @@ def build_report(
     here, so the same data gives the same bytes (default: ``as_of``, else ``now``).
     """
     estate, rules_text = rules_in_force(store, estate, as_of)
+    calendar = BusinessCalendar.from_accounting(estate.accounting)
+    at = as_of or now
+    compute = partial(_figures, store, estate, period, now, calendar, as_of, rules_text)
+    f = (
+        compute()
+        if as_of is not None
+        else _cached(
+            store,
+            f"period:{fingerprint(estate)}:{period.start_us}:{period.end_us}",
+            period,
+            to_us(now),
+            compute,
+        )
+    )
+    own = {
+        "availability_percent": f["combined"]["availability_percent"],
+        "availability_ratio": f["combined"]["availability_ratio"],
+        "complete": f["period"]["complete"],
+    }
+    return {
+        "estate": f["estate"],
+        # The cache is keyed on the span: "2019Q3" and "FY2019Q2" share it, not their names.
+        "period": {
+            **f["period"],
+            "id": period.id,
+            "start": period.start.isoformat(),
+            "end": period.end.isoformat(),
+        },
+        "period_minutes": f["period_minutes"],
+        "business_hours_minutes": f["business_hours_minutes"],
+        "as_of": at.astimezone(calendar.tz).isoformat(timespec="seconds"),
+        "generated_at": (generated_at or at).astimezone(calendar.tz).isoformat(timespec="seconds"),
+        **{k: v for k, v in f.items() if k not in _ENVELOPE},
+        "history": history(
+            store, estate, period, now, calendar, as_of, {(period.start_us, period.end_us): own}
+        ),
+    }
+
+
+#: The keys ``_figures`` leaves to ``build_report`` (they move with the clock or the call).
+_ENVELOPE = frozenset({"estate", "period", "period_minutes", "business_hours_minutes"})
+
+
+def _figures(
+    store: Store,
+    estate: Estate,
+    period: Period,
+    now: datetime,
+    calendar: BusinessCalendar,
+    as_of: datetime | None,
+    rules_text: str,
+) -> dict[str, Any]:
+    """The report's figures from the period's records: everything but when it was made
+    and the history (cached as one JSON object once the period has ended)."""
     acc_cfg = estate.accounting
-    calendar = BusinessCalendar.from_accounting(acc_cfg)
     tz = calendar.tz
     acc = accounts_for(store, estate, period, now, calendar, as_of=as_of)
-    at = as_of or now
     areas = [
         {
             "id": a.id,
@@ -308,7 +453,7 @@ def build_report(
         for w in acc.windows
         if w.source == "declared" or w.id in covered
     ]
-    partial = [
+    partial_checks = [
         {
             "check": ref,
             "from": _local(max(lo, acc.period.start_us), tz),
@@ -329,8 +474,6 @@ def build_report(
         },
         "period_minutes": minutes(acc.period_time),
         "business_hours_minutes": minutes(acc.business_time),
-        "as_of": at.astimezone(tz).isoformat(timespec="seconds"),
-        "generated_at": (generated_at or at).astimezone(tz).isoformat(timespec="seconds"),
         "settings": {
             "count_planned": acc_cfg.count_planned,
             "business_hours": calendar.describe(),
@@ -358,9 +501,8 @@ def build_report(
         "by_provider": _shares(acc.providers, "no provider recorded"),
         "by_cause": _shares(acc.causes, "cause not recorded"),
         "windows": windows,
-        "partial_checks": partial,
+        "partial_checks": partial_checks,
         "outages": [_incident_json(i, estate, tz) for i in acc.incidents],
-        "history": history(store, estate, period, now, calendar, as_of),
     }
 
 
@@ -382,7 +524,7 @@ def kpi_snapshot(store: Store, estate: Estate, now: datetime) -> dict[str, tuple
     """
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     quarter = quarter_containing(now, calendar.tz)
-    acc = accounts_for(store, estate, quarter, now, calendar)
+    acc = accounts_for(store, estate, quarter, now, calendar, combined_only=True)
     out: dict[str, tuple[float, float]] = {}
     for a in acc.areas:
         out[a.id] = (a.downtime / 1_000_000, float(a.ratio) if a.ratio is not None else 1.0)

@@ -7,7 +7,7 @@ dependency is unreachable, a quorum member that too few sites see is the site's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,31 +25,41 @@ if TYPE_CHECKING:
 AHEAD = timedelta(days=7)
 
 
-def windows_around(store: Store, estate: Estate, now: datetime) -> list[Window]:
-    """Declared and recurring windows from ``now`` to a week ahead (the ongoing ones too)."""
+def expand_around(
+    estate: Estate, declared: Iterable[Mapping[str, Any]], now: datetime
+) -> list[Window]:
+    """The declared windows (store rows) and the config's recurring ones, from ``now`` to a
+    week ahead (the ongoing ones too)."""
     now_us = to_us(now)
-    declared = [window_of(r) for r in store.windows(now, now + AHEAD)]
     return expand(
-        estate.maintenance, declared, now_us, to_us(now + AHEAD), estate.accounting.timezone
+        estate.maintenance,
+        [window_of(r) for r in declared],
+        now_us,
+        to_us(now + AHEAD),
+        estate.accounting.timezone,
     )
 
 
-def open_verdicts(
-    store: Store,
-    estate: Estate,
-    now: datetime,
-    open_rows: Sequence[Mapping[str, Any]] | None = None,
-    windows: Sequence[Window] | None = None,
-) -> dict[str, Reason]:
-    """For each open outage that should not stand on its own at ``now``, why (id -> Reason).
+def windows_around(store: Store, estate: Estate, now: datetime) -> list[Window]:
+    """:func:`expand_around` of the windows declared in the store."""
+    return expand_around(estate, store.windows(now, now + AHEAD), now)
 
-    ``open_rows`` (the store's ``board_outages(open_only=True)``) and ``windows``
-    (:func:`windows_around`) when the caller has them already. Runs where the store may be
-    read (the reader or writer thread).
-    """
-    rows = store.board_outages(open_only=True) if open_rows is None else open_rows
+
+def verdicts_of(
+    estate: Estate,
+    open_rows: Iterable[Mapping[str, Any]],
+    windows: Sequence[Window],
+    now: datetime,
+) -> dict[str, Reason]:
+    """For each open outage (store rows) that should not stand on its own at ``now``, why
+    (id -> Reason): pure, for callers that hold the rows and windows in memory."""
+    return live_verdicts(estate, [Outage.from_row(r) for r in open_rows], windows, to_us(now))
+
+
+def open_verdicts(store: Store, estate: Estate, now: datetime) -> dict[str, Reason]:
+    """:func:`verdicts_of` the store's open outages and windows. Runs where the store may be
+    read (the reader or writer thread)."""
+    rows = store.board_outages(open_only=True)
     if not rows:
         return {}
-    if windows is None:
-        windows = windows_around(store, estate, now)
-    return live_verdicts(estate, [Outage.from_row(r) for r in rows], windows, to_us(now))
+    return verdicts_of(estate, rows, windows_around(store, estate, now), now)

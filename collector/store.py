@@ -4,23 +4,38 @@ them, live check status and agent liveness.
 Synchronous by design: the collector calls it from one writer thread and reads from others
 (WAL), so SQLite never blocks the event loop. Schema changes are migrations, applied in one
 transaction at open.
+
+Times: event times (``events.at``, ``detected_at``, ``received_at``) and outage times
+(``outages.start``, ``end``) are stored as integer microseconds since the Unix epoch, UTC
+(issue 9: compared and summed as numbers, indexed compactly, read without parsing). The
+public read methods that return rows as dicts give those times back as ISO 8601 UTC text
+(``availmon.clock.to_iso``'s form), as they always have; the methods whose names end in
+``_us`` take and return microseconds. Issue 10's versions of imported outages
+(``import_history.start``, ``end``) are outage times too; the alerts' tables (issue 11) keep
+microseconds of their own. Bookkeeping times (annotations, heartbeats, agent status,
+conflicts, maintenance windows, not-monitored records, when a record was made) stay ISO
+text: they are compared with each other and with ``--as-of``, never with outage times in
+SQL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import operator
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlite_utils
 
 from availmon.areas import NETWORK_AREA
-from availmon.clock import to_iso, utcnow
+from availmon.clock import iso_to_us, to_iso, to_us, us_to_iso, utcnow
 from availmon.errors import NoSuchRecord, StoreError
 from availmon.schema import Event, Heartbeat, State
 
@@ -275,6 +290,120 @@ def m011_alerts(db: sqlite_utils.Database) -> None:
     )
 
 
+def _iso_to_us(value: Any) -> Any:
+    """A stored ISO time as microseconds (m012); NULL stays NULL."""
+    return iso_to_us(value) if isinstance(value, str) else value
+
+
+@migration
+def m012_integer_times(db: sqlite_utils.Database) -> None:
+    # Issue 9: times as integer microseconds since the epoch (UTC). The columns change type
+    # (a TEXT column would turn an integer back into text), then every value is converted;
+    # the tables' indexes are recreated by ``transform``.
+    event_times = ["at", "detected_at", "received_at"]
+    db.table("events").transform(types=dict.fromkeys(event_times, int))
+    db.table("events").convert(event_times, _iso_to_us)
+    db.table("outages").transform(types={"start": int, "end": int})
+    db.table("outages").convert(["start", "end"], _iso_to_us)
+    # Issue 10's versions of imported outages are outage rows too (``outages_as_of`` reads
+    # them beside ``outages``): the same form. The records' own times (windows, not
+    # monitored, when something was recorded) stay ISO text, like annotations.
+    db.table("import_history").transform(types={"start": int, "end": int})
+    db.table("import_history").convert(["start", "end"], _iso_to_us)
+
+
+@migration
+def m013_read_paths(db: sqlite_utils.Database) -> None:
+    # Issue 9: the report and the live view read outages by area in start order. One index
+    # holds every column those passes read (no table lookup per row: "covering"), in the
+    # order they read them; it replaces (area, start). Open outages and the longest closed
+    # one per area bound the passes' ranges (an outage that began before a period and
+    # reaches into it begins no earlier than the period minus the longest outage).
+    db.execute("DROP INDEX IF EXISTS idx_outages_area_start")
+    db.execute(
+        "CREATE INDEX outages_span ON outages (area, start, id, end, state, planned, site,"
+        " check_name, cause, provider, note)"
+    )
+    # (Keyed by check: it also finds a check's open outage when ingest picks up its tail.)
+    db.execute(
+        "CREATE INDEX outages_open ON outages (site, agent, check_name, start) WHERE end IS NULL"
+    )
+    db.execute("CREATE INDEX outages_length ON outages (area, end - start)")
+    # The few outages with a cause, provider or note of their own (imports, provisional).
+    db.execute(
+        "CREATE INDEX outages_noted ON outages (area, start, id)"
+        " WHERE cause IS NOT NULL OR provider IS NOT NULL OR note IS NOT NULL"
+    )
+
+
+@migration
+def m014_figures_cache(db: sqlite_utils.Database) -> None:
+    # Issue 9: figures of periods that have ended, keyed on the config they came from. A
+    # write that changes outages before ``horizon`` (the end of the latest period cached)
+    # drops the entries it affects and bumps ``version``, so a computation that read the
+    # data before that write cannot store what it found (``cache_figures``).
+    db.table("figures_cache").create({"key": str, "lo": int, "hi": int, "data": str}, pk="key")
+    db.table("figures_cache").create_index(["hi"])
+    db.execute(
+        "CREATE TABLE figures_state (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " version INTEGER NOT NULL, horizon INTEGER NOT NULL)"
+    )
+    db.execute("INSERT INTO figures_state VALUES (1, 0, -9223372036854775808)")
+
+
+@migration
+def m015_outage_writes(db: sqlite_utils.Database) -> None:
+    # Issue 9: every transaction that changes outages counts here, whichever process made
+    # it, so the collector's live view notices an import or annotation made by the CLI.
+    db.execute("ALTER TABLE figures_state ADD COLUMN writes INTEGER NOT NULL DEFAULT 0")
+
+
+#: Later than any time stored (µs): "to the end of time" for range reads.
+FOREVER = 1 << 62
+
+
+def _iso(us: int | None) -> str | None:
+    """SQL ``iso(x)``: a stored time as the ISO text the public read methods return."""
+    return us_to_iso(us) if us is not None else None
+
+
+@dataclass
+class Changes:
+    """What committed writes did to the outages, for the collector's live view (issue 9).
+
+    ``since``: the earliest time (µs) whose figures may differ, None when no outage changed.
+    ``opened`` and ``closed``: outages opened or closed by events that came in order (the
+    cheap case: read those rows again). ``replaced_since``: outages from then on were
+    re-derived, annotated, imported or dropped, so whatever was read of them is stale.
+    """
+
+    since: int | None = None
+    opened: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    replaced_since: int | None = None
+
+    @property
+    def replaced(self) -> bool:
+        return self.replaced_since is not None
+
+    def touch(self, at: int) -> None:
+        if self.since is None or at < self.since:
+            self.since = at
+
+    def replace(self, at: int) -> None:
+        self.touch(at)
+        if self.replaced_since is None or at < self.replaced_since:
+            self.replaced_since = at
+
+    def merge(self, other: Changes) -> None:
+        if other.since is not None:
+            self.touch(other.since)
+        if other.replaced_since is not None:
+            self.replace(other.replaced_since)
+        self.opened += other.opened
+        self.closed += other.closed
+
+
 @dataclass(frozen=True)
 class IngestResult:
     inserted: int
@@ -288,8 +417,16 @@ class _Tail:
     ``derive_intervals`` would leave them), so an event that arrives in order extends the
     history in O(1) instead of re-deriving it."""
 
-    last: tuple[str, int]  # (at, seq) of the latest event
-    open: tuple[str, str, str] | None  # (state, start, start_event)
+    last: tuple[int, int] | None  # (at µs, seq) of the latest event; None: the check has none
+    open: tuple[str, int, str] | None  # (state, start µs, start_event)
+
+
+#: Rows per statement in ``Store._rows_at_once``: 500 events bind 6,000 values, well under
+#: SQLite's limit of 32,766 a statement.
+_ROWS_PER_STATEMENT = 500
+
+#: Sort key of ``(at, seq, event)``: time order, seq breaking ties.
+_AT_SEQ = operator.itemgetter(0, 1)
 
 
 @dataclass(frozen=True)
@@ -299,25 +436,29 @@ class ImportResult:
     unchanged: int
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Interval:
-    start: str
-    end: str | None
+class Interval(Generic[T]):
+    start: T
+    end: T | None
     state: str
     start_event: str
     end_event: str | None
 
 
-def derive_intervals(events: Iterable[tuple[str, int, str, str, str]]) -> list[Interval]:
-    """Not-up intervals from one check's events ``(id, seq, from, to, at)`` in time order.
+def derive_intervals(events: Iterable[tuple[str, int, str, str, T]]) -> list[Interval[T]]:
+    """Not-up intervals from one check's events ``(id, seq, from, to, at)`` in time order
+    (``at`` in any ordered form: the store passes microseconds).
 
     Each event closes the open interval (if any) at its ``at`` and opens a new one when it
     leads into down, degraded or unknown. An event that only restates the open state (an
     agent restarted mid-outage reports ``unknown -> down``; a reboot note is ``up -> up``)
     continues the interval instead of splitting it.
     """
-    out: list[Interval] = []
-    open_: tuple[str, str, str] | None = None  # state, start, start_event
+    out: list[Interval[T]] = []
+    open_: tuple[str, T, str] | None = None  # state, start, start_event
     for ev_id, _seq, from_state, to_state, at in events:
         if from_state in (State.UNKNOWN, to_state) and to_state == (
             open_[0] if open_ else State.UP
@@ -337,18 +478,31 @@ def derive_intervals(events: Iterable[tuple[str, int, str, str, str]]) -> list[I
 
 class Store:
     def __init__(
-        self, path: str | Path, *, tolerant: bool = False, busy_timeout: float = 30.0
+        self,
+        path: str | Path,
+        *,
+        tolerant: bool = False,
+        busy_timeout: float = 30.0,
+        cache_mib: int | None = None,
     ) -> None:
         """Open (creating it if need be) and migrate. A file that is not a usable database,
         or a directory that cannot be made, is a ``StoreError`` naming the path.
 
         ``tolerant``: a database that cannot be written yet (a read-only or full file
         system) is opened anyway and migrated on the first write that succeeds; the
-        collector starts, says so on /healthz, and waits for it."""
+        collector starts, says so on /healthz, and waits for it.
+
+        ``cache_mib``: SQLite's page cache for this connection (default: SQLite's 2 MiB)."""
         self.path = Path(path)
         self._busy_timeout = busy_timeout
+        self._cache_mib = cache_mib
         self._tails: dict[tuple[str, str, str], _Tail] = {}
         self._migrated = False
+        #: The open write transaction's changes, and those committed since ``take_changes``.
+        self._changes = Changes()
+        self._pending = Changes()
+        #: Transactions of this Store that counted in ``outage_writes``.
+        self.own_writes = 0
         try:
             self.conn = self._connect()
         except sqlite3.Error as exc:
@@ -369,12 +523,15 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
+        conn.create_function("iso", 1, _iso, deterministic=True)
         try:
             # FULL: we confirm and PUBACK only after commit, so a commit must survive power
             # loss too.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
+            if self._cache_mib is not None:
+                conn.execute(f"PRAGMA cache_size={-1024 * int(self._cache_mib)}")  # KiB
         except sqlite3.OperationalError as exc:
             # A read-only file system: reads work; the first write says why and the
             # collector reopens the connection once it can write.
@@ -412,10 +569,35 @@ class Store:
                     )
         self._migrated = True
 
-    def _tx(self) -> Any:
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Changes]:
+        """One write transaction; what it changes is kept once it commits, and figures
+        cached for the periods it touched are dropped in it."""
         if not self._migrated:
             self._migrate()
-        return _Transaction(self.conn)
+        changes = self._changes = Changes()
+        with _Transaction(self.conn):
+            yield changes
+            if changes.since is not None:
+                self._invalidate_figures(changes.since)
+                self.conn.execute("UPDATE figures_state SET writes = writes + 1")
+        if changes.since is not None:
+            self.own_writes += 1
+        self._pending.merge(changes)
+
+    def take_changes(self) -> Changes:
+        """What the writes committed since the last call changed (writer thread only)."""
+        out, self._pending = self._pending, Changes()
+        return out
+
+    def has_changes(self) -> bool:
+        """Committed changes not yet taken (a cheap check from any thread)."""
+        p = self._pending
+        return p.since is not None or bool(p.opened or p.closed)
+
+    def outage_writes(self) -> int:
+        """How many transactions, by any process, have changed outages (m015)."""
+        return int(self.conn.execute("SELECT writes FROM figures_state").fetchone()[0])
 
     def close(self) -> None:
         self.conn.close()
@@ -451,72 +633,142 @@ class Store:
             self._tails.clear()  # rolled back: the cache may be ahead of the database
             raise
 
+    _INSERT_EVENTS = (
+        "INSERT INTO events (id, seq, site, agent, check_name, area, from_state, to_state, at,"
+        " detected_at, received_at, evidence) VALUES ",
+        "(?,?,?,?,?,?,?,?,?,?,?,?)",
+    )
+    _INSERT_OUTAGES = (
+        "INSERT OR REPLACE INTO outages (id, site, agent, check_name, area, state, start, end,"
+        " source, planned, start_event, end_event) VALUES ",
+        "(?,?,?,?,?,?,?,?,'agent',0,?,?)",
+    )
+
+    #: Many outages' ends in one statement, as ``_rows_at_once`` does (``UPDATE ... FROM``).
+    _CLOSE_OUTAGES = (
+        "WITH v(end_, end_event, area, id) AS (VALUES ",
+        "(?,?,?,?)",
+        ") UPDATE outages SET end=v.end_, end_event=v.end_event, area=v.area FROM v"
+        " WHERE outages.id = v.id",
+    )
+
+    def _rows_at_once(self, sql: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
+        """``sql`` is ``(head, one row's VALUES, tail)``: ``head (row), (row), ... tail``,
+        hundreds of rows a statement, rather than ``executemany``'s one row a step. SQLite's
+        work on a step runs without the GIL, and ``executemany`` gives the GIL up and waits to
+        take it back for every row: behind the validation of the next batch on the event loop,
+        that wait (up to the interpreter's switch interval, 5 ms) made the writer thread crawl
+        (issue 8's throughput)."""
+        head, one, *tail = sql
+        for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[i : i + _ROWS_PER_STATEMENT]
+            self.conn.execute(
+                head + ",".join([one] * len(chunk)) + "".join(tail),
+                list(chain.from_iterable(chunk)),
+            )
+
     def _ingest(self, events: list[Event], received_at: datetime) -> IngestResult:
-        received = to_iso(received_at)
+        received = to_us(received_at)
+        # ``_value_``, not ``.value``: the same text without a Python-level property call.
+        rows = [
+            (
+                ev.id,
+                ev.seq,
+                ev.site,
+                ev.agent,
+                ev.check,
+                ev.area,
+                ev.from_._value_,
+                ev.to._value_,
+                to_us(ev.at),
+                to_us(ev.detected_at),
+                received,
+                ev.evidence.model_dump_json(),
+            )
+            for ev in events
+        ]
+        # Each check's tail as it stands before this batch's rows go in.
+        tails = {key: self._tail(key) for key in {(ev.site, ev.agent, ev.check) for ev in events}}
+        # Usually every event is new: insert them all, and let the primary key say otherwise
+        # (issue 8's throughput: no lookup of each id first). Otherwise the insert is undone
+        # and each event is sorted out: new, a duplicate, or a conflict.
+        duplicates = 0
+        conflicts: list[str] = []
+        self.conn.execute("SAVEPOINT new_events")
+        try:
+            self._rows_at_once(self._INSERT_EVENTS, rows)
+        except sqlite3.IntegrityError:
+            self.conn.execute("ROLLBACK TO new_events")
+            self.conn.execute("RELEASE new_events")
+            events, rows, duplicates, conflicts = self._sort_out(events, rows, received_at)
+            self._rows_at_once(self._INSERT_EVENTS, rows)
+        else:
+            self.conn.execute("RELEASE new_events")
+        # Per check, its new events as ``(at, seq, event)``, ``at`` as stored.
+        by_check: dict[tuple[str, str, str], list[tuple[int, int, Event]]] = {}
+        for ev, row in zip(events, rows, strict=True):
+            key = (ev.site, ev.agent, ev.check)
+            new = by_check.get(key)
+            if new is None:
+                new = by_check[key] = []
+            new.append((row[8], ev.seq, ev))
+        # The outages that events arriving in order open and close, written together at the
+        # end (issue 8's throughput): the rows opened, with their end when the batch closes
+        # them too, and the ends of the outages that were open before it.
+        opened: list[list[Any]] = []
+        closed: list[tuple[int, str, str, str]] = []
+        for key, new in by_check.items():
+            new.sort(key=_AT_SEQ)
+            self._advance(key, new, tails[key], opened, closed)
+        self._rows_at_once(self._INSERT_OUTAGES, opened)
+        self._rows_at_once(self._CLOSE_OUTAGES, closed)
+        return IngestResult(len(rows), duplicates, tuple(conflicts))
+
+    def _sort_out(
+        self, events: list[Event], rows: list[tuple[Any, ...]], received_at: datetime
+    ) -> tuple[list[Event], list[tuple[Any, ...]], int, list[str]]:
+        """The events (and their rows) not stored yet; the number of duplicates (a replay of
+        a stored event, or of a conflict already held); and the ids of the new conflicts: an
+        event that reuses a stored id with other content is quarantined in ``conflicts``,
+        never applied."""
         existing: dict[str, tuple[Any, ...]] = {}
         ids = list({ev.id for ev in events})
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            rows = self.conn.execute(
+            found = self.conn.execute(
                 "SELECT id, site, check_name, to_state, at FROM events WHERE id IN"
                 f" ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            existing.update((r[0], tuple(r[1:])) for r in rows)
+            existing.update((r[0], tuple(r[1:])) for r in found)
         fresh: list[Event] = []
-        rows_: list[tuple[Any, ...]] = []
+        fresh_rows: list[tuple[Any, ...]] = []
         duplicates = 0
         conflicts: list[str] = []
-        for ev in events:
-            at = to_iso(ev.at)
+        for ev, row in zip(events, rows, strict=True):
+            what = (ev.site, ev.check, row[7], row[8])  # site, check, to_state, at
             stored = existing.get(ev.id)
             if stored is None:
-                existing[ev.id] = (ev.site, ev.check, ev.to.value, at)
+                existing[ev.id] = what
                 fresh.append(ev)
-                rows_.append(
-                    (
-                        ev.id,
-                        ev.seq,
-                        ev.site,
-                        ev.agent,
-                        ev.check,
-                        ev.area,
-                        ev.from_.value,
-                        ev.to.value,
-                        at,
-                        to_iso(ev.detected_at),
-                        received,
-                        ev.evidence.model_dump_json(),
-                    )
-                )
-                continue
-            if stored == (ev.site, ev.check, ev.to.value, at):
+                fresh_rows.append(row)
+            elif stored == what:
                 duplicates += 1
-                continue
-            kept = self.conn.execute(
+            elif self.conn.execute(
                 "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)",
-                (ev.id, received, ev.to_json().decode(), json.dumps(stored)),
-            )
-            if kept.rowcount:
+                (
+                    ev.id,
+                    to_iso(received_at),
+                    ev.to_json().decode(),
+                    json.dumps([*stored[:3], us_to_iso(stored[3])]),  # as ISO text, as ever
+                ),
+            ).rowcount:
                 conflicts.append(ev.id)
             else:
                 duplicates += 1  # a conflict we already hold, delivered again
-        by_check: dict[tuple[str, str, str], list[Event]] = {}
-        for ev in fresh:
-            by_check.setdefault((ev.site, ev.agent, ev.check), []).append(ev)
-        # Each check's tail as it stands before this batch's rows go in.
-        tails = {key: self._tail(key) for key in by_check}
-        self.conn.executemany(
-            "INSERT INTO events (id, seq, site, agent, check_name, area, from_state, to_state,"
-            " at, detected_at, received_at, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows_,
-        )
-        for key, evs in by_check.items():
-            evs.sort(key=lambda e: (e.at, e.seq))
-            self._advance(key, evs, tails[key])
-        return IngestResult(len(fresh), duplicates, tuple(conflicts))
+        return fresh, fresh_rows, duplicates, conflicts
 
-    def _tail(self, key: tuple[str, str, str]) -> _Tail | None:
+    def _tail(self, key: tuple[str, str, str]) -> _Tail:
         tail = self._tails.get(key)
         if tail is not None:
             return tail
@@ -526,7 +778,9 @@ class Store:
             key,
         ).fetchone()
         if last is None:
-            return None
+            # No events, so no outages derived from them: the first events extend nothing.
+            tail = self._tails[key] = _Tail(None, None)
+            return tail
         # Only the latest interval can be open; ask for it by that, not by start order, which
         # ties when a run's outages begin at the same instant (degraded, then down, at once).
         row = self.conn.execute(
@@ -535,40 +789,51 @@ class Store:
             key,
         ).fetchone()
         open_ = (row[0], row[1], row[2]) if row is not None else None
-        tail = self._tails[key] = _Tail((str(last[0]), int(last[1])), open_)
+        tail = self._tails[key] = _Tail((int(last[0]), int(last[1])), open_)
         return tail
 
-    def _advance(self, key: tuple[str, str, str], evs: list[Event], tail: _Tail | None) -> None:
+    def _advance(
+        self,
+        key: tuple[str, str, str],
+        new: list[tuple[int, int, Event]],
+        tail: _Tail,
+        opened: list[list[Any]],
+        closed: list[tuple[int, str, str, str]],
+    ) -> None:
         """Apply a check's new events (sorted) to its outages: incrementally when they all
-        come after what was stored, else by re-deriving from the outage the first falls in."""
-        first = (to_iso(evs[0].at), evs[0].seq)
-        if tail is None or first <= tail.last:
+        come after what was stored (the rows to write go to ``opened`` and ``closed``), else
+        by re-deriving from the outage the first falls in."""
+        first = new[0][:2]
+        if tail.last is not None and first <= tail.last:
             self._rebuild(*key, first)
             self._tails.pop(key, None)
             return
         site, agent, check = key
-        for ev in evs:
-            at = to_iso(ev.at)
-            tail.last = (at, ev.seq)
-            state = tail.open[0] if tail.open else State.UP
-            if ev.from_ in (State.UNKNOWN, ev.to) and ev.to == state:
+        changes = self._changes
+        changes.touch(tail.open[1] if tail.open is not None else first[0])
+        up = State.UP
+        row: list[Any] | None = None  # the outage this batch opened and has not closed yet
+        for at, seq, ev in new:
+            tail.last = (at, seq)
+            state = tail.open[0] if tail.open else up
+            to = ev.to
+            if to == state and ev.from_ in (State.UNKNOWN, to):
                 continue
-            if tail.open is not None:
-                self.conn.execute(
-                    "UPDATE outages SET end=?, end_event=?, area=? WHERE id=?",
-                    (at, ev.id, ev.area, f"o:{tail.open[2]}"),
-                )
-                tail.open = None
-            if ev.to != State.UP:
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO outages (id, site, agent, check_name, area, state,"
-                    " start, end, source, planned, start_event, end_event)"
-                    " VALUES (?,?,?,?,?,?,?,NULL,'agent',0,?,NULL)",
-                    (f"o:{ev.id}", site, agent, check, ev.area, ev.to.value, at, ev.id),
-                )
-                tail.open = (ev.to.value, at, ev.id)
+            if row is not None:
+                row[4], row[7], row[9] = ev.area, at, ev.id  # area, end, end_event
+                changes.closed.append(row[0])
+                row = None
+            elif tail.open is not None:
+                closed.append((at, ev.id, ev.area, f"o:{tail.open[2]}"))
+                changes.closed.append(f"o:{tail.open[2]}")
+            tail.open = None
+            if to is not up:
+                row = [f"o:{ev.id}", site, agent, check, ev.area, to._value_, at, None, ev.id, None]
+                opened.append(row)
+                changes.opened.append(row[0])
+                tail.open = (to._value_, at, ev.id)
 
-    def _rebuild(self, site: str, agent: str, check: str, since: tuple[str, int]) -> None:
+    def _rebuild(self, site: str, agent: str, check: str, since: tuple[int, int]) -> None:
         """Re-derive the check's outages from the last one that began before ``since``
         (the ``(at, seq)`` of the earliest new event).
 
@@ -586,7 +851,8 @@ class Store:
             " ORDER BY o.start DESC, e.seq DESC LIMIT 1",
             (*key, at, at, seq),
         ).fetchone()
-        origin = (str(row[0]), int(row[1])) if row is not None else (at, seq)
+        origin = (int(row[0]), int(row[1])) if row is not None else (at, seq)
+        self._changes.replace(origin[0])
         rows = self.conn.execute(
             "SELECT id, seq, from_state, to_state, at, area FROM events"
             " WHERE site=? AND agent=? AND check_name=? AND (at > ? OR (at = ? AND seq >= ?))"
@@ -649,21 +915,29 @@ class Store:
     def open_provisional(self, site: str, agent: str, start: datetime) -> str:
         """The collector's own "site unreachable" record while an agent is offline."""
         oid = f"p:{agent}:{to_iso(start)}"
-        with self._tx():
-            self.conn.execute(
+        with self._tx() as changes:
+            cur = self.conn.execute(
                 "INSERT OR IGNORE INTO outages (id, site, agent, check_name, area, state, start,"
                 " source, planned, cause) VALUES (?,?,?,'site-unreachable',?,'down',?,"
                 "'provisional',0,'site unreachable: agent offline')",
-                (oid, site, agent, NETWORK_AREA, to_iso(start)),
+                (oid, site, agent, NETWORK_AREA, to_us(start)),
             )
+            if cur.rowcount:
+                changes.touch(to_us(start))
+                changes.opened.append(oid)
         return oid
 
     def drop_provisional(self, agent: str) -> int:
         """The agent is back and has replayed its spool: its own record replaces ours."""
-        with self._tx():
+        with self._tx() as changes:
+            first = self.conn.execute(
+                "SELECT min(start) FROM outages WHERE source='provisional' AND agent=?", (agent,)
+            ).fetchone()[0]
             cur = self.conn.execute(
                 "DELETE FROM outages WHERE source='provisional' AND agent=?", (agent,)
             )
+            if first is not None:
+                changes.replace(int(first))
         return cur.rowcount
 
     def record_agent_status(self, site: str, agent: str, status: str, at: datetime) -> None:
@@ -678,19 +952,39 @@ class Store:
     # -- reads --------------------------------------------------------------------------
 
     def outages(self, *, open_only: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
-            " o.source, COALESCE(a.planned, o.planned) AS planned,"
-            " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
-            " COALESCE(a.note, o.note) AS note"
-            " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
-        )
+        """Outages (annotations applied), latest start first; times as ISO UTC text.
+
+        Open ones come from their own index; ``limit`` takes the latest of each area from
+        the area's index and merges them: neither reads the whole table."""
         if open_only:
-            sql += " WHERE o.end IS NULL"
-        sql += " ORDER BY o.start DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [dict(r) for r in self.conn.execute(sql)]
+            sql = (
+                self._OUTAGE_SELECT.replace(
+                    "FROM outages o", "FROM outages o INDEXED BY outages_open"
+                )
+                + " WHERE o.end IS NULL ORDER BY o.start DESC"
+            )
+            rows = [dict(r) for r in self.conn.execute(sql)]
+            return rows[:limit] if limit is not None else rows
+        if limit is None:
+            sql = self._OUTAGE_SELECT + " ORDER BY o.start DESC"
+            return [dict(r) for r in self.conn.execute(sql)]
+        rows = []
+        for area in self._areas():
+            sql = self._OUTAGE_SELECT + " WHERE o.area = ? ORDER BY o.start DESC LIMIT ?"
+            rows += [dict(r) for r in self.conn.execute(sql, (area, int(limit)))]
+        rows.sort(key=lambda r: r["start"], reverse=True)
+        return rows[: int(limit)]
+
+    def _areas(self) -> list[str]:
+        """Every area an outage was stored in, by one index probe each."""
+        out: list[str] = []
+        while True:
+            row = self.conn.execute(
+                "SELECT min(area) FROM outages WHERE area > ?", (out[-1] if out else "",)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return out
+            out.append(row[0])
 
     def check_statuses(self) -> list[dict[str, Any]]:
         """Latencies that are not finite and non-negative (stored before issue 15 refused
@@ -706,9 +1000,9 @@ class Store:
         return rows
 
     def event_history(self) -> list[tuple[str, str, str, str, bool]]:
-        """Every (site, check, area) with events: the last ``received_at`` and whether an
-        outage derived from them is open. Read once at start (one pass over ``events``), so
-        a check removed from the config can still take its late events."""
+        """Every (site, check, area) with events: the last ``received_at`` (ISO UTC text) and
+        whether an outage derived from them is open. Read once at start (one pass over
+        ``events``), so a check removed from the config can still take its late events."""
         open_ = {
             (r[0], r[1], r[2])
             for r in self.conn.execute(
@@ -718,7 +1012,7 @@ class Store:
         return [
             (site, check, area, last, (site, check, area) in open_)
             for site, check, area, last in self.conn.execute(
-                "SELECT site, check_name, area, max(received_at) FROM events"
+                "SELECT site, check_name, area, iso(max(received_at)) FROM events"
                 " GROUP BY site, check_name, area"
             )
         ]
@@ -749,7 +1043,12 @@ class Store:
         return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
     def events(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM events ORDER BY site, agent, seq")
+        """Every event, times as ISO UTC text (tests and tools; the collector never reads all)."""
+        rows = self.conn.execute(
+            "SELECT id, seq, site, agent, check_name, area, from_state, to_state, iso(at) AS at,"
+            " iso(detected_at) AS detected_at, iso(received_at) AS received_at, evidence"
+            " FROM events ORDER BY site, agent, seq"
+        )
         return [{**dict(r), "evidence": json.loads(r["evidence"])} for r in rows]
 
     # -- accounting (issue 3): imports, annotations, period reads ---------------------------
@@ -761,12 +1060,13 @@ class Store:
 
         Rows carry a deterministic ``id`` (the outage's identity: site, area, check, start,
         end), so importing the same file again changes nothing, and a corrected cause or kind
-        in a re-imported file updates the row instead of duplicating it.
+        in a re-imported file updates the row instead of duplicating it. ``start`` and ``end``
+        are ISO text with an offset (``collector.outage_csv`` writes them so).
         """
         new = updated = 0
         fields = ("state", "planned", "cause", "provider", "note")
         recorded = to_iso(at or utcnow())
-        with self._tx():
+        with self._tx() as changes:
             for row in rows:
                 old = self.conn.execute(
                     "SELECT state, planned, cause, provider, note FROM outages WHERE id=?",
@@ -784,8 +1084,8 @@ class Store:
                             row.get("check_name"),
                             row["area"],
                             row["state"],
-                            row["start"],
-                            row["end"],
+                            iso_to_us(row["start"]),
+                            iso_to_us(row["end"]) if row["end"] is not None else None,
                             row["planned"],
                             row.get("cause"),
                             row.get("provider"),
@@ -802,6 +1102,9 @@ class Store:
                     )
                     updated += 1
                     self._import_version(row, recorded)
+                else:
+                    continue
+                changes.replace(iso_to_us(row["start"]))
         return ImportResult(new, updated, len(rows) - new - updated)
 
     def annotate(
@@ -820,12 +1123,13 @@ class Store:
         Written to ``annotations`` so the rebuild of agent-derived rows never loses it; ``by``
         (who) and ``at`` (when) go with it, and each change is kept in ``annotation_history``.
         """
-        with self._tx():
-            if (
-                self.conn.execute("SELECT 1 FROM outages WHERE id=?", (outage_id,)).fetchone()
-                is None
-            ):
+        with self._tx() as changes:
+            found_start = self.conn.execute(
+                "SELECT start FROM outages WHERE id=?", (outage_id,)
+            ).fetchone()
+            if found_start is None:
                 raise NoSuchRecord(f"no outage with id {outage_id!r}")
+            changes.replace(int(found_start[0]))
             flag = None if planned is None else int(planned)
             self.conn.execute(
                 "INSERT INTO annotations (outage_id, cause, provider, note, planned, updated_at,"
@@ -847,7 +1151,8 @@ class Store:
         return found
 
     _OUTAGE_SELECT = (
-        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
+        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, iso(o.start) AS start,"
+        " iso(o.end) AS end,"
         " o.source, COALESCE(a.planned, o.planned) AS planned,"
         " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
         " COALESCE(a.note, o.note) AS note"
@@ -855,6 +1160,7 @@ class Store:
     )
 
     def outage(self, outage_id: str) -> dict[str, Any] | None:
+        """One outage (annotations applied), times as ISO UTC text; None if there is none."""
         row = self.conn.execute(self._OUTAGE_SELECT + " WHERE o.id=?", (outage_id,)).fetchone()
         return dict(row) if row is not None else None
 
@@ -866,9 +1172,10 @@ class Store:
         area: str | None = None,
         site: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Outages (annotations applied) that overlap ``[start, end)``; open ones included."""
+        """Outages (annotations applied) that overlap ``[start, end)``; open ones included;
+        earliest start first, times as ISO UTC text."""
         sql = self._OUTAGE_SELECT + " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?)"
-        params: list[Any] = [to_iso(end), to_iso(start)]
+        params: list[Any] = [to_us(end), to_us(start)]
         if area is not None:
             sql += " AND o.area = ?"
             params.append(area)
@@ -879,18 +1186,257 @@ class Store:
         return [dict(r) for r in self.conn.execute(sql, params)]
 
     def earliest_record(self) -> str | None:
-        """The first time anything was recorded (outage or event): before it, "no data"."""
-        row = self.conn.execute(
-            "SELECT min(t) FROM (SELECT min(start) AS t FROM outages"
-            " UNION ALL SELECT min(at) FROM events)"
+        """The first time anything was recorded (outage or event), ISO UTC text: before it,
+        "no data"."""
+        firsts = [
+            self.conn.execute("SELECT min(start) FROM outages WHERE area = ?", (a,)).fetchone()[0]
+            for a in self._areas()
+        ]
+        # Each check's first event, from the (site, agent, check_name, at) index: one probe
+        # per check rather than a scan of every event.
+        key: tuple[str, str, str] = ("", "", "")
+        while True:
+            row = self.conn.execute(
+                "SELECT site, agent, check_name FROM events"
+                " WHERE (site, agent, check_name) > (?, ?, ?)"
+                " ORDER BY site, agent, check_name LIMIT 1",
+                key,
+            ).fetchone()
+            if row is None:
+                break
+            key = (row[0], row[1], row[2])
+            firsts.append(
+                self.conn.execute(
+                    "SELECT min(at) FROM events WHERE site = ? AND agent = ? AND check_name = ?",
+                    key,
+                ).fetchone()[0]
+            )
+        known = [int(t) for t in firsts if t is not None]
+        return us_to_iso(min(known)) if known else None
+
+    # -- the report's passes (issue 9): collector.tally's Source -------------------------
+    # Every pass reads the outages of one area that overlap [lo, hi) in (start, id) order
+    # from the outages_span index; times in µs. Annotations apply as in _OUTAGE_SELECT.
+
+    #: Outages whose annotation says planned where the row says not, or the other way.
+    _FLIPPED = (
+        "SELECT o2.rowid FROM annotations a JOIN outages o2 ON o2.id = a.outage_id"
+        " WHERE a.planned IS NOT NULL AND (a.planned != 0) != (IFNULL(o2.planned, 0) != 0)"
+    )
+    _OVERLAP = (
+        " FROM outages o WHERE o.area = :area AND o.start >= :since AND o.start < :hi"
+        " AND (o.end IS NULL OR o.end > :lo)"
+    )
+    #: ``collector.tally``'s row code, planned as stored (``_EFFECTIVE``: as annotated).
+    _CODE = "length(o.state) + 16 * (IFNULL(o.planned, 0) != 0)"
+    _EFFECTIVE = "length(o.state) + 16 * (COALESCE(a.planned, o.planned, 0) != 0)"
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside one read transaction: one state of the data for every query (a
+        pass's streams must line up row for row while the writer commits beside them)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    def _span_params(self, area: str, lo: int, hi: int) -> dict[str, Any]:
+        """The index range of a pass: from the start of the longest outage that could
+        reach into ``[lo, hi)``."""
+        longest, first_open = self.conn.execute(
+            "SELECT (SELECT max(end - start) FROM outages WHERE area = :a),"
+            " (SELECT min(start) FROM outages INDEXED BY outages_open"
+            " WHERE area = :a AND end IS NULL)",
+            {"a": area},
         ).fetchone()
-        return str(row[0]) if row and row[0] is not None else None
+        since = lo - (longest or 0)
+        if first_open is not None:
+            since = min(since, first_open)
+        return {"area": area, "since": since, "lo": lo, "hi": hi}
+
+    def span_areas(self, lo: int, hi: int) -> list[str]:
+        """Areas with an outage overlapping ``[lo, hi)`` (µs), sorted; a few index probes
+        per stored area."""
+        out: list[str] = []
+        for area in self._areas():
+            params = self._span_params(area, lo, hi)
+            if self.conn.execute("SELECT 1" + self._OVERLAP + " LIMIT 1", params).fetchone():
+                out.append(area)
+        return out
+
+    def kpi_spans(
+        self, area: str, since: int, *, degraded: bool, planned: bool
+    ) -> list[tuple[int, int]]:
+        """``(start, end)`` of the closed outages of ``area`` ending after ``since`` that
+        count as downtime (as ``counted_spans``), in start order: the live KPI's history."""
+        sql = (
+            "SELECT o.start, o.end"
+            + self._OVERLAP
+            + " AND o.end IS NOT NULL AND o.state != 'unknown'"
+            + ("" if degraded else " AND o.state != 'degraded'")
+            + (
+                ""
+                if planned
+                else f" AND ((IFNULL(o.planned, 0) != 0) = (o.rowid IN ({self._FLIPPED})))"
+            )
+            + " ORDER BY o.start, o.id"
+        )
+        return list(self._plain(sql, self._span_params(area, since, FOREVER)))
+
+    def first_overlapping(self, area: str, since: int) -> int | None:
+        """The earliest start of an outage of ``area`` open or ending after ``since``; one
+        that ended as it began is left out (no time of it is accounted: issue 10's
+        accounting lists an area outside the config only for time it had)."""
+        params = self._span_params(area, since, FOREVER)
+        row = self.conn.execute(
+            "SELECT min(o.start)" + self._OVERLAP + " AND (o.end IS NULL OR o.end > o.start)",
+            params,
+        ).fetchone()
+        return int(row[0]) if row is not None and row[0] is not None else None
+
+    def span_rows(self, area: str, lo: int, hi: int) -> Iterator[tuple[int, int | None, int, str]]:
+        """``collector.tally.Row`` s of ``area`` overlapping ``[lo, hi)``, as the cursor
+        yields them (the pass never holds them all)."""
+        sql = (
+            f"SELECT o.start, o.end, {self._CODE}, o.site"
+            + self._OVERLAP
+            + " ORDER BY o.start, o.id"
+        )
+        rows: Iterator[tuple[int, int | None, int, str]] = self._plain(
+            sql, self._span_params(area, lo, hi)
+        )
+        return rows
+
+    def span_flips(self, area: str, lo: int, hi: int) -> list[tuple[int, bool]]:
+        """``collector.tally.Source.span_flips``: few rows, found from the annotations."""
+        sql = (
+            f"SELECT o.start, o.rowid IN ({self._FLIPPED})"
+            + self._OVERLAP
+            + " AND o.start IN (SELECT o2.start FROM annotations a JOIN outages o2"
+            " ON o2.id = a.outage_id WHERE o2.area = :area AND a.planned IS NOT NULL"
+            " AND (a.planned != 0) != (IFNULL(o2.planned, 0) != 0))"
+            " ORDER BY o.start, o.id"
+        )
+        return [(int(s), bool(f)) for s, f in self._plain(sql, self._span_params(area, lo, hi))]
+
+    def span_notes(
+        self, area: str, lo: int, hi: int
+    ) -> list[tuple[int, int, str | None, str | None, str | None]]:
+        """``(start, state + 3 * planned, cause, provider, note)`` of the rows of ``area``
+        overlapping ``[lo, hi)`` that have a cause, provider or note (their own, from the
+        outages_noted index, or an annotation's), in ``(start, id)`` order."""
+        params = self._span_params(area, lo, hi)
+        select = (
+            f"SELECT o.start, o.id, {self._EFFECTIVE}, COALESCE(a.cause, o.cause),"
+            " COALESCE(a.provider, o.provider), COALESCE(a.note, o.note)"
+        )
+        own = self._plain(
+            select + " FROM outages o INDEXED BY outages_noted"
+            " LEFT JOIN annotations a ON a.outage_id = o.id"
+            + self._OVERLAP.removeprefix(" FROM outages o")
+            + " AND (o.cause IS NOT NULL OR o.provider IS NOT NULL OR o.note IS NOT NULL)",
+            params,
+        )
+        annotated = self._plain(
+            select
+            + " FROM annotations a JOIN outages o ON o.id = a.outage_id"
+            + self._OVERLAP.removeprefix(" FROM outages o")
+            + " AND (a.cause IS NOT NULL OR a.provider IS NOT NULL OR a.note IS NOT NULL)",
+            params,
+        )
+        rows = {r[:2]: r for r in own}
+        rows.update((r[:2], r) for r in annotated)
+        return [(r[0], r[2], r[3], r[4], r[5]) for _, r in sorted(rows.items())]
+
+    def span_members(self, area: str, lo: int, hi: int) -> Iterator[tuple[str, str | None]]:
+        """``(id, check)`` of the rows ``span_rows`` returns, in its order."""
+        sql = "SELECT o.id, o.check_name" + self._OVERLAP + " ORDER BY o.start, o.id"
+        rows: Iterator[tuple[str, str | None]] = self._plain(sql, self._span_params(area, lo, hi))
+        return rows
+
+    def counted_spans(
+        self, area: str, lo: int, hi: int, now: int, *, degraded: bool, planned: bool
+    ) -> list[tuple[int, int]]:
+        """``(start, span end)`` of the rows of ``area`` overlapping ``[lo, hi)`` that count
+        as downtime (not unknown; degraded and planned ones as told), in start order."""
+        sql = (
+            "SELECT o.start, COALESCE(o.end, max(:now, o.start))"
+            + self._OVERLAP
+            + " AND o.state != 'unknown'"
+            + ("" if degraded else " AND o.state != 'degraded'")
+            + (
+                ""
+                if planned
+                else f" AND ((IFNULL(o.planned, 0) != 0) = (o.rowid IN ({self._FLIPPED})))"
+            )
+            + " ORDER BY o.start, o.id"
+        )
+        return list(self._plain(sql, {**self._span_params(area, lo, hi), "now": now}))
+
+    def _plain(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> sqlite3.Cursor:
+        """A cursor of plain tuples: sqlite3.Row costs more per row than the passes can
+        spare."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        return cur.execute(sql, params)
+
+    # -- figures of ended periods (issue 9) ------------------------------------------------
+
+    def cached_figures(self, key: str) -> str | None:
+        """What ``cache_figures`` stored under ``key``, unless a write has dropped it since."""
+        row = self.conn.execute("SELECT data FROM figures_cache WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def figures_version(self, hi: int) -> int | None:
+        """Call before computing figures of a period ending at ``hi`` (µs) to cache: from
+        now on a write into the period bumps the version this returns. None when the store
+        cannot be written (the figures are then computed, not cached)."""
+        try:
+            with self._tx():
+                self.conn.execute(
+                    "UPDATE figures_state SET horizon = max(horizon, ?) WHERE id = 1", (hi,)
+                )
+                return int(self.conn.execute("SELECT version FROM figures_state").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+    def cache_figures(self, key: str, lo: int, hi: int, version: int | None, data: str) -> bool:
+        """Keep figures of ``[lo, hi)`` computed after ``figures_version`` returned
+        ``version``, unless a write into the period came between; True when kept. A store
+        that cannot be written keeps nothing, and says so by False."""
+        if version is None:
+            return False
+        try:
+            with self._tx():
+                cur = self.conn.execute(
+                    "INSERT OR REPLACE INTO figures_cache SELECT ?, ?, ?, ?"
+                    " WHERE (SELECT version FROM figures_state) = ?",
+                    (key, lo, hi, data, version),
+                )
+                return cur.rowcount > 0
+        except sqlite3.Error:
+            return False
+
+    def _invalidate_figures(self, since: int) -> None:
+        """In a write transaction that changed outages, or issue 10's records (windows,
+        not-monitored time), from ``since`` on: cached figures of periods ending after it are
+        no longer true."""
+        horizon = self.conn.execute("SELECT horizon FROM figures_state").fetchone()[0]
+        if since < horizon:
+            self.conn.execute("UPDATE figures_state SET version = version + 1")
+            self.conn.execute("DELETE FROM figures_cache WHERE hi > ?", (since,))
 
     # -- the live board and its API (issue 12): reads only, all in this block -------------
-    # Times are compared as stored (ISO UTC text, fixed width, so text order is time order).
+    # Times are compared as stored (integer µs) and returned as ISO UTC text.
 
     _BOARD_SELECT = (
-        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
+        "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, iso(o.start) AS start,"
+        " iso(o.end) AS end,"
         " o.source, COALESCE(a.planned, o.planned) AS planned,"
         " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
         " COALESCE(a.note, o.note) AS note, o.start_event, o.end_event,"
@@ -917,53 +1463,98 @@ class Store:
             where.append("o.end IS NULL")
         if end is not None:
             where.append("o.start < ?")
-            params.append(to_iso(end))
+            params.append(to_us(end))
         if start is not None:
             where.append("(o.end IS NULL OR o.end > ?)")
-            params.append(to_iso(start))
+            params.append(to_us(start))
         for column, value in (("o.site", site), ("o.check_name", check), ("o.area", area)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = self._BOARD_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        select = self._BOARD_SELECT
+        if open_only:
+            select = select.replace("FROM outages o", "FROM outages o INDEXED BY outages_open")
+        sql = select + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY o.start DESC, o.id LIMIT ?"
         return [dict(r) for r in self.conn.execute(sql, [*params, int(limit)])]
+
+    def board_rows(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The outages with these ids, as ``board_outages`` gives them (any order)."""
+        out: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(ids))
+        for i in range(0, len(wanted), 500):  # under SQLite's limit on bound parameters
+            chunk = wanted[i : i + 500]
+            sql = self._BOARD_SELECT + f" WHERE o.id IN ({','.join('?' * len(chunk))})"
+            cur = self._plain(sql, chunk)
+            names = [d[0] for d in cur.description]
+            out += [dict(zip(names, r, strict=True)) for r in cur]
+        return out
 
     def board_outage(self, outage_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(self._BOARD_SELECT + " WHERE o.id=?", (outage_id,)).fetchone()
         return dict(row) if row is not None else None
 
     def recent_outages(self, limit: int) -> list[dict[str, Any]]:
-        """The latest closed outages, newest end first (the board's "recent" list)."""
-        sql = self._BOARD_SELECT + " WHERE o.end IS NOT NULL ORDER BY o.end DESC LIMIT ?"
-        return [dict(r) for r in self.conn.execute(sql, (int(limit),))]
+        """The latest closed outages, newest end first (the board's "recent" list).
+
+        Read per area backwards from the latest start, and only as far back as an outage
+        could still end after the ``limit``-th latest end found (its start plus the area's
+        longest outage): never the whole table."""
+        limit = int(limit)
+        best: list[tuple[int, str]] = []  # (end, id), latest first
+        for area in self._areas():
+            longest = self.conn.execute(
+                "SELECT max(end - start) FROM outages WHERE area = ?", (area,)
+            ).fetchone()[0]
+            cursor: tuple[int, str] = (FOREVER, "")
+            while True:
+                rows = self.conn.execute(
+                    "SELECT o.start, o.id, o.end FROM outages o WHERE o.area = ?"
+                    " AND (o.start, o.id) < (?, ?) ORDER BY o.start DESC, o.id DESC LIMIT 200",
+                    (area, *cursor),
+                ).fetchall()
+                for _start, oid, end in rows:
+                    if end is not None:
+                        best.append((int(end), oid))
+                best.sort(reverse=True)
+                del best[limit:]
+                if len(rows) < 200:
+                    break
+                cursor = (int(rows[-1][0]), rows[-1][1])
+                if len(best) == limit and cursor[0] + (longest or 0) < best[-1][0]:
+                    break
+        by_id = {r["id"]: r for r in self.board_rows(oid for _, oid in best)}
+        return [by_id[oid] for _, oid in best if oid in by_id]
 
     def check_first_seen(self, site: str, check: str) -> str | None:
-        """When this check was first recorded (an event or an imported outage): before it
-        the history bars say "no data" rather than claim a 100% nobody measured."""
+        """When this check was first recorded (an event or an imported outage), ISO UTC text:
+        before it the history bars say "no data" rather than claim a 100% nobody measured."""
         row = self.conn.execute(
-            "SELECT min(t) FROM (SELECT min(at) AS t FROM events WHERE site=? AND check_name=?"
+            "SELECT iso(min(t)) FROM (SELECT min(at) AS t FROM events WHERE site=? AND check_name=?"
             " UNION ALL SELECT min(start) FROM outages WHERE site=? AND check_name=?)",
             (site, check, site, check),
         ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
 
     def outage_events(self, outage_id: str) -> list[dict[str, Any]]:
-        """What the probes saw: the check's events from the outage's start to its end."""
+        """What the probes saw: the check's events from the outage's start to its end (times
+        as ISO UTC text)."""
         o = self.conn.execute(
             "SELECT site, agent, check_name, start, end FROM outages WHERE id=?", (outage_id,)
         ).fetchone()
         if o is None or o["agent"] is None or o["check_name"] is None:
             return []
+        # Qualified names: ``at`` alone in ORDER BY would be the ISO alias, not the column.
         sql = (
-            "SELECT id, seq, from_state, to_state, at, detected_at, received_at, evidence"
-            " FROM events WHERE site=? AND agent=? AND check_name=? AND at >= ?"
+            "SELECT e.id, e.seq, e.from_state, e.to_state, iso(e.at) AS at,"
+            " iso(e.detected_at) AS detected_at, iso(e.received_at) AS received_at, e.evidence"
+            " FROM events e WHERE e.site=? AND e.agent=? AND e.check_name=? AND e.at >= ?"
         )
         params: list[Any] = [o["site"], o["agent"], o["check_name"], o["start"]]
         if o["end"] is not None:
-            sql += " AND at <= ?"
+            sql += " AND e.at <= ?"
             params.append(o["end"])
-        rows = self.conn.execute(sql + " ORDER BY at, seq LIMIT 500", params)
+        rows = self.conn.execute(sql + " ORDER BY e.at, e.seq LIMIT 500", params)
         return [{**dict(r), "evidence": json.loads(r["evidence"])} for r in rows]
 
     def start_evidence(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -1004,8 +1595,8 @@ class Store:
                 row.get("check_name"),
                 row["area"],
                 row["state"],
-                row["start"],
-                row["end"],
+                iso_to_us(row["start"]),
+                iso_to_us(row["end"]) if row["end"] is not None else None,
                 row["planned"],
                 row.get("cause"),
                 row.get("provider"),
@@ -1024,6 +1615,7 @@ class Store:
     ) -> dict[str, Any]:
         """A one-off maintenance window, recorded with who and when."""
         with self._tx():
+            self._invalidate_figures(to_us(start))
             cur = self.conn.execute(
                 "INSERT INTO maintenance_windows (start, end, scope, reason, by, recorded_at)"
                 " VALUES (?,?,?,?,?,?)",
@@ -1051,6 +1643,10 @@ class Store:
                 ).fetchone()
             ):
                 return False
+            start = self.conn.execute(
+                "SELECT start FROM maintenance_windows WHERE n=?", (n,)
+            ).fetchone()[0]
+            self._invalidate_figures(iso_to_us(start))
             self.conn.execute(
                 "INSERT OR IGNORE INTO maintenance_cancellations VALUES (?,?,?,?)",
                 (n, by, to_iso(at), reason),
@@ -1095,6 +1691,7 @@ class Store:
                 "SELECT 1 FROM not_monitored WHERE agent=? AND end IS NULL", (agent,)
             ).fetchone():
                 return
+            self._invalidate_figures(to_us(start))
             self.conn.execute(
                 "INSERT INTO not_monitored (site, agent, start, recorded_at, why)"
                 " VALUES (?,?,?,?,?)",
@@ -1103,6 +1700,10 @@ class Store:
 
     def close_not_monitored(self, agent: str, end: datetime, at: datetime) -> int:
         with self._tx():
+            for (start,) in self.conn.execute(
+                "SELECT start FROM not_monitored WHERE agent=? AND end IS NULL", (agent,)
+            ).fetchall():
+                self._invalidate_figures(iso_to_us(start))
             cur = self.conn.execute(
                 "UPDATE not_monitored SET end=?, ended_at=? WHERE agent=? AND end IS NULL",
                 (to_iso(end), to_iso(at), agent),
@@ -1154,14 +1755,14 @@ class Store:
         as made by then, and the provisional outages then open (from the not-monitored
         records). Same shape as ``outages_between``."""
         cut = to_iso(as_of)
-        lo, hi = to_iso(start), to_iso(end)
+        lo, hi = to_us(start), to_us(end)
         notes = self.annotations_as_of(as_of)
         out: list[dict[str, Any]] = []
         rows = self.conn.execute(
             "SELECT id, seq, site, agent, check_name, area, from_state, to_state, at,"
             " detected_at FROM events WHERE received_at <= ? AND at < ?"
             " ORDER BY site, agent, check_name, at, seq",
-            (cut, hi),
+            (to_us(as_of), hi),
         ).fetchall()
         by_check: dict[tuple[str, str, str], list[Any]] = {}
         for r in rows:
@@ -1182,14 +1783,14 @@ class Store:
                         "check_name": check,
                         "area": area,
                         "state": iv.state,
-                        "start": iv.start,
-                        "end": iv.end,
+                        "start": us_to_iso(iv.start),
+                        "end": _iso(iv.end),
                         "source": "agent",
                         "planned": 0,
                         "cause": None,
                         "provider": None,
                         "note": None,
-                        "detected_at": detected.get(iv.start_event),
+                        "detected_at": _iso(detected.get(iv.start_event)),
                     }
                 )
         imports = self.conn.execute(
@@ -1200,7 +1801,13 @@ class Store:
         ).fetchall()
         latest: dict[str, dict[str, Any]] = {}
         for r in imports:
-            latest[r["outage_id"]] = {**dict(r), "id": r["outage_id"], "source": "import"}
+            latest[r["outage_id"]] = {
+                **dict(r),
+                "id": r["outage_id"],
+                "source": "import",
+                "start": us_to_iso(r["start"]),
+                "end": _iso(r["end"]),
+            }
         for r in latest.values():
             r.pop("outage_id", None)
             r.pop("recorded_at", None)
@@ -1255,24 +1862,29 @@ class Store:
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             for r in self.conn.execute(
-                f"SELECT id, detected_at FROM events WHERE id IN ({marks})", chunk
+                f"SELECT id, iso(detected_at) AS detected_at FROM events WHERE id IN ({marks})",
+                chunk,
             ):
                 out[r["id"]] = r["detected_at"]
         return out
 
-    def outages_live(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """``outages_between`` with when each failure was declared (its start event's
-        ``detected_at``), for the confirmation class."""
+    def outage_records_us(self, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+        """The outages overlapping ``[start, end)`` (annotations applied) with when each
+        failure was declared (its start event's ``detected_at``, for the confirmation class),
+        as plain tuples in ``collector.accounting.Outage``'s field order, times in
+        microseconds as stored: the report reads every row of a period, so no text is
+        formatted and parsed back and no dict is built per row."""
         sql = (
-            "SELECT o.id, o.site, o.agent, o.check_name, o.area, o.state, o.start, o.end,"
-            " o.source, COALESCE(a.planned, o.planned) AS planned,"
-            " COALESCE(a.cause, o.cause) AS cause, COALESCE(a.provider, o.provider) AS provider,"
-            " COALESCE(a.note, o.note) AS note, e.detected_at"
+            "SELECT o.id, o.site, NULLIF(o.check_name, ''), o.area, o.state, o.start, o.end,"
+            " COALESCE(a.planned, o.planned, 0) != 0,"
+            " NULLIF(COALESCE(a.cause, o.cause), ''), NULLIF(COALESCE(a.provider, o.provider), ''),"
+            " NULLIF(COALESCE(a.note, o.note), ''), COALESCE(NULLIF(o.source, ''), 'agent'),"
+            " e.detected_at, NULLIF(o.agent, '')"
             " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
             " LEFT JOIN events e ON e.id = o.start_event"
             " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?) ORDER BY o.start, o.id"
         )
-        return [dict(r) for r in self.conn.execute(sql, (to_iso(end), to_iso(start)))]
+        return self._plain(sql, (to_us(end), to_us(start))).fetchall()
 
     def record_rules(self, digest: str, rules: str, at: datetime) -> bool:
         """Remember the accounting rules in force from ``at``, when they changed."""

@@ -4,51 +4,127 @@
 Shared state lives on the app under typed keys (no singletons); store reads run on the
 collector's reader thread, never on the event loop. Reads are open unless
 ``web.read_token_file`` is set; writes always need ``web.token_file`` (collector/auth.py).
+
+``/api/v1/status`` and ``/metrics`` come from memory (issue 9), and the clients asking
+at the same moment share one build of the body (``BodyCache``): never older than the
+request (a build that began after it arrived), and for status reused until something it
+shows changes, so twenty clients polling cost one build.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from availmon.clock import to_iso, utcnow
 from collector import auth
 from collector.accounting import PeriodError
 from collector.api import add_api
 from collector.board import add_board
+from collector.live import STATUS_KEYS
 from collector.report import report_json
 
 if TYPE_CHECKING:
+    from availmon.config import Estate
     from collector.main import Collector
+    from collector.metrics import LiveCheck
 
 COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
 #: Strict JSON: NaN or Infinity is an error here, not a body strict parsers reject.
 _dumps = partial(json.dumps, allow_nan=False)
+#: How long a status body is reused while its key (everything it shows) is unchanged:
+#: its ``generated_at`` stays within this of the request.
+MAX_AGE = 1.0
 
 
-def status_snapshot(collector: Collector) -> dict[str, Any]:
-    """Runs on the reader thread: one consistent read for the page and the API."""
-    store = collector.read_store
-    estate = collector.estate
-    checks = []
-    for c in sorted(collector.live.values(), key=lambda c: (c.site, c.check)):
-        checks.append(
-            {
-                "site": c.site,
-                "agent": c.agent,
-                "check": c.check,
-                "area": c.area,
-                "area_name": estate.areas[c.area].name if c.area in estate.areas else c.area,
-                "state": c.state.value,
-                "latency": c.latency,
-            }
-        )
+@dataclass
+class _Body:
+    key: tuple[Any, ...] | None
+    started: float  # monotonic time its build began
+    body: bytes
+
+
+class BodyCache:
+    """One response body shared by the clients that ask at once.
+
+    A request gets a body whose build began after it arrived (so it shows everything that
+    happened before the request), joining a build in progress or waiting for the next one;
+    with a ``key`` (everything the body shows), a body with the same key and less than
+    ``MAX_AGE`` old is reused as it is."""
+
+    def __init__(self) -> None:
+        self._body: _Body | None = None
+        self._building: tuple[float, asyncio.Future[bytes]] | None = None
+
+    async def get(
+        self, key: tuple[Any, ...] | None, build: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        arrived = time.monotonic()
+        while True:
+            b = self._body
+            if b is not None and (
+                b.started >= arrived
+                or (key is not None and b.key == key and arrived - b.started < MAX_AGE)
+            ):
+                return b.body
+            if self._building is not None:
+                started, pending = self._building
+                try:
+                    body = await asyncio.shield(pending)
+                except Exception:
+                    continue  # that build failed: this request builds its own
+                if started >= arrived:
+                    return body
+                continue  # that build began before this request: wait for the next
+            return await self._build(key, build)
+
+    async def _build(
+        self, key: tuple[Any, ...] | None, build: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        started = time.monotonic()
+        pending: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._building = (started, pending)
+        try:
+            body = await build()
+        except BaseException as exc:
+            failed = exc if isinstance(exc, Exception) else RuntimeError("build cancelled")
+            pending.set_exception(failed)
+            pending.exception()  # read here: a build nobody else waited for is not an error
+            raise
+        finally:
+            self._building = None
+        self._body = _Body(key, started, body)
+        pending.set_result(body)
+        return body
+
+
+STATUS_BODY: web.AppKey[BodyCache] = web.AppKey("status_body")
+STATUS_JSON: web.AppKey[StatusBody] = web.AppKey("status_json")
+METRICS_BODY: web.AppKey[BodyCache] = web.AppKey("metrics_body")
+
+
+def _check_json(c: LiveCheck, estate: Estate) -> dict[str, Any]:
+    return {
+        "site": c.site,
+        "agent": c.agent,
+        "check": c.check,
+        "area": c.area,
+        "area_name": estate.areas[c.area].name if c.area in estate.areas else c.area,
+        "state": c.state.value,
+        "latency": c.latency,
+    }
+
+
+def _status_head(collector: Collector) -> dict[str, Any]:
+    """The status's small parts (each agent, this collector)."""
     return {
         "generated_at": to_iso(utcnow()),
         "agents": [
@@ -68,15 +144,83 @@ def status_snapshot(collector: Collector) -> dict[str, Any]:
             "is_leader": collector.is_leader,
             "store_error": collector.store_error,
         },
-        "checks": checks,
-        "open_outages": store.outages(open_only=True),
-        "recent_outages": store.outages(limit=50),
     }
+
+
+def status_snapshot(collector: Collector) -> dict[str, Any]:
+    """The live status, from memory (the collector's live dicts and its outage view)."""
+    checks = sorted(collector.live.values(), key=lambda c: (c.site, c.check))
+    return {
+        **_status_head(collector),
+        "checks": [_check_json(c, collector.estate) for c in checks],
+        "open_outages": collector.view.status_open(),
+        "recent_outages": collector.view.status_recent(),
+    }
+
+
+class StatusBody:
+    """``status_snapshot`` as JSON, its big lists assembled from each check's and each
+    outage's JSON, serialised once per value (a ``LiveCheck`` or an outage row is replaced,
+    never changed, when what it holds changes): a build after a commit re-serialises what
+    the commit changed, not the thousand checks that stayed as they were."""
+
+    def __init__(self) -> None:
+        self._checks: dict[tuple[str, str], tuple[LiveCheck, bytes]] = {}
+        self._rows: dict[str, tuple[dict[str, Any], bytes]] = {}
+
+    def build(self, collector: Collector) -> bytes:
+        estate = collector.estate
+        checks: dict[tuple[str, str], tuple[LiveCheck, bytes]] = {}
+        for c in sorted(collector.live.values(), key=lambda c: (c.site, c.check)):
+            key = (c.site, c.check)
+            hit = self._checks.get(key)
+            checks[key] = (
+                hit
+                if hit is not None and hit[0] is c
+                else (c, _dumps(_check_json(c, estate)).encode())
+            )
+        self._checks = checks
+        view = collector.view
+        open_rows, recent = view.open_rows(), view.recent_started()
+        rows: dict[str, tuple[dict[str, Any], bytes]] = {}
+        for row in (*open_rows, *recent):
+            seen = self._rows.get(row["id"])
+            if seen is None or seen[0] is not row:
+                seen = (row, _dumps({k: row[k] for k in STATUS_KEYS}).encode())
+            rows[row["id"]] = seen
+        self._rows = rows
+        head = _dumps(_status_head(collector)).encode()
+        return b"".join(
+            (
+                head[:-1],
+                b', "checks": [',
+                b", ".join(body for _, body in checks.values()),
+                b'], "open_outages": [',
+                b", ".join(rows[r["id"]][1] for r in open_rows),
+                b'], "recent_outages": [',
+                b", ".join(rows[r["id"]][1] for r in recent),
+                b"]}",
+            )
+        )
 
 
 async def api_status(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
-    return web.json_response(await collector.read(status_snapshot, collector), dumps=_dumps)
+    await collector.catch_up_async()
+    renderer = request.app[STATUS_JSON]
+
+    async def build() -> bytes:
+        return renderer.build(collector)
+
+    key = (
+        collector.view.version,
+        collector.notifications,
+        collector.store_error,
+        collector.is_leader,
+        tuple(sorted(collector.missing.items())),
+    )
+    body = await request.app[STATUS_BODY].get(key, build)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def api_report(request: web.Request) -> web.Response:
@@ -94,7 +238,12 @@ async def api_report(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
-    body = await collector.read(generate_latest, collector.metrics.registry)
+
+    async def build() -> bytes:
+        body: bytes = await collector.scrape(collector.metrics.render, collector.notifications)
+        return body
+
+    body = await request.app[METRICS_BODY].get(None, build)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -118,6 +267,9 @@ def make_app(collector: Collector) -> web.Application:
         middlewares=[auth.read_guard()], client_max_size=collector.estate.web.max_body_bytes
     )
     app[COLLECTOR] = collector
+    app[STATUS_BODY] = BodyCache()
+    app[STATUS_JSON] = StatusBody()
+    app[METRICS_BODY] = BodyCache()
     app[auth.TOKENS] = auth.Tokens.from_config(collector.estate.web)
     add_board(app, collector)  # "/", /board/..., /static/...
     add_api(app)

@@ -1,0 +1,135 @@
+"""Target 5: ``availmon report`` for a quarter of 1,000,000 outage rows, beside a bare
+interval union of the same rows on integer columns, in the same run.
+
+The store (bench/report_data.py) holds 1,000,000 outages in FY2025Q2 and 100,000 in each of
+the three quarters before it (the history chart reads them). Each run clears the figures
+cache first, so the figure is a cold report (the whole quarter and the history read); the
+cached case (a quarter already reported) is in the notes, as is the json format, whose
+output lists every outage's id. CPU and peak RSS are the whole process's, from ``wait4``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.common import AVAILMON, PYTHON, Ctx, Figure, Spread
+from bench.report_data import AREAS, QUARTER, QUARTERS_US, config_text, make_store, report_spans
+
+ROWS = 1_000_000
+HISTORY = 100_000
+
+#: The peer: the same quarter's outages per area in start order, from the same covering
+#: index and the same lower bound, merged into a union: what the report does for one
+#: figure, and nothing else.
+PEER = """
+import sqlite3, sys
+db, lo, hi, areas = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+conn = sqlite3.connect(db)
+totals = {}
+for area in areas:
+    longest = conn.execute(
+        "SELECT max(end - start) FROM outages WHERE area = ?", (area,)).fetchone()[0] or 0
+    total, cs, ce = 0, None, None
+    for s, e in conn.execute(
+        "SELECT start, end FROM outages WHERE area = ? AND start >= ? AND start < ?"
+        " AND end > ? ORDER BY start", (area, lo - longest, hi, lo)):
+        s, e = max(s, lo), min(e, hi)
+        if ce is not None and s <= ce:
+            ce = max(ce, e)
+        else:
+            if ce is not None:
+                total += ce - cs
+            cs, ce = s, e
+    totals[area] = total + ((ce - cs) if ce is not None else 0)
+print(totals)
+"""
+
+
+def timed(argv: Sequence[str], timeout: float = 600) -> tuple[float, float, float]:
+    """Run to the end: (wall s, CPU s user + system, peak RSS MB), from ``wait4``."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = started + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{argv[0]} ran past {timeout} s")
+        time.sleep(0.005)
+    wall = time.perf_counter() - started
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} failed: {err[-500:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def clear_cache(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DELETE FROM figures_cache")
+    conn.close()
+
+
+def run(ctx: Ctx) -> list[Figure]:
+    db = ctx.workdir / "report.db"
+    ctx.say(f"bench: report: making a store of {ROWS + 3 * HISTORY:,} outages")
+    made = make_store(db, report_spans(ROWS, HISTORY))
+    config = ctx.workdir / "estate.toml"
+    config.write_text(config_text(db))
+    out = ctx.workdir / "report.html"
+    argv = [AVAILMON, "report", "--period", QUARTER, "--config", str(config)]
+    lo, hi = QUARTERS_US[3]
+    peer = [PYTHON, "-c", PEER, str(db), str(lo), str(hi), *AREAS]
+    timed(peer)  # warm the page cache for both: the figure is CPU, not the first read
+    cpu, rss, peer_cpu, ratio, walls = [], [], [], [], []
+    for _ in range(ctx.runs):
+        clear_cache(db)
+        wall, used, mb = timed([*argv, "--format", "html", "--out", str(out)])
+        _, theirs, _ = timed(peer)
+        cpu.append(used)
+        rss.append(mb)
+        walls.append(wall)
+        peer_cpu.append(theirs)
+        ratio.append(used / theirs)
+    _, cached, cached_mb = timed([*argv, "--format", "html", "--out", str(out)])
+    clear_cache(db)
+    _, as_json, json_mb = timed([*argv, "--format", "json", "--out", str(ctx.workdir / "r.json")])
+    cpu_s, rss_s = Spread.of(cpu), Spread.of(rss)
+    note = (
+        f"{made:,} rows ({ROWS:,} in {QUARTER}); cold: figures cache cleared before each run"
+        f" (wall {Spread.of(walls).text()} s); cached: {cached:.2f} CPU-s, {cached_mb:.0f} MB;"
+        f" --format json (every outage id listed): {as_json:.2f} CPU-s, {json_mb:.0f} MB"
+    )
+    return [
+        Figure(
+            "report.cpu",
+            cpu_s,
+            "CPU-s",
+            cpu_s.median <= 2.0,
+            peer="interval union",
+            peer_value=Spread.of(peer_cpu),
+            ratio=Spread.of(ratio),
+            note=note,
+            extra={"cached_cpu": cached, "json_cpu": as_json, "json_rss_mb": json_mb},
+        ),
+        Figure("report.rss", rss_s, "MB", rss_s.median <= 300),
+    ]
+
+
+if __name__ == "__main__":
+    import sys
+    import tempfile
+
+    from bench.run import table
+
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    with tempfile.TemporaryDirectory(prefix="availmon-bench-") as tmp:
+        figures = run(Ctx(runs=runs, workdir=Path(tmp)))
+    print(table({f.key: f for f in figures}, {}))

@@ -1,0 +1,146 @@
+"""Figures of ended quarters are cached in the store (issue 9), and every write that changes
+an outage in such a quarter drops them: a late event, an annotation, an import."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from availmon.config import Estate
+from availmon.schema import Event, State
+from collector.accounting import parse_period
+from collector.report import build_report, fingerprint, render
+from collector.store import Store
+from tests.collector.helpers import LONDON, make_estate, outage, store_row
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+Q = parse_period("FY2019Q2", LONDON)  # July to September 2019, long ended at NOW
+
+
+def report(store: Store, estate: Estate) -> dict[str, Any]:
+    return build_report(store, estate, Q, NOW)
+
+
+def cached_keys(store: Store) -> list[str]:
+    return [r[0] for r in store.conn.execute("SELECT key FROM figures_cache ORDER BY key")]
+
+
+def email_outage(store: Store) -> str:
+    o = outage("email", "2019-07-10T10:00", "2019-07-10T11:00", id="i:email")
+    store.import_outages([store_row(o)])
+    return o.id
+
+
+def event(seq: int, frm: State, to: State, at: datetime) -> Event:
+    return Event(
+        id=f"dc:{seq}",
+        seq=seq,
+        site="dc",
+        agent="dc",
+        check="web",
+        area="internet_web",
+        from_=frm,
+        to=to,
+        at=at,
+        detected_at=at,
+    )
+
+
+def test_an_ended_quarter_is_computed_once_and_read_back_the_same(
+    store: Store, estate: Estate
+) -> None:
+    email_outage(store)
+    june = outage("servers", "2019-06-10T10:00", "2019-06-10T10:45", id="i:june")
+    store.import_outages([store_row(june)])
+    first = report(store, estate)
+    assert [h["availability_percent"] for h in first["history"]][2:] == [99.96, 99.95]
+    keys = cached_keys(store)
+    # The quarter's figures, and the combined figure of each quarter of the history chart.
+    assert any(k.startswith("period:") for k in keys)
+    assert sum(k.startswith("combined:") for k in keys) >= 1
+    again = report(store, estate)
+    assert again == first
+    for fmt in ("json", "csv", "md"):
+        assert render(fmt, again) == render(fmt, first)
+    assert cached_keys(store) == keys
+
+
+def test_a_quarter_still_running_is_not_cached(store: Store, estate: Estate) -> None:
+    email_outage(store)
+    build_report(store, estate, Q, datetime(2019, 8, 1, tzinfo=UTC))
+    assert not [k for k in cached_keys(store) if f":{Q.start_us}:" in k]
+
+
+def test_a_late_event_in_an_ended_quarter_drops_its_figures(store: Store, estate: Estate) -> None:
+    email_outage(store)
+    before = report(store, estate)
+    # An agent's spool replays an outage of August 2019 today.
+    at = datetime(2019, 8, 5, 9, 0, tzinfo=UTC)
+    store.ingest(
+        [
+            event(1, State.UP, State.DOWN, at),
+            event(2, State.DOWN, State.UP, at + timedelta(hours=2)),
+        ],
+        NOW,
+    )
+    assert not [k for k in cached_keys(store) if k.startswith("period:")]
+    after = report(store, estate)
+    web = next(a for a in after["areas"] if a["id"] == "internet_web")
+    assert web["downtime_minutes"] == 120
+    assert after["combined"]["downtime_minutes"] == before["combined"]["downtime_minutes"] + 120
+
+
+def test_an_annotation_in_an_ended_quarter_drops_its_figures(store: Store, estate: Estate) -> None:
+    oid = email_outage(store)
+    before = report(store, estate)
+    assert before["areas"][1]["planned_minutes"] == 0
+    store.annotate(oid, NOW, planned=True, cause="migration", by="test")
+    after = report(store, estate)
+    assert after["areas"][1]["planned_minutes"] == 60
+    assert after["outages"][0]["kind"] == "planned"
+    assert after["outages"][0]["cause"] == "migration"
+
+
+def test_an_import_into_an_ended_quarter_drops_its_figures(store: Store, estate: Estate) -> None:
+    email_outage(store)
+    report(store, estate)
+    late = outage("servers", "2019-09-01T10:00", "2019-09-01T10:30", id="i:late")
+    store.import_outages([store_row(late)])
+    assert report(store, estate)["areas"][3]["downtime_minutes"] == 30
+
+
+def test_writes_after_the_quarter_keep_its_figures(store: Store, estate: Estate) -> None:
+    email_outage(store)
+    report(store, estate)
+    keys = cached_keys(store)
+    store.ingest([event(1, State.UP, State.DOWN, NOW - timedelta(hours=1))], NOW)
+    o = outage("email", "2025-12-01T10:00", "2025-12-01T10:20", id="i:recent")
+    store.import_outages([store_row(o)])
+    assert cached_keys(store) == keys
+
+
+def test_figures_computed_across_a_write_into_their_quarter_are_not_kept(
+    store: Store, estate: Estate
+) -> None:
+    """The race the version guards: a reader computes from the data as it was, a writer
+    commits into the same quarter meanwhile; what the reader found must not be cached."""
+    email_outage(store)
+    version = store.figures_version(Q.end_us)
+    late = outage("servers", "2019-09-01T10:00", "2019-09-01T10:30", id="i:late")
+    store.import_outages([store_row(late)])
+    assert not store.cache_figures("period:stale", Q.start_us, Q.end_us, version, "{}")
+    assert store.cached_figures("period:stale") is None
+    version = store.figures_version(Q.end_us)
+    assert store.cache_figures("period:fresh", Q.start_us, Q.end_us, version, "{}")
+
+
+def test_another_config_computes_its_own_figures(store: Store, estate: Estate) -> None:
+    email_outage(store)
+    planned = outage("servers", "2019-07-02T10:00", "2019-07-02T12:00", planned=True, id="i:p")
+    store.import_outages([store_row(planned)])
+    counted = report(store, estate)
+    excluded = make_estate(count_planned=False)
+    assert fingerprint(excluded) != fingerprint(estate)
+    figures = report(store, excluded)
+    assert counted["areas"][3]["downtime_minutes"] == 120
+    assert figures["areas"][3]["downtime_minutes"] == 0
