@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from availmon.clock import to_iso, utcnow
 from availmon.config import Estate
 from availmon.schema import CheckStatus, Event, State
-from collector.board import kpi_view
+from collector.board import board_snapshot, kpi_view
 from collector.live import LiveOutages
 from collector.main import Collector
 from collector.metrics import LiveCheck, _CheckLines, _Families, _LiveCollector, check_lines
@@ -27,6 +27,7 @@ from collector.store import Store
 from collector.web import BodyCache, StatusBody, make_app, status_snapshot
 from tests.collector.board_helpers import Feed, board_estate
 from tests.collector.helpers import make_estate, outage, store_row
+from tests.e2e import procs
 
 NOW = datetime(2026, 2, 20, 12, 0, tzinfo=UTC)  # FY2025Q4: January to March 2026
 Q_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -473,5 +474,41 @@ async def test_the_kpi_comes_from_the_store_while_issue_10s_rules_have_a_say(
         assert board == kpi_view(collector.read_store, est, now)
         assert board is not None
         assert [a["downtime_minutes"] for a in board["areas"] if a["id"] == "email"] == [0.0]
+    finally:
+        collector.close()
+
+
+async def test_a_reload_gives_the_live_view_the_new_estate(tmp_path: Path) -> None:
+    """SIGHUP's reload: the view's target and areas are the new config's at once (the
+    view is built from the estate, so a reload must replace it, not only the estate)."""
+    data: dict[str, Any] = {
+        "name": "test council ICT",
+        "broker": {"host": "127.0.0.1", "port": 1},
+        "collector": {"database": str(tmp_path / "collector.db")},
+        "web": {"listen": "127.0.0.1", "port": 0},
+        "accounting": {"target_percent": 95.0},
+        "partners": {"SHARED": {"name": "Shared service"}},
+        "sites": {
+            "dc": {
+                "partner": "SHARED",
+                "checks": [
+                    {"name": "webmail", "type": "http", "target": "http://127.0.0.1:1/",
+                     "area": "email"},
+                ],
+            }
+        },
+    }  # fmt: skip
+    path = tmp_path / "estate.toml"
+    collector = Collector(procs.write_config(path, data))
+    try:
+        await Feed(collector).event(
+            "dc", "webmail", "email", State.UP, State.DOWN, utcnow() - timedelta(minutes=5)
+        )
+        assert board_snapshot(collector, utcnow())["kpi"]["target_percent"] == 95.0
+        data["accounting"]["target_percent"] = 99.5
+        procs.write_config(path, data)
+        assert await collector.reload(path)
+        assert board_snapshot(collector, utcnow())["kpi"]["target_percent"] == 99.5
+        assert collector.view.estate is collector.estate
     finally:
         collector.close()
