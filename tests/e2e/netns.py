@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import os
 import random
+import re
 import secrets
 import subprocess
 import sys
@@ -72,6 +74,7 @@ def _free_broker_subnet() -> ipaddress.IPv4Network:
 class SiteNetwork:
     """Names and addresses of one run's namespaces and links."""
 
+    tag: str  # what every name of the run ends with
     site: str  # namespace running the agent
     dc: str  # namespace holding the target
     broker_root: str  # root end of the site <-> broker veth
@@ -100,6 +103,43 @@ class SiteNetwork:
         return {ns: ip("route", "show", "default", netns=ns).strip() for ns in (self.site, self.dc)}
 
 
+#: The names a run gives its namespaces and root-namespace link: ``<kind>-<pid>-<nn>``, the
+#: pid (hex) of the test process that made them, so a later run can tell they are orphans.
+OWNED = re.compile(r"^avm(?:-site|-dc|b|s)-(?P<pid>[0-9a-f]+)-[0-9a-f]{2}$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans() -> list[str]:
+    """Delete the namespaces and links of runs whose process is gone (a run killed by
+    SIGKILL or a timeout never reached its ``finally``); those of live runs stay."""
+    names = [line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()]
+    links = [
+        line.split(":")[1].strip().split("@")[0]
+        for line in ip("-o", "link", "show").splitlines()
+        if ":" in line
+    ]
+    reaped = []
+    for name in names + links:
+        m = OWNED.match(name)
+        if m is None or _alive(int(m["pid"], 16)):
+            continue
+        if name in names:
+            ip("netns", "delete", name, check=False)
+        else:
+            ip("link", "delete", name, check=False)
+        reaped.append(name)
+    return reaped
+
+
 def leftovers(tag: str) -> list[str]:
     """Namespaces and root-namespace links of the run ``tag`` that still exist."""
     names = [line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()]
@@ -118,10 +158,12 @@ def site_network() -> Iterator[SiteNetwork]:
     Processes started inside the namespaces must be gone before this exits: a namespace
     outlives its ``ip netns delete`` while a process still runs in it.
     """
-    tag = secrets.token_hex(3)
+    reap_orphans()
+    tag = f"{os.getpid():x}-{secrets.token_hex(1)}"
     subnet = _free_broker_subnet()
     root_addr, site_addr = (str(h) for h in subnet.hosts())
     net = SiteNetwork(
+        tag=tag,
         site=f"avm-site-{tag}",
         dc=f"avm-dc-{tag}",
         broker_root=f"avmb-{tag}",

@@ -33,7 +33,7 @@ from availmon.config import Estate
 from collector.main import Collector
 from collector.metrics import REJECT_REASONS
 from collector.store import Store
-from tests.e2e.netns import DC_ADDR, SiteNetwork, leftovers, site_network, unavailable
+from tests.e2e.netns import DC_ADDR, SiteNetwork, ip, leftovers, site_network, unavailable
 from tests.peers import Mosquitto, estate, mosquitto, wait_until
 
 pytestmark = pytest.mark.netns
@@ -267,8 +267,27 @@ def net() -> Iterator[SiteNetwork]:
         pytest.skip(reason)
     with site_network() as net:
         yield net
-    tag = net.site.rsplit("-", 1)[1]
-    assert leftovers(tag) == [], "namespaces or links left behind"
+    assert leftovers(net.tag) == [], "namespaces or links left behind"
+
+
+def test_a_killed_runs_namespaces_are_reaped_and_a_live_ones_kept() -> None:
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    gone = subprocess.Popen(["true"])
+    gone.wait(timeout=30)  # its pid now names a process that no longer exists
+    orphan = f"avm-site-{gone.pid:x}-00"
+    ours = f"avm-dc-{os.getpid():x}-ff"
+    for name in (orphan, ours):
+        ip("netns", "add", name)
+    try:
+        with site_network():
+            names = ip("netns", "list")
+            assert orphan not in names
+            assert ours in names
+    finally:
+        for name in (orphan, ours):
+            ip("netns", "delete", name, check=False)
 
 
 @contextlib.asynccontextmanager
