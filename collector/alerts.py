@@ -210,13 +210,12 @@ def depends_on_down(outage: OutageInfo) -> str | None:
     return m.group("parent") if m and m.group("state") != "degraded" else None
 
 
-def suppressed(outage: OutageInfo, now: datetime, standing: Reason | None = None) -> str | None:
+def suppressed(outage: OutageInfo, standing: Reason | None = None) -> str | None:
     """Why this outage's alert is held back, or None (issue 11, part 3). The one place that
     knows: planned work (an outage marked planned, or inside a maintenance window), a check
     behind a dependency that is down (the dependency's own alert names it), and a quorum
     service's member that too few sites see. ``standing``: what the report's rules make of
-    the outage at ``now`` (:func:`collector.standing.open_verdicts`)."""
-    del now  # the windows were applied at ``now`` by the caller, in ``standing``
+    the outage now (:func:`collector.standing.open_verdicts`)."""
     if outage.planned:
         why = outage.cause or outage.note
         return f"planned maintenance{f': {why}' if why else ''}"

@@ -160,7 +160,7 @@ class AlertBook:
                         named.append(dependent)
         for alert in alerts:
             outage = outages[alert.outage_id]
-            why = suppressed(outage, now, verdicts.get(outage.id)) if outage is not None else None
+            why = suppressed(outage, verdicts.get(outage.id)) if outage is not None else None
             after, notices = step(self.ctx, alert, outage, now, why)
             if outage is None and after.status == "resolved":
                 after.end = now

@@ -8,21 +8,22 @@ dependency is unreachable, a quorum member that too few sites see is the site's 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from availmon.config import Estate
 from collector.accounting import Outage, to_us
 from collector.attribution import Reason, live_verdicts
+from collector.live import WINDOWS_AHEAD
 from collector.maintenance import Window, expand
 from collector.report import window_of
 
 if TYPE_CHECKING:
     from collector.store import Store
 
-#: How far ahead declared and recurring windows are looked up: an ongoing outage only needs
-#: the windows around ``now``, the week covers a window declared to start later today.
-AHEAD = timedelta(days=7)
+#: How far ahead windows are looked up: the live view's own horizon, so the board (from the
+#: view) and the alert engine (from the store) see the same windows.
+AHEAD = WINDOWS_AHEAD
 
 
 def expand_around(
