@@ -118,15 +118,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def reap_orphans() -> list[str]:
-    """Delete the namespaces and links of runs whose process is gone (a run killed by
-    SIGKILL or a timeout never reached its ``finally``); those of live runs stay."""
+def _names() -> tuple[list[str], list[str]]:
+    """The namespaces, and the links of the root namespace."""
     names = [line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()]
     links = [
         line.split(":")[1].strip().split("@")[0]
         for line in ip("-o", "link", "show").splitlines()
         if ":" in line
     ]
+    return names, links
+
+
+def reap_orphans() -> list[str]:
+    """Delete the namespaces and links of runs whose process is gone (a run killed by
+    SIGKILL or a timeout never reached its ``finally``); those of live runs stay."""
+    names, links = _names()
     reaped = []
     for name in names + links:
         m = OWNED.match(name)
@@ -142,12 +148,7 @@ def reap_orphans() -> list[str]:
 
 def leftovers(tag: str) -> list[str]:
     """Namespaces and root-namespace links of the run ``tag`` that still exist."""
-    names = [line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()]
-    links = [
-        line.split(":")[1].strip().split("@")[0]
-        for line in ip("-o", "link", "show").splitlines()
-        if ":" in line
-    ]
+    names, links = _names()
     return [name for name in names + links if tag in name]
 
 
