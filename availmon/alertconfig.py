@@ -12,32 +12,17 @@ channel modules (``collector/channels/``) take these models.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from availmon.durations import Seconds, duration
 from availmon.errors import ConfigIssue
 from availmon.secrets import resolve_secret
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def _duration(value: Any) -> Any:
-    """Seconds as a number, or text such as ``"30s"``, ``"5m"``, ``"1h"``."""
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError("expected seconds or a duration such as '30s', '5m', '1h'")
-        return float(m.group(1)) * _UNITS[m.group(2)]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 #: A duration where 0 means "at once" (wait) or "never" (repeat, flapping hold).
-Delay = Annotated[float, BeforeValidator(_duration), Field(ge=0, le=30 * 86400.0)]
+Delay = Annotated[float, BeforeValidator(duration), Field(ge=0, le=30 * 86400.0)]
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=_NAME, max_length=64)]
 Port = Annotated[int, Field(ge=1, le=65535)]

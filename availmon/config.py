@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -28,27 +27,13 @@ from pydantic import (
 
 from availmon.alertconfig import CHANNEL_TYPES, AlertsConfig, Severity, alert_issues
 from availmon.areas import DEFAULT_AREAS
+from availmon.durations import Seconds, duration
 from availmon.errors import ConfigError, ConfigIssue
 from availmon.limits import MAX_HEARTBEAT_CHECKS
 from availmon.secrets import inline_secrets, redact_url, resolve_secret, shown
 from probes.registry import REGISTRY
 from probes.snmp import AuthProtocol, PrivProtocol
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def _duration(value: Any) -> Any:
-    """Seconds as a number, or text such as ``"30s"``, ``"5m"``, ``"250ms"``."""
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError("expected seconds or a duration such as '30s', '5m', '250ms'")
-        return float(m.group(1)) * _UNITS[m.group(2)]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Name = Annotated[str, Field(pattern=_NAME.pattern, max_length=64)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -677,7 +662,7 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                     issues.append(ConfigIssue(file, f"{where}.depends_on", problem))
             interval, timeout = check.get("interval", 30), check.get("timeout", 5)
             try:
-                t, iv = float(_duration(timeout)), float(_duration(interval))
+                t, iv = float(duration(timeout)), float(duration(interval))
                 if 0 < iv < t:
                     issues.append(
                         ConfigIssue(
