@@ -15,14 +15,17 @@ Times are integer microseconds since the Unix epoch (UTC) so that every sum is e
 
 from __future__ import annotations
 
+import gc
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Literal
+from operator import attrgetter
+from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -75,12 +78,20 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
 def union(spans: Iterable[Span]) -> list[Span]:
     """Sorted, disjoint spans covering the same time; empty spans vanish, touching ones merge."""
     out: list[Span] = []
-    for start, end in sorted(s for s in spans if s[1] > s[0]):
-        if out and start <= out[-1][1]:
-            if end > out[-1][1]:
-                out[-1] = (out[-1][0], end)
+    cs = ce = 0
+    open_ = False
+    for start, end in sorted(spans):
+        if end <= start:
+            continue
+        if open_ and start <= ce:
+            if end > ce:
+                ce = end
         else:
-            out.append((start, end))
+            if open_:
+                out.append((cs, ce))
+            cs, ce, open_ = start, end, True
+    if open_:
+        out.append((cs, ce))
     return out
 
 
@@ -363,9 +374,12 @@ class BusinessCalendar:
 # -- outages and figures ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outage:
-    """One stored not-up interval, as the accounting sees it (annotations already applied)."""
+class Outage(NamedTuple):
+    """One stored not-up interval, as the accounting sees it (annotations already applied).
+
+    A named tuple, not a dataclass: a report reads every row of its period (a million in a
+    busy quarter), and the store's rows become these with no per-field work.
+    """
 
     id: str
     site: str
@@ -543,11 +557,22 @@ def partner_of(site: str, estate: Estate) -> str:
 
 
 def _distinct(values: Iterable[str | None]) -> tuple[str, ...]:
-    seen: dict[str, None] = {}
-    for v in values:
-        if v:
-            seen.setdefault(v, None)
-    return tuple(seen)
+    """The values given, once each, in the order first seen (empty ones left out)."""
+    return tuple(v for v in dict.fromkeys(values) if v)
+
+
+_SITE, _CAUSE, _PROVIDER, _NOTE = (
+    attrgetter("site"),
+    attrgetter("cause"),
+    attrgetter("provider"),
+    attrgetter("note"),
+)
+_PLANNED_BY, _SERVICE, _PATH, _PARENT = (
+    attrgetter("planned_by"),
+    attrgetter("service"),
+    attrgetter("path"),
+    attrgetter("parent"),
+)
 
 
 _KIND = {
@@ -560,9 +585,9 @@ _KIND = {
 
 
 def _incidents(
-    bookings: Sequence[Any],
+    by_class: Mapping[tuple[str, str], Sequence[Any]],
+    treat: Mapping[tuple[str, str], str],
     estate: Estate,
-    counted_of: Callable[[Any], bool],
     business: Sequence[Span],
     sources: Mapping[str, Outage],
     lo: int,
@@ -574,15 +599,17 @@ def _incidents(
     exactly its downtime. Unreachable time is listed under the fault it was behind (and as
     its own line only where the area counts it)."""
     groups: dict[tuple[str, str, bool], list[Any]] = {}
-    for b in bookings:
-        kind = _KIND.get(b.cls)
+    behind: list[Any] = []
+    for (area, cls), bs in by_class.items():
+        kind = _KIND.get(cls)
         if kind is None:
             continue
-        counted = counted_of(b)
+        if cls == "unreachable":
+            behind += bs
+        counted = treat[(area, cls)] == "downtime"
         if kind == "unreachable" and not counted:
             continue
-        groups.setdefault((b.area, kind, counted), []).append(b)
-    behind = [b for b in bookings if b.cls == "unreachable"]
+        groups.setdefault((area, kind, counted), []).extend(bs)
     out: list[Incident] = []
     for (area, kind, counted), members in sorted(groups.items()):
         members.sort(key=lambda b: (b.start, b.end, b.site, b.check or ""))
@@ -596,13 +623,15 @@ def _incidents(
                 clusters.append([b])
                 cluster_end = b.end
         for c in clusters:
-            spans = union(b.span for b in c)
+            spans = union(map(_by_time, c))
             first, last = spans[0][0], spans[-1][1]
             # Dates as the outage had them: its real start before the period, and open
             # (None) while it goes on; the minutes stay those inside the period.
             start: int = first
             end: int | None = last
             for b in c:
+                if b.start != lo and not (b.end == last == hi):
+                    continue
                 for oid in b.outages:
                     o = sources.get(oid)
                     if o is None:
@@ -631,17 +660,17 @@ def _incidents(
                     duration=total(spans),
                     business=total(intersect(spans, business)),
                     sites=tuple(sorted({s for b in c for s in (b.seen_by or (b.site,))})),
-                    partners=tuple(sorted({partner_of(b.site, estate) for b in c})),
+                    partners=tuple(sorted({partner_of(s, estate) for s in set(map(_SITE, c))})),
                     checks=_distinct(b.origin or b.check for b in c),
-                    causes=_distinct(b.cause for b in c),
-                    providers=_distinct(b.provider for b in c),
-                    notes=_distinct(b.note for b in c),
-                    planned_by=_distinct(b.planned_by for b in c),
-                    services=_distinct(b.service for b in c),
+                    causes=_distinct(map(_CAUSE, c)),
+                    providers=_distinct(map(_PROVIDER, c)),
+                    notes=_distinct(map(_NOTE, c)),
+                    planned_by=_distinct(map(_PLANNED_BY, c)),
+                    services=_distinct(map(_SERVICE, c)),
                     seen_by=tuple(sorted({s for b in c for s in b.seen_by})),
-                    path=all(b.path for b in c),
+                    path=all(map(_PATH, c)),
                     behind=tuple(under),
-                    parents=_distinct(b.parent for b in c),
+                    parents=_distinct(map(_PARENT, c)),
                 )
             )
     out.sort(key=lambda i: (i.start, i.area, i.kind))
@@ -677,6 +706,49 @@ def account(
     ``combined_only``: the areas' and combined figures only, for the history's quarters
     (partners, incidents and the provider and cause shares left empty: a third of the
     work)."""
+    with paused_gc():
+        return _account(
+            period,
+            outages,
+            estate,
+            now,
+            calendar,
+            offline=offline,
+            windows=windows,
+            combined_only=combined_only,
+        )
+
+
+#: A booking's span, and the order bookings are walked in.
+_by_time = attrgetter("start", "end")
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile: a busy quarter makes millions of tuples that
+    never form a cycle, and every collection would walk all of them again (a third of a
+    report's time at a million outages). Nested uses leave it to the outermost."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _account(
+    period: Period,
+    outages: Iterable[Outage],
+    estate: Estate,
+    now: datetime,
+    calendar: BusinessCalendar | None = None,
+    *,
+    offline: Iterable[Any] = (),
+    windows: Iterable[Any] = (),
+    combined_only: bool = False,
+) -> Accounts:
+    """``account`` (the garbage collector paused by the caller)."""
     from collector.attribution import attribute  # the rules sit on this module's maths
 
     cal = calendar or BusinessCalendar.from_accounting(estate.accounting)
@@ -685,72 +757,81 @@ def account(
     hi = max(lo, min(period.end_us, now_us))
     business = cal.spans(lo, hi)
     rows = [o for o in outages if o.start < hi and (o.end is None or o.end > lo)]
-    att = attribute(estate, rows, lo, hi, now_us, offline=offline, windows=windows)
+    att = attribute(estate, rows, lo, hi, now_us, offline=offline, windows=windows, ordered=False)
     acc_cfg = estate.accounting
-    # Degraded time in an area that does not count degraded time is not downtime, planned or
-    # not: a window never makes a figure worse than the same time unplanned.
-    att.bookings = [
-        replace(b, cls="degraded")
-        if b.cls == "planned"
-        and b.state == "degraded"
-        and acc_cfg.treatment(estate.areas.get(b.area), "degraded") != "downtime"
-        else b
-        for b in att.bookings
-    ]
-
-    cache: dict[tuple[str, str], str] = {}
+    treatments: dict[tuple[str, str], str] = {}
 
     def treatment_of(area: str, cls: str) -> str:
         key = (area, cls)
-        found = cache.get(key)
+        found = treatments.get(key)
         if found is None:
-            found = cache[key] = acc_cfg.treatment(estate.areas.get(area), cls)
+            found = treatments[key] = acc_cfg.treatment(estate.areas.get(area), cls)
         return found
 
-    def treatment(b: Any) -> str:
-        return treatment_of(b.area, b.cls)
-
-    def counted(b: Any) -> bool:
-        return treatment(b) == "downtime"
+    # Degraded time in an area that does not count degraded time is not downtime, planned or
+    # not: a window never makes a figure worse than the same time unplanned.
+    if any(
+        treatment_of(b.area, "degraded") != "downtime"
+        for b in att.bookings
+        if b.cls == "planned" and b.state == "degraded"
+    ):
+        att.bookings = [
+            b._replace(cls="degraded")
+            if b.cls == "planned"
+            and b.state == "degraded"
+            and treatment_of(b.area, "degraded") != "downtime"
+            else b
+            for b in att.bookings
+        ]
+    # Sorted once by time, every group below is built in time order, and each union over it
+    # is a walk rather than a sort. One pass puts every booking in its (area, class) group:
+    # a booking's treatment is its area's for its class, so each group is looked up once.
+    att.bookings.sort(key=_by_time)
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for b in att.bookings:
+        key = (b.area, b.cls)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [b]
+        else:
+            group.append(b)
+    treat = {k: treatment_of(*k) for k in groups}
+    span_of = _by_time
 
     area_ids = list(estate.areas)
-    area_ids += sorted({b.area for b in att.bookings} - set(area_ids))  # never lose downtime
+    area_ids += sorted({a for a, _ in groups} - set(area_ids))  # never lose downtime
     period_time, business_time = hi - lo, total(business)
-    by_area: dict[str, list[Any]] = {a: [] for a in area_ids}
-    for b in att.bookings:
-        by_area[b.area].append(b)
-
-    def spans(selected: Iterable[Any]) -> list[Span]:
-        return union(b.span for b in selected)
+    cls_of: dict[str, dict[str, list[Any]]] = {a: {} for a in area_ids}
+    for (ga, gcls), bs in groups.items():
+        cls_of[ga][gcls] = bs
 
     areas: list[AreaFigures] = []
     own_parts: list[tuple[int, int]] = []
     excluded_of: dict[str, list[Span]] = {}
+    down_of: dict[str, list[Span]] = {}
     for aid in area_ids:
-        # A booking's treatment is its area's for its class: grouped by class, each class is
-        # looked up once and each booking is read once per figure it is in.
-        by_cls: dict[str, list[Any]] = {}
-        for b in by_area[aid]:
-            group = by_cls.get(b.cls)
-            if group is None:
-                by_cls[b.cls] = [b]
-            else:
-                group.append(b)
-        treat = {c: treatment_of(aid, c) for c in by_cls}
-        counted_here = [b for c, bs in by_cls.items() if treat[c] == "downtime" for b in bs]
-        down = spans(counted_here)
+        by_cls = cls_of[aid]
+        cls_union = {c: union(map(span_of, bs)) for c, bs in by_cls.items()}
+        counted_cls = [c for c in by_cls if treat[(aid, c)] == "downtime"]
+        down = union(sp for c in counted_cls for sp in cls_union[c])
+        down_of[aid] = down
         excluded = subtract_spans(
-            spans(b for c, bs in by_cls.items() if treat[c] == "excluded" for b in bs), down
+            (sp for c in by_cls if treat[(aid, c)] == "excluded" for sp in cls_union[c]), down
         )
         excluded_of[aid] = excluded
         measured = period_time - total(excluded)
         bmeasured = business_time - total(intersect(excluded, business))
         bdown = total(intersect(down, business))
-        own = spans(b for b in counted_here if not b.provider)
+        theirs = [b for c in counted_cls for b in by_cls[c] if b.provider]
+        own = (
+            down
+            if not theirs
+            else union(span_of(b) for c in counted_cls for b in by_cls[c] if not b.provider)
+        )
         own_parts.append((total(own), measured))
 
-        def cls_time(cls: str, by_cls: dict[str, list[Any]] = by_cls) -> int:
-            return total(spans(by_cls.get(cls, ())))
+        def cls_time(cls: str, cls_union: dict[str, list[Span]] = cls_union) -> int:
+            return total(cls_union.get(cls, ()))
 
         areas.append(
             AreaFigures(
@@ -782,15 +863,20 @@ def account(
         )
     measured_of = {a.id: a.measured for a in areas}
 
+    counted_groups = [(k, bs) for k, bs in groups.items() if treat[k] == "downtime"]
+    partner_at = {
+        site: partner_of(site, estate) for site in {b.site for bs in groups.values() for b in bs}
+    }
     partner_ids = list(estate.partners)
-    partner_ids += sorted({partner_of(b.site, estate) for b in att.bookings} - set(partner_ids))
+    partner_ids += sorted(set(partner_at.values()) - set(partner_ids))
     partners: list[PartnerFigures] = []
     by_partner: dict[str, dict[str, list[Span]]] = {}
-    for b in att.bookings:
-        if counted(b):
-            by_partner.setdefault(partner_of(b.site, estate), {}).setdefault(b.area, []).append(
-                b.span
-            )
+    if not combined_only:
+        for (aid, _c), bs in counted_groups:
+            for b in bs:
+                by_partner.setdefault(partner_at[b.site], {}).setdefault(aid, []).append(
+                    (b.start, b.end)
+                )
     for pid in [] if combined_only else partner_ids:
         mine_p = by_partner.get(pid, {})
         per_area = {aid: total(union(mine_p.get(aid, []))) for aid in area_ids}
@@ -799,18 +885,30 @@ def account(
         ratio = _combined((per_area[aid], measured_of[aid]) for aid in area_ids)
         partners.append(PartnerFigures(pid, name, per_area, down_p, ratio))
 
-    counted_bookings = [b for b in att.bookings if counted(b)]
-
-    def shares(key: Callable[[Any], str]) -> list[Share]:
-        """Per name, the union within each area, summed over the areas (one pass)."""
-        groups: dict[str, dict[str, list[Span]]] = {}
-        for b in counted_bookings:
-            groups.setdefault(key(b), {}).setdefault(b.area, []).append(b.span)
+    def shares(name_of: Callable[[Any], str | None]) -> list[Share]:
+        """Per name, the union within each area, summed over the areas (one pass; when no
+        counted time names one, the one share is the downtime itself)."""
+        named: dict[str, dict[str, list[Span]]] = {}
+        for (aid, _c), bs in counted_groups:
+            for b, n in zip(bs, map(name_of, bs), strict=True):
+                if n:
+                    named.setdefault(n, {}).setdefault(aid, []).append((b.start, b.end))
+        if named:
+            for (aid, _c), bs in counted_groups:
+                unnamed = [
+                    (b.start, b.end) for b, n in zip(bs, map(name_of, bs), strict=True) if not n
+                ]
+                if unnamed:
+                    named.setdefault("", {}).setdefault(aid, []).extend(unnamed)
+            per_name = {n: {a: union(v) for a, v in per.items()} for n, per in named.items()}
+        elif counted_groups:
+            per_name = {"": {a: down_of[a] for a in {k[0] for k, _ in counted_groups}}}
+        else:
+            per_name = {}
         out = []
-        for n, per_area in groups.items():
+        for n, per_area in per_name.items():
             d = bd = 0
-            for pieces in per_area.values():
-                u = union(pieces)
+            for u in per_area.values():
                 d += total(u)
                 bd += total(intersect(u, business))
             out.append(Share(n, d, bd))
@@ -832,9 +930,17 @@ def account(
         partners=partners,
         incidents=[]
         if combined_only
-        else _incidents(att.bookings, estate, counted, business, {o.id: o for o in rows}, lo, hi),
-        providers=[] if combined_only else shares(lambda b: b.provider or ""),
-        causes=[] if combined_only else shares(lambda b: b.cause or ""),
+        else _incidents(
+            groups,
+            treat,
+            estate,
+            business,
+            {o.id: o for o in rows if o.start < lo or o.end is None or o.end >= hi},
+            lo,
+            hi,
+        ),
+        providers=[] if combined_only else shares(_PROVIDER),
+        causes=[] if combined_only else shares(_CAUSE),
         combined_own_downtime=sum(d for d, _ in own_parts),
         combined_own_ratio=_combined(own_parts),
         partial=att.partial,

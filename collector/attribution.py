@@ -28,9 +28,10 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import TypedDict
+from operator import attrgetter
+from typing import NamedTuple, TypedDict
 from zoneinfo import ZoneInfo
 
 from availmon.areas import NETWORK_AREA
@@ -64,9 +65,9 @@ class Offline:
     end: int | None
 
 
-@dataclass(frozen=True)
-class Booking:
-    """One piece of classified time in one area."""
+class Booking(NamedTuple):
+    """One piece of classified time in one area (a named tuple: a busy quarter books a
+    million of these, and a tuple is made and read at C speed)."""
 
     area: str
     site: str
@@ -101,8 +102,7 @@ class Booking:
         return (self.start, self.end)
 
 
-@dataclass(frozen=True)
-class _Piece:
+class _Piece(NamedTuple):
     start: int
     end: int
     state: str  # down, degraded, unknown
@@ -186,28 +186,67 @@ def _timeline(
     outages: Sequence[Outage], offline: Sequence[Span], lo: int, hi: int, now: int
 ) -> list[_Piece]:
     """One check's time, disjoint pieces in order: the most severe record wins an overlap;
-    not-monitored time fills what no record covers."""
-    cuts = {lo, hi}
-    spans = []
+    not-monitored time fills what no record covers.
+
+    Records that overlap nothing are their own pieces; only a run of overlapping records
+    (or not-monitored time) needs the sweep, so a check's timeline costs its records' count.
+    """
+    spans: list[tuple[int, int, Outage]] = []
     for o in outages:
-        for s, e in clip([o.span(now)], lo, hi):
+        s = o.start if o.start > lo else lo
+        e = o.end if o.end is not None else (now if now > o.start else o.start)
+        if e > hi:
+            e = hi
+        if e > s:
             spans.append((s, e, o))
-            cuts.update((s, e))
+    spans.sort(key=_first)
     off = clip(union(offline), lo, hi)
-    if not off:
-        plain = _disjoint(spans)
-        if plain is not None:
-            return plain
+    if off:
+        return _sweep(spans, off, lo, hi)
+    pieces: list[_Piece] = []
+    run: list[tuple[int, int, Outage]] = []
+    run_end = lo
+    for t in spans:
+        if run and t[0] < run_end:
+            run.append(t)
+            if t[1] > run_end:
+                run_end = t[1]
+            continue
+        if len(run) > 1:
+            pieces += _sweep(run, [], lo, hi)
+        elif run and run[0][2].state in _RANK:
+            s, e, o = run[0]
+            pieces.append(_Piece(s, e, o.state, o))
+        run = [t]
+        run_end = t[1]
+    if len(run) > 1:
+        pieces += _sweep(run, [], lo, hi)
+    elif run and run[0][2].state in _RANK:
+        s, e, o = run[0]
+        pieces.append(_Piece(s, e, o.state, o))
+    return pieces
+
+
+def _first(t: tuple[int, int, Outage]) -> int:
+    return t[0]
+
+
+def _sweep(
+    spans: Sequence[tuple[int, int, Outage]], off: Sequence[Span], lo: int, hi: int
+) -> list[_Piece]:
+    """The timeline of ``spans`` (sorted by start) and not-monitored ``off``, cut at every
+    boundary: in each stretch the most severe record, else not-monitored time."""
+    cuts = {lo, hi}
+    for s, e, _o in spans:
+        cuts.update((s, e))
     for s, e in off:
         cuts.update((s, e))
     points = sorted(cuts)
-    spans.sort(key=lambda t: t[0])
     pieces: list[_Piece] = []
     active: list[tuple[int, int, Outage]] = []
     nxt = oi = 0
     for a, b in itertools.pairwise(points):
-        # Records covering [a, b): those started by a and not ended by a (a sweep, so a
-        # check's timeline costs its records' count, not its square).
+        # Records covering [a, b): those started by a and not ended by a.
         while nxt < len(spans) and spans[nxt][0] <= a:
             active.append(spans[nxt])
             nxt += 1
@@ -230,22 +269,10 @@ def _timeline(
             continue
         last = pieces[-1] if pieces else None
         if last and last.end == a and last.state == piece.state and last.outage is piece.outage:
-            pieces[-1] = replace(last, end=b)
+            pieces[-1] = last._replace(end=b)
         else:
             pieces.append(piece)
     return pieces
-
-
-def _disjoint(spans: list[tuple[int, int, Outage]]) -> list[_Piece] | None:
-    """``_timeline``'s answer when a check's records do not overlap (the common case: one
-    record at a time), each its own piece; None when some overlap and need the sweep."""
-    spans.sort(key=lambda t: t[0])
-    end = None
-    for s, e, _o in spans:
-        if end is not None and s < end:
-            return None
-        end = e
-    return [_Piece(s, e, o.state, o) for s, e, o in spans if o.state in _RANK]
 
 
 def _cut(pieces: Iterable[_Piece], spans: Sequence[Span]) -> tuple[list[_Piece], list[_Piece]]:
@@ -260,13 +287,13 @@ def _cut(pieces: Iterable[_Piece], spans: Sequence[Span]) -> tuple[list[_Piece],
             s, e = spans[i]
             if e > cur:
                 if s > cur:
-                    outside.append(replace(p, start=cur, end=s))
+                    outside.append(p._replace(start=cur, end=s))
                 lo, hi = max(s, cur), min(e, p.end)
-                inside.append(replace(p, start=lo, end=hi))
+                inside.append(p._replace(start=lo, end=hi))
                 cur = hi
             i += 1
         if cur < p.end:
-            outside.append(replace(p, start=cur, end=p.end))
+            outside.append(p._replace(start=cur, end=p.end))
     return inside, outside
 
 
@@ -361,17 +388,28 @@ def attribute(
     *,
     offline: Iterable[Offline] = (),
     windows: Iterable[Window] = (),
+    ordered: bool = True,
 ) -> Attribution:
-    """Classify every not-up microsecond of ``[lo, hi)`` (``now`` closes open records)."""
+    """Classify every not-up microsecond of ``[lo, hi)`` (``now`` closes open records).
+
+    ``ordered``: bookings sorted by time (what a listing wants); the figures do not need it.
+    """
     rules = Rules.of(estate)
     hi = max(lo, hi)
     result = Attribution(lo, hi)
     result.windows = expand(estate.maintenance, windows, lo, hi, estate.accounting.timezone)
-    by_key: dict[Key, list[Outage]] = {}
-    for o in sorted(outages, key=lambda o: (o.start, o.id)):
-        by_key.setdefault(key_of(o, rules.checks), []).append(o)
-    for key in rules.checks:
-        by_key.setdefault(key, [])
+    by_key: dict[Key, list[Outage]] = {key: [] for key in rules.checks}
+    known = rules.checks
+    for o in outages:
+        k = (o.site, o.check) if o.check and (o.site, o.check) in known else key_of(o, known)
+        got = by_key.get(k)
+        if got is None:
+            by_key[k] = [o]
+        else:
+            got.append(o)
+    by_start = attrgetter("start", "id")
+    for recs in by_key.values():
+        recs.sort(key=by_start)
     off_by_site: dict[str, list[Span]] = {}
     for r in offline:
         off_by_site.setdefault(r.site, []).append((r.start, r.end if r.end is not None else now))
@@ -389,7 +427,7 @@ def attribute(
         pieces[key] = _timeline(mine, off, klo, max(klo, khi), now)
 
     # 2. Dependencies: time behind a down ancestor is unreachable, named after the top one.
-    own_down = {k: _spans(p, "down") for k, p in pieces.items()}
+    own_down = {k: _spans(pieces[k], "down") for k in set(rules.parent.values()) if k in pieces}
     unreachable: dict[Key, list[tuple[_Piece, Key]]] = {}
     for key in sorted(pieces):
         ancestors = rules.ancestors(key)
@@ -430,44 +468,81 @@ def attribute(
         result.bookings += _service(sid, keys, pieces, unreachable, rules, lo, hi, result)
 
     # 4. Checks on their own.
+    plans = _Plans(result.windows)
     for key in sorted(pieces):
         if key in members:
             continue
         area = rules.area_of(key, by_key.get(key, []))
+        name = name_of(key)
         for p in pieces[key]:
-            result.bookings += _own(key, area, p, rules, result.windows)
+            result.bookings += _own(key, name, area, p, rules, plans)
 
-    result.bookings.sort(key=lambda b: (b.start, b.area, b.site, b.check or "", b.cls, b.end))
+    if ordered:
+        result.bookings.sort(key=lambda b: (b.start, b.area, b.site, b.check or "", b.cls, b.end))
     return result
 
 
-def _own(key: Key, area: str, p: _Piece, rules: Rules, windows: Sequence[Window]) -> list[Booking]:
+_new_tuple = tuple.__new__
+
+
+class _Plans:
+    """The period's windows, and the time any of them covers (most pieces are outside it
+    all, and need no look at each window)."""
+
+    def __init__(self, windows: Sequence[Window]) -> None:
+        self.windows = windows
+        self.spans = union(w.effective for w in windows)
+        self.starts = [s for s, _ in self.spans]
+
+    def touch(self, s: int, e: int) -> bool:
+        """Whether ``[s, e)`` shares time with any window."""
+        i = bisect.bisect_left(self.starts, e) - 1
+        return i >= 0 and self.spans[i][1] > s
+
+
+def _own(
+    key: Key, name: str | None, area: str, p: _Piece, rules: Rules, plans: _Plans
+) -> list[Booking]:
     """A check's own piece of time, planned where a window covers it."""
-    site = key[0]
-    check = name_of(key) or ""
-    base = Booking(
-        area=area,
-        site=site,
-        check=name_of(key),
-        cls=p.state,
-        state=p.state,
-        start=p.start,
-        end=p.end,
-        outages=(p.outage.id,) if p.outage else (),
-        **_meta_of(p.outage),
+    o = p.outage
+    state = p.state
+    if o is None:  # not-monitored time
+        return [Booking(area, key[0], name, state, p.start, p.end, state=state)]
+    # Booking's fields in order, made as a tuple: this runs once per piece of a quarter.
+    base: Booking = _new_tuple(
+        Booking,
+        (
+            area,
+            key[0],
+            name,
+            state,
+            p.start,
+            p.end,
+            (o.id,),
+            o.cause or None,
+            o.provider or None,
+            o.note or None,
+            None,
+            None,
+            None,
+            (),
+            False,
+            None,
+            state,
+        ),
     )
-    if p.state == "unknown":
+    if state == "unknown":
         return [base]
-    conf = _confirmation(p.outage)
-    if not windows and conf is None and not (p.outage is not None and p.outage.planned):
+    conf = _confirmation(o)
+    if conf is None and not o.planned and not plans.touch(p.start, p.end):
         return [base]  # nothing to split: the common case, kept cheap
-    names = {check, f"{site}/{check}"}
+    check = name or ""
     return _plan(
         base,
-        rules.target(site, {area}, names),
-        windows,
+        rules.target(key[0], {area}, {check, f"{key[0]}/{check}"}),
+        plans.windows,
         [conf] if conf else [],
-        p.outage is not None and p.outage.planned,
+        bool(o.planned),
     )
 
 
@@ -481,21 +556,21 @@ def _plan(
     """Split down/degraded time into planned (windows, or a person's annotation), confirmation
     (down only) and the rest."""
     if annotated_planned:
-        return [replace(base, cls="planned", planned_by="annotation")]
+        return [base._replace(cls="planned", planned_by="annotation")]
     out: list[Booking] = []
     planned = planned_parts(base.span, windows, target) if windows else []
     for (s, e), w in planned:
-        out.append(replace(base, cls="planned", start=s, end=e, planned_by=w.id))
+        out.append(base._replace(cls="planned", start=s, end=e, planned_by=w.id))
     rest = subtract([base.span], [s for s, _ in planned])
     for s, e in rest:
         if base.cls == "down":
             conf = clip(union(confirmation), s, e)
             for cs, ce in conf:
-                out.append(replace(base, cls="confirmation", start=cs, end=ce))
+                out.append(base._replace(cls="confirmation", start=cs, end=ce))
             for ds, de in subtract([(s, e)], conf):
-                out.append(replace(base, start=ds, end=de))
+                out.append(base._replace(start=ds, end=de))
         else:
-            out.append(replace(base, start=s, end=e))
+            out.append(base._replace(start=s, end=e))
     return out
 
 
@@ -612,7 +687,7 @@ def _service(
         if seg.cls == "unknown":
             out.append(base)
         elif seg.cls == "planned":
-            out.append(replace(base, planned_by="annotation"))
+            out.append(base._replace(planned_by="annotation"))
         else:
             waiting = [base.span] if seg.cls == "confirmation" else []
             out += _plan(base, target, result.windows, waiting, False)
@@ -641,7 +716,7 @@ def _service(
                     origin=f"{k[0]}/{k[1]}",
                     **_meta([q.outage]),
                 )
-                base = replace(base, cause=base.cause or f"seen from {k[0]} only")
+                base = base._replace(cause=base.cause or f"seen from {k[0]} only")
                 conf = _confirmation(q.outage)
                 out += _plan(
                     base,

@@ -1873,7 +1873,8 @@ class Store:
         failure was declared (its start event's ``detected_at``, for the confirmation class),
         as plain tuples in ``collector.accounting.Outage``'s field order, times in
         microseconds as stored: the report reads every row of a period, so no text is
-        formatted and parsed back and no dict is built per row."""
+        formatted and parsed back and no dict is built per row. In no particular order: the
+        accounting orders what it needs."""
         sql = (
             "SELECT o.id, o.site, NULLIF(o.check_name, ''), o.area, o.state, o.start, o.end,"
             " COALESCE(a.planned, o.planned, 0) != 0,"
@@ -1882,7 +1883,7 @@ class Store:
             " e.detected_at, NULLIF(o.agent, '')"
             " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
             " LEFT JOIN events e ON e.id = o.start_event"
-            " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?) ORDER BY o.start, o.id"
+            " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?)"
         )
         return self._plain(sql, (to_us(end), to_us(start))).fetchall()
 

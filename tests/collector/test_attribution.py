@@ -509,3 +509,27 @@ def test_figures_do_not_depend_on_the_order_records_arrive_in(seed: int) -> None
     assert a.areas == b.areas
     assert a.incidents == b.incidents
     assert a.bookings == b.bookings
+
+
+def test_timeline_runs_match_the_full_sweep() -> None:
+    """A check's timeline is cut into runs of overlapping records, each swept alone: the
+    pieces must be exactly those of one sweep over every record (random records, seeded)."""
+    from collector.attribution import _sweep, _timeline
+
+    rng = random.Random(10)
+    states = ["down", "degraded", "unknown", "up"]
+    for _ in range(300):
+        recs = []
+        for n in range(rng.randrange(1, 12)):
+            s = rng.randrange(0, 1_000)
+            e = s + rng.randrange(0, 200) if rng.random() < 0.9 else None
+            recs.append(Outage(f"o{n}", "s1", "c", "email", rng.choice(states), s, e))
+        lo, hi, now = rng.randrange(0, 300), rng.randrange(600, 1_300), 1_100
+        spans = []
+        for o in recs:
+            s, e = o.span(now)
+            s, e = max(s, lo), min(e, hi)
+            if e > s:
+                spans.append((s, e, o))
+        spans.sort(key=lambda t: t[0])
+        assert _timeline(recs, [], lo, hi, now) == _sweep(spans, [], lo, hi)
