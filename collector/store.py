@@ -1868,13 +1868,14 @@ class Store:
                 out[r["id"]] = r["detected_at"]
         return out
 
-    def outage_records_us(self, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+    def outage_records_us(self, start: datetime, end: datetime) -> Iterator[tuple[Any, ...]]:
         """The outages overlapping ``[start, end)`` (annotations applied) with when each
         failure was declared (its start event's ``detected_at``, for the confirmation class),
         as plain tuples in ``collector.accounting.Outage``'s field order, times in
         microseconds as stored: the report reads every row of a period, so no text is
         formatted and parsed back and no dict is built per row. In no particular order: the
-        accounting orders what it needs."""
+        accounting orders what it needs; and as they come, not as a list, so a million of them
+        are never held twice."""
         sql = (
             "SELECT o.id, o.site, NULLIF(o.check_name, ''), o.area, o.state, o.start, o.end,"
             " COALESCE(a.planned, o.planned, 0) != 0,"
@@ -1885,7 +1886,7 @@ class Store:
             " LEFT JOIN events e ON e.id = o.start_event"
             " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?)"
         )
-        return self._plain(sql, (to_us(end), to_us(start))).fetchall()
+        return iter(self._plain(sql, (to_us(end), to_us(start))))
 
     def record_rules(self, digest: str, rules: str, at: datetime) -> bool:
         """Remember the accounting rules in force from ``at``, when they changed."""
