@@ -12,12 +12,14 @@ import logging
 import sqlite3
 import sys
 import time
+from collections.abc import Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 from aiohttp import web
@@ -43,8 +45,10 @@ from availmon.schema import (
 from availmon.signals import install_reload_handler, install_stop_handlers
 from availmon.text import one_line, terminal
 from collector import auth
+from collector.accounting import quarter_containing
 from collector.alerting import Alerting
 from collector.board import kpi_view as board_kpi_view
+from collector.costly import Costly
 from collector.gaps import Gaps
 from collector.ingest import (
     PAIR_SUBSCRIPTIONS,
@@ -114,6 +118,16 @@ class Collector:
         #: Builds /metrics (no store reads): never queued behind a long report.
         self._scraper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrape")
         self.view = LiveOutages(estate)
+        #: The quarter's KPI by issue 10's rules, when the live view's is not the
+        #: accounting's: worked out from the store, and costly at a busy store's size.
+        self._kpi_store: Costly[dict[str, tuple[float, float]]] = Costly(
+            self._reader, lambda now: kpi_snapshot(self.read_store, self.estate, now)
+        )
+        self._kpi_board: Costly[dict[str, Any]] = Costly(
+            self._reader, lambda now: board_kpi_view(self.read_store, self.estate, now)
+        )
+        #: Bumped by each config reload: figures of the old config are never served.
+        self._config_generation = 0
         #: True while ``write`` runs a write and its view update (writer thread).
         self._writing = False
         #: The last update of the view asked for by a reader (``catch_up``).
@@ -204,6 +218,7 @@ class Collector:
             self.metrics.config_reloads.labels("failed").inc()
             return False
         old, self.estate = self.estate, new
+        self._config_generation += 1
         if self._web_app is not None:
             self._web_app[auth.TOKENS].update(tokens)
         self.liveness.grace = timedelta(seconds=new.collector.offline_grace)
@@ -396,24 +411,28 @@ class Collector:
         self.catch_up()
         if self.view.plain:
             return self.view.kpi(now)
-        return self._reader.submit(kpi_snapshot, self.read_store, self.estate, now).result()
+        return self._kpi_store.get(*self._kpi_key(now), now)
+
+    def _kpi_key(self, now: datetime) -> tuple[Hashable, Hashable]:
+        """What a store-made KPI depends on (``Costly``): the config and the quarter, and
+        the data (the collector's own writes and the live view's version, which moves when
+        another process's writes are read in)."""
+        tz = ZoneInfo(self.estate.accounting.timezone)
+        scope = (self._config_generation, quarter_containing(now, tz).id)
+        return scope, (self.store.own_writes, self.view.version)
 
     def kpi_view(self, now: datetime) -> dict[str, Any] | None:
         """The board's KPI when the live view's is not the accounting's (None: use the
         view's), read on the reader thread; called off the event loop."""
         if self.view.plain:
             return None
-        return self._reader.submit(board_kpi_view, self.read_store, self.estate, now).result()
+        return self._kpi_board.get(*self._kpi_key(now), now)
 
     async def kpi_view_async(self, now: datetime) -> dict[str, Any] | None:
         """``kpi_view`` from the event loop, without blocking it."""
         if self.view.plain:
             return None
-        loop = asyncio.get_running_loop()
-        view: dict[str, Any] = await loop.run_in_executor(
-            self._reader, partial(board_kpi_view, self.read_store, self.estate, now)
-        )
-        return view
+        return await self._kpi_board.get_async(*self._kpi_key(now), now)
 
     def load_records(self) -> None:
         """Writer thread: issue 10's records the view holds (``LiveOutages.load_records``);

@@ -1,0 +1,106 @@
+"""A figure too costly to work out on every request: the quarter-to-date KPI by issue 10's
+rules, read from the store (seconds at a million outages), which /metrics and the board
+would otherwise recompute on every scrape and page view.
+
+While working it out is cheap (under ``wait_under`` seconds, as on any store of ordinary
+size) every caller gets a fresh figure, as before. Once it is costly, callers get the last
+figure at once, and a new one is worked out on the store's reader thread in the background
+when the data has changed or the last one is older than ``max_age``; never more often than
+``duty`` of that thread's time (a figure that took 20 s is worked out at most every 200 s
+at the default 0.1), so a busy quarter cannot starve the board's other reads. The last
+figure is never served across a change of ``scope`` (a new quarter, a reloaded config).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Figure(Generic[T]):
+    scope: Hashable
+    data: Hashable
+    value: T
+    #: When it was finished (the clock's seconds), and what it cost (seconds).
+    at: float
+    cost: float
+
+
+class Costly(Generic[T]):
+    """``compute(now)`` through the rules above (see the module)."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        compute: Callable[[datetime], T],
+        *,
+        wait_under: float = 1.0,
+        max_age: float = 60.0,
+        duty: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._executor = executor
+        self._compute = compute
+        self.wait_under = wait_under
+        self.max_age = max_age
+        self.duty = duty
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: _Figure[T] | None = None
+        self._pending: Future[T] | None = None
+
+    def _run(self, scope: Hashable, data: Hashable, now: datetime) -> T:
+        started = self._clock()
+        try:
+            value = self._compute(now)
+        except BaseException:
+            with self._lock:
+                self._pending = None
+            raise
+        finished = self._clock()
+        with self._lock:
+            self._last = _Figure(scope, data, value, finished, finished - started)
+            self._pending = None
+        return value
+
+    def _plan(
+        self, scope: Hashable, data: Hashable, now: datetime
+    ) -> tuple[_Figure[T] | None, Future[T] | None]:
+        """The last figure, to serve at once (and the work started, if any), or the work to
+        wait for."""
+        with self._lock:
+            last = self._last
+            if last is not None and last.scope == scope and last.cost >= self.wait_under:
+                since = self._clock() - last.at
+                due = last.data != data or since >= self.max_age
+                if due and self._pending is None and since >= last.cost / self.duty:
+                    self._pending = self._executor.submit(self._run, scope, data, now)
+                return last, self._pending
+            work = self._executor.submit(self._run, scope, data, now)
+            self._pending = work
+            return None, work
+
+    def get(self, scope: Hashable, data: Hashable, now: datetime) -> T:
+        """From any thread but the executor's own."""
+        last, work = self._plan(scope, data, now)
+        if last is not None:
+            return last.value
+        assert work is not None
+        return work.result()
+
+    async def get_async(self, scope: Hashable, data: Hashable, now: datetime) -> T:
+        """From the event loop, without blocking it."""
+        last, work = self._plan(scope, data, now)
+        if last is not None:
+            return last.value
+        assert work is not None
+        return await asyncio.wrap_future(work)

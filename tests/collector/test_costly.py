@@ -1,0 +1,124 @@
+"""The store-made KPI's cache (collector/costly.py): fresh while cheap; once costly, the
+last figure at once and a new one in the background, at most ``duty`` of the reader's time,
+never across a change of scope. A fake clock that the computation itself advances stands
+for its cost; the executor is a real thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+
+from collector.costly import Costly
+
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Work:
+    """Counts computations; each costs ``cost`` seconds of the fake clock, and can be held
+    until released (to see what callers get meanwhile)."""
+
+    def __init__(self, clock: Clock, cost: float) -> None:
+        self.clock = clock
+        self.cost = cost
+        self.runs = 0
+        self.hold = threading.Event()
+        self.hold.set()
+        self.started = threading.Event()
+
+    def __call__(self, now: datetime) -> int:
+        self.started.set()
+        assert self.hold.wait(30)
+        self.clock.t += self.cost
+        self.runs += 1
+        return self.runs
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=1) as p:
+        yield p
+
+
+def test_a_cheap_figure_is_worked_out_for_every_caller(pool: ThreadPoolExecutor) -> None:
+    clock = Clock()
+    work = Work(clock, cost=0.01)
+    kpi = Costly(pool, work, clock=clock)
+    assert [kpi.get("q", 1, NOW) for _ in range(3)] == [1, 2, 3]
+
+
+def test_a_costly_figure_is_served_at_once_and_refreshed_behind(
+    pool: ThreadPoolExecutor,
+) -> None:
+    clock = Clock()
+    work = Work(clock, cost=5.0)  # past wait_under: costly
+    kpi = Costly(pool, work, clock=clock, max_age=60, duty=0.1)
+    assert kpi.get("q", 1, NOW) == 1  # nothing to serve yet: the first caller waits
+    # Same data, young: the last figure, no work.
+    assert kpi.get("q", 1, NOW) == 1
+    assert work.runs == 1
+    # New data, but the last figure cost 5 s and was made 0 s ago: at 10 % duty, not yet.
+    assert kpi.get("q", 2, NOW) == 1
+    assert work.runs == 1
+    clock.t += 50  # 50 s later: due (5 s / 0.1)
+    work.hold.clear()
+    work.started.clear()
+    assert kpi.get("q", 2, NOW) == 1  # served at once while the new one is worked out
+    assert work.started.wait(30)
+    assert kpi.get("q", 3, NOW) == 1  # one refresh at a time
+    work.hold.set()
+    pool.submit(lambda: None).result()  # the refresh has finished
+    assert work.runs == 2
+    assert kpi.get("q", 2, NOW) == 2
+
+
+def test_an_old_costly_figure_is_refreshed_even_without_new_data(
+    pool: ThreadPoolExecutor,
+) -> None:
+    clock = Clock()
+    work = Work(clock, cost=2.0)
+    kpi = Costly(pool, work, clock=clock, max_age=60, duty=0.1)
+    kpi.get("q", 1, NOW)
+    clock.t += 59
+    kpi.get("q", 1, NOW)
+    pool.submit(lambda: None).result()
+    assert work.runs == 1  # younger than max_age
+    clock.t += 2
+    kpi.get("q", 1, NOW)
+    pool.submit(lambda: None).result()
+    assert work.runs == 2
+
+
+def test_a_new_scope_never_gets_the_old_figure(pool: ThreadPoolExecutor) -> None:
+    clock = Clock()
+    work = Work(clock, cost=5.0)
+    kpi = Costly(pool, work, clock=clock)
+    assert kpi.get(("config 0", "FY2026Q3"), 1, NOW) == 1
+    assert kpi.get(("config 1", "FY2026Q3"), 1, NOW) == 2  # waited for its own
+
+
+def test_a_failed_computation_is_raised_and_tried_again(pool: ThreadPoolExecutor) -> None:
+    clock = Clock()
+    calls = []
+
+    def flaky(now: datetime) -> int:
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        return 7
+
+    kpi = Costly(pool, flaky, clock=clock)
+    with pytest.raises(RuntimeError):
+        kpi.get("q", 1, NOW)
+    assert kpi.get("q", 1, NOW) == 7
