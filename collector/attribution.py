@@ -30,7 +30,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import NamedTuple, TypedDict
 from zoneinfo import ZoneInfo
 
@@ -227,8 +227,8 @@ def _timeline(
     return pieces
 
 
-def _first(t: tuple[int, int, Outage]) -> int:
-    return t[0]
+#: A clipped record's start (the sort key of a timeline's records).
+_first = itemgetter(0)
 
 
 def _sweep(
@@ -496,6 +496,8 @@ class _Plans:
 
     def touch(self, s: int, e: int) -> bool:
         """Whether ``[s, e)`` shares time with any window."""
+        if not self.starts:
+            return False
         i = bisect.bisect_left(self.starts, e) - 1
         return i >= 0 and self.spans[i][1] > s
 

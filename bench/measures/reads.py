@@ -11,6 +11,8 @@ status, then its metrics, then the peer's status, for PHASE seconds each.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -73,6 +75,42 @@ def load(url: str) -> dict[str, Any]:
     if not result.get("requests") or result["errors"]:
         raise RuntimeError(f"{url}: {result}")
     return result
+
+
+#: A weekly window: the quarter then holds one, and the KPI is no longer the live view's.
+WINDOW = """
+[[maintenance]]
+name = "bench-patching"
+every = "sunday"
+start = 02:00:00
+end = 04:00:00
+sites = ["site-00"]
+"""
+
+
+def reload_stamp(base: str) -> float:
+    for line in get(f"{base}/metrics", timeout=600).decode().splitlines():
+        if line.startswith("availmon_config_last_reload_success_timestamp_seconds "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def under_rules(base: str, collector: Process, runs: int) -> tuple[float, list[dict[str, Any]]]:
+    """SIGHUP the collector (its config file now has a window), wait for the reload, time
+    the first scrape (the figure is worked out), then load /metrics as before."""
+    before = reload_stamp(base)
+    os.kill(collector.pid, signal.SIGHUP)
+    end = time.monotonic() + 60
+    while True:
+        started = time.monotonic()
+        stamp = reload_stamp(base)
+        first = time.monotonic() - started
+        if stamp != before:
+            break  # this scrape was the first under the new config
+        if time.monotonic() > end:
+            raise RuntimeError(f"the collector did not reload: {collector.log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    return first, [load(f"{base}/metrics") for _ in range(runs)]
 
 
 def run(ctx: Ctx) -> list[Figure]:
@@ -141,11 +179,15 @@ def run(ctx: Ctx) -> list[Figure]:
             rate = (ingested(base) - count0) / (time.monotonic() - t0)
             cpu = (proc_cpu(collector.pid) - cpu0) / (time.monotonic() - t0)
             sizes = [len(get(f"{base}/api/v1/status")), len(get(f"{base}/metrics"))]
+            # Issue 10's rules: a recurring window makes the KPI the store's (a reload).
+            config.write_text(config_text(db, broker, web_port) + WINDOW)
+            first, ruled = under_rules(base, collector, ctx.runs)
         finally:
             for p in (publisher, peer, collector):
                 if p is not None:
                     p.stop()
     ms = 1000.0
+    r99 = Spread.of([r["p99"] * ms for r in ruled])
     s99 = Spread.of([r["p99"] * ms for r in status])
     m99 = Spread.of([r["p99"] * ms for r in metrics])
     p99 = Spread.of([r["p99"] * ms for r in theirs])
@@ -169,7 +211,18 @@ def run(ctx: Ctx) -> list[Figure]:
             note=note,
             extra={"status": status, "peer": theirs, "rate": rate},
         ),
-        Figure("metrics.p99", m99, "ms", m99.median <= 100, extra={"metrics": metrics}),
+        Figure(
+            "metrics.p99",
+            m99,
+            "ms",
+            m99.median <= 100,
+            note=(
+                f"with a recurring maintenance window (the KPI by issue 10's rules, from the"
+                f" store): p99 {r99.text()} ms; the first scrape after the reload waited"
+                f" {first:.1f} s for the figure"
+            ),
+            extra={"metrics": metrics, "ruled": ruled, "ruled_first_s": first},
+        ),
     ]
 
 
