@@ -57,6 +57,8 @@ class Costly(Generic[T]):
         self._lock = threading.Lock()
         self._last: _Figure[T] | None = None
         self._pending: Future[T] | None = None
+        #: The scope and data the pending work was started for.
+        self._pending_key: tuple[Hashable, Hashable] | None = None
 
     def _run(self, scope: Hashable, data: Hashable, now: datetime) -> T:
         started = self._clock()
@@ -84,9 +86,12 @@ class Costly(Generic[T]):
                 due = last.data != data or since >= self.max_age
                 if due and self._pending is None and since >= last.cost / self.duty:
                     self._pending = self._executor.submit(self._run, scope, data, now)
+                    self._pending_key = (scope, data)
                 return last, self._pending
+            if self._pending is not None and self._pending_key == (scope, data):
+                return None, self._pending  # the same figure is being worked out: share it
             work = self._executor.submit(self._run, scope, data, now)
-            self._pending = work
+            self._pending, self._pending_key = work, (scope, data)
             return None, work
 
     def get(self, scope: Hashable, data: Hashable, now: datetime) -> T:

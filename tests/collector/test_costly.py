@@ -122,3 +122,24 @@ def test_a_failed_computation_is_raised_and_tried_again(pool: ThreadPoolExecutor
     with pytest.raises(RuntimeError):
         kpi.get("q", 1, NOW)
     assert kpi.get("q", 1, NOW) == 7
+
+
+def test_callers_asking_for_the_same_figure_share_one_computation(
+    pool: ThreadPoolExecutor,
+) -> None:
+    """(Through ``_plan``, what ``get`` waits on: callers in threads of their own could
+    arrive after the work finished, and the test would not say what it means to.)"""
+    clock = Clock()
+    work = Work(clock, cost=0.01)
+    kpi = Costly(pool, work, clock=clock)
+    work.hold.clear()
+    _, first = kpi._plan("q", 1, NOW)
+    assert work.started.wait(30)
+    _, same = kpi._plan("q", 1, NOW)
+    _, newer = kpi._plan("q", 2, NOW)  # new data: its own computation
+    assert same is first
+    assert newer is not first
+    work.hold.set()
+    assert first is not None and newer is not None
+    assert (first.result(30), newer.result(30)) == (1, 2)
+    assert work.runs == 2
