@@ -140,6 +140,7 @@ def test_callers_asking_for_the_same_figure_share_one_computation(
     assert same is first
     assert newer is not first
     work.hold.set()
-    assert first is not None and newer is not None
+    assert first is not None
+    assert newer is not None
     assert (first.result(30), newer.result(30)) == (1, 2)
     assert work.runs == 2
