@@ -66,12 +66,14 @@ class Costly(Generic[T]):
             value = self._compute(now)
         except BaseException:
             with self._lock:
-                self._pending = None
+                if self._pending_key == (scope, data):
+                    self._pending = None
             raise
         finished = self._clock()
         with self._lock:
             self._last = _Figure(scope, data, value, finished, finished - started)
-            self._pending = None
+            if self._pending_key == (scope, data):
+                self._pending = None
         return value
 
     def _plan(
@@ -101,6 +103,18 @@ class Costly(Generic[T]):
             return last.value
         assert work is not None
         return work.result()
+
+    def get_or_none(self, scope: Hashable, data: Hashable, now: datetime) -> T | None:
+        """``get``, but None at once where it would wait for a figure that is costly (the
+        last one made, of any scope, was): a scrape after a config reload shows no figure
+        for a while rather than timing out (a value not measured is absent)."""
+        last, work = self._plan(scope, data, now)
+        if last is not None:
+            return last.value
+        assert work is not None
+        with self._lock:
+            costly = self._last is not None and self._last.cost >= self.wait_under
+        return None if costly and not work.done() else work.result()
 
     async def get_async(self, scope: Hashable, data: Hashable, now: datetime) -> T:
         """From the event loop, without blocking it."""

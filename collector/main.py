@@ -411,7 +411,9 @@ class Collector:
         self.catch_up()
         if self.view.plain:
             return self.view.kpi(now)
-        return self._kpi_store.get(*self._kpi_key(now), now)
+        # A scrape never waits for a costly figure (absent meanwhile, as any value not
+        # measured): Prometheus would time out.
+        return self._kpi_store.get_or_none(*self._kpi_key(now), now) or {}
 
     def _kpi_key(self, now: datetime) -> tuple[Hashable, Hashable]:
         """What a store-made KPI depends on (``Costly``): the config and the quarter, and

@@ -144,3 +144,26 @@ def test_callers_asking_for_the_same_figure_share_one_computation(
     assert newer is not None
     assert (first.result(30), newer.result(30)) == (1, 2)
     assert work.runs == 2
+
+
+def test_a_scrape_does_not_wait_for_a_costly_figure_of_a_new_scope(
+    pool: ThreadPoolExecutor,
+) -> None:
+    clock = Clock()
+    work = Work(clock, cost=5.0)
+    kpi = Costly(pool, work, clock=clock)
+    assert kpi.get_or_none("config 0", 1, NOW) == 1  # cost unknown yet: waited
+    work.hold.clear()
+    assert kpi.get_or_none("config 1", 1, NOW) is None  # costly before: not waited for
+    assert work.started.wait(30)
+    work.hold.set()
+    pool.submit(lambda: None).result()
+    assert kpi.get_or_none("config 1", 1, NOW) == 2
+
+
+def test_a_cheap_figure_is_always_waited_for(pool: ThreadPoolExecutor) -> None:
+    clock = Clock()
+    work = Work(clock, cost=0.01)
+    kpi = Costly(pool, work, clock=clock)
+    assert kpi.get_or_none("config 0", 1, NOW) == 1
+    assert kpi.get_or_none("config 1", 1, NOW) == 2
