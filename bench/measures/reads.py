@@ -96,20 +96,22 @@ def reload_stamp(base: str) -> float:
 
 
 def under_rules(base: str, collector: Process, runs: int) -> tuple[float, list[dict[str, Any]]]:
-    """SIGHUP the collector (its config file now has a window), wait for the reload, time
-    the first scrape (the figure is worked out), then load /metrics as before."""
+    """SIGHUP the collector (its config file now has a window), wait for the reload and
+    for the first KPI under it (timed), then load /metrics as before."""
     before = reload_stamp(base)
     os.kill(collector.pid, signal.SIGHUP)
     end = time.monotonic() + 60
-    while True:
-        started = time.monotonic()
-        stamp = reload_stamp(base)
-        first = time.monotonic() - started
-        if stamp != before:
-            break  # this scrape was the first under the new config
+    while reload_stamp(base) == before:
         if time.monotonic() > end:
             raise RuntimeError(f"the collector did not reload: {collector.log.read_text()[-2000:]}")
         time.sleep(0.5)
+    # The KPI series are absent until the first figure under the new config is made.
+    started = time.monotonic()
+    while 'availmon_availability_ratio{area="combined"}' not in get(f"{base}/metrics").decode():
+        if time.monotonic() - started > 600:
+            raise RuntimeError("no KPI on /metrics 600 s after the reload")
+        time.sleep(0.5)
+    first = time.monotonic() - started
     return first, [load(f"{base}/metrics") for _ in range(runs)]
 
 
@@ -218,8 +220,8 @@ def run(ctx: Ctx) -> list[Figure]:
             m99.median <= 100,
             note=(
                 f"with a recurring maintenance window (the KPI by issue 10's rules, from the"
-                f" store): p99 {r99.text()} ms; the first scrape after the reload waited"
-                f" {first:.1f} s for the figure"
+                f" store): p99 {r99.text()} ms; the first figure under it was on /metrics"
+                f" {first:.1f} s after the reload (absent until then)"
             ),
             extra={"metrics": metrics, "ruled": ruled, "ruled_first_s": first},
         ),
