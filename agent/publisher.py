@@ -19,12 +19,11 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-import aiomqtt
 from pydantic import ValidationError
 
 from agent.spool import Spool, Spooled
 from availmon.config import BrokerConfig
-from availmon.mqtt import client_kwargs, wait_disconnected
+from availmon.mqtt import aiomqtt, client_kwargs, wait_disconnected
 from availmon.schema import (
     COLLECTORS_ROOT,
     TOPIC_ROOT,

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class ProbeOptions(BaseModel):
     """Base of every probe's options: frozen, and unknown keys are config errors."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,26 @@ def test_availmon_imports_nothing_from_agent_or_collector() -> None:
                 f"{path.name}: {n}" for n in names if n.split(".")[0] in ("agent", "collector")
             ]
     assert offenders == []
+
+
+AGENT_IMPORTS = """
+import json, sys
+import agent.main, agent.traps, probes.http_io, probes.icmp_io, probes.snmp_io, probes.tcp_io
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("dns", "cryptography"))))
+"""
+
+
+def test_an_agent_without_dns_or_snmpv3_loads_neither_library() -> None:
+    # Memory (issue 9): paho imports dnspython's resolver for SRV lookups availmon never makes,
+    # and pysnmp imports cryptography for v3 privacy; availmon.imports keeps both out.
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT_IMPORTS],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
+    loaded = json.loads(done.stdout)
+    assert not any(m.startswith("cryptography") for m in loaded)
+    assert "dns.resolver" not in loaded
