@@ -27,7 +27,7 @@ class ProbeOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     """One probe's outcome. A value that was not measured is ``None``, never 0."""
 
