@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent.memory import trim_every
 from agent.publisher import Publisher
 from agent.scheduler import ResultHook, Scheduler
 from agent.spool import Spool
@@ -202,6 +203,7 @@ class Agent:
                 work = [
                     tg.create_task(self.scheduler.run(), name="scheduler"),
                     tg.create_task(self.publisher.run(), name="publisher"),
+                    tg.create_task(trim_every(self.estate.agent.heartbeat_interval), name="trim"),
                 ]
                 if site.traps is not None:
                     work.append(tg.create_task(self._traps(site.traps), name="traps"))

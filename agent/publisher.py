@@ -19,12 +19,11 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-import aiomqtt
 from pydantic import ValidationError
 
 from agent.spool import Spool, Spooled
 from availmon.config import BrokerConfig
-from availmon.mqtt import client_kwargs, wait_disconnected
+from availmon.mqtt import aiomqtt, client_kwargs, wait_disconnected
 from availmon.schema import (
     COLLECTORS_ROOT,
     TOPIC_ROOT,
@@ -48,7 +47,7 @@ ENVELOPE = 512
 MAX_BACKOFF_FACTOR = 8
 
 
-@dataclass
+@dataclass(slots=True)
 class Sent:
     pubno: int  # which message of this session last carried it (publication order)
     at: float  # when (loop time)
@@ -371,8 +370,9 @@ class Publisher:
     async def _heartbeats(self, client: aiomqtt.Client) -> None:
         topic_ = topic(self.site, self.agent, "heartbeat")
         while True:
-            hb = await self._heartbeat()
-            await client.publish(topic_, hb.to_json(), qos=1, retain=True)
+            # Built, sent and dropped: a heartbeat carries every check's status (1,000 checks:
+            # ~1 MB of objects), which must not stay alive through the sleep (issue 9).
+            await client.publish(topic_, (await self._heartbeat()).to_json(), qos=1, retain=True)
             await asyncio.sleep(self._heartbeat_interval)
 
     async def publish_stopped(self) -> None:

@@ -37,7 +37,7 @@ TransitionSink = Callable[[Check, Transition, datetime], Awaitable[None]]
 ResultHook = Callable[[Check, ProbeResult, datetime], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     check: Check
     spec: ProbeSpec[Any]

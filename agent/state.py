@@ -21,7 +21,7 @@ class Verdict(Enum):
     FAIL = "fail"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Thresholds:
     failures_to_down: int = 3
     successes_to_up: int = 2
@@ -51,7 +51,7 @@ def classify(result: ProbeResult, t: Thresholds) -> Verdict:
     return Verdict.GOOD
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     count: int = 0
     start: datetime | None = None
@@ -67,6 +67,8 @@ class _Run:
 
 class CheckState:
     """Hysteresis for one check. ``observe`` returns a Transition when the state changes."""
+
+    __slots__ = ("_answering", "_fail", "_good", "_slow", "last", "since", "state", "t")
 
     def __init__(self, thresholds: Thresholds, state: State = State.UNKNOWN) -> None:
         self.t = thresholds

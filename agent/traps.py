@@ -212,6 +212,8 @@ class TrapReceiver:
         return int(self._socket.getsockname()[1])
 
     async def __aenter__(self) -> Self:
+        # probes.snmp_io first (I001 kept out): it loads pysnmp without cryptography.
+        from probes import snmp_io  # noqa: F401, I001
         from pysnmp.carrier.asyncio.dgram import udp, udp6
         from pysnmp.entity import config as snmp_config
         from pysnmp.entity import engine as snmp_engine

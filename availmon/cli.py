@@ -12,7 +12,6 @@ import argparse
 import importlib
 import json
 import logging
-import sqlite3
 import sys
 import types
 from collections.abc import Sequence
@@ -218,7 +217,10 @@ def report_failure(exc: BaseException) -> int:
     if isinstance(exc, AvailmonError):
         print(f"availmon: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    if isinstance(exc, sqlite3.Error):
+    # sqlite3 is imported by the commands that use it: an error of its kind needs it loaded
+    # (not importing it here keeps it out of `config check` and `--help`).
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
         message = f"database error: {exc}"
     elif isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""

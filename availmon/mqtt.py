@@ -6,9 +6,13 @@ import asyncio
 import ssl
 from typing import Any
 
-import aiomqtt
-
 from availmon.config import BrokerConfig
+from availmon.imports import without
+
+# paho's connect_srv is never used (see availmon.imports): an agent without dns checks never
+# loads dnspython. The agent imports aiomqtt from here so that this import comes first.
+with without("dns.resolver"):
+    import aiomqtt as aiomqtt
 
 
 def client_kwargs(

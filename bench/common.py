@@ -25,6 +25,24 @@ AVAILMON = str(Path(sys.executable).parent / "availmon")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def compile_bytecode() -> None:
+    """Byte-compile availmon's own modules, as ``pip install`` of the wheel does (install.sh).
+
+    The development venv installs availmon editable, and where ``PYTHONDONTWRITEBYTECODE`` is
+    set no ``.pyc`` is ever written, so every process would compile availmon's modules from
+    source: about 0.13 G instructions, 13% of ``config check``, a cost no installed agent or
+    command pays, while the peer (``import aiohttp``) reads its installed bytecode.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    packages = [str(ROOT / p) for p in ("availmon", "agent", "collector", "probes")]
+    subprocess.run(
+        [PYTHON, "-m", "compileall", "-q", *packages],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 @dataclass(frozen=True)
 class Target:
     """One of issue 9's targets: what is measured and the bound it must meet."""

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, TARGETS, Ctx, Figure, as_json
+from bench.common import ROOT, TARGETS, Ctx, Figure, as_json, compile_bytecode
 from bench.measures import MEASURES
 from bench.peers import missing_tools
 
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     started = time.time()
     missing = missing_tools()
+    compile_bytecode()  # availmon as installed from its wheel: see compile_bytecode
     with tempfile.TemporaryDirectory(prefix="availmon-bench-") as tmp:
         for name in chosen:
             ctx = Ctx(runs=args.runs, workdir=Path(tmp) / name, rest_seconds=args.rest_seconds)

@@ -25,20 +25,22 @@ import aiohttp
 
 from availmon.secrets import read_secret_file, redact_url, resolve_secret
 from probes.base import (
-    CERT_DATE_ERRORS,
-    CertVerdict,
     Poll,
     ProbeResult,
+    fail,
+    timeout_text,
+)
+from probes.http import Options
+from probes.tls import (
+    CERT_DATE_ERRORS,
+    CertVerdict,
     RecordingContext,
     cert_verdict,
-    fail,
     last_peer,
     recording_tls,
-    timeout_text,
     tls_context,
     tls_error_text,
 )
-from probes.http import Options
 
 
 def _status_ok(status: int, options: Options) -> bool:

@@ -11,18 +11,20 @@ from typing import Any
 
 from probes.base import (
     ProbeResult,
-    cert_verdict,
     fail,
     split_host_port,
     timeout_text,
-    tls_context,
-    tls_error_text,
 )
 from probes.smtp import (
     DEFAULT_PORT,
     MAX_REPLY_LINES,
     SMTPS_PORT,
     Options,
+)
+from probes.tls import (
+    cert_verdict,
+    tls_context,
+    tls_error_text,
 )
 
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import ipaddress
 import operator
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -21,42 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
-from pysnmp.entity.rfc3413 import cmdgen
-from pysnmp.error import PySnmpError
-from pysnmp.hlapi.v3arch.asyncio import (
-    USM_AUTH_HMAC96_SHA,
-    USM_AUTH_HMAC128_SHA224,
-    USM_AUTH_HMAC192_SHA256,
-    USM_AUTH_HMAC256_SHA384,
-    USM_AUTH_HMAC384_SHA512,
-    USM_PRIV_CFB128_AES,
-    CommunityData,
-    ContextData,
-    ObjectIdentity,
-    ObjectType,
-    SnmpEngine,
-    Udp6TransportTarget,
-    UdpTransportTarget,
-    UsmUserData,
-    bulk_cmd,
-)
-from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
-from pysnmp.proto import errind
-from pysnmp.proto.rfc1902 import (
-    Counter32,
-    Counter64,
-    Gauge32,
-    Integer32,
-    IpAddress,
-    Null,
-    ObjectName,
-    OctetString,
-    TimeTicks,
-    Unsigned32,
-)
-from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
-
 from availmon.errors import StartupError
+from availmon.imports import without
 from availmon.secrets import resolve_secret
 from probes.base import Poll, ProbeResult, fail, timeout_text
 from probes.snmp import (
@@ -72,6 +41,44 @@ from probes.snmp import (
     rebooted,
     split_target,
 )
+
+# pysnmp without pyca/cryptography unless something loaded it already: see availmon.imports
+# and require_privacy. Import pysnmp through this module (agent.traps does) so that holds.
+with without("cryptography"):
+    from pysnmp.entity.rfc3413 import cmdgen
+    from pysnmp.error import PySnmpError
+    from pysnmp.hlapi.v3arch.asyncio import (
+        USM_AUTH_HMAC96_SHA,
+        USM_AUTH_HMAC128_SHA224,
+        USM_AUTH_HMAC192_SHA256,
+        USM_AUTH_HMAC256_SHA384,
+        USM_AUTH_HMAC384_SHA512,
+        USM_PRIV_CFB128_AES,
+        CommunityData,
+        ContextData,
+        ObjectIdentity,
+        ObjectType,
+        SnmpEngine,
+        Udp6TransportTarget,
+        UdpTransportTarget,
+        UsmUserData,
+        bulk_cmd,
+    )
+    from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
+    from pysnmp.proto import errind
+    from pysnmp.proto.rfc1902 import (
+        Counter32,
+        Counter64,
+        Gauge32,
+        Integer32,
+        IpAddress,
+        Null,
+        ObjectName,
+        OctetString,
+        TimeTicks,
+        Unsigned32,
+    )
+    from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
 _MAX_WALK_CALLS = 200  # x 25 rows per GETBULK: enough for a chassis, bounded for a bad agent
 #: SNMP errorStatus tooBig (RFC 3416): the answer would not fit in one message.
@@ -103,12 +110,33 @@ def _read_secret(path: Path | None, env: str | None, key: str) -> str:
     return value
 
 
+#: pysnmp's privacy modules. Each imports ``cryptography`` at its own import and, when that
+#: fails, sets ``PysnmpCryptoError`` and refuses to encrypt: loaded here without it (above),
+#: they are run again with it by :func:`require_privacy`.
+_PRIVACY_MODULES = (
+    "pysnmp.proto.secmod.rfc3826.priv.aes",
+    "pysnmp.proto.secmod.rfc3414.priv.des",
+    "pysnmp.proto.secmod.eso.priv.des3",
+)
+_privacy_lock = threading.Lock()
+
+
 def require_privacy() -> None:
-    """pysnmp does AES through ``cryptography``; without it v3 fails as mere timeouts."""
+    """Before the first v3 user is configured: pysnmp does AES through ``cryptography``.
+
+    Without it v3 fails as mere timeouts, so its absence is a start-up error. pysnmp was
+    imported without it (an agent with v2c checks only never loads its ~8.5 MB): its privacy
+    modules are executed again, in place, so the classes pysnmp already holds see the cipher.
+    """
     try:
         import cryptography  # noqa: F401
     except ImportError:
         raise StartupError("SNMPv3 privacy needs the 'cryptography' package") from None
+    with _privacy_lock:  # called from threads (credentials are read off the event loop)
+        for name in _PRIVACY_MODULES:
+            module = sys.modules.get(name)
+            if module is not None and getattr(module, "PysnmpCryptoError", False):
+                importlib.reload(module)
 
 
 def _credentials(options: Options) -> CommunityData | UsmUserData:

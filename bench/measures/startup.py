@@ -40,7 +40,8 @@ def run(ctx: Ctx) -> list[Figure]:
                 peer="python -c 'import aiohttp'",
                 peer_value=Spread.of(peer_cpu),
                 ratio=Spread.of(ratios),
-                note=f"wall {Spread.of(wall[key]).text()} s",
+                note=f"wall {Spread.of(wall[key]).text()} s; availmon's modules byte-compiled"
+                " first, as pip installs the wheel",
             )
         )
     return figures

@@ -31,11 +31,11 @@ print(json.dumps([code, heavy]), file=sys.stderr)
 """
 
 
-def loaded_by(*argv: str) -> tuple[int, list[str]]:
+def loaded_by(*argv: str, heavy: tuple[str, ...] = HEAVY) -> tuple[int, list[str]]:
     """Run ``availmon ARGV`` in a fresh interpreter: its exit code and the modules of heavy
     packages it imported."""
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(argv=list(argv), heavy=HEAVY)],
+        [sys.executable, "-c", SCRIPT.format(argv=list(argv), heavy=heavy)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -95,6 +95,16 @@ def test_config_check_of_every_type_loads_no_client_library(tmp_path: Path) -> N
     assert "dns.name" in heavy
 
 
+def test_config_check_loads_neither_ssl_nor_sqlite() -> None:
+    # OpenSSL's libraries (ssl) and sqlite3 cost start-up CPU; checking a config needs neither
+    # (probes.tls holds the TLS code, availmon.cli names sqlite3 errors only if it was loaded).
+    code, loaded = loaded_by(
+        "config", "check", str(ROOT / "config" / "demo.toml"), heavy=("ssl", "_ssl", "sqlite3")
+    )
+    assert code == 0
+    assert loaded == []
+
+
 def test_probe_http_loads_aiohttp_only_when_it_runs() -> None:
     code, heavy = loaded_by("probe", "http", "http://127.0.0.1:1/", "--timeout", "1")
     assert code == 1
@@ -144,3 +154,38 @@ def test_availmon_imports_nothing_from_agent_or_collector() -> None:
                 f"{path.name}: {n}" for n in names if n.split(".")[0] in ("agent", "collector")
             ]
     assert offenders == []
+
+
+AGENT_IMPORTS = """
+import json, sys
+import agent.main, agent.traps, probes.http_io, probes.icmp_io, probes.snmp_io, probes.tcp_io
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("dns", "cryptography"))))
+"""
+
+
+def test_an_agent_without_dns_or_snmpv3_loads_neither_library() -> None:
+    # Memory (issue 9): paho imports dnspython's resolver for SRV lookups availmon never makes,
+    # and pysnmp imports cryptography for v3 privacy; availmon.imports keeps both out.
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT_IMPORTS],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
+    loaded = json.loads(done.stdout)
+    assert not any(m.startswith("cryptography") for m in loaded)
+    assert "dns.resolver" not in loaded
+
+
+def test_a_database_error_is_still_named_as_one(capsys: pytest.CaptureFixture[str]) -> None:
+    # cli no longer imports sqlite3 itself; an sqlite3 error (its module then loaded) keeps
+    # its one line and exit code.
+    import sqlite3
+
+    from availmon.cli import report_failure
+    from availmon.errors import EXIT_RUNTIME
+
+    assert report_failure(sqlite3.DatabaseError("file is not a database")) == EXIT_RUNTIME
+    assert capsys.readouterr().err == "availmon: database error: file is not a database\n"

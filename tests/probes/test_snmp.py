@@ -276,6 +276,48 @@ async def test_v3_without_cryptography_cannot_start(
         await snmp.probe("127.0.0.1:1", 1.0, v3(secrets_dir, "avmsha", "SHA"))
 
 
+V2C_THEN_V3 = """
+import asyncio, json, sys
+from pathlib import Path
+from probes import snmp
+secrets, target = Path(sys.argv[1]), sys.argv[2]
+out = {}
+async def main():
+    v2c = snmp.Options(community_file=secrets / "community")
+    out["v2c"] = (await snmp.probe(target, 2.0, v2c)).ok
+    out["crypto_after_v2c"] = "cryptography" in sys.modules
+    v3 = snmp.Options(version="3", user="avmsha", auth_protocol="SHA",
+                      auth_key_file=secrets / "avmsha.auth", priv_key_file=secrets / "avmsha.priv")
+    result = await snmp.probe(target, 2.0, v3)
+    out["v3"], out["v3_error"] = result.ok, result.error
+    out["crypto_after_v3"] = "cryptography" in sys.modules
+asyncio.run(main())
+print(json.dumps(out))
+"""
+
+
+@needs_snmpd
+def test_v2c_never_loads_cryptography_and_v3_gets_it_when_needed(
+    peer: Snmpd, secrets_dir: Path
+) -> None:
+    # pysnmp imports cryptography (~8.5 MB) for v3 privacy; a v2c-only agent goes without it
+    # (availmon.imports), and a later v3 check still encrypts (snmp_io.require_privacy).
+    done = subprocess.run(
+        [sys.executable, "-c", V2C_THEN_V3, str(secrets_dir), peer.target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == {
+        "v2c": True,
+        "crypto_after_v2c": False,
+        "v3": True,
+        "v3_error": None,
+        "crypto_after_v3": True,
+    }
+
+
 def _estate(check: dict[str, Any]) -> dict[str, Any]:
     base = {"name": "c", "type": "snmp", "target": "192.0.2.1", "area": "network_telephony"}
     return {"sites": {"s1": {"partner": "p", "checks": [{**base, **check}]}}}
