@@ -367,6 +367,23 @@ def _iso(us: int | None) -> str | None:
     return us_to_iso(us) if us is not None else None
 
 
+#: The fields of an outage row as events in order write it (``Changes.rows``); the rest of
+#: such a row is fixed: source 'agent', planned 0, no cause, provider or note.
+OUTAGE_ROW = (
+    "id",
+    "site",
+    "agent",
+    "check_name",
+    "area",
+    "state",
+    "start",
+    "end",
+    "start_event",
+    "end_event",
+)
+OUTAGE_AREA, OUTAGE_END, OUTAGE_END_EVENT = 4, 7, 9
+
+
 @dataclass
 class Changes:
     """What committed writes did to the outages, for the collector's live view (issue 9).
@@ -375,12 +392,21 @@ class Changes:
     ``opened`` and ``closed``: outages opened or closed by events that came in order (the
     cheap case: read those rows again). ``replaced_since``: outages from then on were
     re-derived, annotated, imported or dropped, so whatever was read of them is stale.
+
+    ``rows`` and ``ends``: what events in order wrote, so the view needs no read back
+    (issue 8's throughput): ``rows`` the outages they opened, as stored (``OUTAGE_ROW``'s
+    fields, times in µs, end and end event set when closed since; nothing else of such a
+    row is set, so none carries an annotation); ``ends`` ``(end, end_event, area)`` of the
+    outages open before that they closed. An id of ``opened`` or ``closed`` in neither was
+    written otherwise (a provisional record) and is read back.
     """
 
     since: int | None = None
     opened: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
     replaced_since: int | None = None
+    rows: dict[str, list[Any]] = field(default_factory=dict)
+    ends: dict[str, tuple[int, str, str]] = field(default_factory=dict)
 
     @property
     def replaced(self) -> bool:
@@ -402,6 +428,13 @@ class Changes:
             self.replace(other.replaced_since)
         self.opened += other.opened
         self.closed += other.closed
+        self.rows.update(other.rows)
+        for oid, (end, end_event, area) in other.ends.items():
+            row = self.rows.get(oid)
+            if row is None:
+                self.ends[oid] = (end, end_event, area)
+            else:  # opened by an earlier commit not taken yet: its row, closed
+                row[OUTAGE_AREA], row[OUTAGE_END], row[OUTAGE_END_EVENT] = area, end, end_event
 
 
 @dataclass(frozen=True)
@@ -820,17 +853,20 @@ class Store:
             if to == state and ev.from_ in (State.UNKNOWN, to):
                 continue
             if row is not None:
-                row[4], row[7], row[9] = ev.area, at, ev.id  # area, end, end_event
+                row[OUTAGE_AREA], row[OUTAGE_END], row[OUTAGE_END_EVENT] = ev.area, at, ev.id
                 changes.closed.append(row[0])
                 row = None
             elif tail.open is not None:
-                closed.append((at, ev.id, ev.area, f"o:{tail.open[2]}"))
-                changes.closed.append(f"o:{tail.open[2]}")
+                oid = f"o:{tail.open[2]}"
+                closed.append((at, ev.id, ev.area, oid))
+                changes.closed.append(oid)
+                changes.ends[oid] = (at, ev.id, ev.area)
             tail.open = None
             if to is not up:
                 row = [f"o:{ev.id}", site, agent, check, ev.area, to._value_, at, None, ev.id, None]
                 opened.append(row)
                 changes.opened.append(row[0])
+                changes.rows[row[0]] = row
                 tail.open = (to._value_, at, ev.id)
 
     def _rebuild(self, site: str, agent: str, check: str, since: tuple[int, int]) -> None:
@@ -1985,3 +2021,28 @@ class _Transaction:
                 raise
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+
+
+def written_board_row(raw: Sequence[Any]) -> dict[str, Any]:
+    """What ``Store.board_rows`` reads back for a row of ``Changes.rows``: an outage that
+    events in order wrote, never annotated (its id is its new start event's)."""
+    oid, site, agent, check, area, state, start, end, start_event, end_event = raw
+    return {
+        "id": oid,
+        "site": site,
+        "agent": agent,
+        "check_name": check,
+        "area": area,
+        "state": state,
+        "start": us_to_iso(start),
+        "end": us_to_iso(end) if end is not None else None,
+        "source": "agent",
+        "planned": 0,
+        "cause": None,
+        "provider": None,
+        "note": None,
+        "start_event": start_event,
+        "end_event": end_event,
+        "annotated_at": None,
+        "annotated_by": None,
+    }
