@@ -33,7 +33,7 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from availmon.clock import iso_to_us, to_us, us_to_iso
+from availmon.clock import iso_to_us, to_iso, to_us, us_to_iso
 from availmon.config import TIME_CLASSES, Estate
 from collector.accounting import (
     Period,
@@ -67,6 +67,8 @@ STATUS_KEYS = (
 
 #: How far ahead the board looks for declared maintenance windows.
 WINDOWS_AHEAD = timedelta(days=7)
+#: How much further the view reads them, so that time passing needs no read for a day.
+WINDOWS_REREAD = timedelta(days=1)
 
 
 def plain_rules(estate: Estate) -> bool:
@@ -165,6 +167,11 @@ class LiveOutages:
         self._records_plain = True
         #: Declared windows from the quarter's start to ``WINDOWS_AHEAD`` from now.
         self._windows: list[dict[str, Any]] = []
+        #: What ``load_records`` last read from the store: the windows up to its horizon
+        #: (ISO text), with the quarter and the store's write marks it was read at.
+        self._windows_read: list[dict[str, Any]] = []
+        self._windows_key: tuple[str, int, int] | None = None
+        self._windows_horizon = ""
 
     # -- the writer thread ------------------------------------------------------------------
 
@@ -382,8 +389,18 @@ class LiveOutages:
         accounting's figure: ``plain`` turns false). Not-monitored time needs no such check:
         it is "unknown" time where a check has nothing else to say, which counts as up
         unless a policy says otherwise, and a policy already makes ``rules_plain`` false."""
-        start = quarter_containing(now, self.tz).start
-        windows = store.windows(start, now + WINDOWS_AHEAD)
+        quarter = quarter_containing(now, self.tz)
+        ahead = to_iso(now + WINDOWS_AHEAD)
+        # The rows read last time hold every window up to their horizon, unless a window was
+        # declared or cancelled since, here or by another process (issue 8's throughput:
+        # this runs after every commit).
+        key = (quarter.id, store.window_writes, store.data_version())
+        if key != self._windows_key or ahead >= self._windows_horizon:
+            horizon = now + WINDOWS_AHEAD + WINDOWS_REREAD
+            self._windows_read = store.windows(quarter.start, horizon)
+            self._windows_key, self._windows_horizon = key, to_iso(horizon)
+        # ``Store.windows(quarter.start, now + WINDOWS_AHEAD)``: the same text comparison.
+        windows = [w for w in self._windows_read if w["start"] < ahead]
         with self._lock:
             self._windows = windows
             self._records_plain = not windows

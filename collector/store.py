@@ -536,6 +536,8 @@ class Store:
         self._pending = Changes()
         #: Transactions of this Store that counted in ``outage_writes``.
         self.own_writes = 0
+        #: Declared windows recorded or cancelled through this Store (``windows_changed``).
+        self.window_writes = 0
         try:
             self.conn = self._connect()
         except sqlite3.Error as exc:
@@ -627,6 +629,11 @@ class Store:
         """Committed changes not yet taken (a cheap check from any thread)."""
         p = self._pending
         return p.since is not None or bool(p.opened or p.closed)
+
+    def data_version(self) -> int:
+        """SQLite's ``data_version``: it moves when another connection commits, by any
+        process; this connection's own commits leave it as it is."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def outage_writes(self) -> int:
         """How many transactions, by any process, have changed outages (m015)."""
@@ -1664,6 +1671,7 @@ class Store:
                     to_iso(at),
                 ),
             )
+        self.window_writes += 1
         found = self.window(f"m:{cur.lastrowid}")
         assert found is not None
         return found
@@ -1687,6 +1695,7 @@ class Store:
                 "INSERT OR IGNORE INTO maintenance_cancellations VALUES (?,?,?,?)",
                 (n, by, to_iso(at), reason),
             )
+        self.window_writes += 1
         return True
 
     _WINDOW_SELECT = (

@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from availmon.clock import to_iso, utcnow
 from availmon.config import Estate
 from availmon.schema import CheckStatus, Event, State
+from collector.accounting import quarter_containing
 from collector.board import board_snapshot, kpi_view
-from collector.live import LiveOutages
+from collector.live import WINDOWS_AHEAD, LiveOutages
 from collector.main import Collector
 from collector.metrics import LiveCheck, _CheckLines, _Families, _LiveCollector, check_lines
 from collector.report import kpi_snapshot
@@ -351,6 +352,61 @@ def test_recent_lists_keep_the_latest(tmp_path: Path) -> None:
         assert got == want
         assert len(got["recent"]) == 50
         assert len(got["closed"]) == 10
+    finally:
+        store.close()
+
+
+def test_the_declared_windows_follow_writes_and_time(tmp_path: Path) -> None:
+    """After every commit the view's windows are ``Store.windows`` from the quarter's start
+    to a week ahead; the store is read for them only when a window was declared or
+    cancelled (here or by another process) or that week reaches past what was read."""
+    est = estate()
+    store = Store(tmp_path / "c.db")
+    view = LiveOutages(est)
+    view.load(store, NOW)
+    reads_of_windows: list[str] = []
+    store.conn.set_trace_callback(
+        lambda sql: reads_of_windows.append(sql) if "FROM maintenance_windows" in sql else None
+    )
+
+    def records(now: datetime, read: bool) -> None:
+        del reads_of_windows[:]
+        view.load_records(store, now)
+        assert bool(reads_of_windows) is read
+        want = store.windows(quarter_containing(now, view.tz).start, now + WINDOWS_AHEAD)
+        assert view.windows() == want
+        assert view.plain is (not want)
+
+    try:
+        scope = {"areas": ["email"]}
+        records(NOW, read=True)
+        records(NOW + timedelta(hours=1), read=False)
+        here = store.declare_window(NOW, NOW + timedelta(hours=1), scope, "swap", "ops", NOW)
+        records(NOW, read=True)
+        records(NOW + timedelta(minutes=5), read=False)
+        cli = Store(tmp_path / "c.db")  # another process
+        far = cli.declare_window(
+            NOW + timedelta(days=7, hours=12), NOW + timedelta(days=8), scope, "far", "ops", NOW
+        )
+        records(NOW, read=True)
+        assert [w["id"] for w in view.windows()] == [here["id"]]  # not in the week ahead
+        records(NOW + timedelta(hours=6), read=False)
+        records(NOW + timedelta(days=2), read=True)  # the week ahead passed what was read
+        assert [w["id"] for w in view.windows()] == [here["id"], far["id"]]
+        assert cli.cancel_window(far["id"], "ops", NOW, "postponed")
+        records(NOW + timedelta(days=2), read=True)
+        cli.close()
+        assert store.cancel_window(here["id"], "ops", NOW, None)
+        records(NOW + timedelta(days=2), read=True)
+        assert view.windows() == []
+        assert view.plain
+        april = datetime(2026, 4, 2, tzinfo=UTC)  # a new quarter
+        store.declare_window(NOW - timedelta(hours=1), NOW, scope, "done", "ops", NOW)
+        store.declare_window(NOW, april, scope, "long", "ops", NOW)
+        records(datetime(2026, 3, 31, 22, tzinfo=UTC), read=True)  # 23:00 in London
+        assert len(view.windows()) == 2
+        records(datetime(2026, 3, 31, 23, 30, tzinfo=UTC), read=True)  # 00:30, 1 April
+        assert [w["reason"] for w in view.windows()] == ["long"]
     finally:
         store.close()
 
