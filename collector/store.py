@@ -37,7 +37,7 @@ import sqlite_utils
 from availmon.areas import NETWORK_AREA
 from availmon.clock import iso_to_us, to_iso, to_us, us_to_iso, utcnow
 from availmon.errors import NoSuchRecord, StoreError
-from availmon.schema import Event, Heartbeat, State
+from availmon.schema import Event, Evidence, Heartbeat, State
 
 #: The check name of the collector's provisional "site unreachable" outages.
 SITE_UNREACHABLE = "site-unreachable"
@@ -709,6 +709,10 @@ class Store:
 
     def _ingest(self, events: list[Event], received_at: datetime) -> IngestResult:
         received = to_us(received_at)
+        # The evidence's serializer called as ``model_dump_json()`` calls it, without that
+        # method's Python wrapper: the same text at a quarter of the cost (issue 8's
+        # throughput; ``test_store`` holds the two equal).
+        evidence = Evidence.__pydantic_serializer__.to_json
         # ``_value_``, not ``.value``: the same text without a Python-level property call.
         rows = [
             (
@@ -723,7 +727,7 @@ class Store:
                 to_us(ev.at),
                 to_us(ev.detected_at),
                 received,
-                ev.evidence.model_dump_json(),
+                evidence(ev.evidence).decode(),
             )
             for ev in events
         ]
