@@ -4,10 +4,12 @@
 quarter-to-date KPI many times a second; the history behind them only changes when a write
 commits. So the view is loaded once, then brought up to date on the writer thread after
 every committed write (``Store.take_changes``): outages opened or closed by events in order
-are read back by id and their spans merged into each area's union; anything that rewrote
-history (a late event's re-derivation, an annotation, an import, a provisional outage
-dropped) rereads the rows from the earliest time it touched. A read never touches the
-store and costs what the live state costs, whatever the history holds.
+come with the commit's changes as the ingest wrote them (times in µs, nothing read back:
+issue 8's throughput; a provisional record is read back by id) and their spans are merged
+into each area's union; anything that rewrote history (a late event's re-derivation, an
+annotation, an import, a provisional outage dropped) rereads the rows from the earliest
+time it touched. A read never touches the store and costs what the live state costs,
+whatever the history holds.
 
 The KPI is kept as each area's union of closed counted outages (sorted disjoint spans with
 running totals) and the earliest start of its open counted outages; the quarter-to-date
