@@ -231,7 +231,9 @@ class LiveOutages:
             return
         lo = quarter.start_us
         if changes.replaced_since is not None:
-            since = max(changes.replaced_since, lo)
+            # From the earliest change, not the earliest replacement: outages that events in
+            # order closed in the same commits (other checks of the batch) may end before it.
+            since = max(changes.since if changes.since is not None else changes.replaced_since, lo)
             with store.snapshot():
                 open_rows = store.board_outages(open_only=True, limit=1_000_000)
                 started = store.board_rows(r["id"] for r in store.outages(limit=RECENT_STARTED))

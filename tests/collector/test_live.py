@@ -274,6 +274,47 @@ def test_the_view_fed_by_the_ingest_is_the_view_loaded_from_the_store(
             store.close()
 
 
+def test_a_late_event_in_a_batch_keeps_the_outages_others_closed_in_order(
+    tmp_path: Path,
+) -> None:
+    """One commit: a check's outage opened and closed by events in order, and a late event
+    of another check that re-derives its outages from a later time. The first outage's
+    downtime is in the view's KPI too (it once was lost: the view reread only from the
+    re-derivation on)."""
+    est = estate()
+    checks = Checks()
+    store = Store(tmp_path / "c.db")
+    view = LiveOutages(est)
+    view.load(store, NOW)
+    try:
+        t = NOW - timedelta(hours=10)
+        store.ingest(
+            [
+                checks.event(0, State.UP, t),
+                checks.event(2, State.DOWN, t + timedelta(hours=5)),
+                checks.event(2, State.UP, t + timedelta(hours=6)),
+            ],
+            NOW,
+        )
+        view.apply(store, store.take_changes(), NOW)
+        store.ingest(
+            [
+                checks.event(0, State.DOWN, t + timedelta(hours=1)),
+                checks.event(0, State.UP, t + timedelta(hours=2)),
+                checks.event(2, State.DEGRADED, t + timedelta(hours=5, minutes=30)),  # late
+            ],
+            NOW,
+        )
+        changes = store.take_changes()
+        assert changes.replaced_since is not None
+        view.apply(store, changes, NOW)
+        want, got = reads(store, view, est, NOW)
+        assert got == want
+        assert got["kpi"]["network_telephony"][0] == 3600.0
+    finally:
+        store.close()
+
+
 def test_many_outages_in_a_few_batches(tmp_path: Path) -> None:
     """Hundreds of outages a commit, opened and closed in it or in the next: only the
     latest fifty starts and ten ends are kept as rows, the rest counted in the KPI."""
