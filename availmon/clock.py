@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 LONDON = ZoneInfo("Europe/London")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US_PER_SECOND = 1_000_000
+ONE_US = timedelta(microseconds=1)
 
 
 def utcnow() -> datetime:
@@ -37,8 +38,9 @@ def to_us(dt: datetime) -> int:
     """Exact microseconds since the epoch; timedelta arithmetic is exact, floats are not."""
     if dt.tzinfo is None:
         raise ValueError(f"naive datetime {dt!r}")
-    delta = dt.astimezone(UTC) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+    # Aware minus aware is exact whatever the offset; one floor division (ingest calls this
+    # twice an event: issue 8's throughput).
+    return (dt - EPOCH) // ONE_US
 
 
 def from_us(us: int) -> datetime:

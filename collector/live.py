@@ -4,10 +4,12 @@
 quarter-to-date KPI many times a second; the history behind them only changes when a write
 commits. So the view is loaded once, then brought up to date on the writer thread after
 every committed write (``Store.take_changes``): outages opened or closed by events in order
-are read back by id and their spans merged into each area's union; anything that rewrote
-history (a late event's re-derivation, an annotation, an import, a provisional outage
-dropped) rereads the rows from the earliest time it touched. A read never touches the
-store and costs what the live state costs, whatever the history holds.
+come with the commit's changes as the ingest wrote them (times in µs, nothing read back:
+issue 8's throughput; a provisional record is read back by id) and their spans are merged
+into each area's union; anything that rewrote history (a late event's re-derivation, an
+annotation, an import, a provisional outage dropped) rereads the rows from the earliest
+time it touched. A read never touches the store and costs what the live state costs,
+whatever the history holds.
 
 The KPI is kept as each area's union of closed counted outages (sorted disjoint spans with
 running totals) and the earliest start of its open counted outages; the quarter-to-date
@@ -22,16 +24,18 @@ The view also holds the declared windows the board judges open outages by (issue
 
 from __future__ import annotations
 
+import heapq
+import operator
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from availmon.clock import iso_to_us, to_us
+from availmon.clock import iso_to_us, to_iso, to_us, us_to_iso
 from availmon.config import TIME_CLASSES, Estate
 from collector.accounting import (
     Period,
@@ -40,7 +44,7 @@ from collector.accounting import (
     ratio_of,
     target_met,
 )
-from collector.store import FOREVER, Changes, Store
+from collector.store import FOREVER, Changes, Store, written_board_row
 
 #: The status API's "recent_outages" and the board's "recent" list.
 RECENT_STARTED = 50
@@ -65,6 +69,8 @@ STATUS_KEYS = (
 
 #: How far ahead the board looks for declared maintenance windows.
 WINDOWS_AHEAD = timedelta(days=7)
+#: How much further the view reads them, so that time passing needs no read for a day.
+WINDOWS_REREAD = timedelta(days=1)
 
 
 def plain_rules(estate: Estate) -> bool:
@@ -163,6 +169,11 @@ class LiveOutages:
         self._records_plain = True
         #: Declared windows from the quarter's start to ``WINDOWS_AHEAD`` from now.
         self._windows: list[dict[str, Any]] = []
+        #: What ``load_records`` last read from the store: the windows up to its horizon
+        #: (ISO text), with the quarter and the store's write marks it was read at.
+        self._windows_read: list[dict[str, Any]] = []
+        self._windows_key: tuple[str, int, int] | None = None
+        self._windows_horizon = ""
 
     # -- the writer thread ------------------------------------------------------------------
 
@@ -220,7 +231,9 @@ class LiveOutages:
             return
         lo = quarter.start_us
         if changes.replaced_since is not None:
-            since = max(changes.replaced_since, lo)
+            # From the earliest change, not the earliest replacement: outages that events in
+            # order closed in the same commits (other checks of the batch) may end before it.
+            since = max(changes.since if changes.since is not None else changes.replaced_since, lo)
             with store.snapshot():
                 open_rows = store.board_outages(open_only=True, limit=1_000_000)
                 started = store.board_rows(r["id"] for r in store.outages(limit=RECENT_STARTED))
@@ -241,48 +254,44 @@ class LiveOutages:
                 self._count_open()
                 self.version += 1
             return
-        ids = [*changes.opened, *changes.closed]
+        ids = list(dict.fromkeys([*changes.opened, *changes.closed]))
         if not ids:
             return
-        with store.snapshot():
-            rows = store.board_rows(ids)
-            opened = {r["id"]: r for r in rows if r["end"] is None}
-            evidence = store.start_evidence(
-                [
-                    r["start_event"]
-                    for r in opened.values()
-                    if r["start_event"] and r["start_event"] not in self._evidence
-                ]
-            )
+        written = self._written(store, changes, ids)
+        wanted = [
+            w.start_event
+            for w in written
+            if w.end is None and w.start_event and w.start_event not in self._evidence
+        ]
+        evidence = store.start_evidence(wanted) if wanted else {}
         stale: set[str] = set()  # areas whose first outage may have been one of no time
         with self._lock:
             touched: set[str] = set()
-            for row in rows:
-                oid = row["id"]
-                start = iso_to_us(row["start"])
-                area = self._areas.setdefault(row["area"], _Area())
+            for w in written:
+                oid, start, end = w.id, w.start, w.end
+                area = self._areas.setdefault(w.area, _Area())
                 was = self._open.get(oid)
                 if was is not None:  # it was open: no longer as it was (closed, area moved)
                     touched.add(was["area"])
                     self._open_counted.get(was["area"], {}).pop(oid, None)
-                if row["end"] is None:
-                    self._open[oid] = row
+                if end is None:
+                    self._open[oid] = w.row()
                     if area.first is None or start < area.first:
                         area.first = start
-                    if self._counted(row):
-                        self._open_counted.setdefault(row["area"], {})[oid] = start
-                        touched.add(row["area"])
+                    if self._counts_state(w.area, w.state, w.planned):
+                        self._open_counted.setdefault(w.area, {})[oid] = start
+                        touched.add(w.area)
                     continue
-                self._open.pop(oid, None)
-                if row["start_event"]:
-                    self._evidence.pop(row["start_event"], None)
-                end = iso_to_us(row["end"])
+                if was is not None:
+                    del self._open[oid]
+                if w.start_event:
+                    self._evidence.pop(w.start_event, None)
                 if end <= start:  # ended as it began: no time (``Store.first_overlapping``)
                     if area.first == start:
-                        stale.add(row["area"])
+                        stale.add(w.area)
                 elif end > lo and (area.first is None or start < area.first):
                     area.first = start
-                if end > lo and self._counted(row):
+                if end > lo and self._counts_state(w.area, w.state, w.planned):
                     area.closed.add(max(start, lo), end)
             self._evidence.update(evidence)
             for aid in touched:
@@ -291,9 +300,12 @@ class LiveOutages:
                     self._open_first[aid] = min(starts.values())
                 else:
                     self._open_first.pop(aid, None)
-            self._started = _latest_started([*self._started, *rows])
+            ended = [w for w in written if w.end is not None]
+            self._started = _latest_started(
+                [*self._started, *_may_rank(self._started, written, _BY_START, RECENT_STARTED)]
+            )
             self._closed = _latest_closed(
-                [*self._closed, *(r for r in rows if r["end"] is not None)]
+                [*self._closed, *_may_rank(self._closed, ended, _BY_END, RECENT_CLOSED)]
             )
             self.version += 1
         if stale:  # ask the store, which holds every outage of the area
@@ -301,6 +313,42 @@ class LiveOutages:
             with self._lock:
                 for aid, first in firsts.items():
                     self._areas[aid].first = first
+
+    def _written(self, store: Store, changes: Changes, ids: list[str]) -> list[_Written]:
+        """The outages ``ids`` as the commit left them: as events in order wrote them
+        (``Changes.rows``, and for one open before, the view's row with the end written), with
+        no read back and no ISO text parsed (issue 8's throughput); read back from the store
+        when written otherwise (a provisional record), or when another process has written
+        outages since the load (its annotation would be in the store, not in the view)."""
+        foreign = self._foreign_writes(store)
+        out: list[_Written] = []
+        back: list[str] = []
+        for oid in ids:
+            raw = None if foreign else changes.rows.get(oid)
+            if raw is not None:
+                out.append(_Written.of_store(raw))
+                continue
+            end = None if foreign else changes.ends.get(oid)
+            was = self._open.get(oid) if end is not None else None
+            if end is None or was is None:
+                back.append(oid)
+                continue
+            at, end_event, area = end
+            row = {**was, "area": area, "end": us_to_iso(at), "end_event": end_event}
+            out.append(_Written.of_row(row, iso_to_us(was["start"]), at))
+        if back:
+            with store.snapshot():
+                rows = store.board_rows(back)
+            for row in rows:
+                end_text = row["end"]
+                start = iso_to_us(row["start"])
+                out.append(_Written.of_row(row, start, iso_to_us(end_text) if end_text else None))
+        return out
+
+    def _foreign_writes(self, store: Store) -> bool:
+        """Whether another process changed outages since the load (``stale``'s test)."""
+        db, own = self._writes_at_load
+        return store.outage_writes() - db != store.own_writes - own
 
     def _evidence_for(
         self, store: Store, open_rows: list[dict[str, Any]]
@@ -313,13 +361,16 @@ class LiveOutages:
 
     def _counted(self, row: Mapping[str, Any]) -> bool:
         """``accounting.counts`` for a row."""
-        state = row["state"]
+        return self._counts_state(row["area"], row["state"], row["planned"])
+
+    def _counts_state(self, area: str, state: str, is_planned: Any) -> bool:
+        """``accounting.counts`` for an outage of ``area`` in ``state``."""
         if state == "unknown":
             return False
-        degraded, planned = self._counts(row["area"])
+        degraded, planned = self._counts(area)
         if state == "degraded" and not degraded:
             return False
-        return not (row["planned"] and not planned)
+        return not (is_planned and not planned)
 
     def _count_open(self) -> None:
         counted: dict[str, dict[str, int]] = {}
@@ -334,8 +385,7 @@ class LiveOutages:
         process (the CLI) changed outages."""
         if self._quarter is None or quarter_containing(now, self.tz).id != self._quarter.id:
             return True
-        db, own = self._writes_at_load
-        return store.outage_writes() - db != store.own_writes - own
+        return self._foreign_writes(store)
 
     def load_records(self, store: Store, now: datetime) -> None:
         """Writer thread, after each write and at each tick: the declared windows the board
@@ -343,8 +393,18 @@ class LiveOutages:
         accounting's figure: ``plain`` turns false). Not-monitored time needs no such check:
         it is "unknown" time where a check has nothing else to say, which counts as up
         unless a policy says otherwise, and a policy already makes ``rules_plain`` false."""
-        start = quarter_containing(now, self.tz).start
-        windows = store.windows(start, now + WINDOWS_AHEAD)
+        quarter = quarter_containing(now, self.tz)
+        ahead = to_iso(now + WINDOWS_AHEAD)
+        # The rows read last time hold every window up to their horizon, unless a window was
+        # declared or cancelled since, here or by another process (issue 8's throughput:
+        # this runs after every commit).
+        key = (quarter.id, store.window_writes, store.data_version())
+        if key != self._windows_key or ahead >= self._windows_horizon:
+            horizon = now + WINDOWS_AHEAD + WINDOWS_REREAD
+            self._windows_read = store.windows(quarter.start, horizon)
+            self._windows_key, self._windows_horizon = key, to_iso(horizon)
+        # ``Store.windows(quarter.start, now + WINDOWS_AHEAD)``: the same text comparison.
+        windows = [w for w in self._windows_read if w["start"] < ahead]
         with self._lock:
             self._windows = windows
             self._records_plain = not windows
@@ -479,3 +539,72 @@ def _latest_closed(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     by_id = {r["id"]: r for r in rows if r["end"] is not None}
     ordered = sorted(by_id.values(), key=lambda r: (r["end"], r["id"]), reverse=True)
     return ordered[:RECENT_CLOSED]
+
+
+class _Written:
+    """An outage as a commit left it, for ``LiveOutages.apply``: its times in µs, and its
+    board row (``Store.board_rows``'s form) built only when the view keeps it: most outages
+    of a large batch only add to the KPI, and their ISO text would be thrown away."""
+
+    __slots__ = ("_raw", "_row", "area", "end", "id", "planned", "start", "start_event", "state")
+
+    def __init__(
+        self,
+        raw: Sequence[Any] | None,
+        row: dict[str, Any] | None,
+        oid: str,
+        area: str,
+        state: str,
+        planned: Any,
+        start: int,
+        end: int | None,
+        start_event: str | None,
+    ) -> None:
+        self._raw, self._row = raw, row
+        self.id, self.area, self.state, self.planned = oid, area, state, planned
+        self.start, self.end, self.start_event = start, end, start_event
+
+    @classmethod
+    def of_store(cls, raw: Sequence[Any]) -> _Written:
+        """A row of ``Changes.rows``."""
+        return cls(raw, None, raw[0], raw[4], raw[5], 0, raw[6], raw[7], raw[8])
+
+    @classmethod
+    def of_row(cls, row: dict[str, Any], start: int, end: int | None) -> _Written:
+        """A board row, with its start and end in µs."""
+        return cls(
+            None,
+            row,
+            row["id"],
+            row["area"],
+            row["state"],
+            row["planned"],
+            start,
+            end,
+            row["start_event"],
+        )
+
+    def row(self) -> dict[str, Any]:
+        if self._row is None:
+            assert self._raw is not None
+            self._row = written_board_row(self._raw)
+        return self._row
+
+
+#: Sort keys of ``_latest_started`` and ``_latest_closed`` in µs.
+_BY_START: Callable[[_Written], Any] = operator.attrgetter("start")
+_BY_END: Callable[[_Written], Any] = operator.attrgetter("end", "id")
+
+
+def _may_rank(
+    held: list[dict[str, Any]], written: list[_Written], key: Callable[[_Written], Any], n: int
+) -> list[dict[str, Any]]:
+    """The rows of ``written`` that may be among the ``n`` latest by ``key`` beside
+    ``held``: those replacing a held row, and the ``n`` latest of the others (any other has
+    ``n`` ahead of it); building the rest would be wasted work."""
+    ids = {r["id"] for r in held}
+    again = [w for w in written if w.id in ids]
+    others = [w for w in written if w.id not in ids]
+    if len(others) > n:
+        others = heapq.nlargest(n, others, key=key)
+    return [w.row() for w in [*again, *others]]

@@ -572,7 +572,8 @@ class Collector:
                 statuses.append(verdict)
         if events or accounted:
             stored = await self._ingest_events(events, accounted, now)
-            self.alerting.touch({(ev.site, ev.agent, ev.check) for ev in stored})
+            if self.alerting.enabled:  # else the set would be a pass over the batch for nothing
+                self.alerting.touch({(ev.site, ev.agent, ev.check) for ev in stored})
             if stored is events:
                 for verdict in with_events:
                     confirm[verdict.agent].stored.update(ev.seq for ev in verdict.events)

@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from availmon.clock import to_iso
-from availmon.schema import Event, State
+from availmon.schema import Event, Evidence, State
 from collector.store import Store, derive_intervals
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -82,6 +82,30 @@ def test_ingest_is_idempotent_and_order_free(tmp_path: Path) -> None:
     ]
     assert store.event_count() == 3
     store.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    error=st.none() | st.text(max_size=40),
+    latency=st.none() | st.floats(0, 86_400),
+    loss=st.none() | st.floats(0, 100),
+    probes=st.integers(0, 2**63 - 1),
+    cause=st.none() | st.text(max_size=20),
+)
+def test_the_evidence_is_stored_as_its_json_text(
+    error: str | None, latency: float | None, loss: float | None, probes: int, cause: str | None
+) -> None:
+    """The stored evidence is ``model_dump_json``'s text, byte for byte, as TEXT."""
+    evidence = Evidence(error=error, latency=latency, loss=loss, probes=probes, cause=cause)
+    event = ev(1, State.UP, State.DOWN, 0).model_copy(update={"evidence": evidence})
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(Path(d) / "c.db")
+        try:
+            store.ingest([event], T0)
+            [(text, kind)] = store.conn.execute("SELECT evidence, typeof(evidence) FROM events")
+        finally:
+            store.close()
+    assert (text, kind) == (evidence.model_dump_json(), "text")
 
 
 def test_annotations_survive_rebuilds(tmp_path: Path) -> None:
