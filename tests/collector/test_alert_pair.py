@@ -21,7 +21,7 @@ from tests.alert_peers import hook_receiver
 from tests.collector.alert_helpers import outbox
 from tests.conftest import CANARY
 from tests.e2e.procs import poll_until
-from tests.peers import estate, event_messages, mosquitto, wait_until, web_check
+from tests.peers import estate, event_messages, mosquitto, web_check
 
 SECRET = f"hook-{CANARY}"
 
@@ -79,8 +79,12 @@ async def test_a_pair_sends_each_alert_once_across_a_hand_over(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(a.run(stop_a))
             tg.create_task(b.run(stop_b))
-            await wait_until(
-                b.changed, lambda: a.is_leader and not b.is_leader and b.connected.is_set()
+            # Leadership is decided on presence messages and announced nowhere (``changed``
+            # is for ingest): polled, with a deadline. Waiting on b.changed missed a taking
+            # the lead after b's last announcement (a 60 s timeout, about 1 run in 8).
+            await poll_until(
+                lambda: a.is_leader and not b.is_leader and b.connected.is_set(),
+                what="a to lead and b to stand by",
             )
 
             await publish(broker.port, event(1, State.UP, State.DOWN, 2))
@@ -95,7 +99,7 @@ async def test_a_pair_sends_each_alert_once_across_a_hand_over(
             assert [m["last_error"] for m in outbox(b)] == ["sent by a"]
 
             stop_a.set()  # a clean stop says "offline": b takes over
-            await wait_until(b.changed, lambda: b.is_leader)
+            await poll_until(lambda: b.is_leader, what="b to take the lead")
             await publish(broker.port, event(2, State.DOWN, State.UP, 0))
             await rx.wait_for(lambda: len(rx.received) == 2)
             await poll_until(
