@@ -328,7 +328,11 @@ async def test_collector_reload_adds_alert_routes_and_rotates_tokens(tmp_path: P
             refused = await get(url)
             assert refused is not None
             assert refused[0] == 401
-            assert await status(web_port, token) == {"web": "up"}
+            # The token reads the status (polled: on a loaded machine a late heartbeat can
+            # leave the check unknown for a moment, whatever the reload did).
+            await procs.poll_until(
+                lambda: status(web_port, token), lambda s: s == {"web": "up"}, alive=collector
+            )
 
             target.failing.add("web")
             await rx.wait_for(lambda: any(m["kind"] == "firing" for m in rx.received))
