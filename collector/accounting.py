@@ -689,36 +689,6 @@ def _combined(parts: Iterable[tuple[int, int]]) -> Fraction | None:
     return min(max(1 - lost, Fraction(0)), Fraction(1))
 
 
-def account(
-    period: Period,
-    outages: Iterable[Outage],
-    estate: Estate,
-    now: datetime,
-    calendar: BusinessCalendar | None = None,
-    *,
-    offline: Iterable[Any] = (),
-    windows: Iterable[Any] = (),
-    combined_only: bool = False,
-) -> Accounts:
-    """Every figure of the quarterly report for one period (issue 3, and the attribution
-    rules of issue 10: windows, quorum services, dependencies, the per-area policy).
-
-    ``combined_only``: the areas' and combined figures only, for the history's quarters
-    (partners, incidents and the provider and cause shares left empty: a third of the
-    work)."""
-    with paused_gc():
-        return _account(
-            period,
-            outages,
-            estate,
-            now,
-            calendar,
-            offline=offline,
-            windows=windows,
-            combined_only=combined_only,
-        )
-
-
 #: A booking's span, and the order bookings are walked in.
 _by_time = attrgetter("start", "end")
 
@@ -737,7 +707,8 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _account(
+@paused_gc()
+def account(
     period: Period,
     outages: Iterable[Outage],
     estate: Estate,
@@ -748,7 +719,13 @@ def _account(
     windows: Iterable[Any] = (),
     combined_only: bool = False,
 ) -> Accounts:
-    """``account`` (the garbage collector paused by the caller)."""
+    """Every figure of the quarterly report for one period (issue 3, and the attribution
+    rules of issue 10: windows, quorum services, dependencies, the per-area policy), with
+    the garbage collector paused (see ``paused_gc``).
+
+    ``combined_only``: the areas' and combined figures only, for the history's quarters
+    (partners, incidents and the provider and cause shares left empty: a third of the
+    work)."""
     from collector.attribution import attribute  # the rules sit on this module's maths
 
     cal = calendar or BusinessCalendar.from_accounting(estate.accounting)

@@ -203,27 +203,22 @@ def _timeline(
     off = clip(union(offline), lo, hi)
     if off:
         return _sweep(spans, off, lo, hi)
-    pieces: list[_Piece] = []
-    run: list[tuple[int, int, Outage]] = []
+    runs: list[list[tuple[int, int, Outage]]] = []
     run_end = lo
     for t in spans:
-        if run and t[0] < run_end:
-            run.append(t)
-            if t[1] > run_end:
-                run_end = t[1]
-            continue
+        if runs and t[0] < run_end:
+            runs[-1].append(t)
+            run_end = max(run_end, t[1])
+        else:
+            runs.append([t])
+            run_end = t[1]
+    pieces: list[_Piece] = []
+    for run in runs:
         if len(run) > 1:
             pieces += _sweep(run, [], lo, hi)
-        elif run and run[0][2].state in _RANK:
+        elif run[0][2].state in _RANK:
             s, e, o = run[0]
             pieces.append(_Piece(s, e, o.state, o))
-        run = [t]
-        run_end = t[1]
-    if len(run) > 1:
-        pieces += _sweep(run, [], lo, hi)
-    elif run and run[0][2].state in _RANK:
-        s, e, o = run[0]
-        pieces.append(_Piece(s, e, o.state, o))
     return pieces
 
 

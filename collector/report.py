@@ -344,6 +344,7 @@ def policy_json(estate: Estate) -> dict[str, dict[str, str]]:
     }
 
 
+@paused_gc()  # the figures of a busy quarter are millions of tuples
 def build_report(
     store: Store,
     estate: Estate,
@@ -359,18 +360,6 @@ def build_report(
     as they were reported then). ``generated_at`` is an input, never read from a clock
     here, so the same data gives the same bytes (default: ``as_of``, else ``now``).
     """
-    with paused_gc():  # the figures of a busy quarter are millions of tuples: see paused_gc
-        return _build_report(store, estate, period, now, as_of, generated_at)
-
-
-def _build_report(
-    store: Store,
-    estate: Estate,
-    period: Period,
-    now: datetime,
-    as_of: datetime | None,
-    generated_at: datetime | None,
-) -> dict[str, Any]:
     estate, rules_text = rules_in_force(store, estate, as_of)
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     at = as_of or now

@@ -115,26 +115,11 @@ def test_the_view_reads_what_the_store_reads(steps: list[Any]) -> None:
                 kind = step[0]
                 if kind == "events":
                     _, n, moves = step
-                    site, check, area = CHECKS[n]
                     batch = []
                     for minutes, to in moves:
                         seqs[n] += 1
                         at = NOW - timedelta(minutes=600) + timedelta(minutes=minutes)
-                        frm = last.get(n, State.UNKNOWN)
-                        batch.append(
-                            Event(
-                                id=f"{site}-{check}:{seqs[n]}",
-                                seq=seqs[n],
-                                site=site,
-                                agent=f"{site}-{check}",
-                                check=check,
-                                area=area,
-                                from_=frm,
-                                to=to,
-                                at=at,
-                                detected_at=at,
-                            )
-                        )
+                        batch.append(check_event(n, seqs[n], last.get(n, State.UNKNOWN), to, at))
                         last[n] = to
                     store.ingest(batch, NOW)
                 elif kind == "annotate":
