@@ -18,7 +18,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -65,9 +65,11 @@ AREA_COLOURS = ("#1f4e79", "#8fb3d9")
 
 @dataclass(frozen=True)
 class Facts:
-    """Every record a period's figures come from, as recorded by one moment."""
+    """Every record a period's figures come from, as recorded by one moment. The outages
+    come once, as the store reads them: the accounting keeps those it needs, and the
+    largest thing a report holds is let go as soon as it has been attributed."""
 
-    outages: list[Outage]
+    outages: Iterator[Outage]
     offline: list[Offline]
     windows: list[Window]
 
@@ -91,7 +93,7 @@ def facts_for(store: Store, start: datetime, end: datetime, as_of: datetime | No
     outages = (
         _outages(store.outage_records_us(start, end))
         if as_of is None
-        else [Outage.from_row(r) for r in store.outages_as_of(start, end, as_of)]
+        else map(Outage.from_row, store.outages_as_of(start, end, as_of))
     )
     offline = [
         Offline(
@@ -106,7 +108,7 @@ def facts_for(store: Store, start: datetime, end: datetime, as_of: datetime | No
     return Facts(outages, offline, windows)
 
 
-def _outages(rows: Iterable[tuple[Any, ...]]) -> list[Outage]:
+def _outages(rows: Iterable[tuple[Any, ...]]) -> Iterator[Outage]:
     """``Outage`` s of rows in its field order, each repeated text (site, check, area,
     state, source, agent) one shared string: SQLite hands back a new string per cell, and
     the million rows of a busy quarter held 700 MB, half of it copies of the same few
@@ -114,8 +116,8 @@ def _outages(rows: Iterable[tuple[Any, ...]]) -> list[Outage]:
     same: dict[Any, Any] = {}
     one = same.setdefault
     new = tuple.__new__
-    return [
-        new(
+    for r in rows:
+        yield new(
             Outage,
             (
                 r[0],
@@ -134,12 +136,6 @@ def _outages(rows: Iterable[tuple[Any, ...]]) -> list[Outage]:
                 one(r[13], r[13]),
             ),
         )
-        for r in rows
-    ]
-
-
-def outages_for(store: Store, period: Period) -> list[Outage]:
-    return facts_for(store, period.start, period.end).outages
 
 
 def accounts_for(

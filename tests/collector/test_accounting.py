@@ -236,6 +236,21 @@ def test_open_outage_is_clipped_at_now_and_the_quarter_measured_to_now(estate: E
     assert acc.incidents[0].end is None
 
 
+def test_an_incident_lists_its_records_in_time_order_when_they_start_together(
+    estate: Estate,
+) -> None:
+    """Two sites' records of one fault start at the same moment: the shorter one is listed
+    first, whatever order the checks were attributed in."""
+    o = [
+        outage("email", "2019-07-05T10:00", "2019-07-05T10:30", site="a-site", id="long"),
+        outage("email", "2019-07-05T10:00", "2019-07-05T10:10", site="b-site", id="short"),
+        outage("email", "2019-07-05T10:20", "2019-07-05T10:40", site="c-site", id="later"),
+    ]
+    acc = account(parse_period("FY2019Q2", LONDON), o, estate, NOW)
+    assert [i.ids for i in acc.incidents] == [("short", "long", "later")]
+    assert acc.incidents[0].duration == 40 * M
+
+
 def test_stored_area_missing_from_the_config_is_still_reported(estate: Estate) -> None:
     o = [outage("telephony_legacy", "2019-07-05T10:00", "2019-07-05T10:30")]
     acc = account(parse_period("FY2019Q2", LONDON), o, estate, NOW)
