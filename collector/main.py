@@ -240,7 +240,7 @@ class Collector:
             self.view = view  # here, so no commit's changes fall between load and swap
 
         await self.write(load_view)
-        self._lead()
+        await self._relead()
         self.alerting.reconfigure()
         try:
             await self.write(record_rules, self.store, new, utcnow())
@@ -651,8 +651,10 @@ class Collector:
         self.presence[name] = online
         self._lead()
 
-    def _lead(self) -> None:
-        """The first collector of collector.members that is online sends alerts."""
+    def _lead(self) -> bool:
+        """The first collector of collector.members that is online sends alerts. Whether
+        that changed here: outside a batch (which ends with a notification anyway) the
+        caller tells the board, else it would learn of a hand-over only with the next one."""
         me = self.estate.collector.client_id
         leader = None
         if self.connected.is_set():
@@ -668,7 +670,13 @@ class Collector:
                 "is now" if is_leader else "stops",
                 f" ({leader} leads)" if leader and not is_leader else "",
             )
-        self.is_leader = is_leader
+        changed, self.is_leader = is_leader != self.is_leader, is_leader
+        return changed
+
+    async def _relead(self) -> None:
+        """``_lead`` outside a batch, telling the board when it changed."""
+        if self._lead():
+            await self._notify()
 
     async def _heartbeat(self, hb: Heartbeat, now: datetime) -> None:
         try:
@@ -871,7 +879,7 @@ class Collector:
             self.metrics.connects.inc()
             self.mqtt = client
             self._connected_at = utcnow()
-            self._lead()
+            await self._relead()
             log.info("collector subscribed as %s", cfg.client_id)
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -897,7 +905,7 @@ class Collector:
             self.connected.clear()
             self._connected_at = None
             self.disconnected.set()
-            self._lead()
+            await self._relead()
 
     async def _consume(self, client: AckingClient) -> None:
         """Take the messages waiting as one batch, up to ``collector.batch_size``; while it
@@ -965,6 +973,12 @@ class Collector:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Stopped while the session was failing: the session's task group
+                    # raised the broker's error in place of the cancellation (Python
+                    # 3.11), and retrying here would keep the collector from ever stopping.
+                    raise asyncio.CancelledError from exc
                 # A session that was established (subscribed) was useful: the next attempt
                 # starts from the shortest delay, so a restarted broker is back within seconds.
                 if self.connects > connects:

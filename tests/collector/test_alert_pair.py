@@ -1,7 +1,8 @@
 """A collector pair sends each alert once (issue 11 with issue 8's pair): both queue it, the
 leader delivers it and publishes a receipt, the other marks it sent; when the leader stops,
 the other takes over and sends the resolution, and not the alert again. Real Mosquitto,
-real collectors, a real signed-webhook receiver."""
+real collectors, a real signed-webhook receiver. And who leads: a collector that loses the
+broker says it no longer leads, and still stops when told to."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.alert_peers import hook_receiver
 from tests.collector.alert_helpers import outbox
 from tests.conftest import CANARY
 from tests.e2e.procs import poll_until
-from tests.peers import estate, event_messages, mosquitto, web_check
+from tests.peers import estate, event_messages, free_port, mosquitto, web_check
 
 SECRET = f"hook-{CANARY}"
 
@@ -111,3 +112,50 @@ async def test_a_pair_sends_each_alert_once_across_a_hand_over(
     assert [m["kind"] for m in rx.received] == ["firing", "resolved"]
     assert set(Counter(rx.delivered_keys()).values()) == {1}
     assert outbox(b)[0]["payload"]["kind"] == "firing"  # b's own content filled in
+
+
+async def test_losing_the_lead_is_announced(tmp_path: Path) -> None:
+    """A collector that loses the broker stops leading (nobody can hear its alerts' receipts)
+    and says so on ``changed``, what the board waits on: no batch comes to announce it."""
+    async with mosquitto(tmp_path / "mosquitto") as broker:
+        c = Collector(estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")]))
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(c.run(stop))
+            await poll_until(lambda: c.is_leader, what="the lone collector to lead")
+            async with c.changed:
+                # Waiting before the broker goes: the lead is lost while this waits, so only
+                # a notification wakes it.
+                stopping = tg.create_task(broker.stop())
+                await asyncio.wait_for(c.changed.wait_for(lambda: not c.is_leader), 60)
+            await stopping
+            assert not c.connected.is_set()
+            stop.set()
+
+
+async def test_a_stop_while_the_session_fails_stops_the_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped while its session with a lost broker winds down, the collector stops: it went
+    on retrying the broker for ever. The session here is a stand-in doing what the real
+    one's task group does (Python 3.11) when a stop comes after one of its tasks failed on
+    the lost broker: it raises that failure, not the stop. The timing of a real broker loss
+    cannot be held to that moment."""
+    c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
+    entered = asyncio.Event()
+
+    async def session() -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise aiomqtt.MqttError("lost") from None
+
+    monkeypatch.setattr(c, "_session", session)
+    loop = asyncio.create_task(c._mqtt_loop())
+    await entered.wait()
+    loop.cancel()
+    async with asyncio.timeout(30):
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+    c.close()
