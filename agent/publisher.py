@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from agent.spool import Spool, Spooled
 from availmon.config import BrokerConfig
-from availmon.mqtt import aiomqtt, client_kwargs, wait_disconnected
+from availmon.mqtt import aiomqtt, client_kwargs, unless_stopping, wait_disconnected
 from availmon.schema import (
     COLLECTORS_ROOT,
     TOPIC_ROOT,
@@ -226,6 +226,7 @@ class Publisher:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
+                unless_stopping(exc)
                 # Reset only after a session that was useful: one that connects and is at once
                 # kicked out (a duplicate agent id, an ACL refusal) must not retry every second.
                 if self.delivered > delivered or loop.time() - started >= SETTLED:

@@ -48,3 +48,15 @@ async def wait_disconnected(client: aiomqtt.Client) -> None:
     disconnected: asyncio.Future[None] = client._disconnected
     await asyncio.shield(disconnected)
     raise aiomqtt.MqttError("disconnected by the broker")
+
+
+def unless_stopping(failure: BaseException) -> None:
+    """Where a session's failure is caught to retry: a stop it hid comes out instead.
+
+    A session's task group that is cancelled after one of its tasks failed on the lost broker
+    raises that failure, not the cancellation (Python 3.11), and a loop that then retries
+    keeps its agent or collector from ever stopping.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from failure

@@ -30,7 +30,7 @@ from availmon.configpath import describe as describe_config
 from availmon.configpath import find_config
 from availmon.embedded import embedded_broker
 from availmon.errors import AvailmonError
-from availmon.mqtt import client_kwargs, wait_disconnected
+from availmon.mqtt import client_kwargs, unless_stopping, wait_disconnected
 from availmon.reload import read_new
 from availmon.schema import (
     COLLECTORS_ROOT,
@@ -973,12 +973,7 @@ class Collector:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # Stopped while the session was failing: the session's task group
-                    # raised the broker's error in place of the cancellation (Python
-                    # 3.11), and retrying here would keep the collector from ever stopping.
-                    raise asyncio.CancelledError from exc
+                unless_stopping(exc)
                 # A session that was established (subscribed) was useful: the next attempt
                 # starts from the shortest delay, so a restarted broker is back within seconds.
                 if self.connects > connects:

@@ -272,3 +272,32 @@ async def test_the_puback_window_is_bounded(broker: Mosquitto, tmp_path: Path) -
     assert 1 < pub.max_in_flight <= WINDOW
     assert depth == 0
     assert seqs == list(range(1, 5001))
+
+
+async def test_a_stop_while_the_session_fails_stops_the_publisher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its session with a lost broker winds down, the publisher stops rather
+    than retrying for ever. The session is a stand-in doing what the real one's task group
+    does (Python 3.11) when cancelled after one of its tasks failed on the lost broker: it
+    raises that failure, not the cancellation; a real broker loss cannot be timed to it."""
+    cfg = estate(tmp_path, 9, [web_check("http://127.0.0.1:9/")])
+    s = spool(tmp_path)
+    pub = publisher(cfg, s)
+    entered = asyncio.Event()
+
+    async def session() -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise aiomqtt.MqttError("lost") from None
+
+    monkeypatch.setattr(pub, "_session", session)
+    task = asyncio.create_task(pub.run())
+    await entered.wait()
+    task.cancel()
+    async with asyncio.timeout(30):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    s.close()
