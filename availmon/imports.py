@@ -43,17 +43,25 @@ def without(*names: str) -> Iterator[None]:
 
 
 @contextmanager
+def setting(name: str, value: str) -> Iterator[None]:
+    """Within the block, the environment variable ``name`` is ``value``; restored after
+    (unset again if it was unset)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+@contextmanager
 def no_ca_file() -> Iterator[None]:
     """Within the block, OpenSSL's default CA file is empty (``SSL_CERT_FILE``, read when a
     context loads its default paths): a context made then holds no CA certificates in memory
     and finds the system's, if at all, through the hashed CA directory (``SSL_CERT_DIR``),
     one at a time when a handshake needs them. The variable is restored afterwards."""
-    old = os.environ.get("SSL_CERT_FILE")
-    os.environ["SSL_CERT_FILE"] = os.devnull
-    try:
+    with setting("SSL_CERT_FILE", os.devnull):
         yield
-    finally:
-        if old is None:
-            del os.environ["SSL_CERT_FILE"]
-        else:
-            os.environ["SSL_CERT_FILE"] = old
