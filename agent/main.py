@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from availmon.config import Check, Estate, TrapConfig, load_config
 from availmon.configpath import describe as describe_config
 from availmon.configpath import find_config
 from availmon.errors import StartupError, UsageError
+from availmon.imports import no_ca_file
 from availmon.reload import read_new
 from availmon.schema import Evidence, Heartbeat, State
 from availmon.signals import install_reload_handler, install_stop_handlers
@@ -232,12 +234,26 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_agent)
 
 
+def import_http_client() -> None:
+    """Import aiohttp without its default contexts' CA file (issue 9: 1,000 checks in at
+    most 60 MB; about 2 MB): every HTTP probe passes a context of its own
+    (``probes.http_io``), so aiohttp's defaults are never used in an agent. Only the agent
+    process does this: the collector's alert channels rely on aiohttp's verified default,
+    and ``availmon demo`` runs both in one process (it never calls this)."""
+    if "aiohttp" in sys.modules:
+        return
+    with no_ca_file():
+        import aiohttp  # noqa: F401  # its import is the point
+
+
 async def cmd_agent(args: argparse.Namespace) -> int:
     path, source = find_config(args.config)
     if source != "--config":  # from the environment or /etc: say which file it is
         log.info("%s", describe_config(path, source))
     estate = load_config(path)
     agent = Agent(estate, args.site)
+    if any(c.type == "http" for c in estate.sites[args.site].checks):
+        import_http_client()  # a check added by a reload gets aiohttp as it comes
     stop, reload = asyncio.Event(), asyncio.Event()
     remove = install_stop_handlers(stop)
     remove_reload = install_reload_handler(reload)

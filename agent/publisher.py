@@ -52,7 +52,9 @@ class Sent:
     pubno: int  # which message of this session last carried it (publication order)
     at: float  # when (loop time)
     tries: int  # how many times it was published this session
-    confirmed: set[str] = field(default_factory=set)
+    #: Frozen, so the usual empty one is Python's one empty frozenset, not a 216-byte set per
+    #: event awaiting a collector (an agent with 1,000 checks starts with 1,000: issue 9).
+    confirmed: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -91,7 +93,7 @@ class Outstanding:
                 self.pubno,
                 now,
                 prev.tries + 1 if prev else 1,
-                prev.confirmed if prev else set(confirmed),
+                prev.confirmed if prev else frozenset(confirmed),
             )
 
     def confirmed(
@@ -106,7 +108,7 @@ class Outstanding:
         for seq in seqs:
             s = self.sent.get(seq)
             if s is not None:
-                s.confirmed.add(collector)
+                s.confirmed |= {collector}
                 self._acked(collector, s)
 
     def _acked(self, collector: str, s: Sent) -> None:

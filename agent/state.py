@@ -38,6 +38,10 @@ class Transition:
     evidence: Evidence
 
 
+#: A run's time before its first probe (never read: a run is read only while it counts).
+_NEVER = datetime.min
+
+
 def classify(result: ProbeResult, t: Thresholds) -> Verdict:
     if not result.ok:
         return Verdict.FAIL
@@ -51,93 +55,101 @@ def classify(result: ProbeResult, t: Thresholds) -> Verdict:
     return Verdict.GOOD
 
 
-@dataclass(slots=True)
-class _Run:
-    count: int = 0
-    start: datetime | None = None
-
-    def extend(self, at: datetime) -> None:
-        if self.count == 0:
-            self.start = at
-        self.count += 1
-
-    def reset(self) -> None:
-        self.count, self.start = 0, None
-
-
 class CheckState:
-    """Hysteresis for one check. ``observe`` returns a Transition when the state changes."""
+    """Hysteresis for one check. ``observe`` returns a Transition when the state changes.
 
-    __slots__ = ("_answering", "_fail", "_good", "_slow", "last", "since", "state", "t")
+    Four runs of probes are counted, each as a count and the time of its first probe: the
+    failures, the slow answers, the good answers, and the answers (good or slow: the run
+    that can clear a down state). Kept as plain slots, not an object per run: an agent holds
+    a state per check, a thousand of them (issue 9: in at most 60 MB). A run's time is read
+    only while its count is above 0.
+    """
+
+    __slots__ = (
+        "_answering",
+        "_answering_at",
+        "_fail",
+        "_fail_at",
+        "_good",
+        "_good_at",
+        "_slow",
+        "_slow_at",
+        "last",
+        "since",
+        "state",
+        "t",
+    )
 
     def __init__(self, thresholds: Thresholds, state: State = State.UNKNOWN) -> None:
         self.t = thresholds
         self.state = state
         self.since: datetime | None = None
         self.last: ProbeResult | None = None
-        self._fail = _Run()
-        self._slow = _Run()
-        self._good = _Run()
-        self._answering = _Run()  # good or slow: the run that can clear a down state
+        self._fail = self._slow = self._good = self._answering = 0
+        self._fail_at = self._slow_at = self._good_at = self._answering_at = _NEVER
 
     def observe(self, result: ProbeResult, at: datetime) -> Transition | None:
         self.last = result
         verdict = classify(result, self.t)
         if verdict is Verdict.FAIL:
-            self._fail.extend(at)
-            self._slow.reset()
-            self._good.reset()
-            self._answering.reset()
+            if self._fail == 0:
+                self._fail_at = at
+            self._fail += 1
+            self._slow = self._good = self._answering = 0
         else:
-            self._fail.reset()
-            self._answering.extend(at)
+            self._fail = 0
+            if self._answering == 0:
+                self._answering_at = at
+            self._answering += 1
             if verdict is Verdict.SLOW:
-                self._slow.extend(at)
-                self._good.reset()
+                if self._slow == 0:
+                    self._slow_at = at
+                self._slow += 1
+                self._good = 0
             else:
-                self._good.extend(at)
-                self._slow.reset()
+                if self._good == 0:
+                    self._good_at = at
+                self._good += 1
+                self._slow = 0
         return self._decide(verdict)
 
     def force(self, to: State, at: datetime, evidence: Evidence) -> Transition | None:
         """An out-of-band fact (a linkDown trap) changes state at once, without hysteresis."""
-        for run in (self._fail, self._slow, self._good, self._answering):
-            run.reset()
+        self._fail = self._slow = self._good = self._answering = 0
         if to is self.state:
             return None
         return self._move(to, at, evidence)
 
     def _decide(self, verdict: Verdict) -> Transition | None:
         t = self.t
-        if self.state is not State.DOWN and self._fail.count >= t.failures_to_down:
-            return self._move(State.DOWN, self._fail.start, self._evidence(self._fail))
+        if self.state is not State.DOWN and self._fail >= t.failures_to_down:
+            return self._move(State.DOWN, self._fail_at, self._evidence(self._fail))
         if self.state in (State.DOWN, State.UNKNOWN):
-            if self._answering.count >= t.successes_to_up:
+            if self._answering >= t.successes_to_up:
                 # Answering again. Slow answers must reach the same count that makes an up
                 # check degraded before they make a down one degraded; until then (or a good
                 # probe) it is not yet known whether the service is slow or recovering.
-                if verdict is Verdict.SLOW and self._slow.count < t.slow_to_degraded:
+                if verdict is Verdict.SLOW and self._slow < t.slow_to_degraded:
                     return None
                 to = State.DEGRADED if verdict is Verdict.SLOW else State.UP
-                return self._move(to, self._answering.start, self._evidence(self._answering))
+                return self._move(to, self._answering_at, self._evidence(self._answering))
             return None
-        if self.state is State.UP and self._slow.count >= t.slow_to_degraded:
-            return self._move(State.DEGRADED, self._slow.start, self._evidence(self._slow))
-        if self.state is State.DEGRADED and self._good.count >= t.successes_to_up:
-            return self._move(State.UP, self._good.start, self._evidence(self._good))
+        if self.state is State.UP and self._slow >= t.slow_to_degraded:
+            return self._move(State.DEGRADED, self._slow_at, self._evidence(self._slow))
+        if self.state is State.DEGRADED and self._good >= t.successes_to_up:
+            return self._move(State.UP, self._good_at, self._evidence(self._good))
         return None
 
-    def _evidence(self, run: _Run) -> Evidence:
+    def _evidence(self, probes: int) -> Evidence:
         last = self.last
         return Evidence(
             error=last.error[:500] if last and last.error else None,
             latency=last.latency if last else None,
             loss=last.loss if last else None,
-            probes=run.count,
+            probes=probes,
         )
 
-    def _move(self, to: State, at: datetime | None, evidence: Evidence) -> Transition:
-        assert at is not None, "a run that trips a transition has a start"
+    def _move(self, to: State, at: datetime, evidence: Evidence) -> Transition:
         if self.since is not None and at < self.since:
             # A probe that was in flight when a trap forced the state is dated before it;
             # transitions must stay in time order or the collector pairs them wrongly.

@@ -94,6 +94,16 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from availmon.imports import setting
+
+    # No pydantic plugin is wanted here, and looking for them reads every installed
+    # package's metadata when the first model is built: 2.6 % of the command's instructions
+    # (issue 9, start-up). The variable is pydantic's own switch, set for this command only.
+    with setting("PYDANTIC_DISABLE_PLUGINS", "__all__"):
+        return _config_check(args)
+
+
+def _config_check(args: argparse.Namespace) -> int:
     from availmon.config import load_config, summary
     from availmon.configpath import describe, find_config
 

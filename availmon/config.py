@@ -500,6 +500,22 @@ class Estate(Frozen):
                 data = {**data, "areas": merged}
         return data
 
+    @model_validator(mode="after")
+    def _share_fields_sets(self) -> Estate:
+        """Checks that set the same keys share one record of them (pydantic's
+        ``model_fields_set``): a set of five or more names is 728 bytes, more than half of a
+        check's model, and an agent holds a thousand checks (issue 9: in at most 60 MB).
+        pydantic copies the set before changing it (``model_copy``); a test holds it to that.
+        """
+        shared: dict[frozenset[str], set[str]] = {}
+        for site in self.sites.values():
+            for check in site.checks:
+                own = check.__pydantic_fields_set__
+                one = shared.setdefault(frozenset(own), own)
+                if one is not own:
+                    object.__setattr__(check, "__pydantic_fields_set__", one)
+        return self
+
     def collectors(self) -> tuple[str, ...]:
         """Every collector's client id, in order of preference for sending alerts."""
         return self.collector.members or (self.collector.client_id,)

@@ -13,10 +13,16 @@ them: that fallback is what :func:`without` selects while the library loads. A m
 already imported is left alone (nothing to save). The module stays importable afterwards;
 :func:`probes.snmp_io.require_privacy` gives pysnmp its privacy back when a v3 check or trap
 user needs it.
+
+A third one is not a module: aiohttp makes two default TLS contexts at its import, each
+loading the system's CA file (about 1 MB resident apiece), for requests that pass no TLS
+context of their own. An agent's probes always pass theirs; :func:`no_ca_file` lets the
+agent import aiohttp without that load.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,3 +40,28 @@ def without(*names: str) -> Iterator[None]:
         for name in hidden:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
+
+
+@contextmanager
+def setting(name: str, value: str) -> Iterator[None]:
+    """Within the block, the environment variable ``name`` is ``value``; restored after
+    (unset again if it was unset)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+@contextmanager
+def no_ca_file() -> Iterator[None]:
+    """Within the block, OpenSSL's default CA file is empty (``SSL_CERT_FILE``, read when a
+    context loads its default paths): a context made then holds no CA certificates in memory
+    and finds the system's, if at all, through the hashed CA directory (``SSL_CERT_DIR``),
+    one at a time when a handshake needs them. The variable is restored afterwards."""
+    with setting("SSL_CERT_FILE", os.devnull):
+        yield

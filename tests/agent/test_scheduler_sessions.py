@@ -9,10 +9,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.scheduler import Scheduler
+from agent.scheduler import Scheduler, offset
 from agent.state import Transition
 from availmon.config import Check, parse_config
 from probes.base import ProbeResult
+from tests.peers import free_port
 
 
 def site_checks(checks: list[dict[str, Any]]) -> list[Check]:
@@ -80,3 +81,60 @@ async def test_http_checks_share_one_client_and_still_connect_each_time() -> Non
     assert all(result.ok for _, result in seen), [r.error for _, r in seen if not r.ok]
     assert {name for name, _ in seen} == {"c0", "c1", "c2"}
     assert len(set(connections)) == len(connections)  # a new connection for every probe
+
+
+async def test_checks_waiting_for_their_time_hold_no_task_each() -> None:
+    """One queue of due times, not a sleeping task per check (issue 9: an agent's RSS with
+    1,000 checks): while one quick check keeps probing, twenty hourly checks whose time is
+    far off have no task."""
+    closed = free_port()  # nothing listens: each probe fails at once
+    names = [n for n in (f"h{i}" for i in range(200)) if offset(n, 3600) > 600][:20]
+    hourly = [
+        {"type": "tcp", "target": f"127.0.0.1:{closed}", "interval": 3600, "name": n} for n in names
+    ]
+    quick = {"type": "tcp", "target": f"127.0.0.1:{closed}", "interval": 0.05, "timeout": 0.05,
+             "name": "q"}  # fmt: skip
+    checks = site_checks([quick, *hourly])
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    def on_result(check: Check, result: ProbeResult, at: datetime) -> None:
+        seen.append(check.name)
+        if len(seen) >= 3:
+            done.set()
+
+    scheduler = Scheduler(checks, no_transitions, on_result=on_result)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(20):
+            await done.wait()
+        probing = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("check:")]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert set(seen) == {"q"}
+    assert len(names) == 20
+    assert probing in ([], ["check:q"]), probing  # the quick one may be mid-probe
+
+
+def test_checks_with_equal_options_and_thresholds_share_them() -> None:
+    """Parsed options and thresholds are made once per distinct value (issue 9: memory);
+    a reload parses afresh."""
+    checks = site_checks(
+        [
+            {"type": "http", "target": "http://127.0.0.1:1/a"},
+            {"type": "http", "target": "http://127.0.0.1:1/b"},
+            {"type": "http", "target": "http://127.0.0.1:1/c", "method": "HEAD"},
+            {"type": "http", "target": "http://127.0.0.1:1/d", "failures_to_down": 5},
+        ]
+    )
+    scheduler = Scheduler(checks, no_transitions)
+    a, b, c, d = scheduler._slots.values()
+    assert a.options is b.options is d.options
+    assert c.options is not a.options
+    assert c.options.method == "HEAD"
+    assert a.state.t is b.state.t is c.state.t
+    assert d.state.t is not a.state.t
+    assert d.state.t.failures_to_down == 5
+    scheduler.reload([*checks[:3], checks[3].model_copy(update={"failures_to_down": 6})])
+    assert scheduler._slots["c3"].state.t.failures_to_down == 6

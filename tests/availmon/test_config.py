@@ -129,3 +129,23 @@ def test_a_site_has_at_most_1000_checks_and_long_values_are_cut() -> None:
     assert issue.message.startswith("List should have at most 1000 items")
     assert len(str(issue)) < 400
     assert str(issue).endswith("…)")
+
+
+def test_checks_setting_the_same_keys_share_their_fields_set() -> None:
+    """Issue 9 (an agent's RSS): pydantic's record of the keys a check set is shared by the
+    checks that set the same keys. The record stays right, and pydantic must copy it before
+    changing it: a ``model_copy`` with an update changes one check's record only."""
+    checks = [
+        {"name": "a", "type": "tcp", "target": "127.0.0.1:1", "area": "servers"},
+        {"name": "b", "type": "tcp", "target": "127.0.0.1:2", "area": "servers"},
+        {"name": "c", "type": "tcp", "target": "127.0.0.1:3", "area": "servers", "interval": 60},
+    ]
+    estate = parse_config({"sites": {"s": {"partner": "p", "checks": checks}}}, "test")
+    a, b, c = estate.sites["s"].checks
+    assert a.model_fields_set is b.model_fields_set
+    assert a.model_fields_set == {"name", "type", "target", "area"}
+    assert c.model_fields_set == {"name", "type", "target", "area", "interval"}
+    changed = a.model_copy(update={"timeout": 2.0})
+    assert "timeout" in changed.model_fields_set
+    assert b.model_fields_set == {"name", "type", "target", "area"}
+    assert a.model_dump(exclude_unset=True) == checks[0]

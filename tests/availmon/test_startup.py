@@ -105,6 +105,33 @@ def test_config_check_loads_neither_ssl_nor_sqlite() -> None:
     assert loaded == []
 
 
+PLUGINS = """
+import json, os, sys
+from availmon.cli import main
+code = main({argv!r})
+import pydantic.plugin._loader as loader
+print(json.dumps([code, loader._plugins is None, os.environ.get("PYDANTIC_DISABLE_PLUGINS")]))
+"""
+
+
+def test_config_check_does_not_look_for_pydantic_plugins() -> None:
+    """The search reads every installed package's metadata; the command needs no plugin. The
+    environment is as it was afterwards. (pydantic's ``_plugins`` stays None until a search:
+    this fails if pydantic changes how it keeps them.)"""
+    argv = ["config", "check", str(ROOT / "config" / "demo.toml")]
+    done = subprocess.run(
+        [sys.executable, "-c", PLUGINS.format(argv=argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    code, never_searched, left = json.loads(done.stdout.splitlines()[-1])
+    assert code == 0
+    assert never_searched
+    assert left is None
+
+
 def test_probe_http_loads_aiohttp_only_when_it_runs() -> None:
     code, heavy = loaded_by("probe", "http", "http://127.0.0.1:1/", "--timeout", "1")
     assert code == 1
