@@ -417,11 +417,14 @@ class Collector:
 
     def _kpi_key(self, now: datetime) -> tuple[Hashable, Hashable]:
         """What a store-made KPI depends on (``Costly``): the config and the quarter, and
-        the data (the collector's own writes of outages and of declared windows, and the
-        live view's version, which moves when another process's writes are read in)."""
+        the data (the collector's own writes of outages, declared windows and not-monitored
+        records, and the live view's version, which moves when another process's writes are
+        read in)."""
         tz = ZoneInfo(self.estate.accounting.timezone)
         scope = (self._config_generation, quarter_containing(now, tz).id)
-        return scope, (self.store.own_writes, self.store.window_writes, self.view.version)
+        store = self.store
+        data = (store.own_writes, store.window_writes, store.not_monitored_writes)
+        return scope, (*data, self.view.version)
 
     def kpi_view(self, now: datetime) -> dict[str, Any] | None:
         """The board's KPI when the live view's is not the accounting's (None: use the

@@ -538,6 +538,9 @@ class Store:
         self.own_writes = 0
         #: Declared windows recorded or cancelled through this Store (``windows_changed``).
         self.window_writes = 0
+        #: Not-monitored records opened or closed through this Store (they count in figures
+        #: under some policies, and write no outage).
+        self.not_monitored_writes = 0
         try:
             self.conn = self._connect()
         except sqlite3.Error as exc:
@@ -1746,6 +1749,7 @@ class Store:
                 " VALUES (?,?,?,?,?)",
                 (site, agent, to_iso(start), to_iso(at), why),
             )
+        self.not_monitored_writes += 1
 
     def close_not_monitored(self, agent: str, end: datetime, at: datetime) -> int:
         with self._tx():
@@ -1757,6 +1761,8 @@ class Store:
                 "UPDATE not_monitored SET end=?, ended_at=? WHERE agent=? AND end IS NULL",
                 (to_iso(end), to_iso(at), agent),
             )
+        if cur.rowcount:
+            self.not_monitored_writes += 1
         return cur.rowcount
 
     def provisional_dropped(self, agent: str, at: datetime) -> None:

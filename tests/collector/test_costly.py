@@ -8,11 +8,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from availmon.clock import utcnow
 from collector.costly import Costly
+from collector.main import Collector
+from tests.peers import estate, free_port, web_check
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 
@@ -167,3 +171,24 @@ def test_a_cheap_figure_is_always_waited_for(pool: ThreadPoolExecutor) -> None:
     kpi = Costly(pool, work, clock=clock)
     assert kpi.get_or_none("config 0", 1, NOW) == 1
     assert kpi.get_or_none("config 1", 1, NOW) == 2
+
+
+def test_the_collector_keys_its_figures_on_every_record_they_come_from(
+    tmp_path: Path,
+) -> None:
+    """A store-made figure depends on outages, declared windows and not-monitored records:
+    writing any of them through the collector moves the data its figures are keyed on (else
+    a costly figure stays as it was until the next outage write, or for up to a minute)."""
+    c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
+    now = utcnow()
+    keys = [c._kpi_key(now)]
+    c.store.open_not_monitored("hq", "hq", now - timedelta(minutes=5), now, "offline")
+    keys.append(c._kpi_key(now))
+    c.store.close_not_monitored("hq", now, now)
+    keys.append(c._kpi_key(now))
+    c.store.close_not_monitored("hq", now, now)  # nothing open: nothing written
+    keys.append(c._kpi_key(now))
+    c.close()
+    assert len({scope for scope, _ in keys}) == 1
+    assert len({data for _, data in keys[:3]}) == 3
+    assert keys[3] == keys[2]
