@@ -200,6 +200,7 @@ class Agent:
                 raise StartupError(icmp.describe_mode(mode))
             log.info("%s", icmp.describe_mode(mode))
         log.info("agent %s for site %s: %d checks", self.agent_id, self.site, len(checks))
+        self.publisher.stopping = False
         try:
             async with asyncio.TaskGroup() as tg:
                 work = [
@@ -212,6 +213,7 @@ class Agent:
                 if reload is not None and path is not None:
                     work.append(tg.create_task(self._reloads(reload, path), name="reload"))
                 await stop.wait()
+                self.publisher.stopping = True
                 for task in work:
                     task.cancel()
             await self.publisher.publish_stopped()

@@ -215,6 +215,8 @@ class Publisher:
         self._in_flight = 0
         self.status_topic = topic(site, agent, "status")
         self.outstanding: Outstanding | None = None
+        #: Set by the agent before it cancels ``run`` (see ``availmon.mqtt.unless_stopping``).
+        self.stopping = False
 
     def wake(self) -> None:
         """A new event is in the spool (or a confirmation freed the window)."""
@@ -228,7 +230,7 @@ class Publisher:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
-                unless_stopping(exc)
+                unless_stopping(exc, self.stopping)
                 # Reset only after a session that was useful: one that connects and is at once
                 # kicked out (a duplicate agent id, an ACL refusal) must not retry every second.
                 if self.delivered > delivered or loop.time() - started >= SETTLED:

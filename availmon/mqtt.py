@@ -50,13 +50,14 @@ async def wait_disconnected(client: aiomqtt.Client) -> None:
     raise aiomqtt.MqttError("disconnected by the broker")
 
 
-def unless_stopping(failure: BaseException) -> None:
-    """Where a session's failure is caught to retry: a stop it hid comes out instead.
+def unless_stopping(failure: BaseException, stopping: bool) -> None:
+    """Where a session's failure is caught to retry: when its owner is stopping, the stop
+    comes out instead.
 
-    A session's task group that is cancelled after one of its tasks failed on the lost broker
-    raises that failure, not the cancellation (Python 3.11), and a loop that then retries
-    keeps its agent or collector from ever stopping.
+    A session's task group cancelled after one of its tasks failed on the lost broker raises
+    that failure, not the cancellation (Python 3.11), and a loop that then retried kept its
+    agent or collector from ever stopping. The owner's own flag tells, not the task's count
+    of cancellations: 3.11's task group also leaves one behind whenever a task fails.
     """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    if stopping:
         raise asyncio.CancelledError from failure

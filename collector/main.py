@@ -147,6 +147,8 @@ class Collector:
         #: Other collectors' presence (client id -> online), from their retained status.
         self.presence: dict[str, bool] = {}
         self.is_leader = False
+        #: Set by ``run`` before it cancels its tasks (see ``availmon.mqtt.unless_stopping``).
+        self.stopping = False
         #: The live MQTT session, while there is one (the alerts publish receipts on it).
         self.mqtt: AckingClient | None = None
         #: Sessions established with the broker (subscribed), since start.
@@ -976,7 +978,7 @@ class Collector:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
-                unless_stopping(exc)
+                unless_stopping(exc, self.stopping)
                 # A session that was established (subscribed) was useful: the next attempt
                 # starts from the shortest delay, so a restarted broker is back within seconds.
                 if self.connects > connects:
@@ -997,6 +999,7 @@ class Collector:
         self, stop: asyncio.Event, *, reload: asyncio.Event | None = None, path: Path | None = None
     ) -> None:
         """Run until ``stop``; each time ``reload`` is set, re-read ``path``."""
+        self.stopping = False
         async with AsyncExitStack() as stack:
             broker = self.estate.broker
             if broker.embedded:
@@ -1033,6 +1036,7 @@ class Collector:
                 if reload is not None and path is not None:
                     tasks.append(tg.create_task(self._reloads(reload, path), name="reload"))
                 await stop.wait()
+                self.stopping = True
                 for task in tasks:
                     task.cancel()
         self.close()

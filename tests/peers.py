@@ -16,7 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,3 +317,33 @@ def event_messages(site: str, agent: str, events: Sequence[Event]) -> list[tuple
     """The MQTT messages (topic, payload) that carry ``events`` from ``site``'s ``agent``."""
     where = topic(site, agent, "event")
     return [(where, e.to_json()) for e in events]
+
+
+def failing_session(entered: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    """A stand-in for a session doing what the real one's task group does (Python 3.11)
+    when the broker is lost: a task fails and the group raises its failure, also when a stop
+    comes meanwhile (the cancellation is not raised); a real broker loss cannot be timed to
+    that moment."""
+
+    from availmon.mqtt import aiomqtt  # as the agent imports it (see availmon.mqtt)
+
+    async def session() -> None:
+        async def lost() -> None:
+            await entered.wait()
+            raise aiomqtt.MqttError("lost")
+
+        async def winding_down() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await asyncio.sleep(0)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(lost())
+                tg.create_task(winding_down())
+                entered.set()
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+
+    return session

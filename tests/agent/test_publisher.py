@@ -23,7 +23,7 @@ from availmon.config import Estate
 from availmon.schema import Ack, Evidence, Heartbeat, State, ack_topic, collector_topic
 from collector.main import Collector
 from tests.e2e import procs
-from tests.peers import Mosquitto, estate, mosquitto, wait_until, web_check
+from tests.peers import Mosquitto, estate, failing_session, mosquitto, wait_until, web_check
 
 T = 100.0  # a loop time for the pure tests
 
@@ -274,30 +274,37 @@ async def test_the_puback_window_is_bounded(broker: Mosquitto, tmp_path: Path) -
     assert seqs == list(range(1, 5001))
 
 
-async def test_a_stop_while_the_session_fails_stops_the_publisher(
+async def test_a_failed_session_is_retried_and_a_stop_still_stops_the_publisher(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cancelled while its session with a lost broker winds down, the publisher stops rather
-    than retrying for ever. The session is a stand-in doing what the real one's task group
-    does (Python 3.11) when cancelled after one of its tasks failed on the lost broker: it
-    raises that failure, not the cancellation; a real broker loss cannot be timed to it."""
+    """The broker lost over and over, the publisher tries it again each time; then stopped
+    by its agent, it stops (it used to go on retrying for ever when the stop came as a
+    session failed)."""
     cfg = estate(tmp_path, 9, [web_check("http://127.0.0.1:9/")])
     s = spool(tmp_path)
     pub = publisher(cfg, s)
+    sessions = 0
     entered = asyncio.Event()
 
     async def session() -> None:
+        nonlocal sessions
+        sessions += 1
+        if sessions < 3:
+            await failing_session(asyncio.Event())()
+            return
         entered.set()
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            raise aiomqtt.MqttError("lost") from None
+            raise aiomqtt.MqttError("lost") from None  # what the group raises at a stop
 
     monkeypatch.setattr(pub, "_session", session)
     task = asyncio.create_task(pub.run())
-    await entered.wait()
-    task.cancel()
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(60):
+        await entered.wait()  # two failed sessions retried: the third is running
+        pub.stopping = True  # as the agent does before it cancels its tasks
+        task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
     s.close()
+    assert sessions == 3
