@@ -16,7 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,17 +319,33 @@ def event_messages(site: str, agent: str, events: Sequence[Event]) -> list[tuple
     return [(where, e.to_json()) for e in events]
 
 
-def failing_session(entered: asyncio.Event) -> Callable[[], Awaitable[None]]:
-    """A stand-in for a session doing what the real one's task group does (Python 3.11)
-    when the broker is lost: a task fails and the group raises its failure, also when a stop
-    comes meanwhile (the cancellation is not raised); a real broker loss cannot be timed to
-    that moment."""
+@dataclass
+class LostBroker:
+    """Stand-in sessions for an MQTT loop (its ``_session``) whose broker is lost over and
+    over. The first ``failures`` fail as the real session's task group does when one of its
+    tasks fails on the lost broker: the failure comes out (and Python 3.11 leaves the
+    group's own cancellation of its caller counted). The next runs until cancelled, then
+    raises the failure too, as the real one does when a stop comes while it winds down. A
+    real broker loss cannot be timed to those moments."""
 
-    from availmon.mqtt import aiomqtt  # as the agent imports it (see availmon.mqtt)
+    failures: int = 2
+    sessions: int = 0
+    running: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def session() -> None:
+    async def __call__(self) -> None:
+        from availmon.mqtt import aiomqtt  # as the agent imports it (see availmon.mqtt)
+
+        self.sessions += 1
+        if self.sessions > self.failures:
+            self.running.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise aiomqtt.MqttError("lost") from None
+        started = asyncio.Event()
+
         async def lost() -> None:
-            await entered.wait()
+            await started.wait()
             raise aiomqtt.MqttError("lost")
 
         async def winding_down() -> None:
@@ -342,8 +358,6 @@ def failing_session(entered: asyncio.Event) -> Callable[[], Awaitable[None]]:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(lost())
                 tg.create_task(winding_down())
-                entered.set()
+                started.set()
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
-
-    return session

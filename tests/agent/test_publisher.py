@@ -23,7 +23,7 @@ from availmon.config import Estate
 from availmon.schema import Ack, Evidence, Heartbeat, State, ack_topic, collector_topic
 from collector.main import Collector
 from tests.e2e import procs
-from tests.peers import Mosquitto, estate, failing_session, mosquitto, wait_until, web_check
+from tests.peers import LostBroker, Mosquitto, estate, mosquitto, wait_until, web_check
 
 T = 100.0  # a loop time for the pure tests
 
@@ -283,28 +283,14 @@ async def test_a_failed_session_is_retried_and_a_stop_still_stops_the_publisher(
     cfg = estate(tmp_path, 9, [web_check("http://127.0.0.1:9/")])
     s = spool(tmp_path)
     pub = publisher(cfg, s)
-    sessions = 0
-    entered = asyncio.Event()
-
-    async def session() -> None:
-        nonlocal sessions
-        sessions += 1
-        if sessions < 3:
-            await failing_session(asyncio.Event())()
-            return
-        entered.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            raise aiomqtt.MqttError("lost") from None  # what the group raises at a stop
-
-    monkeypatch.setattr(pub, "_session", session)
+    lost = LostBroker(failures=2)
+    monkeypatch.setattr(pub, "_session", lost)
     task = asyncio.create_task(pub.run())
     async with asyncio.timeout(60):
-        await entered.wait()  # two failed sessions retried: the third is running
+        await lost.running.wait()  # two failed sessions retried: the third is running
         pub.stopping = True  # as the agent does before it cancels its tasks
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
     s.close()
-    assert sessions == 3
+    assert lost.sessions == 3

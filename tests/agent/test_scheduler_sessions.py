@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +28,18 @@ def site_checks(checks: list[dict[str, Any]]) -> list[Check]:
 
 async def no_transitions(check: Check, transition: Transition, at: datetime) -> None:
     return None
+
+
+@contextlib.asynccontextmanager
+async def running(scheduler: Scheduler) -> AsyncIterator[None]:
+    """The scheduler running for the block, which has 20 s; stopped after it."""
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(20):
+            yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_groups_icmp_batches_snmp_devices_and_lone_checks() -> None:
@@ -70,14 +84,8 @@ async def test_http_checks_share_one_client_and_still_connect_each_time() -> Non
             if len(seen) >= 9:
                 done.set()
 
-        scheduler = Scheduler(checks, no_transitions, on_result=on_result)
-        task = asyncio.create_task(scheduler.run())
-        try:
-            async with asyncio.timeout(20):
-                await done.wait()
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        async with running(Scheduler(checks, no_transitions, on_result=on_result)):
+            await done.wait()
     assert all(result.ok for _, result in seen), [r.error for _, r in seen if not r.ok]
     assert {name for name, _ in seen} == {"c0", "c1", "c2"}
     assert len(set(connections)) == len(connections)  # a new connection for every probe
@@ -103,15 +111,9 @@ async def test_checks_waiting_for_their_time_hold_no_task_each() -> None:
         if len(seen) >= 3:
             done.set()
 
-    scheduler = Scheduler(checks, no_transitions, on_result=on_result)
-    task = asyncio.create_task(scheduler.run())
-    try:
-        async with asyncio.timeout(20):
-            await done.wait()
+    async with running(Scheduler(checks, no_transitions, on_result=on_result)):
+        await done.wait()
         probing = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("check:")]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
     assert set(seen) == {"q"}
     assert len(names) == 20
     assert probing in ([], ["check:q"]), probing  # the quick one may be mid-probe

@@ -22,7 +22,7 @@ from tests.alert_peers import hook_receiver
 from tests.collector.alert_helpers import outbox
 from tests.conftest import CANARY
 from tests.e2e.procs import poll_until
-from tests.peers import estate, event_messages, failing_session, free_port, mosquitto, web_check
+from tests.peers import LostBroker, estate, event_messages, free_port, mosquitto, web_check
 
 SECRET = f"hook-{CANARY}"
 
@@ -140,25 +140,11 @@ async def test_a_failed_session_is_retried_and_a_stop_still_stops_the_collector(
     stop, it stops (it used to go on retrying for ever when the stop came as a session
     failed)."""
     c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
-    sessions = 0
-
-    async def session() -> None:
-        nonlocal sessions
-        sessions += 1
-        if sessions < 3:
-            await failing_session(asyncio.Event())()
-            return
-        entered.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            raise aiomqtt.MqttError("lost") from None  # what the group raises at a stop
-
-    entered = asyncio.Event()
-    monkeypatch.setattr(c, "_session", session)
+    lost = LostBroker(failures=2)
+    monkeypatch.setattr(c, "_session", lost)
     stop = asyncio.Event()
     async with asyncio.timeout(60), asyncio.TaskGroup() as tg:
         tg.create_task(c.run(stop))
-        await entered.wait()  # two failed sessions retried: the third is running
+        await lost.running.wait()  # two failed sessions retried: the third is running
         stop.set()
-    assert sessions == 3
+    assert lost.sessions == 3
