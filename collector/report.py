@@ -818,12 +818,16 @@ def render_markdown(data: Mapping[str, Any]) -> str:
 
 
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.DOTALL)
+#: pygal's banner comments, one of which carries the day it drew the chart.
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 def _svg(chart: Any) -> str:
     """Inline SVG with no scripts: pygal embeds a small config script even with ``js=[]``;
-    a board paper is static, and mail gateways strip scripts anyway."""
-    return _SCRIPT.sub("", chart.render(is_unicode=True))
+    a board paper is static, and mail gateways strip scripts anyway. And no comments:
+    pygal's banner dates each chart with the day it was drawn, so the same data gave other
+    bytes the next day (the report's own date is ``generated_at``, an input)."""
+    return _COMMENT.sub("", _SCRIPT.sub("", chart.render(is_unicode=True)))
 
 
 def _style(colors: tuple[str, ...] = AREA_COLOURS) -> Style:
