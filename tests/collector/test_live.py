@@ -4,8 +4,10 @@ store's committed changes, it reads exactly what the store reads, after any mix 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,18 @@ from tests.e2e import procs
 
 NOW = datetime(2026, 2, 20, 12, 0, tzinfo=UTC)  # FY2025Q4: January to March 2026
 Q_START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def loaded(path: Path, est: Estate) -> Iterator[tuple[Store, LiveOutages]]:
+    """A store at ``path`` and a live view loaded from it, closed after the block."""
+    store = Store(path)
+    view = LiveOutages(est)
+    view.load(store, NOW)
+    try:
+        yield store, view
+    finally:
+        store.close()
 
 
 def estate() -> Estate:
@@ -268,10 +282,7 @@ def test_a_late_event_in_a_batch_keeps_the_outages_others_closed_in_order(
     re-derivation on)."""
     est = estate()
     checks = Checks()
-    store = Store(tmp_path / "c.db")
-    view = LiveOutages(est)
-    view.load(store, NOW)
-    try:
+    with loaded(tmp_path / "c.db", est) as (store, view):
         t = NOW - timedelta(hours=10)
         store.ingest(
             [
@@ -296,8 +307,6 @@ def test_a_late_event_in_a_batch_keeps_the_outages_others_closed_in_order(
         want, got = reads(store, view, est, NOW)
         assert got == want
         assert got["kpi"]["network_telephony"][0] == 3600.0
-    finally:
-        store.close()
 
 
 def test_many_outages_in_a_few_batches(tmp_path: Path) -> None:
@@ -305,10 +314,7 @@ def test_many_outages_in_a_few_batches(tmp_path: Path) -> None:
     latest fifty starts and ten ends are kept as rows, the rest counted in the KPI."""
     est = estate()
     checks = Checks()
-    store = Store(tmp_path / "c.db")
-    view = LiveOutages(est)
-    view.load(store, NOW)
-    try:
+    with loaded(tmp_path / "c.db", est) as (store, view):
         at = NOW - timedelta(days=30)
         for size in (400, 3, 250, 1):
             batch = []
@@ -324,8 +330,6 @@ def test_many_outages_in_a_few_batches(tmp_path: Path) -> None:
         assert len(got["recent"]) == 50
         assert len(got["closed"]) == 10
         assert got["kpi"]["network_telephony"][0] > 0
-    finally:
-        store.close()
 
 
 def test_an_outage_annotated_by_another_process_is_read_back_when_it_closes(
@@ -336,10 +340,7 @@ def test_an_outage_annotated_by_another_process_is_read_back_when_it_closes(
     meanwhile is in the closed row, as in the store."""
     est = estate()
     checks = Checks()
-    store = Store(tmp_path / "c.db")
-    view = LiveOutages(est)
-    view.load(store, NOW)
-    try:
+    with loaded(tmp_path / "c.db", est) as (store, view):
         start = NOW - timedelta(hours=2)
         ingest_in_order(store, [checks.event(1, State.DOWN, start)])
         view.apply(store, store.take_changes(), NOW)
@@ -354,18 +355,13 @@ def test_an_outage_annotated_by_another_process_is_read_back_when_it_closes(
         [closed] = view.recent_closed()
         assert (closed["id"], closed["cause"], closed["planned"]) == (row["id"], "power cut", 1)
         assert view.kpi(NOW)["email"][0] == 0.0  # planned does not count here
-    finally:
-        store.close()
 
 
 def test_recent_lists_keep_the_latest(tmp_path: Path) -> None:
     """Over fifty outages: the status list keeps the fifty latest starts, the board's the
     ten latest ends, however the writes arrive."""
     est = estate()
-    store = Store(tmp_path / "c.db")
-    view = LiveOutages(est)
-    view.load(store, NOW)
-    try:
+    with loaded(tmp_path / "c.db", est) as (store, view):
         rows = []
         for n in range(70):
             start = NOW - timedelta(hours=n, minutes=n)
@@ -378,8 +374,6 @@ def test_recent_lists_keep_the_latest(tmp_path: Path) -> None:
         assert got == want
         assert len(got["recent"]) == 50
         assert len(got["closed"]) == 10
-    finally:
-        store.close()
 
 
 def test_the_declared_windows_follow_writes_and_time(tmp_path: Path) -> None:
@@ -439,10 +433,7 @@ def test_the_declared_windows_follow_writes_and_time(tmp_path: Path) -> None:
 
 def test_another_process_writing_makes_the_view_stale(tmp_path: Path) -> None:
     est = estate()
-    store = Store(tmp_path / "c.db")
-    view = LiveOutages(est)
-    view.load(store, NOW)
-    try:
+    with loaded(tmp_path / "c.db", est) as (store, view):
         store.import_outages([store_row(outage("email", "2026-02-01T10:00", "2026-02-01T11:00"))])
         view.apply(store, store.take_changes(), NOW)
         assert not view.stale(store, NOW)
@@ -455,8 +446,6 @@ def test_another_process_writing_makes_the_view_stale(tmp_path: Path) -> None:
         assert view.kpi(NOW)["servers"][0] == 7200.0
         # A new quarter makes it stale too.
         assert view.stale(store, datetime(2026, 4, 2, tzinfo=UTC))
-    finally:
-        store.close()
 
 
 async def test_status_and_metrics_follow_commits_and_a_restart(
