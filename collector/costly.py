@@ -105,16 +105,23 @@ class Costly(Generic[T]):
         return work.result()
 
     def get_or_none(self, scope: Hashable, data: Hashable, now: datetime) -> T | None:
-        """``get``, but None at once where it would wait for a figure that is costly (the
-        last one made, of any scope, was): a scrape after a config reload shows no figure
-        for a while rather than timing out (a value not measured is absent)."""
+        """``get``, but None where it would wait for a figure that is costly: at once when
+        the last one made (of any scope) was, and after ``wait_under`` seconds when none has
+        been made yet (the first scrape after a start on a busy store). A scrape then shows
+        no figure for a while rather than timing out (a value not measured is absent); the
+        work goes on, and a later scrape gets its figure."""
         last, work = self._plan(scope, data, now)
         if last is not None:
             return last.value
         assert work is not None
         with self._lock:
-            costly = self._last is not None and self._last.cost >= self.wait_under
-        return None if costly and not work.done() else work.result()
+            known = self._last
+        if known is not None:
+            return None if known.cost >= self.wait_under and not work.done() else work.result()
+        try:
+            return work.result(timeout=self.wait_under)
+        except TimeoutError:
+            return None
 
     async def get_async(self, scope: Hashable, data: Hashable, now: datetime) -> T:
         """From the event loop, without blocking it."""

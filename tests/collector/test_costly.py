@@ -165,6 +165,25 @@ def test_a_scrape_does_not_wait_for_a_costly_figure_of_a_new_scope(
     assert kpi.get_or_none("config 1", 1, NOW) == 2
 
 
+def test_the_first_scrape_after_a_start_waits_no_longer_than_a_cheap_figure_takes(
+    pool: ThreadPoolExecutor,
+) -> None:
+    """With no figure made yet its cost is unknown: a scrape waits ``wait_under`` for it
+    (what a cheap one takes) and then goes without it, while the work goes on (a busy
+    store's first figure took half a minute: Prometheus would time out)."""
+    clock = Clock()
+    work = Work(clock, cost=5.0)
+    kpi = Costly(pool, work, clock=clock, wait_under=0.05)
+    work.hold.clear()
+    assert kpi.get_or_none("config 0", 1, NOW) is None
+    assert work.started.wait(30)
+    assert work.runs == 0
+    work.hold.set()
+    pool.submit(lambda: None).result()
+    assert work.runs == 1
+    assert kpi.get_or_none("config 0", 1, NOW) == 1  # the figure the first scrape began
+
+
 def test_a_cheap_figure_is_always_waited_for(pool: ThreadPoolExecutor) -> None:
     clock = Clock()
     work = Work(clock, cost=0.01)
