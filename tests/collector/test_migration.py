@@ -79,6 +79,15 @@ def test_opening_an_old_store_migrates_it_to_integer_times(tmp_path: Path) -> No
             "SELECT DISTINCT typeof(at), typeof(detected_at), typeof(received_at) FROM events"
         )
         assert [tuple(k) for k in kinds] == [("integer", "integer", "integer")]
+        # m016: each outage an event started keeps that event's detected_at (the report
+        # reads it from the row, with no join into the events).
+        kept = conn.execute(
+            "SELECT o.detected, e.detected_at, o.start FROM outages o"
+            " JOIN events e ON e.id = o.start_event"
+        ).fetchall()
+        assert kept
+        assert all(d == e for d, e, _ in kept)
+        assert any(d > s for d, _, s in kept)  # some confirmation time to account for
         # The indexes came through the table rebuilds.
         names = {r[1] for r in conn.execute("PRAGMA index_list(events)")}
         assert {

@@ -184,11 +184,13 @@ def test_batches_in_any_order_give_the_outages_of_one_derivation(
     steps: list[tuple[State, int, int]],
 ) -> None:
     """Events arriving in batches, in order or not (the incremental path and the re-derive
-    path), end with exactly the outages ``derive_intervals`` gives for all of them at once."""
+    path), end with exactly the outages ``derive_intervals`` gives for all of them at once,
+    each keeping its start event's ``detected_at`` (the report reads it from the row)."""
     events = []
     prev = State.UNKNOWN
     for seq, (to, minute, _) in enumerate(steps, start=1):
-        events.append(ev(seq, prev, to, minute))
+        e = ev(seq, prev, to, minute)
+        events.append(e.model_copy(update={"detected_at": e.at + timedelta(seconds=seq)}))
         prev = to
     batches: list[list[Event]] = [[]]
     for e, (_, _, cut) in zip(events, steps, strict=True):
@@ -201,6 +203,10 @@ def test_batches_in_any_order_give_the_outages_of_one_derivation(
             for batch in batches:
                 store.ingest(batch, T0)
             got = sorted(((o["state"], o["start"], o["end"]) for o in store.outages()), key=repr)
+            kept = store.conn.execute(
+                "SELECT o.detected, e.detected_at FROM outages o"
+                " LEFT JOIN events e ON e.id = o.start_event"
+            ).fetchall()
         finally:
             store.close()
     ordered = sorted(events, key=lambda e: (e.at, e.seq))
@@ -214,3 +220,5 @@ def test_batches_in_any_order_give_the_outages_of_one_derivation(
         key=repr,
     )
     assert got == want
+    assert len(kept) == len(got)
+    assert all(d is not None and d == e for d, e in kept)
