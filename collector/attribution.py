@@ -531,8 +531,10 @@ def _own(
     if state == "unknown":
         return [base]
     conf = _confirmation(o)
-    if conf is None and not o.planned and not plans.touch(p.start, p.end):
-        return [base]  # nothing to split: the common case, kept cheap
+    if not o.planned and not plans.touch(p.start, p.end):
+        if conf is None or state != "down":
+            return [base]  # nothing to split: the common case, kept cheap
+        return _confirmed(base, conf)
     check = name or ""
     return _plan(
         base,
@@ -541,6 +543,24 @@ def _own(
         [conf] if conf else [],
         bool(o.planned),
     )
+
+
+def _confirmed(base: Booking, conf: Span) -> list[Booking]:
+    """``_plan``'s split of down time that no window touches and no one marked planned:
+    its confirmation window, then the down time before and after it (every declared
+    failure has one, so a quarter makes a million of these: tuples built directly)."""
+    s, e = base.start, base.end
+    cs = conf[0] if conf[0] > s else s
+    ce = conf[1] if conf[1] < e else e
+    if ce <= cs:
+        return [base]
+    head, tail = base[:3], base[6:]
+    out: list[Booking] = [_new_tuple(Booking, (*head, "confirmation", cs, ce, *tail))]
+    if s < cs:
+        out.append(_new_tuple(Booking, (*head, "down", s, cs, *tail)))
+    if ce < e:
+        out.append(_new_tuple(Booking, (*head, "down", ce, e, *tail)))
+    return out
 
 
 def _plan(

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from availmon.config import TIME_CLASSES, Estate, parse_config
 from availmon.errors import ConfigError
 from collector.accounting import US_PER_MINUTE, Accounts, Outage, account, parse_period, to_us
-from collector.attribution import Offline, attribute
-from collector.maintenance import Window, occurrences
+from collector.attribution import Booking, Offline, _confirmed, _plan, attribute
+from collector.maintenance import Target, Window, occurrences
 from tests.collector.helpers import LONDON, PARTNERS, SITES, local
 
 M = US_PER_MINUTE
@@ -533,3 +533,25 @@ def test_timeline_runs_match_the_full_sweep() -> None:
                 spans.append((s, e, o))
         spans.sort(key=lambda t: t[0])
         assert _timeline(recs, [], lo, hi, now) == _sweep(spans, [], lo, hi)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.integers(0, 50),
+    length=st.integers(1, 50),
+    conf_start=st.integers(-10, 110),
+    conf_length=st.integers(0, 60),
+    state=st.sampled_from(["down", "degraded"]),
+)
+def test_confirmation_split_without_windows_is_the_general_split(
+    start: int, length: int, conf_start: int, conf_length: int, state: str
+) -> None:
+    """The quick split of down time that no window touches (every declared failure's
+    confirmation) books exactly what the general one (windows, annotations) books."""
+    base = Booking(
+        "email", "hq", "web", state, start, start + length, ("o:1",), "c", None, None, state=state
+    )
+    conf = (conf_start, conf_start + conf_length)
+    general = _plan(base, Target("hq", "p", frozenset({"email"}), frozenset()), [], [conf], False)
+    quick = [base] if state != "down" else _confirmed(base, conf)
+    assert quick == general
