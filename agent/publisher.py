@@ -28,7 +28,6 @@ from availmon.schema import (
     COLLECTORS_ROOT,
     TOPIC_ROOT,
     Ack,
-    Heartbeat,
     seq_ranges,
     topic,
 )
@@ -179,6 +178,9 @@ def encode(rows: list[Spooled], first_seq: int) -> bytes:
 
 
 class Publisher:
+    """The agent's MQTT side (see the module). ``heartbeat`` makes the heartbeat's payload,
+    JSON bytes (``schema.heartbeat_json``), each time one is due."""
+
     def __init__(
         self,
         broker: BrokerConfig,
@@ -186,7 +188,7 @@ class Publisher:
         site: str,
         agent: str,
         spool: Spool,
-        heartbeat: Callable[[], Awaitable[Heartbeat]],
+        heartbeat: Callable[[], Awaitable[bytes]],
         heartbeat_interval: float,
         reconnect_max: float,
         password: str | None = None,
@@ -376,8 +378,8 @@ class Publisher:
         topic_ = topic(self.site, self.agent, "heartbeat")
         while True:
             # Built, sent and dropped: a heartbeat carries every check's status (1,000 checks:
-            # ~1 MB of objects), which must not stay alive through the sleep (issue 9).
-            await client.publish(topic_, (await self._heartbeat()).to_json(), qos=1, retain=True)
+            # ~200 KB of JSON), which must not stay alive through the sleep (issue 9).
+            await client.publish(topic_, await self._heartbeat(), qos=1, retain=True)
             await asyncio.sleep(self._heartbeat_interval)
 
     async def publish_stopped(self) -> None:

@@ -123,7 +123,7 @@ def spool(tmp: Path, confirmers: tuple[str, ...] = ("availmon-collector",)) -> S
 
 
 def publisher(cfg: Estate, s: Spool, **over: float) -> Publisher:
-    async def heartbeat() -> Heartbeat:
+    async def heartbeat() -> bytes:
         stats = await s.stats()
         return Heartbeat(
             site="hq",
@@ -132,7 +132,7 @@ def publisher(cfg: Estate, s: Spool, **over: float) -> Publisher:
             seq=stats.last_seq,
             spool_depth=stats.depth,
             checks=[],
-        )
+        ).to_json()
 
     kwargs: dict[str, float] = {"ack_timeout": 30.0, **over}
     return Publisher(
