@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.memory import trim_every
+from agent.memory import trim_every, trim_heap
 from agent.publisher import Publisher
 from agent.scheduler import ResultHook, Scheduler
 from agent.spool import Spool
@@ -73,6 +73,8 @@ class Agent:
             batch_events=cfg.batch_events,
             max_bytes=estate.collector.max_payload_bytes,
             ack_timeout=cfg.ack_timeout,
+            # The heartbeat's JSON is the agent's largest garbage: give its pages back at once.
+            after_heartbeat=trim_heap,
         )
 
     def _mergeable(self, estate: Estate) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.main import Agent
+from agent.memory import trim_heap
 from availmon.limits import MAX_HEARTBEAT_CHECKS
 from availmon.schema import CheckStatus, Evidence, Heartbeat, State, heartbeat_json
 from tests.peers import estate
@@ -95,5 +96,16 @@ def test_the_scheduler_makes_each_status_when_it_is_consumed(tmp_path: Path) -> 
         assert first.check == "tcp0"
         assert live_statuses() - before == 1  # a list would have made all three
         assert [s.check for s in statuses] == ["tcp1", "tcp2"]
+    finally:
+        agent.spool.close()
+
+
+def test_the_agent_gives_its_heap_back_after_each_heartbeat(tmp_path: Path) -> None:
+    """Trimmed just before the next heartbeat instead, a 1,000-check agent kept the last
+    one's JSON: 0.5 MB of its RSS (issue 9)."""
+    check = {"name": "tcp", "type": "tcp", "target": "127.0.0.1:1", "area": "servers"}
+    agent = Agent(estate(tmp_path, 1, [check]), "hq")
+    try:
+        assert agent.publisher.after_heartbeat is trim_heap
     finally:
         agent.spool.close()

@@ -165,7 +165,7 @@ def test_checks_share_equal_text(tmp_path: Path) -> None:
             f'area = "network_telephony"\ncommunity_file = "{secret}"\ninterface = "eth0"\n'
             for i in range(3)
         )
-        + "[sites.s]\npartner = \"p\"\n"
+        + '[sites.s]\npartner = "p"\n'
     )
     a, b, c = load_config(toml).sites["s"].checks
     for field in ("type", "target", "area"):
