@@ -171,8 +171,9 @@ def test_checks_share_equal_text(tmp_path: Path) -> None:
     for field in ("type", "target", "area"):
         assert getattr(a, field) is getattr(b, field) is getattr(c, field)
     assert (a.type, a.target, a.area) == ("snmp", "127.0.0.1:161", "network_telephony")
-    assert [n for n in a.options] == ["community_file", "interface"]
+    assert list(a.options) == ["community_file", "interface"]
     for (ka, va), (kc, vc) in zip(a.options.items(), c.options.items(), strict=True):
-        assert ka is kc and va is vc
+        assert ka is kc
+        assert va is vc
     assert c.options == {"community_file": str(secret), "interface": "eth0"}
     assert [x.name for x in (a, b, c)] == ["snmp0", "snmp1", "snmp2"]
