@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.memory import trim_every
+from agent.memory import trim_every, trim_heap
 from agent.publisher import Publisher
 from agent.scheduler import ResultHook, Scheduler
 from agent.spool import Spool
@@ -24,7 +24,7 @@ from availmon.configpath import find_config
 from availmon.errors import StartupError, UsageError
 from availmon.imports import no_ca_file
 from availmon.reload import read_new
-from availmon.schema import Evidence, Heartbeat, State
+from availmon.schema import Evidence, Heartbeat, State, heartbeat_json
 from availmon.signals import install_reload_handler, install_stop_handlers
 from probes import icmp
 
@@ -73,6 +73,8 @@ class Agent:
             batch_events=cfg.batch_events,
             max_bytes=estate.collector.max_payload_bytes,
             ack_timeout=cfg.ack_timeout,
+            # The heartbeat's JSON is the agent's largest garbage: give its pages back at once.
+            after_heartbeat=trim_heap,
         )
 
     def _mergeable(self, estate: Estate) -> list[str]:
@@ -133,9 +135,9 @@ class Agent:
         log.debug("spooled %s", event.id)
         self.publisher.wake()
 
-    async def _heartbeat(self) -> Heartbeat:
+    async def _heartbeat(self) -> bytes:
         stats = await self.spool.stats()
-        return Heartbeat(
+        envelope = Heartbeat(
             site=self.site,
             agent=self.agent_id,
             at=utcnow(),
@@ -145,8 +147,9 @@ class Agent:
             spool_dropped=stats.dropped,
             unconfirmed=stats.unconfirmed,
             traps=dataclasses.asdict(self.trap_receiver.stats) if self.trap_receiver else {},
-            checks=self.scheduler.statuses(),
+            checks=[],
         )
+        return heartbeat_json(envelope, self.scheduler.statuses())
 
     async def _traps(self, config: TrapConfig) -> None:
         """Receive linkDown/linkUp and apply them to the matching snmp check at once."""

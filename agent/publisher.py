@@ -28,7 +28,6 @@ from availmon.schema import (
     COLLECTORS_ROOT,
     TOPIC_ROOT,
     Ack,
-    Heartbeat,
     seq_ranges,
     topic,
 )
@@ -179,6 +178,10 @@ def encode(rows: list[Spooled], first_seq: int) -> bytes:
 
 
 class Publisher:
+    """The agent's MQTT side (see the module). ``heartbeat`` makes the heartbeat's payload,
+    JSON bytes (``schema.heartbeat_json``), each time one is due; ``after_heartbeat`` is
+    called once it has been sent and let go."""
+
     def __init__(
         self,
         broker: BrokerConfig,
@@ -186,19 +189,21 @@ class Publisher:
         site: str,
         agent: str,
         spool: Spool,
-        heartbeat: Callable[[], Awaitable[Heartbeat]],
+        heartbeat: Callable[[], Awaitable[bytes]],
         heartbeat_interval: float,
         reconnect_max: float,
         password: str | None = None,
         batch_events: int = 100,
         max_bytes: int = 65_536,
         ack_timeout: float = 30.0,
+        after_heartbeat: Callable[[], object] | None = None,
     ) -> None:
         self.broker = broker
         self._password = password
         self.site, self.agent = site, agent
         self.spool = spool
         self._heartbeat = heartbeat
+        self.after_heartbeat = after_heartbeat
         self._heartbeat_interval = heartbeat_interval
         self._reconnect_max = reconnect_max
         self.batch_events = batch_events
@@ -376,8 +381,10 @@ class Publisher:
         topic_ = topic(self.site, self.agent, "heartbeat")
         while True:
             # Built, sent and dropped: a heartbeat carries every check's status (1,000 checks:
-            # ~1 MB of objects), which must not stay alive through the sleep (issue 9).
-            await client.publish(topic_, (await self._heartbeat()).to_json(), qos=1, retain=True)
+            # ~200 KB of JSON), which must not stay alive through the sleep (issue 9).
+            await client.publish(topic_, await self._heartbeat(), qos=1, retain=True)
+            if self.after_heartbeat is not None:
+                self.after_heartbeat()
             await asyncio.sleep(self._heartbeat_interval)
 
     async def publish_stopped(self) -> None:

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -187,24 +187,22 @@ class Scheduler:
             self._restart.set()
         return added, changed, removed
 
-    def statuses(self) -> list[CheckStatus]:
-        out = []
+    def statuses(self) -> Iterator[CheckStatus]:
+        """Every check's status, made as it is consumed (``schema.heartbeat_json`` writes
+        each before the next is made: a list of 1,000 would be 1.2 MB, issue 9)."""
         now = utcnow()
         for slot in self._slots.values():
             last = slot.state.last
-            out.append(
-                CheckStatus(
-                    check=slot.check.name,
-                    area=slot.check.area,
-                    state=slot.state.state,
-                    since=slot.state.since,
-                    latency=last.latency if last else None,
-                    error=(last.error or "")[:500] or None if last else None,
-                    **_measures(last, now),
-                    duration=_finite(slot.duration),
-                )
+            yield CheckStatus(
+                check=slot.check.name,
+                area=slot.check.area,
+                state=slot.state.state,
+                since=slot.state.since,
+                latency=last.latency if last else None,
+                error=(last.error or "")[:500] or None if last else None,
+                **_measures(last, now),
+                duration=_finite(slot.duration),
             )
-        return out
 
     def state_of(self, name: str) -> State:
         return self._slots[name].state.state

@@ -516,6 +516,26 @@ class Estate(Frozen):
                     object.__setattr__(check, "__pydantic_fields_set__", one)
         return self
 
+    @model_validator(mode="after")
+    def _share_strings(self) -> Estate:
+        """Equal text in the checks' fields and options is one object: TOML makes a new
+        string for each occurrence, and the same type, area, option key, shared target or
+        secret path repeated over 1,000 checks is about 200 KB of an agent (issue 9). Only
+        the object changes, never a value (the models are frozen to everyone else)."""
+        seen: dict[str, str] = {}
+        for site in self.sites.values():
+            for check in site.checks:
+                fields = check.__dict__
+                for key, value in fields.items():
+                    if type(value) is str:
+                        fields[key] = seen.setdefault(value, value)
+                if check.options:
+                    fields["options"] = {
+                        seen.setdefault(k, k): seen.setdefault(v, v) if type(v) is str else v
+                        for k, v in check.options.items()
+                    }
+        return self
+
     def collectors(self) -> tuple[str, ...]:
         """Every collector's client id, in order of preference for sending alerts."""
         return self.collector.members or (self.collector.client_id,)

@@ -123,7 +123,7 @@ def spool(tmp: Path, confirmers: tuple[str, ...] = ("availmon-collector",)) -> S
 
 
 def publisher(cfg: Estate, s: Spool, **over: float) -> Publisher:
-    async def heartbeat() -> Heartbeat:
+    async def heartbeat() -> bytes:
         stats = await s.stats()
         return Heartbeat(
             site="hq",
@@ -132,7 +132,7 @@ def publisher(cfg: Estate, s: Spool, **over: float) -> Publisher:
             seq=stats.last_seq,
             spool_depth=stats.depth,
             checks=[],
-        )
+        ).to_json()
 
     kwargs: dict[str, float] = {"ack_timeout": 30.0, **over}
     return Publisher(
@@ -245,6 +245,32 @@ async def test_unconfirmed_events_are_published_again_after_the_timeout(
     print(f"tally: sent=5 republished={pub.republished} copies={copies} lost=0")
     assert pub.republished >= 5
     assert all(n >= 2 for n in copies.values())
+
+
+async def test_after_heartbeat_runs_once_the_heartbeat_is_sent(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The agent gives its heap back there (issue 9): the heartbeat's JSON is its largest
+    garbage, so the hook must come after the publish, every heartbeat."""
+    cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
+    s = spool(tmp_path)
+    pub = publisher(cfg, s)
+    sent = asyncio.Event()
+    pub.after_heartbeat = sent.set
+    task = asyncio.create_task(pub.run())
+    try:
+        async with asyncio.timeout(30):
+            await sent.wait()
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="reader") as reader:
+            await reader.subscribe("availmon/v1/hq/hq/heartbeat", qos=1)
+            async with asyncio.timeout(30):
+                message = await anext(aiter(reader.messages))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        s.close()
+    assert isinstance(message.payload, bytes)
+    assert Heartbeat.model_validate_json(message.payload).site == "hq"
 
 
 async def test_the_puback_window_is_bounded(broker: Mosquitto, tmp_path: Path) -> None:

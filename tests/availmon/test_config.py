@@ -149,3 +149,31 @@ def test_checks_setting_the_same_keys_share_their_fields_set() -> None:
     assert "timeout" in changed.model_fields_set
     assert b.model_fields_set == {"name", "type", "target", "area"}
     assert a.model_dump(exclude_unset=True) == checks[0]
+
+
+def test_checks_share_equal_text(tmp_path: Path) -> None:
+    """Issue 9 (an agent's RSS): TOML makes a new string for each occurrence; the config
+    keeps one object per distinct text in the checks' fields and options, same values."""
+    secret = tmp_path / "community"
+    secret.write_text("public\n")
+    secret.chmod(0o600)
+    toml = tmp_path / "estate.toml"
+    toml.write_text(
+        '[partners.p]\nname = "P"\n'
+        + "".join(
+            f'[[sites.s.checks]]\nname = "snmp{i}"\ntype = "snmp"\ntarget = "127.0.0.1:161"\n'
+            f'area = "network_telephony"\ncommunity_file = "{secret}"\ninterface = "eth0"\n'
+            for i in range(3)
+        )
+        + '[sites.s]\npartner = "p"\n'
+    )
+    a, b, c = load_config(toml).sites["s"].checks
+    for field in ("type", "target", "area"):
+        assert getattr(a, field) is getattr(b, field) is getattr(c, field)
+    assert (a.type, a.target, a.area) == ("snmp", "127.0.0.1:161", "network_telephony")
+    assert list(a.options) == ["community_file", "interface"]
+    for (ka, va), (kc, vc) in zip(a.options.items(), c.options.items(), strict=True):
+        assert ka is kc
+        assert va is vc
+    assert c.options == {"community_file": str(secret), "interface": "eth0"}
+    assert [x.name for x in (a, b, c)] == ["snmp0", "snmp1", "snmp2"]

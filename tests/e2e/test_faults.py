@@ -234,7 +234,7 @@ async def test_broker_restarted_mid_stream(
         clock=lambda: 0.0,
     )
 
-    async def heartbeat() -> Heartbeat:
+    async def heartbeat() -> bytes:
         stats = await spool.stats()
         return Heartbeat(
             site="hq",
@@ -243,7 +243,7 @@ async def test_broker_restarted_mid_stream(
             seq=stats.last_seq,
             spool_depth=stats.depth,
             checks=[],
-        )
+        ).to_json()
 
     publisher = Publisher(
         collector.estate.broker,
