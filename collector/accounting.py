@@ -78,10 +78,15 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
 
 def union(spans: Iterable[Span]) -> list[Span]:
     """Sorted, disjoint spans covering the same time; empty spans vanish, touching ones merge."""
+    return merged(sorted(spans))
+
+
+def merged(spans: Iterable[Span]) -> list[Span]:
+    """``union`` of spans already in start order: a walk, no sort."""
     out: list[Span] = []
     cs = ce = 0
     open_ = False
-    for start, end in sorted(spans):
+    for start, end in spans:
         if end <= start:
             continue
         if open_ and start <= ce:
@@ -97,26 +102,13 @@ def union(spans: Iterable[Span]) -> list[Span]:
 
 
 def walk(bookings: Iterable[Any], skip: Callable[[Any], Any] | None = None) -> list[Span]:
-    """``union`` of the spans of bookings already in start order, as a walk: no sort and no
-    pair made per booking (a quarter's groups hold a million); those ``skip`` is true for
-    left out."""
-    out: list[Span] = []
-    cs = ce = 0
-    open_ = False
-    for b in bookings if skip is None else filterfalse(skip, bookings):
-        start, end = b.start, b.end
-        if end <= start:
-            continue
-        if open_ and start <= ce:
-            if end > ce:
-                ce = end
-        else:
-            if open_:
-                out.append((cs, ce))
-            cs, ce, open_ = start, end, True
-    if open_:
-        out.append((cs, ce))
-    return out
+    """``union`` of the spans of bookings already in start order (a quarter's groups hold a
+    million: no sort, no list of them); those ``skip`` is true for left out."""
+    return merged(map(_SPAN, bookings if skip is None else filterfalse(skip, bookings)))
+
+
+#: A booking's or an outage's ``(start, end)``.
+_SPAN = attrgetter("start", "end")
 
 
 def clip(spans: Iterable[Span], lo: int, hi: int) -> list[Span]:
