@@ -104,11 +104,7 @@ def merged(spans: Iterable[Span]) -> list[Span]:
 def walk(bookings: Iterable[Any], skip: Callable[[Any], Any] | None = None) -> list[Span]:
     """``union`` of the spans of bookings already in start order (a quarter's groups hold a
     million: no sort, no list of them); those ``skip`` is true for left out."""
-    return merged(map(_SPAN, bookings if skip is None else filterfalse(skip, bookings)))
-
-
-#: A booking's or an outage's ``(start, end)``.
-_SPAN = attrgetter("start", "end")
+    return merged(map(_by_time, bookings if skip is None else filterfalse(skip, bookings)))
 
 
 def clip(spans: Iterable[Span], lo: int, hi: int) -> list[Span]:

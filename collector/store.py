@@ -891,10 +891,8 @@ class Store:
                 changes.ends[oid] = (at, ev.id, ev.area)
             tail.open = None
             if to is not up:
-                row = [
-                    *(f"o:{ev.id}", site, agent, check, ev.area, to._value_, at, None, ev.id),
-                    *(None, to_us(ev.detected_at)),
-                ]
+                row = [f"o:{ev.id}", site, agent, check, ev.area, to._value_, at, None, ev.id]
+                row += (None, to_us(ev.detected_at))  # end event; when it was declared
                 opened.append(row)
                 changes.opened.append(row[0])
                 changes.rows[row[0]] = row
