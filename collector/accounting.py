@@ -546,6 +546,8 @@ class Accounts:
     #: Every booking, for listings that say which window covered what.
     bookings: list[Any] = field(default_factory=list)
     windows: list[Any] = field(default_factory=list)
+    #: Window id -> the time it planned.
+    covered: dict[str, int] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -594,108 +596,6 @@ _KIND = {
     "degraded": "degraded",
     "unreachable": "unreachable",
 }
-
-
-def _incidents(
-    by_class: Mapping[tuple[str, str], Sequence[Any]],
-    treat: Mapping[tuple[str, str], str],
-    estate: Estate,
-    business: Sequence[Span],
-    sources: Mapping[str, Outage],
-    lo: int,
-    hi: int,
-) -> list[Incident]:
-    """Group each area's overlapping time of one kind, so a WAN fault seen from three
-    sites is one line in the board report; an incident's minutes are its union. Counted and
-    uncounted time never share an incident, so the counted incidents of an area cover
-    exactly its downtime. Unreachable time is listed under the fault it was behind (and as
-    its own line only where the area counts it)."""
-    groups: dict[tuple[str, str, bool], list[Any]] = {}
-    behind: list[Any] = []
-    for (area, cls), bs in by_class.items():
-        kind = _KIND.get(cls)
-        if kind is None:
-            continue
-        if cls == "unreachable":
-            behind += bs
-        counted = treat[(area, cls)] == "downtime"
-        if kind == "unreachable" and not counted:
-            continue
-        groups.setdefault((area, kind, counted), []).extend(bs)
-    out: list[Incident] = []
-    for (area, kind, counted), members in sorted(groups.items()):
-        # Clustered in start order; only a cluster where two bookings start together needs
-        # the full order (a million bookings' key tuples cost more than the clustering).
-        members.sort(key=_START)
-        clusters: list[list[Any]] = []
-        tied: set[int] = set()
-        cluster_end = last_start = -1
-        for b in members:
-            if clusters and b.start <= cluster_end:
-                if b.start == last_start:
-                    tied.add(len(clusters) - 1)
-                clusters[-1].append(b)
-                if b.end > cluster_end:
-                    cluster_end = b.end
-            else:
-                clusters.append([b])
-                cluster_end = b.end
-            last_start = b.start
-        for n in tied:
-            clusters[n].sort(key=_listed)
-        for c in clusters:
-            spans = union(map(_by_time, c))
-            first, last = spans[0][0], spans[-1][1]
-            # Dates as the outage had them: its real start before the period, and open
-            # (None) while it goes on; the minutes stay those inside the period.
-            start: int = first
-            end: int | None = last
-            for b in c:
-                if b.start != lo and not (b.end == last == hi):
-                    continue
-                for oid in b.outages:
-                    o = sources.get(oid)
-                    if o is None:
-                        continue
-                    if b.start == lo and o.start < lo:
-                        start = min(start, o.start)
-                    if b.end == last == hi and end is not None:
-                        end = None if o.end is None else max(end, o.end)
-            refs = {f"{b.site}/{b.check}" for b in c if b.check}
-            refs |= {b.origin for b in c if b.origin}
-            under = sorted(
-                {
-                    f"{u.site}/{u.check}"
-                    for u in behind
-                    if u.parent in refs and u.start < last and u.end > first
-                }
-            )
-            out.append(
-                Incident(
-                    ids=_distinct(i for b in c for i in b.outages),
-                    area=area,
-                    kind=kind,  # type: ignore[arg-type]
-                    counted=counted,
-                    start=start,
-                    end=end,
-                    duration=total(spans),
-                    business=total(intersect(spans, business)),
-                    sites=tuple(sorted({s for b in c for s in (b.seen_by or (b.site,))})),
-                    partners=tuple(sorted({partner_of(s, estate) for s in set(map(_SITE, c))})),
-                    checks=_distinct(b.origin or b.check for b in c),
-                    causes=_distinct(map(_CAUSE, c)),
-                    providers=_distinct(map(_PROVIDER, c)),
-                    notes=_distinct(map(_NOTE, c)),
-                    planned_by=_distinct(map(_PLANNED_BY, c)),
-                    services=_distinct(map(_SERVICE, c)),
-                    seen_by=tuple(sorted({s for b in c for s in b.seen_by})),
-                    path=all(map(_PATH, c)),
-                    behind=tuple(under),
-                    parents=_distinct(map(_PARENT, c)),
-                )
-            )
-    out.sort(key=lambda i: (i.start, i.area, i.kind))
-    return out
 
 
 def _combined(parts: Iterable[tuple[int, int]]) -> Fraction | None:
@@ -754,6 +654,7 @@ def account(
     (partners, incidents and the provider and cause shares left empty: a third of the
     work)."""
     from collector.attribution import attribute  # the rules sit on this module's maths
+    from collector.tally import booked, finish, groups_of, summarise, treatments
 
     cal = calendar or BusinessCalendar.from_accounting(estate.accounting)
     now_us = to_us(now)
@@ -771,195 +672,23 @@ def account(
     # The records are the largest thing held (half a report's memory at a million): what
     # follows needs only the bookings, and reuses the records' memory.
     del rows
-    acc_cfg = estate.accounting
-    treatments: dict[tuple[str, str], str] = {}
-
-    def treatment_of(area: str, cls: str) -> str:
-        key = (area, cls)
-        found = treatments.get(key)
-        if found is None:
-            found = treatments[key] = acc_cfg.treatment(estate.areas.get(area), cls)
-        return found
-
-    # Degraded time in an area that does not count degraded time is not downtime, planned or
-    # not: a window never makes a figure worse than the same time unplanned.
-    if any(
-        treatment_of(b.area, "degraded") != "downtime"
-        for b in att.bookings
-        if b.cls == "planned" and b.state == "degraded"
-    ):
-        att.bookings = [
-            b._replace(cls="degraded")
-            if b.cls == "planned"
-            and b.state == "degraded"
-            and treatment_of(b.area, "degraded") != "downtime"
-            else b
-            for b in att.bookings
-        ]
-    # Sorted once by start, every group below is built in start order, and each union over
-    # it is a walk rather than a sort (the start alone: an integer key sorts three times
-    # faster than a (start, end) pair, and nothing below needs ties on start in end order).
-    # One pass puts every booking in its (area, class) group: a booking's treatment is its
-    # area's for its class, so each group is looked up once.
-    att.bookings.sort(key=_START)
-    groups: dict[tuple[str, str], list[Any]] = {}
-    for b in att.bookings:
-        key = (b.area, b.cls)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [b]
-        else:
-            group.append(b)
+    treatment_of = treatments(estate)
+    bookings = booked(att.bookings, treatment_of)
+    groups = groups_of(bookings)
     treat = {k: treatment_of(*k) for k in groups}
-
-    area_ids = list(estate.areas)
-    area_ids += sorted({a for a, _ in groups} - set(area_ids))  # never lose downtime
-    period_time, business_time = hi - lo, total(business)
-    cls_of: dict[str, dict[str, list[Any]]] = {a: {} for a in area_ids}
-    for (ga, gcls), bs in groups.items():
-        cls_of[ga][gcls] = bs
-
-    areas: list[AreaFigures] = []
-    own_parts: list[tuple[int, int]] = []
-    excluded_of: dict[str, list[Span]] = {}
-    down_of: dict[str, list[Span]] = {}
-    for aid in area_ids:
-        by_cls = cls_of[aid]
-        cls_union = {c: walk(bs) for c, bs in by_cls.items()}
-        counted_cls = [c for c in by_cls if treat[(aid, c)] == "downtime"]
-        down = union(sp for c in counted_cls for sp in cls_union[c])
-        down_of[aid] = down
-        excluded = subtract_spans(
-            (sp for c in by_cls if treat[(aid, c)] == "excluded" for sp in cls_union[c]), down
-        )
-        excluded_of[aid] = excluded
-        measured = period_time - total(excluded)
-        bmeasured = business_time - total(intersect(excluded, business))
-        bdown = total(intersect(down, business))
-        theirs = any(any(map(_PROVIDER, by_cls[c])) for c in counted_cls)
-        own = (
-            union(sp for c in counted_cls for sp in walk(by_cls[c], skip=_PROVIDER))
-            if theirs
-            else down
-        )
-        own_parts.append((total(own), measured))
-
-        def cls_time(cls: str, cls_union: dict[str, list[Span]] = cls_union) -> int:
-            return total(cls_union.get(cls, ()))
-
-        areas.append(
-            AreaFigures(
-                id=aid,
-                name=estate.areas[aid].name if aid in estate.areas else aid,
-                downtime=total(down),
-                planned=cls_time("planned"),
-                degraded=cls_time("degraded"),
-                not_monitored=cls_time("unknown"),
-                business_downtime=bdown,
-                ratio=ratio_of(total(down), measured),
-                business_ratio=ratio_of(bdown, bmeasured),
-                unreachable=cls_time("unreachable"),
-                confirmation=cls_time("confirmation"),
-                excluded=total(excluded),
-                measured=measured,
-                third_party=total(down) - total(own),
-                ratio_own=ratio_of(total(own), measured),
-            )
-        )
-    combined = sum(a.downtime for a in areas)
-    combined_business = sum(a.business_downtime for a in areas)
-    combined_ratio = _combined((a.downtime, a.measured) for a in areas)
-    business_parts = []
-    for a in areas:
-        excl = excluded_of[a.id]
-        business_parts.append(
-            (a.business_downtime, business_time - total(intersect(excl, business)))
-        )
-    measured_of = {a.id: a.measured for a in areas}
-
-    counted_groups = [(k, bs) for k, bs in groups.items() if treat[k] == "downtime"]
-    partner_at = {
-        site: partner_of(site, estate) for site in {b.site for bs in groups.values() for b in bs}
-    }
-    partner_ids = list(estate.partners)
-    partner_ids += sorted(set(partner_at.values()) - set(partner_ids))
-    partners: list[PartnerFigures] = []
-    by_partner: dict[str, dict[str, list[Span]]] = {}
-    if not combined_only:
-        for (aid, _c), bs in counted_groups:
-            for b in bs:
-                by_partner.setdefault(partner_at[b.site], {}).setdefault(aid, []).append(
-                    (b.start, b.end)
-                )
-    for pid in [] if combined_only else partner_ids:
-        mine_p = by_partner.get(pid, {})
-        per_area = {aid: total(union(mine_p.get(aid, []))) for aid in area_ids}
-        down_p = sum(per_area.values())
-        name = estate.partners[pid].name if pid in estate.partners else pid
-        ratio = _combined((per_area[aid], measured_of[aid]) for aid in area_ids)
-        partners.append(PartnerFigures(pid, name, per_area, down_p, ratio))
-
-    def shares(name_of: Callable[[Any], str | None]) -> list[Share]:
-        """Per name, the union within each area, summed over the areas (one pass; when no
-        counted time names one, the one share is the downtime itself)."""
-        named: dict[str, dict[str, list[Span]]] = {}
-        # Few bookings carry a name (people annotate one outage in hundreds): those are
-        # picked out at C speed, and the rest's union per area is a walk of each group.
-        some_unnamed: list[tuple[str, list[Any]]] = []
-        for (aid, _c), bs in counted_groups:
-            picked = list(filter(name_of, bs))
-            for b in picked:
-                n = name_of(b) or ""  # never empty: picked for its name
-                named.setdefault(n, {}).setdefault(aid, []).append((b.start, b.end))
-            if len(picked) < len(bs):
-                some_unnamed.append((aid, bs))
-        if named:
-            for aid, bs in some_unnamed:
-                named.setdefault("", {}).setdefault(aid, []).extend(walk(bs, skip=name_of))
-            per_name = {n: {a: union(v) for a, v in per.items()} for n, per in named.items()}
-        elif counted_groups:
-            per_name = {"": {a: down_of[a] for a in {k[0] for k, _ in counted_groups}}}
-        else:
-            per_name = {}
-        out = []
-        for n, per_area in per_name.items():
-            d = bd = 0
-            for u in per_area.values():
-                d += total(u)
-                bd += total(intersect(u, business))
-            out.append(Share(n, d, bd))
-        out.sort(key=lambda s: (-s.downtime, s.name))
-        return out
-
-    return Accounts(
-        period=period,
-        measured_end=hi,
-        period_time=period_time,
-        business_time=business_time,
-        areas=areas,
-        combined_downtime=combined,
-        combined_business_downtime=combined_business,
-        combined_ratio=combined_ratio,
-        combined_business_ratio=_combined(business_parts) if business_time > 0 else None,
-        target_percent=acc_cfg.target_percent,
-        met=target_met(combined_ratio, acc_cfg.target_percent),
-        partners=partners,
-        incidents=[]
-        if combined_only
-        else _incidents(
-            groups,
-            treat,
-            estate,
-            business,
-            edges,
-            lo,
-            hi,
-        ),
-        providers=[] if combined_only else shares(_PROVIDER),
-        causes=[] if combined_only else shares(_CAUSE),
-        combined_own_downtime=sum(d for d, _ in own_parts),
-        combined_own_ratio=_combined(own_parts),
+    part = summarise(groups, treat, estate, lo, hi, combined_only=combined_only)
+    del groups
+    return finish(
+        [part],
+        period,
+        estate,
+        treat,
+        lo,
+        hi,
+        business,
+        edges,
+        combined_only=combined_only,
         partial=att.partial,
-        bookings=att.bookings,
+        bookings=bookings,
         windows=att.windows,
     )

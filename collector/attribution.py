@@ -338,6 +338,8 @@ class Rules:
     checks: dict[Key, Check]
     parent: dict[Key, Key]
     member_of: dict[Key, str]
+    #: Each configured check's lifetime.
+    lives: dict[Key, Span]
 
     @classmethod
     def of(cls, estate: Estate) -> Rules:
@@ -351,7 +353,9 @@ class Rules:
         member_of = {
             split_ref("", ref): sid for sid, svc in estate.services.items() for ref in svc.checks
         }
-        return cls(estate, ZoneInfo(estate.accounting.timezone), checks, parent, member_of)
+        tz = ZoneInfo(estate.accounting.timezone)
+        lives = {k: lifetime(c, tz) for k, c in checks.items()}
+        return cls(estate, tz, checks, parent, member_of, lives)
 
     def ancestors(self, key: Key) -> list[Key]:
         """Nearest first (the config refuses loops; this stops on one all the same)."""
@@ -384,16 +388,25 @@ def attribute(
     offline: Iterable[Offline] = (),
     windows: Iterable[Window] = (),
     ordered: bool = True,
+    rules: Rules | None = None,
+    expanded: Sequence[Window] | None = None,
 ) -> Attribution:
     """Classify every not-up microsecond of ``[lo, hi)`` (``now`` closes open records).
 
     ``ordered``: bookings sorted by time (what a listing wants); the figures do not need it.
+    ``expanded``: the windows already expanded over a longer period this part of it belongs
+    to (a recurring window's occurrences are counted from the start of what is expanded, so
+    a day of a quarter takes the quarter's, not its own).
     """
-    rules = Rules.of(estate)
+    rules = rules or Rules.of(estate)
     hi = max(lo, hi)
     result = Attribution(lo, hi)
-    result.windows = expand(estate.maintenance, windows, lo, hi, estate.accounting.timezone)
-    by_key: dict[Key, list[Outage]] = {key: [] for key in rules.checks}
+    result.windows = (
+        expand(estate.maintenance, windows, lo, hi, estate.accounting.timezone)
+        if expanded is None
+        else [w for w in expanded if w.effective[0] < hi and w.effective[1] > lo]
+    )
+    by_key: dict[Key, list[Outage]] = {}
     known = rules.checks
     for o in outages:
         k = (o.site, o.check) if o.check and (o.site, o.check) in known else key_of(o, known)
@@ -408,14 +421,18 @@ def attribute(
     off_by_site: dict[str, list[Span]] = {}
     for r in offline:
         off_by_site.setdefault(r.site, []).append((r.start, r.end if r.end is not None else now))
+    # A check with no record and no not-monitored time has no timeline to make (a day of
+    # a busy estate has records for a few of its thousand checks).
+    for key in known:
+        if key not in by_key and any(s < hi and e > lo for s, e in off_by_site.get(key[0], ())):
+            by_key[key] = []
 
     # 1. Each check's own timeline, within its lifetime.
     pieces: dict[Key, list[_Piece]] = {}
+    result.partial = partial_of(rules, lo, hi)
     for key in sorted(by_key):
-        life = lifetime(rules.checks.get(key), rules.tz)
+        life = rules.lives.get(key) or lifetime(None, rules.tz)
         klo, khi = max(lo, life[0]), min(hi, life[1])
-        if (klo, khi) != (lo, hi) and key in rules.checks:
-            result.partial[f"{key[0]}/{key[1]}"] = (klo, max(klo, khi))
         mine = [o for o in by_key[key] if o.source != "provisional" or o.check]
         # Not-monitored records speak for the checks the config gives the agent's site.
         off = off_by_site.get(key[0], []) if key in rules.checks else []
@@ -478,6 +495,17 @@ def attribute(
 
 
 _new_tuple = tuple.__new__
+
+
+def partial_of(rules: Rules, lo: int, hi: int) -> dict[str, Span]:
+    """site/check -> the part of ``[lo, hi)`` each configured check existed in, for those
+    that did not exist all of it."""
+    out: dict[str, Span] = {}
+    for key, life in sorted(rules.lives.items()):
+        klo, khi = max(lo, life[0]), min(hi, life[1])
+        if (klo, khi) != (lo, hi):
+            out[f"{key[0]}/{key[1]}"] = (klo, max(klo, khi))
+    return out
 
 
 class _Plans:

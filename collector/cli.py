@@ -289,7 +289,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     with _using(store):
         rows = store.outages_between(period.start, period.end, area=args.area, site=args.site)
         calendar = BusinessCalendar.from_accounting(estate.accounting)
-        acc = accounts_for(store, estate, period, now, calendar)
+        acc = accounts_for(store, estate, period, now, calendar, bookings=True)
     # What the rules made of each outage (issue 10): the window that covered it, what it was
     # behind, the service whose path it was.
     made: dict[str, set[str]] = {}

@@ -18,7 +18,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -55,6 +55,7 @@ from collector.attribution import Offline
 from collector.maintenance import Window
 from collector.rules import accounting_view, digest, estate_with
 from collector.store import Store
+from collector.tally import Part, PartCache, accounts_in_parts
 
 TARGET_COLOUR = "#b3261e"
 AREA_COLOURS = ("#1f4e79", "#8fb3d9")
@@ -95,7 +96,13 @@ def facts_for(store: Store, start: datetime, end: datetime, as_of: datetime | No
         if as_of is None
         else map(Outage.from_row, store.outages_as_of(start, end, as_of))
     )
-    offline = [
+    offline = _offline(store, start, end, as_of)
+    windows = [window_of(r) for r in store.windows(start, end, as_of)]
+    return Facts(outages, offline, windows)
+
+
+def _offline(store: Store, start: datetime, end: datetime, as_of: datetime | None) -> list[Offline]:
+    return [
         Offline(
             r["site"],
             r["agent"],
@@ -104,17 +111,16 @@ def facts_for(store: Store, start: datetime, end: datetime, as_of: datetime | No
         )
         for r in store.not_monitored(start, end, as_of)
     ]
-    windows = [window_of(r) for r in store.windows(start, end, as_of)]
-    return Facts(outages, offline, windows)
 
 
-def _outages(rows: Iterable[tuple[Any, ...]]) -> Iterator[Outage]:
+def _outages(
+    rows: Iterable[tuple[Any, ...]], same: dict[Any, Any] | None = None
+) -> Iterator[Outage]:
     """``Outage`` s of rows in its field order, each repeated text (site, check, area,
     state, source, agent) one shared string: SQLite hands back a new string per cell, and
     the million rows of a busy quarter held 700 MB, half of it copies of the same few
     hundred names (sharing them costs less CPU than it saves: fewer objects are kept)."""
-    same: dict[Any, Any] = {}
-    one = same.setdefault
+    one = (same if same is not None else {}).setdefault
     new = tuple.__new__
     for r in rows:
         yield new(
@@ -147,21 +153,70 @@ def accounts_for(
     *,
     as_of: datetime | None = None,
     combined_only: bool = False,
+    bookings: bool = False,
 ) -> Accounts:
     """The figures as of ``as_of`` (records made by then, open ones closed then), else
-    live as of ``now``."""
+    live as of ``now``.
+
+    Live figures are worked out a day at a time (``collector.tally``), each ended day's
+    summary kept in the store's figures cache (dropped by any write into it): a report
+    holds one day's records at once, and one made again reads only the days written to
+    since. ``bookings``: every booking as well (``availmon list``), from the whole period
+    at once.
+    """
     with paused_gc():  # a million rows read: see paused_gc
-        facts = facts_for(store, period.start, period.end, as_of)
-        return account(
+        if as_of is not None or bookings:
+            facts = facts_for(store, period.start, period.end, as_of)
+            return account(
+                period,
+                facts.outages,
+                estate,
+                as_of or now,
+                calendar,
+                offline=facts.offline,
+                windows=facts.windows,
+                combined_only=combined_only,
+            )
+        lo = period.start_us
+        same: dict[Any, Any] = {}
+
+        def rows_between(after: int | None, before: int) -> Iterator[Outage]:
+            return _outages(store.outage_records_starting(after, before, lo), same)
+
+        def rows_by_id(ids: Sequence[str]) -> Iterator[Outage]:
+            return _outages(store.outage_records_by_id(ids), same)
+
+        return accounts_in_parts(
             period,
-            facts.outages,
+            rows_between,
+            rows_by_id,
             estate,
-            as_of or now,
+            now,
             calendar,
-            offline=facts.offline,
-            windows=facts.windows,
+            offline=_offline(store, period.start, period.end, None),
+            windows=[window_of(r) for r in store.windows(period.start, period.end)],
             combined_only=combined_only,
+            cache=_part_cache(store, estate, min(period.end_us, to_us(now))),
         )
+
+
+def _part_cache(store: Store, estate: Estate, hi: int) -> PartCache:
+    """Days' summaries in the store's figures cache, keyed on the config and the day's
+    start; the version is taken before any is worked out, so a write that comes between
+    keeps what was read before it out of the cache."""
+    prefix = f"part:{fingerprint(estate)}:"
+    version = store.figures_version(hi)
+
+    def get(lo: int) -> Part | None:
+        hit = store.cached_figures(f"{prefix}{lo}")
+        return Part.from_json(json.loads(hit)) if hit is not None else None
+
+    def put(part: Part) -> None:
+        store.cache_figures(
+            f"{prefix}{part.lo}", part.lo, part.hi, version, json.dumps(part.to_json())
+        )
+
+    return PartCache(get, put)
 
 
 def rules_in_force(store: Store, estate: Estate, as_of: datetime | None) -> tuple[Estate, str]:
@@ -447,10 +502,7 @@ def _figures(
         }
         for p in acc.partners
     ]
-    covered: dict[str, int] = {}
-    for b in acc.bookings:
-        if b.planned_by and b.planned_by != "annotation":
-            covered[b.planned_by] = covered.get(b.planned_by, 0) + (b.end - b.start)
+    covered = acc.covered
     windows = [
         {
             "id": w.id,

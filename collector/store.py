@@ -1950,16 +1950,38 @@ class Store:
         formatted and parsed back and no dict is built per row. In no particular order: the
         accounting orders what it needs; and as they come, not as a list, so a million of them
         are never held twice."""
-        sql = (
-            "SELECT o.id, o.site, NULLIF(o.check_name, ''), o.area, o.state, o.start, o.end,"
-            " COALESCE(a.planned, o.planned, 0) != 0,"
-            " NULLIF(COALESCE(a.cause, o.cause), ''), NULLIF(COALESCE(a.provider, o.provider), ''),"
-            " NULLIF(COALESCE(a.note, o.note), ''), COALESCE(NULLIF(o.source, ''), 'agent'),"
-            " o.detected, NULLIF(o.agent, '')"
-            " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
-            " WHERE o.start < ? AND (o.end IS NULL OR o.end > ?)"
-        )
+        sql = f"{self._RECORD_SELECT} WHERE o.start < ? AND (o.end IS NULL OR o.end > ?)"
         return iter(self._plain(sql, (to_us(end), to_us(start))))
+
+    _RECORD_SELECT = (
+        "SELECT o.id, o.site, NULLIF(o.check_name, ''), o.area, o.state, o.start, o.end,"
+        " COALESCE(a.planned, o.planned, 0) != 0,"
+        " NULLIF(COALESCE(a.cause, o.cause), ''), NULLIF(COALESCE(a.provider, o.provider), ''),"
+        " NULLIF(COALESCE(a.note, o.note), ''), COALESCE(NULLIF(o.source, ''), 'agent'),"
+        " o.detected, NULLIF(o.agent, '')"
+        " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
+    )
+
+    def outage_records_starting(
+        self, after: int | None, before: int, reach: int
+    ) -> Iterator[tuple[Any, ...]]:
+        """``outage_records_us`` of the outages that start in ``[after, before)`` µs (any
+        time before when ``after`` is None) and end after ``reach`` (or are open): a period
+        read a day at a time, each day a range of the ``(area, start)`` index."""
+        sql = (
+            f"{self._RECORD_SELECT} WHERE o.area IN (SELECT DISTINCT area FROM outages)"
+            " AND o.start >= ? AND o.start < ? AND (o.end IS NULL OR o.end > ?)"
+        )
+        return iter(self._plain(sql, (-FOREVER if after is None else after, before, reach)))
+
+    def outage_records_by_id(self, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """``outage_records_us`` of these outages."""
+        out: list[tuple[Any, ...]] = []
+        for n in range(0, len(ids), 500):
+            chunk = ids[n : n + 500]
+            marks = ",".join("?" * len(chunk))
+            out += self._plain(f"{self._RECORD_SELECT} WHERE o.id IN ({marks})", chunk)
+        return out
 
     def record_rules(self, digest: str, rules: str, at: datetime) -> bool:
         """Remember the accounting rules in force from ``at``, when they changed."""

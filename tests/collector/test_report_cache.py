@@ -144,3 +144,43 @@ def test_another_config_computes_its_own_figures(store: Store, estate: Estate) -
     figures = report(store, excluded)
     assert counted["areas"][3]["downtime_minutes"] == 120
     assert figures["areas"][3]["downtime_minutes"] == 0
+
+
+def day_parts(store: Store) -> dict[int, int]:
+    """The days' summaries kept: start -> end (µs)."""
+    rows = store.conn.execute("SELECT lo, hi FROM figures_cache WHERE key LIKE 'part:%'")
+    return dict(rows.fetchall())
+
+
+def test_each_ended_day_is_kept_and_a_write_drops_that_day_and_those_after(
+    store: Store, estate: Estate
+) -> None:
+    """The quarter's figures are worked out a day at a time, each day's summary kept: a
+    late import into 1 September drops that day's and the later ones, and the report made
+    again reads July and August back and works out September (the same figures as a store
+    that never kept a day)."""
+    email_outage(store)
+    report(store, estate)
+    kept = {lo: hi for lo, hi in day_parts(store).items() if Q.start_us <= lo < Q.end_us}
+    assert len(kept) == 92  # July, August, September
+    late = outage("servers", "2019-09-01T10:00", "2019-09-01T10:30", id="i:late")
+    store.import_outages([store_row(late)])
+    left = {lo: hi for lo, hi in day_parts(store).items() if Q.start_us <= lo < Q.end_us}
+    assert left == {lo: hi for lo, hi in kept.items() if hi <= late.start}
+    assert len(left) == 62
+    again = report(store, estate)
+    assert len([lo for lo in day_parts(store) if Q.start_us <= lo < Q.end_us]) == 92
+    store.conn.execute("DELETE FROM figures_cache")
+    store.conn.commit()
+    assert report(store, estate)["areas"] == again["areas"]
+    assert again["areas"][3]["downtime_minutes"] == 30
+
+
+def test_a_running_quarter_keeps_the_days_that_have_ended(store: Store, estate: Estate) -> None:
+    email_outage(store)
+    now = datetime(2019, 7, 11, 12, 0, tzinfo=UTC)
+    first = build_report(store, estate, Q, now)
+    kept = sorted(day_parts(store).items())
+    assert len(kept) == 10  # 1 to 10 July; the 11th is still running
+    assert kept[-1][1] <= Q.start_us + 10 * 86_400_000_000
+    assert build_report(store, estate, Q, now) == first
