@@ -676,13 +676,12 @@ def account(
     bookings = booked(att.bookings, treatment_of)
     groups = groups_of(bookings)
     treat = {k: treatment_of(*k) for k in groups}
-    part = summarise(groups, treat, estate, lo, hi, combined_only=combined_only)
+    part = summarise(groups, treat, estate, lo, hi, business, combined_only=combined_only)
     del groups
     return finish(
         [part],
         period,
         estate,
-        treat,
         lo,
         hi,
         business,

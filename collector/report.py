@@ -196,20 +196,27 @@ def accounts_for(
             offline=_offline(store, period.start, period.end, None),
             windows=[window_of(r) for r in store.windows(period.start, period.end)],
             combined_only=combined_only,
-            cache=_part_cache(store, estate, min(period.end_us, to_us(now))),
+            cache=_part_cache(store, estate, min(period.end_us, to_us(now)), combined_only),
         )
 
 
-def _part_cache(store: Store, estate: Estate, hi: int) -> PartCache:
+def _part_cache(store: Store, estate: Estate, hi: int, read_only: bool) -> PartCache:
     """Days' summaries in the store's figures cache, keyed on the config and the day's
     start; the version is taken before any is worked out, so a write that comes between
-    keeps what was read before it out of the cache."""
+    keeps what was read before it out of the cache. ``read_only``: parts are only read
+    (the history's and the live KPI's figures: no write for them)."""
     prefix = f"part:{fingerprint(estate)}:"
-    version = store.figures_version(hi)
+    same: dict[str, str] = {}
+    version = None if read_only else store.figures_version(hi)
 
     def get(lo: int) -> Part | None:
         hit = store.cached_figures(f"{prefix}{lo}")
-        return Part.from_json(json.loads(hit)) if hit is not None else None
+        if hit is None:
+            return None
+        try:
+            return Part.from_json(json.loads(hit), same)
+        except (ValueError, KeyError, TypeError):  # not a part this code wrote: work it out
+            return None
 
     def put(part: Part) -> None:
         store.cache_figures(
@@ -244,7 +251,7 @@ def _ratio(ratio: Fraction | None) -> float | None:
 
 
 #: Bumped when the rules change what cached figures hold (the config is in the key too).
-FIGURES_VERSION = "issue10-1"
+FIGURES_VERSION = "issue9-days-1"
 
 
 def fingerprint(estate: Estate) -> str:

@@ -53,6 +53,7 @@ from collector.accounting import (
     _by_time,
     _combined,
     _listed,
+    clip,
     intersect,
     local_midnight,
     merged,
@@ -80,7 +81,11 @@ class Cluster:
     the piece of one that lies in the part. Lists of names keep the order they were first
     seen in, sets are kept sorted."""
 
-    spans: list[Span]
+    #: Where its time starts and ends, and how much of it there is (in business hours).
+    first: int
+    last: int
+    duration: int
+    business: int
     ids: list[str]
     checks: list[str]
     causes: list[str]
@@ -101,7 +106,9 @@ class Cluster:
 
     def join(self, other: Cluster) -> None:
         """``other`` (the next part's, starting where this one ends) taken in."""
-        self.spans = merged([*self.spans, *other.spans])
+        self.last = max(self.last, other.last)
+        self.duration += other.duration
+        self.business += other.business
         for name in ("ids", "checks", "causes", "providers", "notes", "planned_by"):
             setattr(self, name, _firsts(getattr(self, name), getattr(other, name)))
         self.services = _firsts(self.services, other.services)
@@ -111,6 +118,22 @@ class Cluster:
         self.path = self.path and other.path
         self.lo_ids = [*self.lo_ids, *other.lo_ids]
         self.hi_ids = [*self.hi_ids, *other.hi_ids]
+
+
+#: A cluster's lists of names that repeat from one incident to the next.
+_SHARED = (
+    "checks",
+    "causes",
+    "providers",
+    "notes",
+    "planned_by",
+    "services",
+    "parents",
+    "sites",
+    "partners",
+    "seen_by",
+    "refs",
+)
 
 
 def _firsts(*lists: Iterable[str]) -> list[str]:
@@ -125,21 +148,25 @@ def _names(values: Iterable[str | None]) -> list[str]:
 
 @dataclass
 class Part:
-    """What the figures need of the bookings of ``[lo, hi)``."""
+    """What the figures need of the bookings of ``[lo, hi)``: times that add up across
+    parts as totals, the few spans the figures still need as spans."""
 
     lo: int
     hi: int
-    #: (area, class) -> the union of the class's time in the area.
-    cls: dict[GroupKey, list[Span]] = field(default_factory=dict)
-    #: (area, class) -> the same without time a provider is recorded for; only where one is.
-    own: dict[GroupKey, list[Span]] = field(default_factory=dict)
+    #: (area, class) -> the length of the union of the class's time in the area.
+    totals: dict[GroupKey, int] = field(default_factory=dict)
+    #: area -> its downtime (the union of the classes it counts), and the time its policy
+    #: takes out of the period (less that downtime).
+    down: dict[str, list[Span]] = field(default_factory=dict)
+    excluded: dict[str, list[Span]] = field(default_factory=dict)
+    #: area -> its downtime without the time a provider is recorded for; only where one is.
+    own: dict[str, list[Span]] = field(default_factory=dict)
     #: The partners of every site booked (a partner's line shows even with nothing counted).
     partners: list[str] = field(default_factory=list)
-    #: (partner, area) -> the union of its counted time.
-    by_partner: dict[GroupKey, list[Span]] = field(default_factory=dict)
-    #: "provider" or "cause" -> (name, area) -> counted time named so; "" -> none named.
-    named: dict[str, dict[GroupKey, list[Span]]] = field(default_factory=dict)
-    unnamed: dict[str, dict[str, list[Span]]] = field(default_factory=dict)
+    #: (partner, area) -> the length of the union of its counted time.
+    by_partner: dict[GroupKey, int] = field(default_factory=dict)
+    #: "provider" or "cause" -> name ("" none recorded) -> [counted time, in business hours].
+    shares: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     #: (area, kind, counted) -> the part's incidents (or pieces of them), in time order.
     clusters: dict[IncidentKey, list[Cluster]] = field(default_factory=dict)
     #: (parent, site/check) -> time a check was unreachable behind that parent.
@@ -153,56 +180,63 @@ class Part:
         """As plain JSON (tuple keys as lists, spans packed), for the store's figures
         cache."""
 
-        def keyed(d: Mapping[GroupKey, list[Span]]) -> list[list[str]]:
-            return [[*k, pack(v)] for k, v in d.items()]
+        def packed(d: Mapping[str, list[Span]]) -> dict[str, str]:
+            return {k: pack(v) for k, v in d.items()}
 
         return {
             "lo": self.lo,
             "hi": self.hi,
-            "cls": keyed(self.cls),
-            "own": keyed(self.own),
+            "totals": [[*k, v] for k, v in self.totals.items()],
+            "down": packed(self.down),
+            "excluded": packed(self.excluded),
+            "own": packed(self.own),
             "partners": self.partners,
-            "by_partner": keyed(self.by_partner),
-            "named": {n: keyed(d) for n, d in self.named.items()},
-            "unnamed": {n: {a: pack(v) for a, v in d.items()} for n, d in self.unnamed.items()},
-            "clusters": [
-                [*k, [{**c.__dict__, "spans": pack(c.spans)} for c in cs]]
-                for k, cs in self.clusters.items()
-            ],
-            "behind": keyed(self.behind),
+            "by_partner": [[*k, v] for k, v in self.by_partner.items()],
+            "shares": self.shares,
+            "clusters": [[*k, [c.__dict__ for c in cs]] for k, cs in self.clusters.items()],
+            "behind": [[*k, pack(v)] for k, v in self.behind.items()],
             "covered": self.covered,
             "carry": self.carry,
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Part:
-        def keyed(rows: Iterable[list[str]]) -> dict[GroupKey, list[Span]]:
-            return {(a, b): unpack(v) for a, b, v in rows}
+    def from_json(cls, d: Mapping[str, Any], same: dict[str, str] | None = None) -> Part:
+        """``same``: the names read so far, shared with those read here (JSON makes a new
+        string of every name each time it reads one, and a quarter's incidents name the
+        same sites and checks a million times)."""
+        one = (same if same is not None else {}).setdefault
 
-        clusters: dict[IncidentKey, list[Cluster]] = {}
-        for area, kind, counted, cs in d["clusters"]:
-            clusters[(area, kind, counted)] = [
-                Cluster(**{**c, "spans": unpack(c["spans"])}) for c in cs
-            ]
+        def unpacked(d: Mapping[str, str]) -> dict[str, list[Span]]:
+            return {k: unpack(v) for k, v in d.items()}
+
+        def cluster(c: dict[str, Any]) -> Cluster:
+            for name in _SHARED:
+                c[name] = [one(v, v) for v in c[name]]
+            return Cluster(**c)
+
         return cls(
             lo=d["lo"],
             hi=d["hi"],
-            cls=keyed(d["cls"]),
-            own=keyed(d["own"]),
+            totals={(a, c): v for a, c, v in d["totals"]},
+            down=unpacked(d["down"]),
+            excluded=unpacked(d["excluded"]),
+            own=unpacked(d["own"]),
             partners=d["partners"],
-            by_partner=keyed(d["by_partner"]),
-            named={n: keyed(rows) for n, rows in d["named"].items()},
-            unnamed={n: {a: unpack(v) for a, v in per.items()} for n, per in d["unnamed"].items()},
-            clusters=clusters,
-            behind=keyed(d["behind"]),
+            by_partner={(p, a): v for p, a, v in d["by_partner"]},
+            shares=d["shares"],
+            clusters={
+                (area, kind, counted): [cluster(c) for c in cs]
+                for area, kind, counted, cs in d["clusters"]
+            },
+            behind={(p, r): unpack(v) for p, r, v in d["behind"]},
             covered=d["covered"],
             carry=d["carry"],
         )
 
 
 def pack(spans: Sequence[Span]) -> str:
-    """Spans as text: their bounds as little-endian 64-bit integers, base64 (a day of a busy
-    estate has thousands; as JSON numbers they cost ten times as much to read back)."""
+    """Spans as text: their bounds as little-endian 64-bit integers, base64 (as JSON
+    numbers they cost several times as much to read back)."""
     flat = array("q", [t for span in spans for t in span])
     if sys.byteorder != "little":
         flat.byteswap()
@@ -232,47 +266,87 @@ def groups_of(bookings: Iterable[Any]) -> dict[GroupKey, list[Any]]:
     return groups
 
 
+class _Business:
+    """Business hours, and the part of them a span can meet (an incident is short; a
+    quarter's business hours are a hundred spans)."""
+
+    def __init__(self, spans: Sequence[Span]) -> None:
+        self.spans = spans
+        self.starts = [s for s, _ in spans]
+
+    def time_in(self, spans: Sequence[Span]) -> int:
+        if not spans or not self.spans:
+            return 0
+        a, b = spans[0][0], spans[-1][1]
+        near = self.spans[max(bisect_right(self.starts, a) - 1, 0) : bisect_left(self.starts, b)]
+        return total(intersect(spans, near))
+
+
 def summarise(
     groups: Mapping[GroupKey, list[Any]],
     treat: Mapping[GroupKey, str],
     estate: Estate,
     lo: int,
     hi: int,
+    business: Sequence[Span],
     *,
     combined_only: bool = False,
 ) -> Part:
     """The part ``[lo, hi)`` from its bookings by (area, class), each group in start
-    order. ``combined_only``: the areas' figures only (the history's quarters)."""
+    order; ``business``: the business hours in it. ``combined_only``: the areas' figures
+    only (the history's quarters)."""
     part = Part(lo, hi)
+    hours = _Business(business)
+    unions: dict[GroupKey, list[Span]] = {}
     for key, bs in groups.items():
-        part.cls[key] = walk(bs)
-        if treat[key] == "downtime" and any(map(_PROVIDER, bs)):
-            part.own[key] = walk(bs, skip=_PROVIDER)
+        unions[key] = walk(bs)
+        part.totals[key] = total(unions[key])
+    for aid in {a for a, _ in groups}:
+        counted = [c for (a, c) in groups if a == aid and treat[(a, c)] == "downtime"]
+        down = union(sp for c in counted for sp in unions[(aid, c)])
+        part.down[aid] = down
+        part.excluded[aid] = subtract_spans(
+            (
+                sp
+                for (a, c), spans in unions.items()
+                if a == aid and treat[(a, c)] == "excluded"
+                for sp in spans
+            ),
+            down,
+        )
+        if any(any(map(_PROVIDER, groups[(aid, c)])) for c in counted):
+            part.own[aid] = union(
+                sp for c in counted for sp in walk(groups[(aid, c)], skip=_PROVIDER)
+            )
     if combined_only:
         return part
-    counted = [(k, bs) for k, bs in groups.items() if treat[k] == "downtime"]
+    counted_groups = [(k, bs) for k, bs in groups.items() if treat[k] == "downtime"]
     partner_at = {
         site: partner_of(site, estate) for site in {b.site for bs in groups.values() for b in bs}
     }
     part.partners = sorted(set(partner_at.values()))
     by_partner: dict[GroupKey, list[Span]] = {}
-    for (aid, _c), bs in counted:
+    for (aid, _c), bs in counted_groups:
         for b in bs:
             by_partner.setdefault((partner_at[b.site], aid), []).append((b.start, b.end))
-    part.by_partner = {k: union(v) for k, v in by_partner.items()}
+    part.by_partner = {k: total(union(v)) for k, v in by_partner.items()}
     for label, name_of in SHARES.items():
         # Few bookings carry a name (people annotate one outage in hundreds): those are
         # picked out at C speed, and the rest's union per area is a walk of each group.
         named: dict[GroupKey, list[Span]] = {}
-        unnamed: dict[str, list[Span]] = {}
-        for (aid, _c), bs in counted:
+        for (aid, _c), bs in counted_groups:
             picked = list(filter(name_of, bs))
             for b in picked:
                 named.setdefault((name_of(b) or "", aid), []).append((b.start, b.end))
             if len(picked) < len(bs):
-                unnamed.setdefault(aid, []).extend(walk(bs, skip=name_of))
-        part.named[label] = {k: union(v) for k, v in named.items()}
-        part.unnamed[label] = {a: union(v) for a, v in unnamed.items()}
+                named.setdefault(("", aid), []).extend(walk(bs, skip=name_of))
+        got: dict[str, list[int]] = {}
+        for (name, _aid), spans in named.items():
+            u = union(spans)
+            d = got.setdefault(name, [0, 0])
+            d[0] += total(u)
+            d[1] += hours.time_in(u)
+        part.shares[label] = got
     for (_a, cls), bs in groups.items():
         if cls == "unreachable":
             behind: dict[GroupKey, list[Span]] = {}
@@ -283,7 +357,7 @@ def summarise(
         for b in bs:
             if b.planned_by and b.planned_by != "annotation":
                 part.covered[b.planned_by] = part.covered.get(b.planned_by, 0) + (b.end - b.start)
-    part.clusters = _clusters(groups, treat, estate, (lo, hi))
+    part.clusters = _clusters(groups, treat, estate, (lo, hi), hours)
     return part
 
 
@@ -292,6 +366,7 @@ def _clusters(
     treat: Mapping[GroupKey, str],
     estate: Estate,
     period: Span,
+    hours: _Business,
 ) -> dict[IncidentKey, list[Cluster]]:
     """Group each area's overlapping time of one kind, so a WAN fault seen from three
     sites is one line in the board report; an incident's minutes are its union. Counted and
@@ -329,35 +404,40 @@ def _clusters(
             last_start = b.start
         for n in tied:
             clusters[n].sort(key=_listed)
-        out[key] = [
-            Cluster(
-                spans=union(map(_by_time, c)),
-                ids=_names(i for b in c for i in b.outages),
-                checks=_names(b.origin or b.check for b in c),
-                causes=_names(map(_CAUSE, c)),
-                providers=_names(map(_PROVIDER, c)),
-                notes=_names(map(_NOTE, c)),
-                planned_by=_names(map(_PLANNED_BY, c)),
-                services=_names(map(_SERVICE, c)),
-                parents=_names(map(_PARENT, c)),
-                sites=sorted({s for b in c for s in (b.seen_by or (b.site,))}),
-                partners=sorted({partner_of(s, estate) for s in set(map(_SITE, c))}),
-                seen_by=sorted({s for b in c for s in b.seen_by}),
-                refs=sorted(
-                    {f"{b.site}/{b.check}" for b in c if b.check}
-                    | {b.origin for b in c if b.origin}
-                ),
-                path=all(map(_PATH, c)),
-                lo_ids=[i for b in c if b.start == lo for i in b.outages],
-                hi_ids=[i for b in c if b.end == hi for i in b.outages],
+        found = out[key] = []
+        for c in clusters:
+            spans = union(map(_by_time, c))
+            found.append(
+                Cluster(
+                    first=spans[0][0],
+                    last=spans[-1][1],
+                    duration=total(spans),
+                    business=hours.time_in(spans),
+                    ids=_names(i for b in c for i in b.outages),
+                    checks=_names(b.origin or b.check for b in c),
+                    causes=_names(map(_CAUSE, c)),
+                    providers=_names(map(_PROVIDER, c)),
+                    notes=_names(map(_NOTE, c)),
+                    planned_by=_names(map(_PLANNED_BY, c)),
+                    services=_names(map(_SERVICE, c)),
+                    parents=_names(map(_PARENT, c)),
+                    sites=sorted({s for b in c for s in (b.seen_by or (b.site,))}),
+                    partners=sorted({partner_of(s, estate) for s in set(map(_SITE, c))}),
+                    seen_by=sorted({s for b in c for s in b.seen_by}),
+                    refs=sorted(
+                        {f"{b.site}/{b.check}" for b in c if b.check}
+                        | {b.origin for b in c if b.origin}
+                    ),
+                    path=all(map(_PATH, c)),
+                    lo_ids=[i for b in c if b.start == lo for i in b.outages],
+                    hi_ids=[i for b in c if b.end == hi for i in b.outages],
+                )
             )
-            for c in clusters
-        ]
     return out
 
 
 def _joined(
-    parts: Sequence[Part], get: Callable[[Part], Mapping[Any, list[Span]]]
+    parts: Iterable[Part], get: Callable[[Part], Mapping[Any, list[Span]]]
 ) -> dict[Any, list[Span]]:
     """Per key, the union of the parts' spans (parts in time order: a walk)."""
     out: dict[Any, list[Span]] = {}
@@ -372,7 +452,6 @@ def finish(
     parts: Sequence[Part],
     period: Period,
     estate: Estate,
-    treat: Mapping[GroupKey, str],
     lo: int,
     hi: int,
     business: Sequence[Span],
@@ -383,41 +462,34 @@ def finish(
     bookings: list[Any] | None = None,
     windows: list[Any] | None = None,
 ) -> Accounts:
-    """The figures of ``[lo, hi)`` from its parts, in time order. ``treat``: the policy's
-    treatment of each (area, class) booked; ``sources``: the records reaching past the
-    period, that incidents take their dates from."""
+    """The figures of ``[lo, hi)`` from its parts, in time order. ``sources``: the records
+    reaching past the period, that incidents take their dates from."""
     acc_cfg = estate.accounting
-    cls_time = _joined(parts, lambda p: p.cls)
-    own_time = _joined(parts, lambda p: {**p.cls, **p.own})
-    theirs_in = {k for p in parts for k in p.own}
+    totals: dict[GroupKey, int] = {}
+    for p in parts:
+        for k, v in p.totals.items():
+            totals[k] = totals.get(k, 0) + v
+    down_of = _joined(parts, lambda p: p.down)
+    excluded_of = _joined(parts, lambda p: p.excluded)
+    theirs = {a for p in parts for a in p.own}
+    own_of = _joined(parts, lambda p: {**p.down, **p.own}) if theirs else down_of
     area_ids = list(estate.areas)
-    area_ids += sorted({a for a, _ in cls_time} - set(area_ids))  # never lose downtime
+    area_ids += sorted({a for a, _ in totals} - set(area_ids))  # never lose downtime
     period_time, business_time = hi - lo, total(business)
-    cls_of: dict[str, list[str]] = {a: [] for a in area_ids}
-    for ga, gcls in cls_time:
-        cls_of[ga].append(gcls)
 
     areas: list[AreaFigures] = []
     own_parts: list[tuple[int, int]] = []
-    excluded_of: dict[str, list[Span]] = {}
     for aid in area_ids:
-        classes = cls_of[aid]
-        cls_union = {c: cls_time[(aid, c)] for c in classes}
-        counted_cls = [c for c in classes if treat[(aid, c)] == "downtime"]
-        down = union(sp for c in counted_cls for sp in cls_union[c])
-        excluded = subtract_spans(
-            (sp for c in classes if treat[(aid, c)] == "excluded" for sp in cls_union[c]), down
-        )
-        excluded_of[aid] = excluded
+        down = down_of.get(aid, [])
+        excluded = excluded_of.get(aid, [])
         measured = period_time - total(excluded)
         bmeasured = business_time - total(intersect(excluded, business))
         bdown = total(intersect(down, business))
-        theirs = any((aid, c) in theirs_in for c in counted_cls)
-        own = union(sp for c in counted_cls for sp in own_time[(aid, c)]) if theirs else down
+        own = own_of.get(aid, []) if aid in theirs else down
         own_parts.append((total(own), measured))
 
-        def time_of(cls: str, cls_union: dict[str, list[Span]] = cls_union) -> int:
-            return total(cls_union.get(cls, ()))
+        def time_of(cls: str, aid: str = aid) -> int:
+            return totals.get((aid, cls), 0)
 
         areas.append(
             AreaFigures(
@@ -440,7 +512,10 @@ def finish(
         )
     combined_ratio = _combined((a.downtime, a.measured) for a in areas)
     business_parts = [
-        (a.business_downtime, business_time - total(intersect(excluded_of[a.id], business)))
+        (
+            a.business_downtime,
+            business_time - total(intersect(excluded_of.get(a.id, []), business)),
+        )
         for a in areas
     ]
     partners: list[PartnerFigures] = []
@@ -453,15 +528,18 @@ def finish(
         seen = {pid for p in parts for pid in p.partners}
         partner_ids = list(estate.partners)
         partner_ids += sorted(seen - set(partner_ids))
-        by_partner = _joined(parts, lambda p: p.by_partner)
+        by_partner: dict[GroupKey, int] = {}
+        for p in parts:
+            for k, v in p.by_partner.items():
+                by_partner[k] = by_partner.get(k, 0) + v
         for pid in partner_ids:
-            per_area = {aid: total(by_partner.get((pid, aid), ())) for aid in area_ids}
+            per_area = {aid: by_partner.get((pid, aid), 0) for aid in area_ids}
             name = estate.partners[pid].name if pid in estate.partners else pid
             ratio = _combined((per_area[aid], measured_of[aid]) for aid in area_ids)
             partners.append(PartnerFigures(pid, name, per_area, sum(per_area.values()), ratio))
-        providers = _shares(parts, "provider", business)
-        causes = _shares(parts, "cause", business)
-        incidents = _incidents(parts, business, sources, lo, hi)
+        providers = _shares(parts, "provider")
+        causes = _shares(parts, "cause")
+        incidents = _incidents(parts, sources, lo, hi)
         for p in parts:
             for wid, us in p.covered.items():
                 covered[wid] = covered.get(wid, 0) + us
@@ -490,61 +568,48 @@ def finish(
     )
 
 
-def _shares(parts: Sequence[Part], label: str, business: Sequence[Span]) -> list[Share]:
+def _shares(parts: Sequence[Part], label: str) -> list[Share]:
     """Per name, the union within each area, summed over the areas; "" for the time no
     name was recorded for (the downtime itself when none was)."""
-    per_name: dict[str, list[list[Span]]] = {}
-    for (name, _aid), spans in _joined(parts, lambda p: p.named.get(label, {})).items():
-        per_name.setdefault(name, []).append(spans)
-    for spans in _joined(parts, lambda p: p.unnamed.get(label, {})).values():
-        per_name.setdefault("", []).append(spans)
-    out = [
-        Share(
-            n,
-            sum(total(u) for u in unions),
-            sum(total(intersect(u, business)) for u in unions),
-        )
-        for n, unions in per_name.items()
-    ]
+    got: dict[str, list[int]] = {}
+    for p in parts:
+        for name, (d, bd) in p.shares.get(label, {}).items():
+            t = got.setdefault(name, [0, 0])
+            t[0] += d
+            t[1] += bd
+    out = [Share(n, d, bd) for n, (d, bd) in got.items()]
     out.sort(key=lambda s: (-s.downtime, s.name))
     return out
 
 
 def _incidents(
-    parts: Sequence[Part], business: Sequence[Span], sources: Mapping[str, Outage], lo: int, hi: int
+    parts: Sequence[Part], sources: Mapping[str, Outage], lo: int, hi: int
 ) -> list[Incident]:
     """The parts' clusters, those that meet at a part's end joined, as incidents."""
     keys = sorted({k for p in parts for k in p.clusters})
     behind: dict[str, list[tuple[str, list[Span]]]] = {}
     for (parent, ref), spans in _joined(parts, lambda p: p.behind).items():
         behind.setdefault(parent, []).append((ref, spans))
-    starts = [s for s, _ in business]
-
-    def within(spans: Sequence[Span], a: int, b: int) -> Sequence[Span]:
-        """The business spans that can meet ``[a, b)`` (an incident is short; the
-        quarter's business hours are a hundred spans)."""
-        return spans[max(bisect_right(starts, a) - 1, 0) : bisect_left(starts, b)]
-
     out: list[Incident] = []
     for key in keys:
         area, kind, counted = key
         joined: list[Cluster] = []
         for p in parts:
             for c in p.clusters.get(key, ()):
-                if p.lo != lo or p.hi != hi:  # only the period's own ends date an incident
-                    c = Cluster(
-                        **{
-                            **c.__dict__,
-                            "lo_ids": c.lo_ids if p.lo == lo else [],
-                            "hi_ids": c.hi_ids if p.hi == hi else [],
-                        }
-                    )
-                if joined and c.spans[0][0] <= joined[-1].spans[-1][1]:
+                # Only the period's own ends date an incident.
+                c = Cluster(
+                    **{
+                        **c.__dict__,
+                        "lo_ids": c.lo_ids if p.lo == lo else [],
+                        "hi_ids": c.hi_ids if p.hi == hi else [],
+                    }
+                )
+                if joined and c.first <= joined[-1].last:
                     joined[-1].join(c)
                 else:
-                    joined.append(Cluster(**c.__dict__))
+                    joined.append(c)
         for c in joined:
-            first, last = c.spans[0][0], c.spans[-1][1]
+            first, last = c.first, c.last
             # Dates as the outage had them: its real start before the period, and open
             # (None) while it goes on; the minutes stay those inside the period.
             start: int = first
@@ -578,8 +643,8 @@ def _incidents(
                     counted=counted,
                     start=start,
                     end=end,
-                    duration=total(c.spans),
-                    business=total(intersect(c.spans, within(business, first, last))),
+                    duration=c.duration,
+                    business=c.business,
                     sites=tuple(c.sites),
                     partners=tuple(c.partners),
                     checks=tuple(c.checks),
@@ -688,7 +753,8 @@ def accounts_in_parts(
 ) -> Accounts:
     """``accounting.account`` of the period a day at a time: the same figures (but no
     bookings), holding one day's records at once, and taking the days ``cache`` keeps
-    rather than reading them."""
+    rather than reading them. ``combined_only`` parts lack what the rest of the figures
+    need, so they are made but never kept."""
     from collector.attribution import Rules, attribute, partial_of
     from collector.maintenance import expand
 
@@ -729,8 +795,6 @@ def accounts_in_parts(
         kept = cache.get(a) if cache is not None else None
         if kept is not None and kept.hi <= hi:
             parts.append(kept)
-            for k in kept.cls:
-                treat.setdefault(k, treatment_of(*k))
             a = read_to = kept.hi
             carry = list(rows_by_id(kept.carry))
             while i < len(ends) and ends[i] <= a:
@@ -777,10 +841,12 @@ def accounts_in_parts(
         del att
         for k in groups:
             treat.setdefault(k, treatment_of(*k))
-        part = summarise(groups, treat, estate, a, b)
+        part = summarise(
+            groups, treat, estate, a, b, clip(business, a, b), combined_only=combined_only
+        )
         del groups
         part.carry = [o.id for o in carry]
-        if keep and cache is not None:
+        if keep and cache is not None and not combined_only:
             cache.put(part)
         parts.append(part)
         a = b
@@ -799,7 +865,6 @@ def accounts_in_parts(
         parts,
         period,
         estate,
-        treat,
         lo,
         hi,
         business,
