@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from availmon.config import Estate
+from availmon.config import Estate, split_ref
 from collector.accounting import (
     _CAUSE,
     _KIND,
@@ -97,6 +97,7 @@ class Cluster:
     sites: list[str]
     partners: list[str]
     seen_by: list[str]
+    #: Its checks (``site/check``) that others depend on: what time behind it can name.
     refs: list[str]
     path: bool
     #: Outages of bookings that start at the part's start or end at its end: an incident
@@ -374,6 +375,13 @@ def _clusters(
     exactly its downtime. Unreachable time is listed under the fault it was behind (and as
     its own line only where the area counts it)."""
     lo, hi = period
+    # Only a check others depend on can have time behind it (an incident's "behind").
+    parents = {
+        "/".join(split_ref(sid, c.depends_on))
+        for sid, site in estate.sites.items()
+        for c in site.checks
+        if c.depends_on
+    }
     groups: dict[IncidentKey, list[Any]] = {}
     for (area, cls), bs in by_class.items():
         kind = _KIND.get(cls)
@@ -425,8 +433,11 @@ def _clusters(
                     partners=sorted({partner_of(s, estate) for s in set(map(_SITE, c))}),
                     seen_by=sorted({s for b in c for s in b.seen_by}),
                     refs=sorted(
-                        {f"{b.site}/{b.check}" for b in c if b.check}
-                        | {b.origin for b in c if b.origin}
+                        (
+                            {f"{b.site}/{b.check}" for b in c if b.check}
+                            | {b.origin for b in c if b.origin}
+                        )
+                        & parents
                     ),
                     path=all(map(_PATH, c)),
                     lo_ids=[i for b in c if b.start == lo for i in b.outages],
