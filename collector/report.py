@@ -18,6 +18,7 @@ import io
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,6 +46,7 @@ from collector.accounting import (
     floor_percent,
     from_us,
     last_quarters,
+    local_midnight,
     minutes,
     parse_period,
     paused_gc,
@@ -52,10 +54,17 @@ from collector.accounting import (
     to_us,
 )
 from collector.attribution import Offline
-from collector.maintenance import Window
+from collector.maintenance import Window, expand
 from collector.rules import accounting_view, digest, estate_with
 from collector.store import Store
-from collector.tally import Part, PartCache, accounts_in_parts
+from collector.tally import (
+    Part,
+    PartCache,
+    RowsBetween,
+    RowsById,
+    accounts_in_parts,
+    parts_of,
+)
 
 TARGET_COLOUR = "#b3261e"
 AREA_COLOURS = ("#1f4e79", "#8fb3d9")
@@ -177,19 +186,9 @@ def accounts_for(
                 windows=facts.windows,
                 combined_only=combined_only,
             )
-        lo = period.start_us
-        same: dict[Any, Any] = {}
-
-        def rows_between(after: int | None, before: int) -> Iterator[Outage]:
-            return _outages(store.outage_records_starting(after, before, lo), same)
-
-        def rows_by_id(ids: Sequence[str]) -> Iterator[Outage]:
-            return _outages(store.outage_records_by_id(ids), same)
-
         return accounts_in_parts(
             period,
-            rows_between,
-            rows_by_id,
+            *_readers(store, period.start_us),
             estate,
             now,
             calendar,
@@ -198,6 +197,20 @@ def accounts_for(
             combined_only=combined_only,
             cache=_part_cache(store, estate, min(period.end_us, to_us(now)), combined_only),
         )
+
+
+def _readers(store: Store, lo: int) -> tuple[RowsBetween, RowsById]:
+    """How a period starting at ``lo`` is read a part at a time: its outages by start,
+    and by id; each repeated name one string throughout (see ``_outages``)."""
+    same: dict[Any, Any] = {}
+
+    def rows_between(after: int | None, before: int) -> Iterator[Outage]:
+        return _outages(store.outage_records_starting(after, before, lo), same)
+
+    def rows_by_id(ids: Sequence[str]) -> Iterator[Outage]:
+        return _outages(store.outage_records_by_id(ids), same)
+
+    return rows_between, rows_by_id
 
 
 def _part_cache(store: Store, estate: Estate, hi: int, read_only: bool) -> PartCache:
@@ -223,7 +236,43 @@ def _part_cache(store: Store, estate: Estate, hi: int, read_only: bool) -> PartC
             f"{prefix}{part.lo}", part.lo, part.hi, version, json.dumps(part.to_json())
         )
 
-    return PartCache(get, put)
+    return PartCache(get, put, lambda lo: store.cached_until(f"{prefix}{lo}"))
+
+
+def keep_days(store: Store, estate: Estate, now: datetime) -> Iterator[float]:
+    """Work out and keep the summary of each day of this quarter and the last that has
+    ended and is not kept yet (the collector does, in the background), one day per step:
+    yields the CPU seconds each took. A report then reads them back rather than the
+    quarter's records."""
+    calendar = BusinessCalendar.from_accounting(estate.accounting)
+    # To the last midnight: the day still running is worked out by each report.
+    now = local_midnight(now.astimezone(calendar.tz).date(), calendar.tz)
+    for period in last_quarters(quarter_containing(now, calendar.tz), calendar.tz, 2):
+        hi = min(period.end_us, to_us(now))
+        if hi <= period.start_us:
+            continue
+        lo = period.start_us
+        started = time.thread_time()
+        for _part, made in parts_of(
+            period,
+            *_readers(store, lo),
+            estate,
+            now,
+            calendar,
+            offline=_offline(store, period.start, period.end, None),
+            expanded=expand(
+                estate.maintenance,
+                [window_of(r) for r in store.windows(period.start, period.end)],
+                lo,
+                hi,
+                estate.accounting.timezone,
+            ),
+            cache=_part_cache(store, estate, hi, False),
+            skim=True,
+        ):
+            if made:
+                yield time.thread_time() - started
+                started = time.thread_time()
 
 
 def rules_in_force(store: Store, estate: Estate, as_of: datetime | None) -> tuple[Estate, str]:

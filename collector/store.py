@@ -1460,6 +1460,11 @@ class Store:
         row = self.conn.execute("SELECT data FROM figures_cache WHERE key=?", (key,)).fetchone()
         return str(row[0]) if row is not None else None
 
+    def cached_until(self, key: str) -> int | None:
+        """The end (µs) of the period ``cache_figures`` kept under ``key``, nothing read."""
+        row = self.conn.execute("SELECT hi FROM figures_cache WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row is not None else None
+
     def figures_version(self, hi: int) -> int | None:
         """Call before computing figures of a period ending at ``hi`` (µs) to cache: from
         now on a write into the period bumps the version this returns. None when the store

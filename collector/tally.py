@@ -724,10 +724,12 @@ RowsById = Callable[[Sequence[str]], Iterable[Outage]]
 @dataclass
 class PartCache:
     """Where parts of ended days are kept (the store's figures cache, in the report):
-    ``get(lo)`` the part starting at ``lo``, ``put(part)`` to keep one."""
+    ``get(lo)`` the part starting at ``lo``, ``hi_of(lo)`` only where it ends (nothing
+    read back), ``put(part)`` to keep one."""
 
     get: Callable[[int], Part | None]
     put: Callable[[Part], None]
+    hi_of: Callable[[int], int | None]
 
 
 def _midnights(lo: int, hi: int, calendar: BusinessCalendar) -> Iterator[int]:
@@ -766,15 +768,77 @@ def accounts_in_parts(
     bookings), holding one day's records at once, and taking the days ``cache`` keeps
     rather than reading them. ``combined_only`` parts lack what the rest of the figures
     need, so they are made but never kept."""
-    from collector.attribution import Rules, attribute, partial_of
+    from collector.attribution import Rules, partial_of
     from collector.maintenance import expand
+
+    lo = period.start_us
+    hi = max(lo, min(period.end_us, to_us(now)))
+    expanded = expand(estate.maintenance, windows, lo, hi, estate.accounting.timezone)
+    parts = [
+        part
+        for part, _made in parts_of(
+            period,
+            rows_between,
+            rows_by_id,
+            estate,
+            now,
+            calendar,
+            offline=offline,
+            expanded=expanded,
+            combined_only=combined_only,
+            cache=cache,
+        )
+        if part is not None
+    ]
+    sources: dict[str, Outage] = {}
+    if not combined_only:
+        edge_ids = {
+            oid
+            for p in (parts[0], parts[-1])
+            for cs in p.clusters.values()
+            for c in cs
+            for oid in (*c.lo_ids, *c.hi_ids)
+        }
+        sources = {o.id: o for o in rows_by_id(sorted(edge_ids))}
+    return finish(
+        parts,
+        period,
+        estate,
+        lo,
+        hi,
+        calendar.spans(lo, hi),
+        sources,
+        combined_only=combined_only,
+        partial=partial_of(Rules.of(estate), lo, hi),
+        windows=expanded,
+    )
+
+
+def parts_of(
+    period: Period,
+    rows_between: RowsBetween,
+    rows_by_id: RowsById,
+    estate: Estate,
+    now: datetime,
+    calendar: BusinessCalendar,
+    *,
+    offline: Sequence[Any] = (),
+    expanded: Sequence[Any] = (),
+    combined_only: bool = False,
+    cache: PartCache | None = None,
+    skim: bool = False,
+) -> Iterator[tuple[Part | None, bool]]:
+    """The period's parts in time order, each with whether it was worked out here (True)
+    or read back from ``cache``. ``skim``: the parts kept are only stepped over (None), not
+    read back: what keeps the days needs only those that are missing. ``expanded``: the
+    windows, expanded over the whole period."""
+    from collector.attribution import Rules, attribute
 
     rules = Rules.of(estate)
     now_us = to_us(now)
     lo = period.start_us
     hi = max(lo, min(period.end_us, now_us))
     business = calendar.spans(lo, hi)
-    expanded = expand(estate.maintenance, windows, lo, hi, estate.accounting.timezone)
     offline = list(offline)
     members = set(rules.member_of)
     member_sites = {site for site, _ in members}
@@ -796,21 +860,46 @@ def accounts_in_parts(
             for r in offline
         )
 
-    parts: list[Part] = []
     carry: list[Outage] = []
+    #: Where the records that reach into the next part are to be found, when a kept part
+    #: was taken: its carry's ids, or (skimmed) the part itself.
+    carry_ids: list[str] | None = None
+    carry_at: int | None = None
     read_to: int | None = None
     a = lo
     ends = [*_midnights(lo, hi, calendar), hi]
+    # Where a day ends: the period's last part is kept only when it ends at one.
+    closes = {period.end_us, *_midnights(hi - 1, hi + 1, calendar)}
     i = 0
     while i < len(ends):
-        kept = cache.get(a) if cache is not None else None
-        if kept is not None and kept.hi <= hi:
-            parts.append(kept)
-            a = read_to = kept.hi
-            carry = list(rows_by_id(kept.carry))
+        kept: Part | None = None
+        kept_hi: int | None = None
+        if cache is not None:
+            if skim:
+                kept_hi = cache.hi_of(a)
+            else:
+                kept = cache.get(a)
+                kept_hi = kept.hi if kept is not None else None
+        if kept_hi is not None and kept_hi <= hi:
+            if kept is not None:
+                carry_ids, carry_at = kept.carry, None
+            else:
+                carry_ids, carry_at = None, a
+            yield kept, False
+            a = read_to = kept_hi
             while i < len(ends) and ends[i] <= a:
                 i += 1
             continue
+        if carry_at is not None and cache is not None:
+            back = cache.get(carry_at)
+            carry_ids = back.carry if back is not None else None
+            if carry_ids is None:  # dropped meanwhile: read the period from its start
+                carry, carry_at, read_to, a, i = [], None, None, lo, 0
+                skim = False
+                continue
+        if carry_ids is not None:
+            carry = list(rows_by_id(carry_ids))
+        carry_ids = carry_at = None
         b = ends[i]
         rows = [*carry, *rows_between(read_to, b)]
         read_to = b
@@ -842,10 +931,9 @@ def accounts_in_parts(
         # longer period could end a part too.
         keep = (
             cache is not None
+            and not combined_only
             and b <= now_us
-            and (
-                b < hi or (hi == period.end_us and quiet(rows, b) and not _tied_at(att.bookings, b))
-            )
+            and (b < hi or (hi in closes and quiet(rows, b) and not _tied_at(att.bookings, b)))
         )
         del rows
         groups = groups_of(booked(att.bookings, treatment_of))
@@ -857,30 +945,8 @@ def accounts_in_parts(
         )
         del groups
         part.carry = [o.id for o in carry]
-        if keep and cache is not None and not combined_only:
+        if keep and cache is not None:
             cache.put(part)
-        parts.append(part)
+        yield part, True
         a = b
         i += 1
-    sources: dict[str, Outage] = {}
-    if not combined_only:
-        edge_ids = {
-            oid
-            for p in (parts[0], parts[-1])
-            for cs in p.clusters.values()
-            for c in cs
-            for oid in (*c.lo_ids, *c.hi_ids)
-        }
-        sources = {o.id: o for o in rows_by_id(sorted(edge_ids))}
-    return finish(
-        parts,
-        period,
-        estate,
-        lo,
-        hi,
-        business,
-        sources,
-        combined_only=combined_only,
-        partial=partial_of(rules, lo, hi),
-        windows=expanded,
-    )

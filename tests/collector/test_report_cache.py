@@ -9,7 +9,7 @@ from typing import Any
 from availmon.config import Estate
 from availmon.schema import Event, State
 from collector.accounting import parse_period
-from collector.report import build_report, fingerprint, render
+from collector.report import build_report, fingerprint, keep_days, render
 from collector.store import Store
 from tests.collector.helpers import LONDON, make_estate, outage, store_row
 
@@ -183,4 +183,26 @@ def test_a_running_quarter_keeps_the_days_that_have_ended(store: Store, estate: 
     kept = sorted(day_parts(store).items())
     assert len(kept) == 10  # 1 to 10 July; the 11th is still running
     assert kept[-1][1] <= Q.start_us + 10 * 86_400_000_000
+    assert build_report(store, estate, Q, now) == first
+
+
+def test_keeping_the_days_in_the_background_leaves_a_report_only_the_day_running(
+    store: Store, estate: Estate
+) -> None:
+    """What the collector runs in the background: each ended day of this quarter and the
+    last, one step each, none twice; the report then works out only the day running, and
+    its figures are those of a store that kept nothing."""
+    email_outage(store)
+    june = outage("servers", "2019-06-10T10:00", "2019-06-10T10:45", id="i:june")
+    store.import_outages([store_row(june)])
+    now = datetime(2019, 8, 15, 12, 0, tzinfo=UTC)
+    steps = list(keep_days(store, estate, now))
+    assert len(steps) == 91 + 45  # April to June, and 1 July to 14 August
+    assert all(cpu >= 0 for cpu in steps)
+    assert list(keep_days(store, estate, now)) == []
+    kept = len(day_parts(store))
+    first = build_report(store, estate, Q, now)
+    assert len(day_parts(store)) == kept  # nothing more to keep: 15 August is running
+    store.conn.execute("DELETE FROM figures_cache")
+    store.conn.commit()
     assert build_report(store, estate, Q, now) == first

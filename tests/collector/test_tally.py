@@ -196,7 +196,9 @@ class DictCache:
         self.kept[part.lo] = part.to_json()
 
     def cache(self) -> PartCache:
-        return PartCache(self.get, self.put)
+        return PartCache(
+            self.get, self.put, lambda lo: self.kept[lo]["hi"] if lo in self.kept else None
+        )
 
 
 @settings(max_examples=120, deadline=None)
