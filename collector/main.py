@@ -9,6 +9,8 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import multiprocessing
+import multiprocessing.process
 import sqlite3
 import sys
 import time
@@ -44,7 +46,7 @@ from availmon.schema import (
 )
 from availmon.signals import install_reload_handler, install_stop_handlers
 from availmon.text import one_line, terminal
-from collector import auth
+from collector import auth, keeper
 from collector.accounting import quarter_containing
 from collector.alerting import Alerting
 from collector.board import kpi_view as board_kpi_view
@@ -70,7 +72,7 @@ from collector.metrics import (
     delivery_families,
     kpi_families,
 )
-from collector.report import keep_days, kpi_snapshot
+from collector.report import kpi_snapshot
 from collector.rules import record as record_rules
 from collector.store import SITE_UNREACHABLE, Store, store_fault
 from collector.web import start_web
@@ -86,6 +88,8 @@ WRITER_CACHE_MIB = 64
 KEEP_FIRST = 60.0
 KEEP_EVERY = 600.0
 KEEP_REST = 4.0
+#: The keeper's process runs this much below the collector's priority.
+KEEP_NICE = 10
 #: After these, the writer's connection is reopened: it may have been opened read-only.
 _REOPEN = ("readonly", "cant_open", "io_error")
 
@@ -108,6 +112,14 @@ class Confirmation:
     rejected: set[int] = dataclasses.field(default_factory=set)
 
 
+def _answer(receive: Any) -> Any:
+    """What the day keeper's process sent back (a count, or what stopped it)."""
+    try:
+        return receive.recv()
+    except EOFError:
+        return "the day keeper's process ended without an answer"
+
+
 class Collector:
     """Owns the store (one writer thread, one reader thread), the MQTT session and the web app.
 
@@ -123,8 +135,9 @@ class Collector:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
         #: Builds /metrics (no store reads): never queued behind a long report.
         self._scraper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrape")
-        #: Keeps the summary of each day that has ended (``keep_days``), off the reader.
+        #: Waits for the day keeper's process (``keep_days``).
         self._keeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="day-keeper")
+        self._keeping: multiprocessing.process.BaseProcess | None = None
         self.view = LiveOutages(estate)
         #: The quarter's KPI by issue 10's rules, when the live view's is not the
         #: accounting's: worked out from the store, and costly at a busy store's size.
@@ -145,7 +158,6 @@ class Collector:
         # from the file system on every commit (issue 8's throughput).
         self.store = Store(path, tolerant=True, cache_mib=WRITER_CACHE_MIB)
         self.read_store = Store(path, tolerant=True)
-        self._keep_store = Store(path, tolerant=True)
         self.live: dict[tuple[str, str], LiveCheck] = {}
         self.agents: dict[str, LiveAgent] = {}
         self.liveness = Liveness(timedelta(seconds=estate.collector.offline_grace))
@@ -494,13 +506,14 @@ class Collector:
         return True
 
     def close(self) -> None:
+        if self._keeping is not None and self._keeping.is_alive():
+            self._keeping.terminate()
         self._scraper.shutdown(wait=True)
         self._keeper.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
         self.store.close()
         self.read_store.close()
-        self._keep_store.close()
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -824,20 +837,40 @@ class Collector:
     async def keep_days(self) -> int:
         """Work out and keep the summary of every day of this quarter and the last that has
         ended and is not kept (``collector.report.keep_days``), so that a report reads
-        them back rather than the quarter's records: a day at a time on a thread of its
-        own, resting four times as long as each day took (at most a fifth of a core).
-        Returns how many days it made."""
+        them back rather than the quarter's records: in a process of its own
+        (``collector.keeper``), below the collector's priority, a day at a time, resting
+        four times as long as each day took (at most a fifth of a core). Returns how many
+        days it made; raises what stopped it."""
         loop = asyncio.get_running_loop()
-        steps = await loop.run_in_executor(
-            self._keeper, keep_days, self._keep_store, self.estate, utcnow()
+        ctx = multiprocessing.get_context("spawn")
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=keeper.run,
+            args=(
+                send,
+                str(self.estate.collector.database),
+                self.estate,
+                utcnow(),
+                KEEP_REST,
+                KEEP_NICE,
+            ),
+            name="availmon-day-keeper",
+            daemon=True,
         )
-        made = 0
-        while True:
-            took = await loop.run_in_executor(self._keeper, next, steps, None)
-            if took is None:
-                return made
-            made += 1
-            await asyncio.sleep(KEEP_REST * took)  # pacing, not waiting for anything
+        proc.start()
+        send.close()
+        self._keeping = proc
+        try:
+            answer = await loop.run_in_executor(self._keeper, _answer, receive)
+        finally:
+            if proc.is_alive():
+                proc.terminate()  # stopped, or cancelled: nothing half-written is kept
+            await loop.run_in_executor(self._keeper, proc.join)
+            receive.close()
+            self._keeping = None
+        if isinstance(answer, str):
+            raise RuntimeError(answer)
+        return int(answer)
 
     async def _days_loop(self) -> None:
         await asyncio.sleep(KEEP_FIRST)  # the live view and the backlog come first

@@ -4,9 +4,12 @@ quarter then reads them back, and works out only the day still running."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing.process
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from availmon.clock import utcnow
 from collector.accounting import last_quarters, quarter_containing
@@ -41,5 +44,42 @@ def test_the_collector_keeps_each_ended_day_of_this_quarter_and_the_last(
         assert kept_days(c) == days  # the report only worked out today
         web = next(a for a in report["areas"] if a["id"] == "internet_web")
         assert web["downtime_minutes"] > 14 * 60  # from yesterday 10:00, still open
+    finally:
+        c.close()
+
+
+def test_what_stops_the_keeper_comes_back_to_the_collector(tmp_path: Path) -> None:
+    """The keeper's process finds no database where the config says: the pass raises with
+    the reason (the collector's loop logs it and tries again next pass)."""
+    c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
+    try:
+        garbage = tmp_path / "garbage.db"
+        garbage.write_bytes(b"this is not a database, " * 100)
+        collector = c.estate.collector.model_copy(update={"database": garbage})
+        c.estate = c.estate.model_copy(update={"collector": collector})
+        with pytest.raises(RuntimeError, match="not a database"):
+            asyncio.run(c.keep_days())
+        assert c._keeping is None
+    finally:
+        c.close()
+
+
+def test_a_pass_cancelled_stops_its_process(tmp_path: Path) -> None:
+    c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
+
+    async def cancel_it() -> multiprocessing.process.BaseProcess:
+        task = asyncio.ensure_future(c.keep_days())
+        await asyncio.sleep(0)  # the task's first step starts the process, then waits
+        proc = c._keeping
+        assert proc is not None
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return proc
+
+    try:
+        proc = asyncio.run(cancel_it())
+        assert not proc.is_alive()
+        assert c._keeping is None
     finally:
         c.close()

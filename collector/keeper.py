@@ -1,0 +1,43 @@
+"""The collector's day keeper (``collector.report.keep_days``), in a process of its own.
+
+Working out a day of a busy quarter is a few tenths of a second of pure Python: in a thread
+of the collector it would take the interpreter's lock from the event loop that serves the
+board and takes in events, for as long. A process of its own has its own lock, runs below
+the collector's priority, and rests between days, so the board never waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from multiprocessing.connection import Connection
+
+from availmon.config import Estate
+from collector.report import keep_days
+from collector.store import Store
+
+
+def keep_pass(path: str, estate: Estate, now: datetime, rest: float) -> int:
+    """Keep every day not kept yet, resting ``rest`` times as long as each took; returns
+    how many it made."""
+    store = Store(path, tolerant=True)
+    made = 0
+    try:
+        for took in keep_days(store, estate, now):
+            made += 1
+            time.sleep(rest * took)  # pacing: at most 1 / (1 + rest) of a core
+    finally:
+        store.close()
+    return made
+
+
+def run(send: Connection, path: str, estate: Estate, now: datetime, rest: float, nice: int) -> None:
+    """The child's entry point: the count made, or what went wrong, sent back."""
+    try:
+        os.nice(nice)
+        send.send(keep_pass(path, estate, now, rest))
+    except Exception as exc:  # the collector logs it and tries again next pass
+        send.send(f"{type(exc).__name__}: {exc}")
+    finally:
+        send.close()
