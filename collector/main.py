@@ -87,7 +87,7 @@ WRITER_CACHE_MIB = 64
 #: times the CPU time the day took.
 KEEP_FIRST = 60.0
 KEEP_EVERY = 600.0
-KEEP_REST = 4.0
+KEEP_REST = 9.0
 #: The keeper's process runs this much below the collector's priority.
 KEEP_NICE = 10
 #: After these, the writer's connection is reopened: it may have been opened read-only.
@@ -839,7 +839,7 @@ class Collector:
         ended and is not kept (``collector.report.keep_days``), so that a report reads
         them back rather than the quarter's records: in a process of its own
         (``collector.keeper``), below the collector's priority, a day at a time, resting
-        four times as long as each day took (at most a fifth of a core). Returns how many
+        nine times as long as each day took (at most a tenth of a core). Returns how many
         days it made; raises what stopped it."""
         loop = asyncio.get_running_loop()
         ctx = multiprocessing.get_context("spawn")
