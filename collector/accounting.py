@@ -653,7 +653,7 @@ def account(
     ``combined_only``: the areas' and combined figures only, for the history's quarters
     (partners, incidents and the provider and cause shares left empty: a third of the
     work)."""
-    from collector.attribution import attribute  # the rules sit on this module's maths
+    from collector.attribution import Rules, attribute  # the rules sit on this module's maths
     from collector.tally import booked, finish, groups_of, summarise, treatments
 
     cal = calendar or BusinessCalendar.from_accounting(estate.accounting)
@@ -668,7 +668,10 @@ def account(
         if combined_only
         else {o.id: o for o in rows if o.start < lo or o.end is None or o.end >= hi}
     )
-    att = attribute(estate, rows, lo, hi, now_us, offline=offline, windows=windows, ordered=False)
+    rules = Rules.of(estate)
+    att = attribute(
+        estate, rows, lo, hi, now_us, offline=offline, windows=windows, ordered=False, rules=rules
+    )
     # The records are the largest thing held (half a report's memory at a million): what
     # follows needs only the bookings, and reuses the records' memory.
     del rows
@@ -676,7 +679,9 @@ def account(
     bookings = booked(att.bookings, treatment_of)
     groups = groups_of(bookings)
     treat = {k: treatment_of(*k) for k in groups}
-    part = summarise(groups, treat, estate, lo, hi, business, combined_only=combined_only)
+    part = summarise(
+        groups, treat, estate, lo, hi, business, rules.parent_refs(), combined_only=combined_only
+    )
     del groups
     return finish(
         [part],

@@ -357,6 +357,11 @@ class Rules:
         lives = {k: lifetime(c, tz) for k, c in checks.items()}
         return cls(estate, tz, checks, parent, member_of, lives)
 
+    def parent_refs(self) -> set[str]:
+        """``site/check`` of every check another depends on: the only ones time can be
+        unreachable behind."""
+        return {f"{site}/{check}" for site, check in self.parent.values()}
+
     def ancestors(self, key: Key) -> list[Key]:
         """Nearest first (the config refuses loops; this stops on one all the same)."""
         out: list[Key] = []

@@ -24,12 +24,12 @@ import base64
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from availmon.config import Estate, split_ref
+from availmon.config import Estate
 from collector.accounting import (
     _CAUSE,
     _KIND,
@@ -110,10 +110,8 @@ class Cluster:
         self.last = max(self.last, other.last)
         self.duration += other.duration
         self.business += other.business
-        for name in ("ids", "checks", "causes", "providers", "notes", "planned_by"):
+        for name in _ORDERED:
             setattr(self, name, _firsts(getattr(self, name), getattr(other, name)))
-        self.services = _firsts(self.services, other.services)
-        self.parents = _firsts(self.parents, other.parents)
         for name in ("sites", "partners", "seen_by", "refs"):
             setattr(self, name, sorted({*getattr(self, name), *getattr(other, name)}))
         self.path = self.path and other.path
@@ -121,6 +119,8 @@ class Cluster:
         self.hi_ids = [*self.hi_ids, *other.hi_ids]
 
 
+#: A cluster's lists of names in the order first seen.
+_ORDERED = ("ids", "checks", "causes", "providers", "notes", "planned_by", "services", "parents")
 #: A cluster's lists of names that repeat from one incident to the next.
 _SHARED = (
     "checks",
@@ -290,12 +290,14 @@ def summarise(
     lo: int,
     hi: int,
     business: Sequence[Span],
+    parents: Collection[str],
     *,
     combined_only: bool = False,
 ) -> Part:
     """The part ``[lo, hi)`` from its bookings by (area, class), each group in start
-    order; ``business``: the business hours in it. ``combined_only``: the areas' figures
-    only (the history's quarters)."""
+    order; ``business``: the business hours in it; ``parents``: the checks others depend
+    on (``Rules.parent_refs``). ``combined_only``: the areas' figures only (the history's
+    quarters)."""
     part = Part(lo, hi)
     hours = _Business(business)
     unions: dict[GroupKey, list[Span]] = {}
@@ -358,7 +360,7 @@ def summarise(
         for b in bs:
             if b.planned_by and b.planned_by != "annotation":
                 part.covered[b.planned_by] = part.covered.get(b.planned_by, 0) + (b.end - b.start)
-    part.clusters = _clusters(groups, treat, estate, (lo, hi), hours)
+    part.clusters = _clusters(groups, treat, estate, (lo, hi), hours, parents)
     return part
 
 
@@ -368,6 +370,7 @@ def _clusters(
     estate: Estate,
     period: Span,
     hours: _Business,
+    parents: Collection[str],
 ) -> dict[IncidentKey, list[Cluster]]:
     """Group each area's overlapping time of one kind, so a WAN fault seen from three
     sites is one line in the board report; an incident's minutes are its union. Counted and
@@ -375,13 +378,6 @@ def _clusters(
     exactly its downtime. Unreachable time is listed under the fault it was behind (and as
     its own line only where the area counts it)."""
     lo, hi = period
-    # Only a check others depend on can have time behind it (an incident's "behind").
-    parents = {
-        "/".join(split_ref(sid, c.depends_on))
-        for sid, site in estate.sites.items()
-        for c in site.checks
-        if c.depends_on
-    }
     groups: dict[IncidentKey, list[Any]] = {}
     for (area, cls), bs in by_class.items():
         kind = _KIND.get(cls)
@@ -432,12 +428,12 @@ def _clusters(
                     sites=sorted({s for b in c for s in (b.seen_by or (b.site,))}),
                     partners=sorted({partner_of(s, estate) for s in set(map(_SITE, c))}),
                     seen_by=sorted({s for b in c for s in b.seen_by}),
+                    # Only a check others depend on can have time behind it.
                     refs=sorted(
                         (
                             {f"{b.site}/{b.check}" for b in c if b.check}
                             | {b.origin for b in c if b.origin}
-                        )
-                        & parents
+                        ).intersection(parents)
                     ),
                     path=all(map(_PATH, c)),
                     lo_ids=[i for b in c if b.start == lo for i in b.outages],
@@ -835,6 +831,7 @@ def parts_of(
     from collector.attribution import Rules, attribute
 
     rules = Rules.of(estate)
+    parents = rules.parent_refs()
     now_us = to_us(now)
     lo = period.start_us
     hi = max(lo, min(period.end_us, now_us))
@@ -941,7 +938,14 @@ def parts_of(
         for k in groups:
             treat.setdefault(k, treatment_of(*k))
         part = summarise(
-            groups, treat, estate, a, b, clip(business, a, b), combined_only=combined_only
+            groups,
+            treat,
+            estate,
+            a,
+            b,
+            clip(business, a, b),
+            parents,
+            combined_only=combined_only,
         )
         del groups
         part.carry = [o.id for o in carry]
