@@ -151,7 +151,6 @@ def inline_secrets(
     ``label`` spells a key path (the config names checks by name)."""
     name = label or (lambda loc: _path(loc))
     key = next((p for p in reversed(path) if isinstance(p, str)), "")
-    where = name(tuple(path))
     if isinstance(value, Mapping):
         for k, v in value.items():
             if key.lower() == "headers" and str(k).lower() in SECRET_HEADERS:
@@ -170,7 +169,8 @@ def inline_secrets(
         shown = redact_url(value)
         if shown is not None:
             yield (
-                where,
+                # Spelled only here: naming a check scans its site's checks.
+                name(tuple(path)),
                 f"credentials in a URL ({shown}): give the user as username and the"
                 " password in password_file (or a token in bearer_token_file)",
             )

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import sqlite_utils
+if TYPE_CHECKING:  # imported when a migration runs: most opens have none to run
+    import sqlite_utils
 
 from availmon.areas import NETWORK_AREA
 from availmon.clock import iso_to_us, to_iso, to_us, us_to_iso, utcnow
@@ -42,7 +43,7 @@ from availmon.schema import Event, Evidence, Heartbeat, State
 #: The check name of the collector's provisional "site unreachable" outages.
 SITE_UNREACHABLE = "site-unreachable"
 
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[["sqlite_utils.Database"], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
 
@@ -561,7 +562,6 @@ class Store:
             raise StoreError(describe(exc, self.path)) from exc
         except OSError as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
-        self.db = sqlite_utils.Database(self.conn)
         try:
             self._migrate()
         except sqlite3.Error as exc:
@@ -597,7 +597,6 @@ class Store:
         (a database opened while its file system was read-only stays read-only)."""
         conn = self._connect()
         old, self.conn = self.conn, conn
-        self.db = sqlite_utils.Database(conn)
         self._tails.clear()
         old.close()
         self._migrate()
@@ -613,9 +612,13 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
             )
             done = {r[0] for r in self.conn.execute("SELECT name FROM _migrations")}
-            for name, fn in MIGRATIONS:
-                if name not in done:
-                    fn(self.db)
+            todo = [(name, fn) for name, fn in MIGRATIONS if name not in done]
+            if todo:
+                import sqlite_utils  # a tenth of a second of imports (click, pluggy)
+
+                db = sqlite_utils.Database(self.conn)
+                for name, fn in todo:
+                    fn(db)
                     self.conn.execute(
                         "INSERT INTO _migrations VALUES (?, datetime('now'))", (name,)
                     )
@@ -1455,10 +1458,11 @@ class Store:
 
     # -- figures of ended periods (issue 9) ------------------------------------------------
 
-    def cached_figures(self, key: str) -> str | None:
-        """What ``cache_figures`` stored under ``key``, unless a write has dropped it since."""
+    def cached_figures(self, key: str) -> str | bytes | None:
+        """What ``cache_figures`` stored under ``key`` (JSON, as text or as UTF-8 bytes),
+        unless a write has dropped it since."""
         row = self.conn.execute("SELECT data FROM figures_cache WHERE key=?", (key,)).fetchone()
-        return str(row[0]) if row is not None else None
+        return row[0] if row is not None else None
 
     def cached_until(self, key: str) -> int | None:
         """The end (µs) of the period ``cache_figures`` kept under ``key``, nothing read."""
@@ -1478,7 +1482,9 @@ class Store:
         except sqlite3.Error:
             return None
 
-    def cache_figures(self, key: str, lo: int, hi: int, version: int | None, data: str) -> bool:
+    def cache_figures(
+        self, key: str, lo: int, hi: int, version: int | None, data: str | bytes
+    ) -> bool:
         """Keep figures of ``[lo, hi)`` computed after ``figures_version`` returned
         ``version``, unless a write into the period came between; True when kept. A store
         that cannot be written keeps nothing, and says so by False."""
@@ -1494,6 +1500,18 @@ class Store:
                 return cur.rowcount > 0
         except sqlite3.Error:
             return False
+
+    def drop_figures_except(self, fingerprint: str) -> int:
+        """Drop the cached figures whose key does not hold ``fingerprint`` (worked out
+        under other rules); how many. A store that cannot be written drops none."""
+        try:
+            with self._tx():
+                cur = self.conn.execute(
+                    "DELETE FROM figures_cache WHERE instr(key, ?) = 0", (f":{fingerprint}:",)
+                )
+                return cur.rowcount
+        except sqlite3.Error:
+            return 0
 
     def _invalidate_figures(self, since: int) -> None:
         """In a write transaction that changed outages, or issue 10's records (windows,

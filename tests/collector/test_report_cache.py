@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from availmon.config import Estate
+from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
 from collector.accounting import parse_period
 from collector.report import build_report, fingerprint, keep_days, render
 from collector.store import Store
-from tests.collector.helpers import LONDON, make_estate, outage, store_row
+from tests.collector.helpers import LONDON, estate_data, make_estate, outage, store_row
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 Q = parse_period("FY2019Q2", LONDON)  # July to September 2019, long ended at NOW
@@ -206,3 +206,50 @@ def test_keeping_the_days_in_the_background_leaves_a_report_only_the_day_running
     store.conn.execute("DELETE FROM figures_cache")
     store.conn.commit()
     assert build_report(store, estate, Q, now) == first
+
+
+def with_check(**settings: Any) -> Estate:
+    """The test estate with one configured check; ``settings`` outside the accounting
+    rules (how it is probed, the web surface)."""
+    data = estate_data()
+    web = settings.pop("web", {})
+    data["sites"]["dc"]["checks"] = [
+        {"name": "c", "type": "tcp", "target": "127.0.0.1:25", "area": "email", **settings}
+    ]
+    data["web"] = web
+    return parse_config(data, "test")
+
+
+def test_a_change_outside_the_rules_keeps_the_figures(store: Store) -> None:
+    """How a check is probed and how the web surface listens change no figure: the days
+    and the quarter kept under the old config are read back under the new one, and are
+    the figures the new config works out from nothing."""
+    estate = with_check()
+    email_outage(store)
+    first = report(store, estate)
+    keys = cached_keys(store)
+    changed = with_check(timeout=2.5, interval=10, failures_to_down=5, web={"port": 9999})
+    assert fingerprint(changed) == fingerprint(estate)
+    assert report(store, changed) == first
+    assert cached_keys(store) == keys
+    store.conn.execute("DELETE FROM figures_cache")
+    store.conn.commit()
+    assert report(store, changed) == first
+    moved = with_check(area="servers")  # the rules change: its own figures
+    assert fingerprint(moved) != fingerprint(estate)
+
+
+def test_keeping_the_days_drops_figures_kept_under_other_rules(
+    store: Store, estate: Estate
+) -> None:
+    """After a change of the rules nothing reads the figures kept under the old ones: the
+    keeper's pass drops them, or the store would hold a quarter of days for each change."""
+    email_outage(store)
+    old = make_estate(count_planned=False)
+    report(store, old)
+    assert any(fingerprint(old) in k for k in cached_keys(store))
+    now = datetime(2019, 10, 2, 12, 0, tzinfo=UTC)
+    assert len(list(keep_days(store, estate, now))) == 92 + 1  # July to September, 1 October
+    keys = cached_keys(store)
+    assert len(keys) == 92 + 1
+    assert all(f":{fingerprint(estate)}:" in k for k in keys)
