@@ -72,7 +72,7 @@ from collector.metrics import (
     delivery_families,
     kpi_families,
 )
-from collector.report import kpi_snapshot
+from collector.report import fingerprint, kpi_snapshot
 from collector.rules import record as record_rules
 from collector.store import SITE_UNREACHABLE, Store, store_fault
 from collector.web import start_web
@@ -138,6 +138,10 @@ class Collector:
         #: Waits for the day keeper's process (``keep_days``).
         self._keeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="day-keeper")
         self._keeping: multiprocessing.process.BaseProcess | None = None
+        #: What the last pass that finished kept the days for (``_keeping_state``), and
+        #: how many passes started a process.
+        self._kept_for: tuple[int | None, str, str] | None = None
+        self.keeper_passes = 0
         self.view = LiveOutages(estate)
         #: The quarter's KPI by issue 10's rules, when the live view's is not the
         #: accounting's: worked out from the store, and costly at a busy store's size.
@@ -840,8 +844,13 @@ class Collector:
         them back rather than the quarter's records: in a process of its own
         (``collector.keeper``), below the collector's priority, a day at a time, resting
         nine times as long as each day took (at most a tenth of a core). Returns how many
-        days it made; raises what stopped it."""
+        days it made; raises what stopped it. Starts no process when nothing can be
+        missing since the last pass: no write dropped a kept day, no day ended, the rules
+        are the same."""
         loop = asyncio.get_running_loop()
+        state = await self.read(self._keeping_state)
+        if state[0] is not None and state == self._kept_for:
+            return 0
         ctx = multiprocessing.get_context("spawn")
         receive, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(
@@ -858,6 +867,7 @@ class Collector:
             daemon=True,
         )
         proc.start()
+        self.keeper_passes += 1
         send.close()
         self._keeping = proc
         try:
@@ -870,7 +880,15 @@ class Collector:
             self._keeping = None
         if isinstance(answer, str):
             raise RuntimeError(answer)
+        self._kept_for = state
         return int(answer)
+
+    def _keeping_state(self) -> tuple[int | None, str, str]:
+        """What the kept days can change with: the store's figures version (bumped by a
+        write into a kept day), today's date where the quarters are counted, the rules."""
+        tz = ZoneInfo(self.estate.accounting.timezone)
+        today = utcnow().astimezone(tz).date().isoformat()
+        return self.read_store.figures_generation(), today, fingerprint(self.estate)
 
     async def _days_loop(self) -> None:
         await asyncio.sleep(KEEP_FIRST)  # the live view and the backlog come first

@@ -1501,6 +1501,15 @@ class Store:
         except sqlite3.Error:
             return False
 
+    def figures_generation(self) -> int | None:
+        """Bumped by every write that drops cached figures (``_invalidate_figures``); None
+        when the store cannot say (not readable, or not set up yet)."""
+        try:
+            row = self.conn.execute("SELECT version FROM figures_state").fetchone()
+        except sqlite3.Error:
+            return None
+        return int(row[0]) if row is not None else None
+
     def drop_figures_except(self, fingerprint: str) -> int:
         """Drop the cached figures whose key does not hold ``fingerprint`` (worked out
         under other rules); how many. A store that cannot be written drops none."""

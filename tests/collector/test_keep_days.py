@@ -40,7 +40,9 @@ def test_the_collector_keeps_each_ended_day_of_this_quarter_and_the_last(
         made = asyncio.run(c.keep_days())
         days = (now.astimezone(tz).date() - before.start.date()).days
         assert made == days == kept_days(c)
+        assert c.keeper_passes == 1
         assert asyncio.run(c.keep_days()) == 0  # nothing twice
+        assert c.keeper_passes == 1  # nothing written, no day ended: no process started
         report = build_report(c.read_store, c.estate, this, now)
         assert kept_days(c) == days  # the report only worked out today
         web = next(a for a in report["areas"] if a["id"] == "internet_web")
@@ -72,7 +74,10 @@ def test_a_pass_cancelled_stops_its_process(tmp_path: Path) -> None:
 
     async def cancel_it() -> multiprocessing.process.BaseProcess:
         task = asyncio.ensure_future(c.keep_days())
-        await asyncio.sleep(0)  # the task's first step starts the process, then waits
+        await asyncio.sleep(0)  # the task's first step asks the reader thread for the state
+        # The reader is one thread, first come first served: once this is answered, the
+        # task's answer came first, and its next step (start the process) ran before ours.
+        await c.read(lambda: None)
         proc = c._keeping
         assert proc is not None
         task.cancel()
@@ -84,5 +89,25 @@ def test_a_pass_cancelled_stops_its_process(tmp_path: Path) -> None:
         proc = asyncio.run(cancel_it())
         assert proc.exitcode == -signal.SIGTERM  # stopped, not left to finish its pass
         assert c._keeping is None
+    finally:
+        c.close()
+
+
+def test_a_write_into_a_kept_day_starts_the_next_pass(tmp_path: Path) -> None:
+    """The keeper skips a pass only while nothing can be missing: a late outage imported
+    into a kept day drops that day, and the next pass starts a process and keeps it again."""
+    c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
+    try:
+        tz = ZoneInfo(c.estate.accounting.timezone)
+        now = utcnow()
+        first = asyncio.run(c.keep_days())
+        assert first == kept_days(c) > 0
+        yesterday = (now.astimezone(tz) - timedelta(days=1)).strftime("%Y-%m-%dT10:00")
+        late = outage("internet_web", yesterday, None, site="hq", id="i:late")
+        c.store.import_outages([store_row(late)])
+        assert kept_days(c) == first - 1
+        assert asyncio.run(c.keep_days()) == 1
+        assert c.keeper_passes == 2
+        assert kept_days(c) == first
     finally:
         c.close()
