@@ -3,9 +3,9 @@
 ``report_json`` gathers every figure once (collector/accounting.py does the sums); the html,
 md and csv renderers only lay that same dict out, so all four formats always agree. The
 figures of a quarter that has ended are cached in the store (``Store.cached_figures``, issue
-9), keyed on the accounting rules they were computed with; every write that changes an outage, a
-declared window or a not-monitored record in that quarter drops them, so a late event or an
-annotation is never hidden by the cache (``--as-of`` reports are never cached).
+9), keyed on the accounting rules they were computed with; every write that changes an
+outage, a declared window or a not-monitored record in that quarter drops them, so a late
+event or an annotation is never hidden by the cache (``--as-of`` reports are never cached).
 ``kpi_snapshot`` is the quarter-to-date view for /metrics. Functions here are synchronous:
 the collector runs them in a thread, off the event loop.
 """
