@@ -18,22 +18,24 @@ from collector.report import keep_days
 from collector.store import Store
 
 
-def keep_pass(path: str, estate: Estate, now: datetime, rest: float) -> int:
+def keep_pass(path: str, estate: Estate, now: datetime, rest: float) -> tuple[int, int]:
     """Keep every day not kept yet, resting ``rest`` times as long as each took; returns
-    how many it made."""
+    how many days it made, and how many of them the store would not keep."""
     store = Store(path, tolerant=True)
     made = 0
+    refused: list[int] = []
     try:
-        for took in keep_days(store, estate, now):
+        for took in keep_days(store, estate, now, refused):
             made += 1
             time.sleep(rest * took)  # pacing: at most 1 / (1 + rest) of a core
     finally:
         store.close()
-    return made
+    return made, len(refused)
 
 
 def run(send: Connection, path: str, estate: Estate, now: datetime, rest: float, nice: int) -> None:
-    """The child's entry point: the count made, or what went wrong, sent back."""
+    """The child's entry point: the counts made and refused, or what went wrong, sent
+    back."""
     try:
         os.nice(nice)
         send.send(keep_pass(path, estate, now, rest))

@@ -113,7 +113,8 @@ class Confirmation:
 
 
 def _answer(receive: Any) -> Any:
-    """What the day keeper's process sent back (a count, or what stopped it)."""
+    """What the day keeper's process sent back (the days made and refused, or what
+    stopped it)."""
     try:
         return receive.recv()
     except EOFError:
@@ -880,8 +881,14 @@ class Collector:
             self._keeping = None
         if isinstance(answer, str):
             raise RuntimeError(answer)
-        self._kept_for = state
-        return int(answer)
+        made, refused = answer
+        if refused:
+            # Not kept (the store could not be written, or a write came meanwhile): the
+            # next pass tries again, whatever else has changed by then.
+            log.info("the store did not keep %d of the %d days worked out", refused, made)
+        else:
+            self._kept_for = state
+        return int(made)
 
     def _keeping_state(self) -> tuple[int | None, str, str]:
         """What the kept days can change with: the store's figures version (bumped by a

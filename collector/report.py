@@ -56,7 +56,7 @@ from collector.accounting import (
 )
 from collector.attribution import Offline
 from collector.maintenance import Window, expand
-from collector.rules import accounting_view, canonical, digest, estate_with
+from collector.rules import accounting_view, digest, estate_with
 from collector.store import Store
 from collector.tally import (
     Part,
@@ -232,19 +232,22 @@ def _part_cache(store: Store, estate: Estate, hi: int, read_only: bool) -> PartC
         except (ValueError, KeyError, TypeError):  # not a part this code wrote: work it out
             return None
 
-    def put(part: Part) -> None:
-        store.cache_figures(
+    def put(part: Part) -> bool:
+        return store.cache_figures(
             f"{prefix}{part.lo}", part.lo, part.hi, version, _encoded(part.to_json())
         )
 
     return PartCache(get, put, lambda lo: store.cached_until(f"{prefix}{lo}"))
 
 
-def keep_days(store: Store, estate: Estate, now: datetime) -> Iterator[float]:
+def keep_days(
+    store: Store, estate: Estate, now: datetime, refused: list[int] | None = None
+) -> Iterator[float]:
     """Work out and keep the summary of each day of this quarter and the last that has
     ended and is not kept yet (the collector does, in the background), one day per step:
     yields the CPU seconds each took. A report then reads them back rather than the
-    quarter's records."""
+    quarter's records. ``refused``: the start of each day the store would not keep (it
+    cannot be written, or a write into the quarter came while the day was worked out)."""
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     # Figures kept under other rules (a config changed since) are never read again under
     # these: dropped, or the store would keep a quarter's days for every change.
@@ -256,6 +259,9 @@ def keep_days(store: Store, estate: Estate, now: datetime) -> Iterator[float]:
         if hi <= period.start_us:
             continue
         lo = period.start_us
+        cache = _part_cache(store, estate, hi, False)
+        if refused is not None:
+            cache = _noting_refusals(cache, refused)
         started = time.thread_time()
         for _part, made in parts_of(
             period,
@@ -271,12 +277,22 @@ def keep_days(store: Store, estate: Estate, now: datetime) -> Iterator[float]:
                 hi,
                 estate.accounting.timezone,
             ),
-            cache=_part_cache(store, estate, hi, False),
+            cache=cache,
             skim=True,
         ):
             if made:
                 yield time.thread_time() - started
                 started = time.thread_time()
+
+
+def _noting_refusals(cache: PartCache, refused: list[int]) -> PartCache:
+    def put(part: Part) -> bool:
+        kept = cache.put(part)
+        if not kept:
+            refused.append(part.lo)
+        return kept
+
+    return PartCache(cache.get, put, cache.hi_of)
 
 
 def rules_in_force(store: Store, estate: Estate, as_of: datetime | None) -> tuple[Estate, str]:
@@ -317,8 +333,9 @@ def fingerprint(estate: Estate) -> str:
     last = _fingerprinted
     if last is not None and last[0] is estate:  # a report asks for it once per cache key
         return last[1]
-    text = f"{FIGURES_VERSION}:{canonical(accounting_view(estate))}"
-    found = hashlib.sha256(text.encode()).hexdigest()[:32]
+    # In the config's order, not sorted: the report lists areas and partners in it.
+    view = json.dumps(accounting_view(estate), separators=(",", ":"))
+    found = hashlib.sha256(f"{FIGURES_VERSION}:{view}".encode()).hexdigest()[:32]
     _fingerprinted = (estate, found)
     return found
 

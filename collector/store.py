@@ -32,13 +32,13 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-if TYPE_CHECKING:  # imported when a migration runs: most opens have none to run
-    import sqlite_utils
-
 from availmon.areas import NETWORK_AREA
 from availmon.clock import iso_to_us, to_iso, to_us, us_to_iso, utcnow
 from availmon.errors import NoSuchRecord, StoreError
 from availmon.schema import Event, Evidence, Heartbeat, State
+
+if TYPE_CHECKING:  # imported when a migration runs: most opens have none to run
+    import sqlite_utils
 
 #: The check name of the collector's provisional "site unreachable" outages.
 SITE_UNREACHABLE = "site-unreachable"

@@ -237,6 +237,11 @@ def test_a_change_outside_the_rules_keeps_the_figures(store: Store) -> None:
     assert report(store, changed) == first
     moved = with_check(area="servers")  # the rules change: its own figures
     assert fingerprint(moved) != fingerprint(estate)
+    data = estate_data()
+    data["partners"] = dict(reversed(data["partners"].items()))
+    reordered = parse_config(data, "test")  # the report lists partners in the config's order
+    assert [p["id"] for p in report(store, reordered)["by_partner"]] == list(data["partners"])
+    assert fingerprint(reordered) != fingerprint(make_estate())
 
 
 def test_keeping_the_days_drops_figures_kept_under_other_rules(
@@ -253,3 +258,20 @@ def test_keeping_the_days_drops_figures_kept_under_other_rules(
     keys = cached_keys(store)
     assert len(keys) == 92 + 1
     assert all(f":{fingerprint(estate)}:" in k for k in keys)
+
+
+def test_days_the_store_will_not_keep_are_told(store: Store, estate: Estate) -> None:
+    """A store that cannot be written keeps no day, and the pass says which it could not
+    keep (the collector then tries again on its next pass rather than skip it)."""
+    email_outage(store)
+    store.conn.execute("PRAGMA query_only = 1")  # SQLite refuses every write from now on
+    refused: list[int] = []
+    now = datetime(2019, 10, 2, 12, 0, tzinfo=UTC)
+    made = list(keep_days(store, estate, now, refused))
+    assert len(made) == len(refused) == 92 + 1
+    assert refused[0] == Q.start_us
+    store.conn.execute("PRAGMA query_only = 0")
+    assert day_parts(store) == {}
+    again: list[int] = []
+    assert len(list(keep_days(store, estate, now, again))) == 92 + 1
+    assert again == []

@@ -192,8 +192,9 @@ class DictCache:
         self.read += 1
         return Part.from_json(got)
 
-    def put(self, part: Part) -> None:
+    def put(self, part: Part) -> bool:
         self.kept[part.lo] = part.to_json()
+        return True
 
     def cache(self) -> PartCache:
         return PartCache(
