@@ -37,11 +37,11 @@ def test_the_collector_keeps_each_ended_day_of_this_quarter_and_the_last(
         yesterday = (now.astimezone(tz) - timedelta(days=1)).strftime("%Y-%m-%dT10:00")
         late = outage("internet_web", yesterday, None, site="hq", id="i:open")
         c.store.import_outages([store_row(late)])
-        made = asyncio.run(c.keep_days())
+        made = asyncio.run(c.keep_days(now))
         days = (now.astimezone(tz).date() - before.start.date()).days
         assert made == days == kept_days(c)
         assert c.keeper_passes == 1
-        assert asyncio.run(c.keep_days()) == 0  # nothing twice
+        assert asyncio.run(c.keep_days(now)) == 0  # nothing twice
         assert c.keeper_passes == 1  # nothing written, no day ended: no process started
         report = build_report(c.read_store, c.estate, this, now)
         assert kept_days(c) == days  # the report only worked out today
@@ -100,13 +100,13 @@ def test_a_write_into_a_kept_day_starts_the_next_pass(tmp_path: Path) -> None:
     try:
         tz = ZoneInfo(c.estate.accounting.timezone)
         now = utcnow()
-        first = asyncio.run(c.keep_days())
+        first = asyncio.run(c.keep_days(now))
         assert first == kept_days(c) > 0
         yesterday = (now.astimezone(tz) - timedelta(days=1)).strftime("%Y-%m-%dT10:00")
         late = outage("internet_web", yesterday, None, site="hq", id="i:late")
         c.store.import_outages([store_row(late)])
         assert kept_days(c) == first - 1
-        assert asyncio.run(c.keep_days()) == 1
+        assert asyncio.run(c.keep_days(now)) == 1
         assert c.keeper_passes == 2
         assert kept_days(c) == first
     finally:
