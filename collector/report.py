@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 import orjson
 import pygal
+from holidays.version import __version__ as HOLIDAYS_VERSION
 from pygal.style import Style
 
 from availmon.clock import from_iso
@@ -327,15 +328,17 @@ def fingerprint(estate: Estate) -> str:
     """What cached figures depend on besides the data: the part of the config the figures
     are worked out from (``accounting_view``: names, partners, sites and their checks'
     areas and dependencies, accounting settings and policy, recurring windows, services;
-    what a report ``as_of`` works its figures out from too) and the rules' version. A change
-    elsewhere (a probe's timeout, an alert route, the web settings) keeps them."""
+    what a report ``as_of`` works its figures out from too), the rules' version, and the
+    bank holidays' (business hours move when a holiday is added). A change elsewhere (a
+    probe's timeout, an alert route, the web settings) keeps them."""
     global _fingerprinted
     last = _fingerprinted
     if last is not None and last[0] is estate:  # a report asks for it once per cache key
         return last[1]
     # In the config's order, not sorted: the report lists areas and partners in it.
     view = json.dumps(accounting_view(estate), separators=(",", ":"))
-    found = hashlib.sha256(f"{FIGURES_VERSION}:{view}".encode()).hexdigest()[:32]
+    text = f"{FIGURES_VERSION}:{HOLIDAYS_VERSION}:{view}"
+    found = hashlib.sha256(text.encode()).hexdigest()[:32]
     _fingerprinted = (estate, found)
     return found
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
 from collector.accounting import parse_period
@@ -275,3 +277,13 @@ def test_days_the_store_will_not_keep_are_told(store: Store, estate: Estate) -> 
     again: list[int] = []
     assert len(list(keep_days(store, estate, now, again))) == 92 + 1
     assert again == []
+
+
+def test_another_release_of_the_bank_holidays_computes_its_own_figures(
+    estate: Estate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release of the holidays library can add a bank holiday (a coronation, a jubilee),
+    and business hours move with it: figures kept under another release are not read."""
+    before = fingerprint(estate)
+    monkeypatch.setattr("collector.report.HOLIDAYS_VERSION", "0.0.1")
+    assert fingerprint(make_estate()) != before
