@@ -215,11 +215,14 @@ def _readers(store: Store, lo: int) -> tuple[RowsBetween, RowsById]:
     return rows_between, rows_by_id
 
 
-def _part_cache(store: Store, estate: Estate, hi: int, read_only: bool) -> PartCache:
+def _part_cache(
+    store: Store, estate: Estate, hi: int, read_only: bool, refused: list[int] | None = None
+) -> PartCache:
     """Days' summaries in the store's figures cache, keyed on the rules and the day's
     start; the version is taken before any is worked out, so a write that comes between
     keeps what was read before it out of the cache. ``read_only``: parts are only read
-    (the history's and the live KPI's figures: no write for them)."""
+    (the history's and the live KPI's figures: no write for them). ``refused``: where the
+    start of each part the store would not keep goes."""
     prefix = f"part:{fingerprint(estate)}:"
     same: dict[str, str] = {}
     version = None if read_only else store.figures_version(hi)
@@ -233,10 +236,12 @@ def _part_cache(store: Store, estate: Estate, hi: int, read_only: bool) -> PartC
         except (ValueError, KeyError, TypeError):  # not a part this code wrote: work it out
             return None
 
-    def put(part: Part) -> bool:
-        return store.cache_figures(
+    def put(part: Part) -> None:
+        kept = store.cache_figures(
             f"{prefix}{part.lo}", part.lo, part.hi, version, _encoded(part.to_json())
         )
+        if not kept and refused is not None:
+            refused.append(part.lo)
 
     return PartCache(get, put, lambda lo: store.cached_until(f"{prefix}{lo}"))
 
@@ -260,9 +265,6 @@ def keep_days(
         if hi <= period.start_us:
             continue
         lo = period.start_us
-        cache = _part_cache(store, estate, hi, False)
-        if refused is not None:
-            cache = _noting_refusals(cache, refused)
         started = time.thread_time()
         for _part, made in parts_of(
             period,
@@ -278,22 +280,12 @@ def keep_days(
                 hi,
                 estate.accounting.timezone,
             ),
-            cache=cache,
+            cache=_part_cache(store, estate, hi, False, refused),
             skim=True,
         ):
             if made:
                 yield time.thread_time() - started
                 started = time.thread_time()
-
-
-def _noting_refusals(cache: PartCache, refused: list[int]) -> PartCache:
-    def put(part: Part) -> bool:
-        kept = cache.put(part)
-        if not kept:
-            refused.append(part.lo)
-        return kept
-
-    return PartCache(cache.get, put, cache.hi_of)
 
 
 def rules_in_force(store: Store, estate: Estate, as_of: datetime | None) -> tuple[Estate, str]:

@@ -721,10 +721,10 @@ RowsById = Callable[[Sequence[str]], Iterable[Outage]]
 class PartCache:
     """Where parts of ended days are kept (the store's figures cache, in the report):
     ``get(lo)`` the part starting at ``lo``, ``hi_of(lo)`` only where it ends (nothing
-    read back), ``put(part)`` to keep one (True when kept)."""
+    read back), ``put(part)`` to keep one."""
 
     get: Callable[[int], Part | None]
-    put: Callable[[Part], bool]
+    put: Callable[[Part], None]
     hi_of: Callable[[int], int | None]
 
 

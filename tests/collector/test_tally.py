@@ -192,9 +192,8 @@ class DictCache:
         self.read += 1
         return Part.from_json(got)
 
-    def put(self, part: Part) -> bool:
+    def put(self, part: Part) -> None:
         self.kept[part.lo] = part.to_json()
-        return True
 
     def cache(self) -> PartCache:
         return PartCache(
