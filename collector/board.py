@@ -92,12 +92,17 @@ REFRESH = 30.0
 #: At most one rebuild of the board per this many seconds: at a thousand events a second
 #: the changes come faster than anyone reads a wall screen (issue 9).
 MIN_INTERVAL = 1.0
-#: The most of the collector's time the board may take while commits come back to back (a
-#: backlog drain): after a refresh that took t seconds, the next waits t * (1/share - 1).
-#: A board of a thousand checks takes about 0.2 s to build (so it refreshes every 4 s while
-#: a backlog drains), and rebuilding it after every commit cut the ingest rate by a third
-#: (issue 8); a small board still follows each commit.
+#: The most of the collector's CPU the board may take while commits come back to back (a
+#: backlog drain): after a refresh that cost t CPU-seconds, the next waits t * (1/share - 1).
+#: A board of a thousand checks costs about 0.2 s to build (so it refreshes every 3-4 s
+#: while a backlog drains), and rebuilding it after every commit cut the ingest rate by a
+#: third (issue 8); a small board still follows each commit. CPU, not wall time: a refresh
+#: that waited (for the writer's commit, for an event loop busy elsewhere) cost nothing
+#: meanwhile, and counting the wait paused the board for 19 times as long.
 BOARD_SHARE = 0.05
+#: The longest that pause, whatever the board costs: a committed change reaches the page
+#: within this plus one build (issue 12 gives five seconds).
+MAX_PAUSE = 3.0
 #: Latency samples kept per check: one per 30 s for 24 h.
 LATENCY_SAMPLES = 2880
 LATENCY_STEP = 30.0
@@ -1040,26 +1045,44 @@ class BoardFeed:
         self._dirty = asyncio.Event()
         #: Browsers holding the SSE stream open.
         self.listeners = 0
+        #: CPU-seconds the last refresh took (``refresh``).
+        self.cost = 0.0
 
     @property
     def event_id(self) -> str:
         return f"{self.boot}-{self.version}"
 
-    def _build(self, now: datetime) -> tuple[dict[str, Any], dict[str, str]]:
+    def _build(self, now: datetime) -> tuple[dict[str, Any], dict[str, str], float]:
+        """The board and the CPU-seconds its build took on this (the scrape) thread."""
+        cpu = time.thread_time()
         snap = board_snapshot(self.collector, now, self.collector.kpi_view(now))
-        return snap, render_sections(self.env, snap, self.collector.estate)
+        sections = render_sections(self.env, snap, self.collector.estate)
+        return snap, sections, time.thread_time() - cpu
+
+    def pause(self) -> float:
+        """Seconds to wait after the last refresh before the next (``BOARD_SHARE``)."""
+        return min(self.cost * (1 / BOARD_SHARE - 1), MAX_PAUSE)
 
     async def refresh(self) -> None:
+        """Build the board and hand it to the browsers if it changed. ``cost``: the CPU the
+        build took, on the scrape thread and in this coroutine's own steps, its waits (and
+        the other tasks run meanwhile) left out."""
+        cpu = time.thread_time()
         now = utcnow()
         self.latency.sample(list(self.collector.live.values()), now)
+        cpu = time.thread_time() - cpu
         await self.collector.catch_up_async()
-        snap, sections = await self.collector.scrape(self._build, now)
-        if sections != self._sections:
+        snap, sections, built = await self.collector.scrape(self._build, now)
+        cpu -= time.thread_time()
+        changed = sections != self._sections
+        if changed:
             self._sections = sections
             self.version += 1
             self.payload = json.dumps(
                 {"now": snap["now"], "title": page_title(snap), "sections": sections}
             )
+        self.cost = built + cpu + time.thread_time()
+        if changed:
             async with self.updated:
                 self.updated.notify_all()
 
@@ -1078,7 +1101,7 @@ class BoardFeed:
                     # The board must outlive a bad read; the next change tries again.
                     log.exception("could not build the board")
                 # A rate limit, not a synchronisation: changes meanwhile set the dirty flag.
-                await asyncio.sleep((time.monotonic() - started) * (1 / BOARD_SHARE - 1))
+                await asyncio.sleep(self.pause())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dirty.wait(), REFRESH)
                 # A rate limit, not a synchronisation: changes meanwhile make one rebuild.
