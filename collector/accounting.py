@@ -29,8 +29,6 @@ from operator import attrgetter
 from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-import holidays
-
 from availmon.clock import from_iso
 from availmon.clock import from_us as from_us  # re-exported: accounting works in µs
 from availmon.clock import to_us as to_us
@@ -328,6 +326,10 @@ def last_quarters(period: Period, tz: ZoneInfo, n: int = 4) -> list[Period]:
 # -- business hours ---------------------------------------------------------------------------
 
 
+#: Public holidays by (country, subdivision, year) (``BusinessCalendar.holidays_of``).
+_HOLIDAYS: dict[tuple[str, str | None, int], frozenset[date]] = {}
+
+
 @dataclass(frozen=True)
 class BusinessCalendar:
     """Working days and hours in the accounting timezone, minus public holidays."""
@@ -351,9 +353,41 @@ class BusinessCalendar:
         )
 
     def holidays_between(self, first: date, last: date) -> set[date]:
-        years = range(first.year, last.year + 1)
-        hol = holidays.country_holidays(self.country, subdiv=self.subdiv, years=years)
-        return set(hol.keys())
+        out: set[date] = set()
+        for year in range(first.year, last.year + 1):
+            out |= self.holidays_of(year)
+        return out
+
+    def holidays_of(self, year: int) -> frozenset[date]:
+        """The holidays the ``holidays`` library lists for ``year`` (each year on its own:
+        their union is what it lists for several), once per process, or as ``learn`` was
+        told. The library is imported only here: it loads every country's module on first
+        use (0.17 CPU-s, as much as a report read back from kept days spends on a tenth of
+        its work)."""
+        key = (self.country, self.subdiv, year)
+        found = _HOLIDAYS.get(key)
+        if found is None:
+            import holidays
+
+            listed = holidays.country_holidays(self.country, subdiv=self.subdiv, years=year)
+            found = _HOLIDAYS[key] = frozenset(listed.keys())
+        return found
+
+    def known(self) -> dict[int, list[str]]:
+        """The years worked out in this process or learnt, with their dates (ISO), to keep
+        (``learn`` takes them back)."""
+        return {
+            year: sorted(d.isoformat() for d in dates)
+            for (country, subdiv, year), dates in _HOLIDAYS.items()
+            if (country, subdiv) == (self.country, self.subdiv)
+        }
+
+    def learn(self, years: Mapping[int, Iterable[str]]) -> None:
+        """Holidays kept from an earlier process, under the same release of the library
+        (the caller's to check)."""
+        for year, dates in years.items():
+            key = (self.country, self.subdiv, int(year))
+            _HOLIDAYS.setdefault(key, frozenset(date.fromisoformat(d) for d in dates))
 
     def spans(self, lo: int, hi: int) -> list[Span]:
         """Business-hours spans inside ``[lo, hi)``; each day's hours are local wall time."""

@@ -20,18 +20,19 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from functools import partial
+from importlib.metadata import version
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import jinja2
 import orjson
 import pygal
-from holidays.version import __version__ as HOLIDAYS_VERSION
 from pygal.style import Style
 
 from availmon.clock import from_iso
@@ -260,6 +261,17 @@ def keep_days(
     store.drop_figures_except(fingerprint(estate))
     # To the last midnight: the day still running is worked out by each report.
     now = local_midnight(now.astimezone(calendar.tz).date(), calendar.tz)
+    with _holidays_kept(store, estate, calendar):
+        yield from _keep_days(store, estate, now, calendar, refused)
+
+
+def _keep_days(
+    store: Store,
+    estate: Estate,
+    now: datetime,
+    calendar: BusinessCalendar,
+    refused: list[int] | None,
+) -> Iterator[float]:
     for period in last_quarters(quarter_containing(now, calendar.tz), calendar.tz, 2):
         hi = min(period.end_us, to_us(now))
         if hi <= period.start_us:
@@ -314,6 +326,9 @@ def _ratio(ratio: Fraction | None) -> float | None:
 
 #: Bumped when the code changes what cached figures hold (the rules are in the key too).
 FIGURES_VERSION = "issue9-days-1"
+#: The bank holidays' release, from the package's metadata: importing the library to ask
+#: costs 0.08 CPU-s, and a report read back from kept days needs nothing else of it.
+HOLIDAYS_VERSION = version("holidays")
 
 
 def fingerprint(estate: Estate) -> str:
@@ -341,6 +356,31 @@ _fingerprinted: tuple[Estate, str] | None = None
 
 
 T = TypeVar("T")
+
+
+@contextmanager
+def _holidays_kept(store: Store, estate: Estate, calendar: BusinessCalendar) -> Iterator[None]:
+    """The calendar's bank holidays read from the store before figures are worked out,
+    and the years worked out meanwhile kept after, so that a report read back from kept
+    days never imports the holidays library (``BusinessCalendar.holidays_of``). Keyed on
+    the fingerprint (it holds the library's release and the calendar's country), with no
+    period: no write of records drops them, and the keeper's cleanup keeps them while the
+    rules hold."""
+    key = f"holidays:{fingerprint(estate)}:"
+    hit = store.cached_figures(key)
+    had: set[int] = set()
+    if hit is not None:
+        try:
+            kept = {int(year): list(dates) for year, dates in json.loads(hit).items()}
+            calendar.learn(kept)
+            had = set(kept)
+        except (ValueError, TypeError, AttributeError):  # not what this code wrote
+            pass
+    yield
+    known = calendar.known()
+    if known.keys() - had:
+        data = _encoded({str(year): dates for year, dates in known.items()})
+        store.cache_figures(key, 0, 0, store.figures_version(0), data)
 
 
 def _encoded(value: Any) -> bytes:
@@ -507,6 +547,20 @@ def build_report(
     """
     estate, rules_text = rules_in_force(store, estate, as_of)
     calendar = BusinessCalendar.from_accounting(estate.accounting)
+    with _holidays_kept(store, estate, calendar):
+        return _report(store, estate, period, now, calendar, as_of, generated_at, rules_text)
+
+
+def _report(
+    store: Store,
+    estate: Estate,
+    period: Period,
+    now: datetime,
+    calendar: BusinessCalendar,
+    as_of: datetime | None,
+    generated_at: datetime | None,
+    rules_text: str,
+) -> dict[str, Any]:
     at = as_of or now
     compute = partial(_figures, store, estate, period, now, calendar, as_of, rules_text)
     f = (

@@ -3,9 +3,15 @@ an outage in such a quarter drops them: a late event, an annotation, an import."
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import holidays
 import pytest
 
 from availmon.config import Estate, parse_config
@@ -258,7 +264,7 @@ def test_keeping_the_days_drops_figures_kept_under_other_rules(
     now = datetime(2019, 10, 2, 12, 0, tzinfo=UTC)
     assert len(list(keep_days(store, estate, now))) == 92 + 1  # July to September, 1 October
     keys = cached_keys(store)
-    assert len(keys) == 92 + 1
+    assert len(keys) == 92 + 1 + 1  # the days, and the bank holidays
     assert all(f":{fingerprint(estate)}:" in k for k in keys)
 
 
@@ -287,3 +293,61 @@ def test_another_release_of_the_bank_holidays_computes_its_own_figures(
     before = fingerprint(estate)
     monkeypatch.setattr("collector.report.HOLIDAYS_VERSION", "0.0.1")
     assert fingerprint(make_estate()) != before
+
+
+#: A report in a process of its own: whether it imported the holidays library, and its
+#: figures.
+REPORT_ALONE = """
+import json, sys
+from datetime import UTC, datetime
+from collector.accounting import parse_period
+from collector.report import build_report
+from collector.store import Store
+from tests.collector.helpers import LONDON, make_estate
+store = Store(sys.argv[1])
+data = build_report(
+    store, make_estate(), parse_period("FY2019Q2", LONDON), datetime(2026, 1, 1, tzinfo=UTC)
+)
+print(json.dumps({"imported": "holidays" in sys.modules, "data": data}))
+"""
+
+
+def report_alone(store: Store) -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-c", REPORT_ALONE, str(store.path)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
+
+
+def test_bank_holidays_are_kept_and_a_report_read_back_needs_not_the_library(
+    store: Store, estate: Estate
+) -> None:
+    """Loading the holidays library costs a report read back from kept days a tenth of its
+    CPU (it imports every country's module), so the dates it gives are kept in the store
+    under the figures' key, and read back by the next report."""
+    email_outage(store)
+    first = report_alone(store)
+    assert first["imported"] is True  # nothing kept yet: the library gives the dates
+    key = f"holidays:{fingerprint(estate)}:"
+    kept = json.loads(store.cached_figures(key) or "null")
+    listed = holidays.country_holidays("GB", subdiv="ENG", years=2019)
+    assert kept["2019"] == sorted(d.isoformat() for d in listed)
+    assert "2019-08-26" in kept["2019"]  # the summer bank holiday, in business hours' way
+    # A late note drops the quarter's figures and its days from the outage's on; they are
+    # worked out again (business hours and all) with the kept dates.
+    store.annotate("i:email", NOW, cause="power cut", by="test")
+    assert not any(k.startswith("period:") for k in cached_keys(store))
+    again = report_alone(store)
+    assert again["imported"] is False
+    assert again["data"]["outages"][0]["cause"] == "power cut"
+    for name in ("combined", "areas", "by_partner", "business_hours_minutes"):
+        assert again["data"][name] == first["data"][name]
+    assert store.cached_figures(key) is not None  # no write of records drops them
