@@ -548,55 +548,44 @@ def build_report(
     estate, rules_text = rules_in_force(store, estate, as_of)
     calendar = BusinessCalendar.from_accounting(estate.accounting)
     with _holidays_kept(store, estate, calendar):
-        return _report(store, estate, period, now, calendar, as_of, generated_at, rules_text)
-
-
-def _report(
-    store: Store,
-    estate: Estate,
-    period: Period,
-    now: datetime,
-    calendar: BusinessCalendar,
-    as_of: datetime | None,
-    generated_at: datetime | None,
-    rules_text: str,
-) -> dict[str, Any]:
-    at = as_of or now
-    compute = partial(_figures, store, estate, period, now, calendar, as_of, rules_text)
-    f = (
-        compute()
-        if as_of is not None
-        else _cached(
-            store,
-            f"period:{fingerprint(estate)}:{period.start_us}:{period.end_us}",
-            period,
-            to_us(now),
-            compute,
+        at = as_of or now
+        compute = partial(_figures, store, estate, period, now, calendar, as_of, rules_text)
+        f = (
+            compute()
+            if as_of is not None
+            else _cached(
+                store,
+                f"period:{fingerprint(estate)}:{period.start_us}:{period.end_us}",
+                period,
+                to_us(now),
+                compute,
+            )
         )
-    )
-    own = {
-        "availability_percent": f["combined"]["availability_percent"],
-        "availability_ratio": f["combined"]["availability_ratio"],
-        "complete": f["period"]["complete"],
-    }
-    return {
-        "estate": f["estate"],
-        # The cache is keyed on the span: "2019Q3" and "FY2019Q2" share it, not their names.
-        "period": {
-            **f["period"],
-            "id": period.id,
-            "start": period.start.isoformat(),
-            "end": period.end.isoformat(),
-        },
-        "period_minutes": f["period_minutes"],
-        "business_hours_minutes": f["business_hours_minutes"],
-        "as_of": at.astimezone(calendar.tz).isoformat(timespec="seconds"),
-        "generated_at": (generated_at or at).astimezone(calendar.tz).isoformat(timespec="seconds"),
-        **{k: v for k, v in f.items() if k not in _ENVELOPE},
-        "history": history(
-            store, estate, period, now, calendar, as_of, {(period.start_us, period.end_us): own}
-        ),
-    }
+        own = {
+            "availability_percent": f["combined"]["availability_percent"],
+            "availability_ratio": f["combined"]["availability_ratio"],
+            "complete": f["period"]["complete"],
+        }
+        return {
+            "estate": f["estate"],
+            # The cache is keyed on the span: "2019Q3" and "FY2019Q2" share it, not their names.
+            "period": {
+                **f["period"],
+                "id": period.id,
+                "start": period.start.isoformat(),
+                "end": period.end.isoformat(),
+            },
+            "period_minutes": f["period_minutes"],
+            "business_hours_minutes": f["business_hours_minutes"],
+            "as_of": at.astimezone(calendar.tz).isoformat(timespec="seconds"),
+            "generated_at": (generated_at or at)
+            .astimezone(calendar.tz)
+            .isoformat(timespec="seconds"),
+            **{k: v for k, v in f.items() if k not in _ENVELOPE},
+            "history": history(
+                store, estate, period, now, calendar, as_of, {(period.start_us, period.end_us): own}
+            ),
+        }
 
 
 #: The keys ``_figures`` leaves to ``build_report`` (they move with the clock or the call).
