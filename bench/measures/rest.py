@@ -119,6 +119,7 @@ def start_agent(ctx: Ctx, config: Path, name: str) -> Process:
 def run(ctx: Ctx) -> list[Figure]:
     secret = ctx.workdir / "rest-community"
     secret.write_text(COMMUNITY + "\n")
+    secret.chmod(0o600)  # as an operator keeps it (the agent warns of one others can read)
     window = ctx.rest_seconds
     ours, theirs, rss300, rss1000 = [], [], [], []
     downs: list[str] = []

@@ -22,6 +22,7 @@ INTERVAL = 60.0
 def run(ctx: Ctx) -> list[Figure]:
     secret = ctx.workdir / "snmp-community"
     secret.write_text(COMMUNITY + "\n")
+    secret.chmod(0o600)  # as an operator keeps it (the agent warns of one others can read)
     addresses = [f"127.0.1.{i + 1}" for i in range(DEVICES)]
     ours, theirs = [], []
     with netns_with_interfaces(INTERFACES) as ns, snmpd(ctx.workdir, addresses, ns) as (_p, port):
