@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -248,7 +249,7 @@ async def test_unconfirmed_events_are_published_again_after_the_timeout(
 
 
 async def test_after_heartbeat_runs_once_the_heartbeat_is_sent(
-    broker: Mosquitto, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The agent gives its heap back there (issue 9): the heartbeat's JSON is its largest
     garbage, so the hook must come after the publish, every heartbeat."""
@@ -256,7 +257,20 @@ async def test_after_heartbeat_runs_once_the_heartbeat_is_sent(
     s = spool(tmp_path)
     pub = publisher(cfg, s)
     sent = asyncio.Event()
-    pub.after_heartbeat = sent.set
+    # What happened, in order: each publish once the broker has it (QoS 1: PUBACK), the hook.
+    order: list[str] = []
+    publish = aiomqtt.Client.publish
+
+    async def noted(self: aiomqtt.Client, topic: str, *args: Any, **kwargs: Any) -> None:
+        await publish(self, topic, *args, **kwargs)
+        order.append(topic)
+
+    def hook() -> None:
+        order.append("hook")
+        sent.set()
+
+    monkeypatch.setattr(aiomqtt.Client, "publish", noted)
+    pub.after_heartbeat = hook
     task = asyncio.create_task(pub.run())
     try:
         async with asyncio.timeout(30):
@@ -271,6 +285,8 @@ async def test_after_heartbeat_runs_once_the_heartbeat_is_sent(
         s.close()
     assert isinstance(message.payload, bytes)
     assert Heartbeat.model_validate_json(message.payload).site == "hq"
+    first = order.index("hook")
+    assert order[first - 1] == "availmon/v1/hq/hq/heartbeat"  # sent, then the hook
 
 
 async def test_the_puback_window_is_bounded(broker: Mosquitto, tmp_path: Path) -> None:
