@@ -378,16 +378,26 @@ class BusinessCalendar:
         (``learn`` takes them back)."""
         return {
             year: sorted(d.isoformat() for d in dates)
-            for (country, subdiv, year), dates in _HOLIDAYS.items()
+            # A copy: another thread may add a year meanwhile (an alert's business hours).
+            for (country, subdiv, year), dates in list(_HOLIDAYS.items())
             if (country, subdiv) == (self.country, self.subdiv)
         }
 
-    def learn(self, years: Mapping[int, Iterable[str]]) -> None:
+    def learn(self, years: Mapping[str, Iterable[str]]) -> None:
         """Holidays kept from an earlier process, under the same release of the library
-        (the caller's to check)."""
-        for year, dates in years.items():
-            key = (self.country, self.subdiv, int(year))
-            _HOLIDAYS.setdefault(key, frozenset(date.fromisoformat(d) for d in dates))
+        (the caller's to check): all of them, or none (``ValueError``) when any is not a
+        year and its dates in it."""
+        read: dict[tuple[str, str | None, int], frozenset[date]] = {}
+        for year_text, dates in years.items():
+            year = int(year_text)
+            if isinstance(dates, str) or not FIRST_YEAR - 1 <= year <= LAST_YEAR + 1:
+                raise ValueError(f"not a year of holidays: {year_text!r}")
+            days = frozenset(date.fromisoformat(d) for d in dates)
+            if any(d.year != year for d in days):
+                raise ValueError(f"holidays of {year} outside it")
+            read[(self.country, self.subdiv, year)] = days
+        for key, days in read.items():
+            _HOLIDAYS.setdefault(key, days)
 
     def spans(self, lo: int, hi: int) -> list[Span]:
         """Business-hours spans inside ``[lo, hi)``; each day's hours are local wall time."""

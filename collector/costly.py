@@ -33,6 +33,8 @@ class _Figure(Generic[T]):
     #: When it was finished (the clock's seconds), and what it cost (seconds).
     at: float
     cost: float
+    #: The CPU-seconds it took on the thread that worked it out.
+    cpu: float = 0.0
 
 
 class Costly(Generic[T]):
@@ -61,7 +63,7 @@ class Costly(Generic[T]):
         self._pending_key: tuple[Hashable, Hashable] | None = None
 
     def _run(self, scope: Hashable, data: Hashable, now: datetime) -> T:
-        started = self._clock()
+        started, cpu = self._clock(), time.thread_time()
         try:
             value = self._compute(now)
         except BaseException:
@@ -69,9 +71,9 @@ class Costly(Generic[T]):
                 if self._pending_key == (scope, data):
                     self._pending = None
             raise
-        finished = self._clock()
+        finished, cpu = self._clock(), time.thread_time() - cpu
         with self._lock:
-            self._last = _Figure(scope, data, value, finished, finished - started)
+            self._last = _Figure(scope, data, value, finished, finished - started, cpu)
             if self._pending_key == (scope, data):
                 self._pending = None
         return value
@@ -103,6 +105,18 @@ class Costly(Generic[T]):
             return last.value
         assert work is not None
         return work.result()
+
+    def get_costing(self, scope: Hashable, data: Hashable, now: datetime) -> tuple[T, float]:
+        """``get``, and the CPU-seconds of the work the caller waited for (0 when it was
+        served the last figure): what a rate-limited caller must count as its own."""
+        last, work = self._plan(scope, data, now)
+        if last is not None:
+            return last.value, 0.0
+        assert work is not None
+        value = work.result()
+        with self._lock:
+            made = self._last
+        return value, made.cpu if made is not None and made.value is value else 0.0
 
     def get_or_none(self, scope: Hashable, data: Hashable, now: datetime) -> T | None:
         """``get``, but None where it would wait for a figure that is costly: at once when

@@ -47,7 +47,7 @@ from availmon.schema import (
 from availmon.signals import install_reload_handler, install_stop_handlers
 from availmon.text import one_line, terminal
 from collector import auth, keeper
-from collector.accounting import quarter_containing
+from collector.accounting import BusinessCalendar, quarter_containing
 from collector.alerting import Alerting
 from collector.board import kpi_view as board_kpi_view
 from collector.costly import Costly
@@ -460,6 +460,13 @@ class Collector:
         if self.view.plain:
             return None
         return self._kpi_board.get(*self._kpi_key(now), now)
+
+    def kpi_view_costing(self, now: datetime) -> tuple[dict[str, Any] | None, float]:
+        """``kpi_view``, and the CPU-seconds of working it out that the caller waited for
+        on the reader thread (the board counts them in its rate limit)."""
+        if self.view.plain:
+            return None, 0.0
+        return self._kpi_board.get_costing(*self._kpi_key(now), now)
 
     async def kpi_view_async(self, now: datetime) -> dict[str, Any] | None:
         """``kpi_view`` from the event loop, without blocking it."""
@@ -1183,6 +1190,10 @@ async def cmd_collector(args: argparse.Namespace) -> int:
         log.info("%s", describe_config(path, source))
     estate = load_config(path)
     collector = Collector(estate)
+    # The bank holidays are loaded on first use (the library imports every country's rules,
+    # 0.2 CPU-s): here, rather than on the writer thread at the first alert in a year.
+    calendar = BusinessCalendar.from_accounting(estate.accounting)
+    calendar.holidays_of(utcnow().astimezone(calendar.tz).year)
     tune_gc()
     stop, reload = asyncio.Event(), asyncio.Event()
     remove = install_stop_handlers(stop)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.metadata
 import io
 import json
 import math
@@ -26,7 +27,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from functools import partial
-from importlib.metadata import version
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -328,7 +328,7 @@ def _ratio(ratio: Fraction | None) -> float | None:
 FIGURES_VERSION = "issue9-days-1"
 #: The bank holidays' release, from the package's metadata: importing the library to ask
 #: costs 0.08 CPU-s, and a report read back from kept days needs nothing else of it.
-HOLIDAYS_VERSION = version("holidays")
+HOLIDAYS_VERSION = importlib.metadata.version("holidays")
 
 
 def fingerprint(estate: Estate) -> str:
@@ -371,10 +371,10 @@ def _holidays_kept(store: Store, estate: Estate, calendar: BusinessCalendar) -> 
     had: set[int] = set()
     if hit is not None:
         try:
-            kept = {int(year): list(dates) for year, dates in json.loads(hit).items()}
+            kept = json.loads(hit)
             calendar.learn(kept)
-            had = set(kept)
-        except (ValueError, TypeError, AttributeError):  # not what this code wrote
+            had = {int(year) for year in kept}
+        except (ValueError, TypeError, AttributeError):  # not what this code wrote: ask
             pass
     yield
     known = calendar.known()

@@ -200,7 +200,7 @@ async def test_the_pause_after_a_refresh_counts_its_cpu_not_its_waits(
 
     async def busy_loop_scrape(fn: Any, *args: Any) -> Any:
         started = time.thread_time()
-        while time.thread_time() - started < 1.0:  # another task's CPU on the loop thread
+        while time.thread_time() - started < 1.0:  # the loop thread busy while it awaits
             pass
         return await scrape(fn, *args)
 

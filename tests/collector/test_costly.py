@@ -6,6 +6,7 @@ for its cost; the executor is a real thread."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -211,3 +212,22 @@ def test_the_collector_keys_its_figures_on_every_record_they_come_from(
     assert len({scope for scope, _ in keys}) == 1
     assert len({data for _, data in keys[:3]}) == 3
     assert keys[3] == keys[2]
+
+
+def test_a_caller_is_told_the_cpu_of_the_work_it_waited_for(pool: ThreadPoolExecutor) -> None:
+    """The board counts the KPI worked out for it in its own rate limit: the CPU the reader
+    thread spent while the board waited, and nothing when it was served the last figure."""
+    clock = Clock()
+
+    def busy(now: datetime) -> int:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.2:  # a fifth of a CPU-second of rules
+            pass
+        clock.t += 2.0  # and costly by the clock: the next caller gets this figure
+        return 1
+
+    costly: Costly[int] = Costly(pool, busy, clock=clock)
+    value, cpu = costly.get_costing("q", "data", NOW)
+    assert value == 1
+    assert cpu >= 0.2
+    assert costly.get_costing("q", "data", NOW) == (1, 0.0)

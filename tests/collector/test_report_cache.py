@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
-from collector.accounting import parse_period
+from collector.accounting import BusinessCalendar, parse_period
 from collector.report import build_report, fingerprint, keep_days, render
 from collector.store import Store
 from tests.collector.helpers import LONDON, estate_data, make_estate, outage, store_row
@@ -351,3 +351,13 @@ def test_bank_holidays_are_kept_and_a_report_read_back_needs_not_the_library(
     for name in ("combined", "areas", "by_partner", "business_hours_minutes"):
         assert again["data"][name] == first["data"][name]
     assert store.cached_figures(key) is not None  # no write of records drops them
+
+
+def test_kept_holidays_are_learnt_all_or_none() -> None:
+    """A kept row that is not what this code writes (a year's date in another year) is not
+    half learnt: the dates come from the library, for the whole process."""
+    calendar = BusinessCalendar.from_accounting(make_estate().accounting)
+    with pytest.raises(ValueError, match="holidays of 2042 outside it"):
+        calendar.learn({"2041": ["2041-03-04"], "2042": ["2041-12-25"]})
+    assert date(2041, 3, 4) not in calendar.holidays_of(2041)
+    assert date(2041, 12, 25) in calendar.holidays_of(2041)
