@@ -17,6 +17,7 @@ from agent.scheduler import ResultHook, Scheduler
 from agent.spool import Spool
 from agent.state import Transition
 from agent.traps import TrapEvent, TrapReceiver, match_check
+from availmon.aio import cancel_all
 from availmon.clock import utcnow
 from availmon.config import Check, Estate, TrapConfig, load_config
 from availmon.configpath import describe as describe_config
@@ -217,8 +218,7 @@ class Agent:
                     work.append(tg.create_task(self._reloads(reload, path), name="reload"))
                 await stop.wait()
                 self.publisher.stopping = True
-                for task in work:
-                    task.cancel()
+                await cancel_all(work)
             await self.publisher.publish_stopped()
         except BaseExceptionGroup as group:
             startup = group.subgroup(StartupError)

@@ -11,7 +11,6 @@ reconnect loop (capped exponential backoff with jitter, reset after a useful ses
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -22,8 +21,9 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from agent.spool import Spool, Spooled
+from availmon.aio import waited
 from availmon.config import BrokerConfig
-from availmon.mqtt import aiomqtt, client_kwargs, unless_stopping, wait_disconnected
+from availmon.mqtt import aiomqtt, client_kwargs, stop_if, unless_stopping, wait_disconnected
 from availmon.schema import (
     COLLECTORS_ROOT,
     TOPIC_ROOT,
@@ -293,6 +293,7 @@ class Publisher:
         cursor = 0  # every held seq up to here has been published this session
         first_seq = (await self.spool.stats()).first_seq
         while True:
+            stop_if(self.stopping)
             self._wake.clear()
             rows: list[Spooled] = []
             due = out.due(loop.time())
@@ -313,8 +314,7 @@ class Publisher:
                     cursor = fresh[-1].seq
                 rows += fresh
             if not rows:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), out.next_check(loop.time()))
+                await waited(self._wake.wait(), out.next_check(loop.time()))
                 continue
             messages = batches(rows, self.batch_events, self.max_bytes)
             for msg in messages:
@@ -383,6 +383,7 @@ class Publisher:
             # Built, sent and dropped: a heartbeat carries every check's status (1,000 checks:
             # ~200 KB of JSON), which must not stay alive through the sleep (issue 9).
             await client.publish(topic_, await self._heartbeat(), qos=1, retain=True)
+            stop_if(self.stopping)
             if self.after_heartbeat is not None:
                 self.after_heartbeat()
             await asyncio.sleep(self._heartbeat_interval)

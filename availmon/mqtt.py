@@ -61,3 +61,15 @@ def unless_stopping(failure: BaseException, stopping: bool) -> None:
     """
     if stopping:
         raise asyncio.CancelledError from failure
+
+
+def stop_if(stopping: bool) -> None:
+    """Where a long-lived loop of a session goes round: when its owner is stopping, the stop
+    comes out here.
+
+    aiomqtt waits for a PUBACK with ``asyncio.wait_for``, which on Python 3.11 swallows a
+    cancellation that comes as the PUBACK does: the publish returns, the task is marked as
+    cancelling and goes on, and its owner never stops (the demo's Ctrl-C hung on an
+    agent's heartbeat loop). The owner's flag, set before it cancels, is what tells."""
+    if stopping:
+        raise asyncio.CancelledError

@@ -45,6 +45,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from availmon.aio import waited
 from availmon.clock import from_iso, to_iso, utcnow
 from availmon.config import Estate, scope_issues
 from availmon.schema import State
@@ -1115,8 +1116,7 @@ class BoardFeed:
                     log.exception("could not build the board")
                 # A rate limit, not a synchronisation: changes meanwhile set the dirty flag.
                 await asyncio.sleep(self.pause())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._dirty.wait(), REFRESH)
+                await waited(self._dirty.wait(), REFRESH)
                 # A rate limit, not a synchronisation: changes meanwhile make one rebuild.
                 await asyncio.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - started)))
 
@@ -1136,11 +1136,10 @@ class BoardFeed:
 
     async def wait_newer(self, version: int, timeout: float) -> bool:
         async with self.updated:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.updated.wait_for(lambda: self.version != version or self.closing.is_set()),
-                    timeout,
-                )
+            await waited(
+                self.updated.wait_for(lambda: self.version != version or self.closing.is_set()),
+                timeout,
+            )
         return self.version != version
 
 

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 from aiohttp import web
 
+from availmon.aio import cancel_all
 from availmon.clock import from_iso, utcnow
 from availmon.config import Estate, load_config
 from availmon.configpath import describe as describe_config
@@ -1145,8 +1146,7 @@ class Collector:
                     tasks.append(tg.create_task(self._reloads(reload, path), name="reload"))
                 await stop.wait()
                 self.stopping = True
-                for task in tasks:
-                    task.cancel()
+                await cancel_all(tasks)
         self.close()
 
 

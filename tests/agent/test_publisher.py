@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiomqtt
 import pytest
@@ -287,6 +287,45 @@ async def test_after_heartbeat_runs_once_the_heartbeat_is_sent(
     assert Heartbeat.model_validate_json(message.payload).site == "hq"
     first = order.index("hook")
     assert order[first - 1] == "availmon/v1/hq/hq/heartbeat"  # sent, then the hook
+
+
+class Announced(asyncio.Event):
+    """An event that says when someone first waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.awaited.set()
+        return await super().wait()
+
+
+async def test_a_stop_as_an_event_wakes_the_publisher_stops_it(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Python 3.11's ``asyncio.wait_for`` swallowed a cancellation that came as the wait it
+    wrapped ended: a publisher told to stop just as a new event woke it went on for ever
+    (the demo's Ctrl-C hung, one run in several under load). Here the wake and the stop
+    come in the same turn of the event loop, every time."""
+    cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
+    s = spool(tmp_path)
+    pub = publisher(cfg, s)
+    pub._wake = wake = Announced()
+    task = asyncio.create_task(pub.run())
+    try:
+        async with asyncio.timeout(30):
+            await wake.awaited.wait()  # the drain has nothing to send: it waits to be woken
+        pub.wake()
+        pub.stopping = True
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=20)
+        assert task in done, "the publisher did not stop"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        await asyncio.wait([task], timeout=5)
+        s.close()
 
 
 async def test_the_puback_window_is_bounded(broker: Mosquitto, tmp_path: Path) -> None:
