@@ -274,6 +274,7 @@ class Publisher:
             )
             self.connected.set()
             log.info("connected to broker %s:%d", self.broker.host, self.broker.port)
+            stop_if(self.stopping)  # a stop swallowed while connecting ends the session here
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._drain(client, self.outstanding))

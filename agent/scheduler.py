@@ -235,8 +235,9 @@ class Scheduler:
             finally:
                 restart.cancel()
                 work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
+                # asyncio.wait, not 'await work' under suppress(CancelledError): a stop that
+                # comes meanwhile is this task's own cancellation, and must come out.
+                await asyncio.wait([work])
             if work.done() and not work.cancelled():
                 work.result()  # a StartupError ends the agent with its reason
 

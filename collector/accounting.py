@@ -330,6 +330,12 @@ def last_quarters(period: Period, tz: ZoneInfo, n: int = 4) -> list[Period]:
 _HOLIDAYS: dict[tuple[str, str | None, int], frozenset[date]] = {}
 
 
+def _keepable(year: int) -> bool:
+    """A year whose holidays a period can need (a day either side of the periods people
+    may ask for), so kept and taken back."""
+    return FIRST_YEAR - 1 <= year <= LAST_YEAR + 1
+
+
 @dataclass(frozen=True)
 class BusinessCalendar:
     """Working days and hours in the accounting timezone, minus public holidays."""
@@ -380,7 +386,7 @@ class BusinessCalendar:
             year: sorted(d.isoformat() for d in dates)
             # A copy: another thread may add a year meanwhile (an alert's business hours).
             for (country, subdiv, year), dates in list(_HOLIDAYS.items())
-            if (country, subdiv) == (self.country, self.subdiv)
+            if (country, subdiv) == (self.country, self.subdiv) and _keepable(year)
         }
 
     def learn(self, years: Mapping[str, Iterable[str]]) -> None:
@@ -390,7 +396,7 @@ class BusinessCalendar:
         read: dict[tuple[str, str | None, int], frozenset[date]] = {}
         for year_text, dates in years.items():
             year = int(year_text)
-            if isinstance(dates, str) or not FIRST_YEAR - 1 <= year <= LAST_YEAR + 1:
+            if isinstance(dates, str) or not _keepable(year):
                 raise ValueError(f"not a year of holidays: {year_text!r}")
             days = frozenset(date.fromisoformat(d) for d in dates)
             if any(d.year != year for d in days):

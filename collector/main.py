@@ -33,7 +33,7 @@ from availmon.configpath import describe as describe_config
 from availmon.configpath import find_config
 from availmon.embedded import embedded_broker
 from availmon.errors import AvailmonError
-from availmon.mqtt import client_kwargs, unless_stopping, wait_disconnected
+from availmon.mqtt import client_kwargs, stop_if, unless_stopping, wait_disconnected
 from availmon.reload import read_new
 from availmon.schema import (
     COLLECTORS_ROOT,
@@ -995,6 +995,7 @@ class Collector:
             await self._relead()
             log.info("collector subscribed as %s", cfg.client_id)
             try:
+                stop_if(self.stopping)  # a stop swallowed while connecting ends it here
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._consume(client))
                     tg.create_task(self._watch(client))
@@ -1193,7 +1194,10 @@ async def cmd_collector(args: argparse.Namespace) -> int:
     # The bank holidays are loaded on first use (the library imports every country's rules,
     # 0.2 CPU-s): here, rather than on the writer thread at the first alert in a year.
     calendar = BusinessCalendar.from_accounting(estate.accounting)
-    calendar.holidays_of(utcnow().astimezone(calendar.tz).year)
+    try:
+        calendar.holidays_of(utcnow().astimezone(calendar.tz).year)
+    except Exception as exc:  # e.g. a country the library does not know: reports say so
+        log.warning("bank holidays for %s: %s", calendar.describe(), one_line(exc))
     tune_gc()
     stop, reload = asyncio.Event(), asyncio.Event()
     remove = install_stop_handlers(stop)

@@ -5,6 +5,7 @@ aiomqtt waits for every PUBACK so; an agent told to stop then ran on for ever.""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -28,7 +29,9 @@ async def test_waited_never_swallows_a_cancellation_that_comes_as_its_wait_ends(
         await task
 
 
-async def test_a_stop_cancels_again_a_task_that_swallowed_its_cancellation() -> None:
+async def test_a_stop_cancels_again_a_task_that_swallowed_its_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     swallowed = asyncio.Event()
 
     async def stubborn() -> None:
@@ -38,8 +41,18 @@ async def test_a_stop_cancels_again_a_task_that_swallowed_its_cancellation() -> 
             swallowed.set()  # as a library's wait_for does when its result comes meanwhile
         await asyncio.Event().wait()  # and runs on
 
-    task = asyncio.create_task(stubborn())
+    task = asyncio.create_task(stubborn(), name="stubborn")
     await asyncio.sleep(0)  # one turn of the loop: the task is waiting
-    await asyncio.wait_for(cancel_all([task], again_after=0.05), 30)
+    with caplog.at_level(logging.WARNING, logger="availmon.aio"):
+        await asyncio.wait_for(cancel_all([task], again_after=0.05), 30)
     assert swallowed.is_set()
     assert task.cancelled()
+    assert "stubborn; cancelling again" in caplog.text  # the log says which task held it up
+
+
+async def test_waited_passes_on_a_timeout_of_the_awaited_itself() -> None:
+    async def times_out() -> None:
+        raise TimeoutError("its own")
+
+    with pytest.raises(TimeoutError, match="its own"):
+        await waited(times_out(), 30)
