@@ -1076,15 +1076,15 @@ class BoardFeed:
         """Build the board and hand it to the browsers if it changed. ``cost``: the CPU the
         build took, on the scrape thread and in this coroutine's own steps, its waits (and
         the other tasks run meanwhile) left out."""
-        cpu = time.thread_time()
+        step = time.thread_time()
         now = utcnow()
         self.latency.sample(list(self.collector.live.values()), now)
-        cpu = time.thread_time() - cpu
+        own = time.thread_time() - step  # this coroutine's steps, never across an await
         self._built = 0.0
         try:
             await self.collector.catch_up_async()
             snap, sections = await self.collector.scrape(self._build, now)
-            cpu -= time.thread_time()
+            step = time.thread_time()
             changed = sections != self._sections
             if changed:
                 self._sections = sections
@@ -1092,9 +1092,9 @@ class BoardFeed:
                 self.payload = json.dumps(
                     {"now": snap["now"], "title": page_title(snap), "sections": sections}
                 )
-            cpu += time.thread_time()
+            own += time.thread_time() - step
         finally:  # a build that failed cost what it cost, too
-            self.cost = self._built + max(cpu, 0.0)
+            self.cost = self._built + own
         if changed:
             async with self.updated:
                 self.updated.notify_all()
