@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from agent.spool import Spool, Spooled
 from availmon.aio import waited
 from availmon.config import BrokerConfig
-from availmon.mqtt import aiomqtt, client_kwargs, stop_if, unless_stopping, wait_disconnected
+from availmon.mqtt import aiomqtt, client_kwargs, stop_if, wait_disconnected
 from availmon.schema import (
     COLLECTORS_ROOT,
     TOPIC_ROOT,
@@ -220,7 +220,7 @@ class Publisher:
         self._in_flight = 0
         self.status_topic = topic(site, agent, "status")
         self.outstanding: Outstanding | None = None
-        #: Set by the agent before it cancels ``run`` (see ``availmon.mqtt.unless_stopping``).
+        #: Set by the agent before it cancels ``run`` (see ``availmon.mqtt.stop_if``).
         self.stopping = False
 
     def wake(self) -> None:
@@ -235,7 +235,7 @@ class Publisher:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
-                unless_stopping(exc, self.stopping)
+                stop_if(self.stopping, exc)
                 # Reset only after a session that was useful: one that connects and is at once
                 # kicked out (a duplicate agent id, an ACL refusal) must not retry every second.
                 if self.delivered > delivered or loop.time() - started >= SETTLED:

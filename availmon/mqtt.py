@@ -50,26 +50,17 @@ async def wait_disconnected(client: aiomqtt.Client) -> None:
     raise aiomqtt.MqttError("disconnected by the broker")
 
 
-def unless_stopping(failure: BaseException, stopping: bool) -> None:
-    """Where a session's failure is caught to retry: when its owner is stopping, the stop
-    comes out instead.
+def stop_if(stopping: bool, failure: BaseException | None = None) -> None:
+    """Where a session's loop goes round, or where a session's failure is caught to retry:
+    when its owner is stopping (its flag, set before it cancels), the stop comes out here.
 
-    A session's task group cancelled after one of its tasks failed on the lost broker raises
-    that failure, not the cancellation (Python 3.11), and a loop that then retried kept its
-    agent or collector from ever stopping. The owner's own flag tells, not the task's count
-    of cancellations: 3.11's task group also leaves one behind whenever a task fails.
-    """
+    Two ways a cancellation goes missing on Python 3.11. A session's task group cancelled
+    after one of its tasks failed on the lost broker raises that failure, not the
+    cancellation, and a loop that then retried kept its agent or collector from ever
+    stopping (``failure``: the one caught). And aiomqtt waits for a PUBACK with
+    ``asyncio.wait_for``, which swallows a cancellation that comes as the PUBACK does: the
+    publish returns and the task goes on (the demo's Ctrl-C hung on an agent's heartbeat
+    loop). The owner's flag tells, not the task's count of cancellations: 3.11's task
+    group also leaves one behind whenever a task fails."""
     if stopping:
         raise asyncio.CancelledError from failure
-
-
-def stop_if(stopping: bool) -> None:
-    """Where a long-lived loop of a session goes round: when its owner is stopping, the stop
-    comes out here.
-
-    aiomqtt waits for a PUBACK with ``asyncio.wait_for``, which on Python 3.11 swallows a
-    cancellation that comes as the PUBACK does: the publish returns, the task is marked as
-    cancelling and goes on, and its owner never stops (the demo's Ctrl-C hung on an
-    agent's heartbeat loop). The owner's flag, set before it cancels, is what tells."""
-    if stopping:
-        raise asyncio.CancelledError

@@ -33,7 +33,7 @@ from availmon.configpath import describe as describe_config
 from availmon.configpath import find_config
 from availmon.embedded import embedded_broker
 from availmon.errors import AvailmonError
-from availmon.mqtt import client_kwargs, stop_if, unless_stopping, wait_disconnected
+from availmon.mqtt import client_kwargs, stop_if, wait_disconnected
 from availmon.reload import read_new
 from availmon.schema import (
     COLLECTORS_ROOT,
@@ -174,7 +174,7 @@ class Collector:
         #: Other collectors' presence (client id -> online), from their retained status.
         self.presence: dict[str, bool] = {}
         self.is_leader = False
-        #: Set by ``run`` before it cancels its tasks (see ``availmon.mqtt.unless_stopping``).
+        #: Set by ``run`` before it cancels its tasks (see ``availmon.mqtt.stop_if``).
         self.stopping = False
         #: The live MQTT session, while there is one (the alerts publish receipts on it).
         self.mqtt: AckingClient | None = None
@@ -1087,7 +1087,7 @@ class Collector:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
-                unless_stopping(exc, self.stopping)
+                stop_if(self.stopping, exc)
                 # A session that was established (subscribed) was useful: the next attempt
                 # starts from the shortest delay, so a restarted broker is back within seconds.
                 if self.connects > connects:
