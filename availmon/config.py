@@ -192,6 +192,11 @@ class Partner(Frozen):
     name: str
 
 
+#: The bank holidays the accounting takes by default: known to the library, so a config
+#: that keeps them never imports it (it loads every country's rules: 0.15 CPU-s).
+_DEFAULT_HOLIDAYS = ("GB", "ENG")
+
+
 class Accounting(Frozen):
     timezone: str = "Europe/London"
     target_percent: Annotated[float, Field(gt=0, le=100)] = 95.0
@@ -201,11 +206,25 @@ class Accounting(Frozen):
     business_start: time = time(8, 30)
     business_end: time = time(17, 0)
     holidays_country: str = "GB"
+    #: England by default; another country's whole list unless a region is given.
     holidays_subdiv: str | None = "ENG"
     #: Outages shorter than this are summed but not listed one by one in the board report.
     report_min_outage_minutes: Annotated[float, Field(ge=0)] = 15.0
     #: The estate-wide treatment of each class of time; an area's own ``policy`` wins.
     policy: Policy = Policy()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _region_of_country(cls, data: Any) -> Any:
+        """England is the default region of the default country only: ``holidays_country =
+        "IE"`` alone means Ireland's holidays, not a region 'ENG' of Ireland."""
+        if (
+            isinstance(data, dict)
+            and "holidays_subdiv" not in data
+            and data.get("holidays_country", _DEFAULT_HOLIDAYS[0]) != _DEFAULT_HOLIDAYS[0]
+        ):
+            return {**data, "holidays_subdiv": None}
+        return data
 
     def treatment(self, area: Area | None, cls: str) -> Treatment:
         """The treatment of one class of time in one area (areas outside the config take
@@ -967,6 +986,81 @@ def scope_issues(
     return issues
 
 
+def _accounting_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
+    """Settings every figure depends on, refused here rather than by the first report or
+    alert that uses them (an unknown zone was a traceback there; hours that end before they
+    start gave negative business time)."""
+    acc = data.get("accounting")
+    if not isinstance(acc, dict):
+        return []
+    issues: list[ConfigIssue] = []
+    tz = acc.get("timezone")
+    if isinstance(tz, str):
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            issues.append(ConfigIssue(file, "accounting.timezone", f"unknown timezone {tz!r}"))
+    start, end = (
+        _clock(acc.get(k, d)) for k, d in (("business_start", "08:30"), ("business_end", "17:00"))
+    )
+    if start is not None and end is not None and end <= start:
+        issues.append(
+            ConfigIssue(
+                file,
+                "accounting.business_end",
+                f"{end:%H:%M} is not after business_start {start:%H:%M}"
+                " (business hours are one stretch of each business day)",
+            )
+        )
+    country = acc.get("holidays_country", _DEFAULT_HOLIDAYS[0])
+    subdiv = acc.get(
+        "holidays_subdiv", _DEFAULT_HOLIDAYS[1] if country == _DEFAULT_HOLIDAYS[0] else None
+    )
+    if isinstance(country, str) and (subdiv is None or isinstance(subdiv, str)):
+        problem = _holidays_problem(country, subdiv)
+        if problem:
+            key, message = problem
+            issues.append(ConfigIssue(file, f"accounting.{key}", message))
+    return issues
+
+
+def _clock(value: Any) -> time | None:
+    """A time of day as the config gives it (TOML time or text), None where the type check
+    reports it."""
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str):
+        try:
+            return time.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _holidays_problem(country: str, subdiv: str | None) -> tuple[str, str] | None:
+    """(key, message) where the ``holidays`` library knows no such country or region."""
+    if (country, subdiv) == _DEFAULT_HOLIDAYS:
+        return None
+    import holidays
+
+    regions = holidays.list_supported_countries()
+    if country not in regions:
+        return (
+            "holidays_country",
+            f"unknown country {country!r}: an ISO 3166 code the holidays library knows,"
+            " such as 'GB' or 'IE'",
+        )
+    try:
+        holidays.country_holidays(country, subdiv=subdiv)
+    except NotImplementedError:
+        known = ", ".join(regions[country]) or "none"
+        return (
+            "holidays_subdiv",
+            f'{country} has no region {subdiv!r} (known: {known}; "" for the whole country)',
+        )
+    return None
+
+
 def _collector_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
     """A collector pair: this collector is one of the members, and agents wait only for
     collectors that exist."""
@@ -1010,6 +1104,7 @@ def parse_config(data: dict[str, Any], file: str = "<config>") -> Estate:
     found = inline_secrets((), data, lambda loc: _path(loc, data))
     issues = [ConfigIssue(file, path, message) for path, message in found]
     issues += _semantic_issues(file, data)
+    issues += _accounting_issues(file, data)
     estate: Estate | None = None
     try:
         estate = Estate.model_validate(data)

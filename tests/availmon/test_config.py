@@ -116,6 +116,64 @@ def test_bad_durations_name_key_and_value(text: object, message: str) -> None:
     assert str(issue) == f"estate.toml: sites.hq.checks.web.interval: {message} (got {text!r})"
 
 
+@pytest.mark.parametrize(
+    ("accounting", "region"),
+    [
+        ({}, ("GB", "ENG")),
+        ({"holidays_subdiv": "SCT"}, ("GB", "SCT")),
+        ({"holidays_subdiv": ""}, ("GB", "")),
+        # England is the default country's default region, not every country's.
+        ({"holidays_country": "IE"}, ("IE", None)),
+        ({"holidays_country": "US", "holidays_subdiv": "CA"}, ("US", "CA")),
+    ],
+)
+def test_bank_holidays_of_a_country_or_region(
+    accounting: dict[str, object], region: tuple[str, str | None]
+) -> None:
+    acc = parse_config({**check_with(), "accounting": accounting}, "t").accounting
+    assert (acc.holidays_country, acc.holidays_subdiv) == region
+
+
+@pytest.mark.parametrize(
+    ("accounting", "message"),
+    [
+        (
+            {"holidays_subdiv": "Kernow"},
+            "accounting.holidays_subdiv: GB has no region 'Kernow'"
+            ' (known: ENG, NIR, SCT, WLS; "" for the whole country)',
+        ),
+        (
+            {"holidays_country": "IE", "holidays_subdiv": "ENG"},
+            "accounting.holidays_subdiv: IE has no region 'ENG'"
+            ' (known: none; "" for the whole country)',
+        ),
+    ],
+)
+def test_bank_holidays_of_a_region_the_library_does_not_know(
+    accounting: dict[str, object], message: str
+) -> None:
+    """Refused by the config, not by the first report that counts business hours."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({**check_with(), "accounting": accounting}, "estate.toml")
+    assert [str(i) for i in err.value.issues] == [f"estate.toml: {message}"]
+
+
+def test_default_bank_holidays_need_no_library() -> None:
+    """Checking them would load every country's rules into each command (0.15 CPU-s); the
+    default is known good, so only another country or region loads the library."""
+    probe = (
+        "import sys; from availmon.config import parse_config;"
+        " parse_config({'accounting': {'holidays_country': 'GB'}}, 't');"
+        " print('holidays' in sys.modules);"
+        " parse_config({'accounting': {'holidays_country': 'IE'}}, 't');"
+        " print('holidays' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["False", "True"]
+
+
 def test_a_site_has_at_most_1000_checks_and_long_values_are_cut() -> None:
     """As many as a heartbeat may carry (issue 15); the error does not print all 1001."""
     checks = [
