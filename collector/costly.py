@@ -58,11 +58,13 @@ class Costly(Generic[T]):
         self._clock = clock
         self._lock = threading.Lock()
         self._last: _Figure[T] | None = None
-        self._pending: Future[T] | None = None
+        self._pending: Future[tuple[T, float]] | None = None
         #: The scope and data the pending work was started for.
         self._pending_key: tuple[Hashable, Hashable] | None = None
 
-    def _run(self, scope: Hashable, data: Hashable, now: datetime) -> T:
+    def _run(self, scope: Hashable, data: Hashable, now: datetime) -> tuple[T, float]:
+        """The figure and the CPU-seconds it took, together: ``_last`` may be another's by
+        the time a waiter reads it."""
         started, cpu = self._clock(), time.thread_time()
         try:
             value = self._compute(now)
@@ -76,11 +78,11 @@ class Costly(Generic[T]):
             self._last = _Figure(scope, data, value, finished, finished - started, cpu)
             if self._pending_key == (scope, data):
                 self._pending = None
-        return value
+        return value, cpu
 
     def _plan(
         self, scope: Hashable, data: Hashable, now: datetime
-    ) -> tuple[_Figure[T] | None, Future[T] | None]:
+    ) -> tuple[_Figure[T] | None, Future[tuple[T, float]] | None]:
         """The last figure, to serve at once (and the work started, if any), or the work to
         wait for."""
         with self._lock:
@@ -104,7 +106,7 @@ class Costly(Generic[T]):
         if last is not None:
             return last.value
         assert work is not None
-        return work.result()
+        return work.result()[0]
 
     def get_costing(self, scope: Hashable, data: Hashable, now: datetime) -> tuple[T, float]:
         """``get``, and the CPU-seconds of the work the caller waited for (0 when it was
@@ -113,10 +115,7 @@ class Costly(Generic[T]):
         if last is not None:
             return last.value, 0.0
         assert work is not None
-        value = work.result()
-        with self._lock:
-            made = self._last
-        return value, made.cpu if made is not None and made.value is value else 0.0
+        return work.result()
 
     def get_or_none(self, scope: Hashable, data: Hashable, now: datetime) -> T | None:
         """``get``, but None where it would wait for a figure that is costly: at once when
@@ -131,9 +130,9 @@ class Costly(Generic[T]):
         with self._lock:
             known = self._last
         if known is not None:
-            return None if known.cost >= self.wait_under and not work.done() else work.result()
+            return None if known.cost >= self.wait_under and not work.done() else work.result()[0]
         try:
-            return work.result(timeout=self.wait_under)
+            return work.result(timeout=self.wait_under)[0]
         except TimeoutError:
             return None
 
@@ -143,4 +142,4 @@ class Costly(Generic[T]):
         if last is not None:
             return last.value
         assert work is not None
-        return await asyncio.wrap_future(work)
+        return (await asyncio.wrap_future(work))[0]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,7 +148,7 @@ def test_callers_asking_for_the_same_figure_share_one_computation(
     work.hold.set()
     assert first is not None
     assert newer is not None
-    assert (first.result(30), newer.result(30)) == (1, 2)
+    assert (first.result(30)[0], newer.result(30)[0]) == (1, 2)
     assert work.runs == 2
 
 
@@ -231,3 +232,47 @@ def test_a_caller_is_told_the_cpu_of_the_work_it_waited_for(pool: ThreadPoolExec
     assert value == 1
     assert cpu >= 0.2
     assert costly.get_costing("q", "data", NOW) == (1, 0.0)
+
+
+class _ThenAnother(Executor):
+    """A thread per job; after the first job, another caller's figure is made before the
+    first caller's future is told its result: the reader thread finishing a second figure
+    while the first one's caller has not woken yet."""
+
+    def __init__(self) -> None:
+        self.then: Callable[[], object] | None = None
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        then, self.then = self.then, None
+
+        def run() -> None:
+            value = fn(*args, **kwargs)
+            if then is not None:
+                then()
+            done.set_result(value)
+
+        self.threads.append(threading.Thread(target=run))
+        self.threads[-1].start()
+        return done
+
+
+def test_the_cpu_told_is_of_the_callers_own_figure() -> None:
+    """Not of the last one made: another figure finished in between was read as the
+    caller's, so a costly one counted nothing."""
+    executor = _ThenAnother()
+
+    def busy(now: datetime) -> int:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.05:  # a twentieth of a CPU-second
+            pass
+        return now.hour
+
+    costly: Costly[int] = Costly(executor, busy)
+    executor.then = lambda: costly.get("other scope", "data", NOW + timedelta(hours=1))
+    value, cpu = costly.get_costing("q", "data", NOW)
+    for t in executor.threads:
+        t.join(timeout=30)
+    assert value == NOW.hour
+    assert cpu >= 0.05
