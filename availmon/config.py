@@ -17,11 +17,13 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -115,8 +117,32 @@ class CollectorConfig(Frozen):
     removed_check_grace: Seconds = 7 * 86_400.0
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def listen_address(value: str) -> str:
+    """An IP address, or a host name that resolves to this machine's: refused here rather
+    than when the daemon binds (``"999.1.1.1"`` would even be looked up in the DNS)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.split(".")
+    if (
+        len(value) <= 253
+        and all(_HOST_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    ):
+        return value
+    raise ValueError("expected an IP address or a host name, such as '127.0.0.1' or '::'")
+
+
+ListenAddress = Annotated[str, AfterValidator(listen_address)]
+
+
 class WebConfig(Frozen):
-    listen: str = "127.0.0.1"
+    listen: ListenAddress = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9810  # 0: any free port (tests)
     #: Bearer token for writes (annotate an outage, mark it planned); without one the web
     #: surface is read-only and every write is refused.
@@ -197,14 +223,25 @@ class Partner(Frozen):
 _DEFAULT_HOLIDAYS = ("GB", "ENG")
 
 
+def _wall_clock(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("expected a local time of day such as '08:30', without an offset")
+    return value
+
+
+#: A time of day on the local clock (the accounting's or a window's timezone): an offset
+#: would be ignored by some uses and refused by others (comparing it to a local time).
+WallTime = Annotated[time, AfterValidator(_wall_clock)]
+
+
 class Accounting(Frozen):
     timezone: str = "Europe/London"
     target_percent: Annotated[float, Field(gt=0, le=100)] = 95.0
     #: Planned maintenance counts as downtime unless this is false (it is always shown apart).
     count_planned: bool = True
     business_days: tuple[Annotated[int, Field(ge=0, le=6)], ...] = (0, 1, 2, 3, 4)
-    business_start: time = time(8, 30)
-    business_end: time = time(17, 0)
+    business_start: WallTime = time(8, 30)
+    business_end: WallTime = time(17, 0)
     holidays_country: str = "GB"
     #: England by default; another country's whole list unless a region is given.
     holidays_subdiv: str | None = "ENG"
@@ -293,19 +330,20 @@ class RecurringWindow(Scope):
     name: Name
     #: ``"sunday"``, ``"mon, thu"``, ``"day"``, ``"first tuesday"``, ``"last friday"``.
     every: str
-    start: time
+    start: WallTime
     #: Wall-clock end; at or before ``start`` means the next day.
-    end: time
+    end: WallTime
     timezone: str | None = None
     #: Only from / until these days (inclusive), e.g. a contract's term.
     first_day: date | None = None
     last_day: date | None = None
     reason: str | None = Field(default=None, max_length=500)
 
-    @model_validator(mode="after")
-    def _every_parses(self) -> RecurringWindow:
-        parse_every(self.every)
-        return self
+    @field_validator("every")
+    @classmethod
+    def _every_parses(cls, every: str) -> str:
+        parse_every(every)
+        return every
 
 
 Quorum = Annotated[int | str, Field(union_mode="left_to_right")]
@@ -387,7 +425,7 @@ class Check(Frozen):
     def _gather_options(cls, data: Any) -> Any:
         if isinstance(data, dict):
             extra = {k: v for k, v in data.items() if k not in _CHECK_KEYS}
-            if extra:
+            if extra and isinstance(data.get("options", {}), dict):
                 data = {k: v for k, v in data.items() if k in _CHECK_KEYS}
                 data["options"] = {**data.get("options", {}), **extra}
         return data
@@ -450,7 +488,7 @@ class TrapConfig(Frozen):
     """``[sites.<id>.traps]``: where to listen and whom to believe."""
 
     #: Traps come from the network, so all addresses by default.
-    listen: str = "0.0.0.0"
+    listen: ListenAddress = "0.0.0.0"
     #: 0 picks a free port (tests); see :attr:`TrapReceiver.port`.
     port: Annotated[int, Field(ge=0, le=65535)] = 162
     devices: tuple[TrapDevice, ...] = ()
@@ -657,15 +695,25 @@ def _issues_from(
     return issues
 
 
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """``data[key]`` where it is a table, else empty (the type check reports what it is)."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
     """Cross-field rules, run over the raw data so that they are reported beside type errors."""
     issues: list[ConfigIssue] = []
-    areas = set(DEFAULT_AREAS) | set((data.get("areas") or {}).keys())
-    partners = data.get("partners") or {}
+    areas = set(DEFAULT_AREAS) | set(_table(data, "areas"))
+    partners = _table(data, "partners")
     sites = data.get("sites") or {}
     agents: Counter[str] = Counter()
     if not isinstance(sites, dict):
         return issues
+    try:
+        tz = ZoneInfo(str(_table(data, "accounting").get("timezone", "Europe/London")))
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = ZoneInfo("Europe/London")  # reported by _accounting_issues
     for site_id, site in sites.items():
         if not isinstance(site, dict):
             continue
@@ -701,6 +749,17 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                         )
                     )
                 seen.add(name)
+            added = _instant(check.get("added"), tz)
+            retired = _instant(check.get("retired"), tz)
+            if added is not None and retired is not None and retired <= added:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.retired",
+                        f"{check['retired']} is not after added {check['added']}:"
+                        " the check would count over no time",
+                    )
+                )
             area = check.get("area")
             if isinstance(area, str) and area not in areas:
                 issues.append(
@@ -748,7 +807,10 @@ def _semantic_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                 if problem:
                     issues.append(ConfigIssue(file, f"{where}.target", problem))
             options = {k: v for k, v in check.items() if k not in _CHECK_KEYS}
-            options.update(check.get("options") or {})
+            given = check.get("options") or {}
+            if not isinstance(given, dict):
+                continue  # reported by the type check
+            options.update(given)
             try:
                 spec.parse_options(options)
             except ValidationError as exc:
@@ -861,10 +923,20 @@ def _service_issues(
                 )
             else:
                 owner[ref] = sid
+        if not members:
+            issues.append(
+                ConfigIssue(file, f"{where}.checks", "a service needs at least one member")
+            )
         quorum = svc.get("quorum", 2)
         if isinstance(quorum, bool):
-            quorum = None
-        if isinstance(quorum, int):
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"{where}.quorum",
+                    f"expected a number of members or a percentage such as '50%' (got {quorum})",
+                )
+            )
+        elif isinstance(quorum, int):
             if not 1 <= quorum <= len(members):
                 issues.append(
                     ConfigIssue(
@@ -931,7 +1003,42 @@ def _maintenance_issues(
                 ZoneInfo(tz)
             except (ZoneInfoNotFoundError, ValueError):
                 issues.append(ConfigIssue(file, f"{where}.timezone", f"unknown timezone {tz!r}"))
+        first, last = _day(w.get("first_day")), _day(w.get("last_day"))
+        if first is not None and last is not None and last < first:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"{where}.last_day",
+                    f"{last} is before first_day {first}: the window would cover nothing",
+                )
+            )
     return issues
+
+
+def _instant(value: Any, tz: ZoneInfo) -> datetime | None:
+    """A check's ``added`` or ``retired`` as the accounting reads it (a day or a local time
+    in ``tz``), None where the type check reports it."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=tz)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=tz)
+    return None
+
+
+def _day(value: Any) -> date | None:
+    """A day as the config gives it (TOML date or text), None where the type check reports
+    it."""
+    if isinstance(value, str):
+        try:
+            value = date.fromisoformat(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, date) and not isinstance(value, datetime) else None
 
 
 def scope_issues(
@@ -1027,14 +1134,12 @@ def _accounting_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
 def _clock(value: Any) -> time | None:
     """A time of day as the config gives it (TOML time or text), None where the type check
     reports it."""
-    if isinstance(value, time):
-        return value
     if isinstance(value, str):
         try:
-            return time.fromisoformat(value)
+            value = time.fromisoformat(value)
         except ValueError:
             return None
-    return None
+    return value if isinstance(value, time) and value.tzinfo is None else None
 
 
 def _holidays_problem(country: str, subdiv: str | None) -> tuple[str, str] | None:
@@ -1059,6 +1164,72 @@ def _holidays_problem(country: str, subdiv: str | None) -> tuple[str, str] | Non
             f'{country} has no region {subdiv!r} (known: {known}; "" for the whole country)',
         )
     return None
+
+
+def _seconds(table: dict[str, Any], key: str, default: float | None) -> float | None:
+    """A duration setting in seconds, None where it is not given (without a default) or the
+    type check reports it."""
+    try:
+        value = duration(table.get(key, default))
+    except ValueError:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else None
+
+
+def _timing_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
+    """Durations that only make sense against another: a collector that gave up on an
+    agent's heartbeat before the next one was due marked every agent offline between
+    heartbeats (not-monitored time, then provisional outages); one that counted an event
+    missing before the agent would publish it again reported losses that were not."""
+    collector, agent = _table(data, "collector"), _table(data, "agent")
+    issues: list[ConfigIssue] = []
+    interval = _seconds(agent, "heartbeat_interval", 30.0)
+    timeout = _seconds(collector, "heartbeat_timeout", None)
+    if interval is not None and timeout is not None and timeout <= interval:
+        issues.append(
+            ConfigIssue(
+                file,
+                "collector.heartbeat_timeout",
+                f"{timeout:g} s is not longer than agent.heartbeat_interval ({interval:g} s):"
+                " every agent would be offline between heartbeats",
+            )
+        )
+    ack = _seconds(agent, "ack_timeout", 30.0)
+    grace = _seconds(collector, "gap_grace", 120.0)
+    if ack is not None and grace is not None and grace <= ack:
+        issues.append(
+            ConfigIssue(
+                file,
+                "collector.gap_grace",
+                f"{grace:g} s is not longer than agent.ack_timeout ({ack:g} s): events an"
+                " agent is about to publish again would be counted missing",
+            )
+        )
+    return issues
+
+
+#: Secrets of the broker, agent and web settings: ``<stem>_file`` or ``<stem>_env``.
+_SECRETS = (("broker", "password"), ("agent", "password"), ("web", "token"), ("web", "read_token"))
+
+
+def _secret_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
+    """One source per secret, as the alert channels ask: with both, the file silently won."""
+    issues: list[ConfigIssue] = []
+    for section, stem in _SECRETS:
+        table = _table(data, section)
+        if table.get(f"{stem}_file") is not None and table.get(f"{stem}_env") is not None:
+            issues.append(ConfigIssue(file, section, f"give {stem}_file or {stem}_env, not both"))
+        env = table.get(f"{stem}_env")
+        if isinstance(env, str) and not env.strip():
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"{section}.{stem}_env",
+                    "expected the name of an environment variable (got '')",
+                )
+            )
+    return issues
 
 
 def _collector_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
@@ -1105,6 +1276,8 @@ def parse_config(data: dict[str, Any], file: str = "<config>") -> Estate:
     issues = [ConfigIssue(file, path, message) for path, message in found]
     issues += _semantic_issues(file, data)
     issues += _accounting_issues(file, data)
+    issues += _timing_issues(file, data)
+    issues += _secret_issues(file, data)
     estate: Estate | None = None
     try:
         estate = Estate.model_validate(data)

@@ -235,3 +235,129 @@ def test_checks_share_equal_text(tmp_path: Path) -> None:
         assert va is vc
     assert c.options == {"community_file": str(secret), "interface": "eth0"}
     assert [x.name for x in (a, b, c)] == ["snmp0", "snmp1", "snmp2"]
+
+
+_WINDOW = {"name": "patching", "every": "sunday", "start": "02:00", "end": "04:00", "sites": []}
+
+
+@pytest.mark.parametrize(
+    ("data", "issues"),
+    [
+        # config check itself stopped on these ("unexpected AttributeError" / "ValueError").
+        ({"areas": ["x"]}, ["areas: Input should be a valid dictionary (got ['x'])"]),
+        (
+            check_with(options="x"),
+            ["sites.hq.checks.web.options: Input should be a valid dictionary (got 'x')"],
+        ),
+        (
+            {"accounting": {"business_start": "09:00+01:00"}},
+            [
+                "accounting.business_start: expected a local time of day such as '08:30',"
+                " without an offset (got '09:00+01:00')"
+            ],
+        ),
+        # Each of these stopped the collector, or its alerts, when first used.
+        (
+            {"collector": {"offline_grace": float("inf")}},
+            ["collector.offline_grace: expected at most a year ('366d') (got inf)"],
+        ),
+        (
+            {"collector": {"removed_check_grace": "400d"}},
+            ["collector.removed_check_grace: expected at most a year ('366d') (got '400d')"],
+        ),
+        (
+            {"agent": {"heartbeat_interval": float("nan")}},
+            [
+                "agent.heartbeat_interval: expected seconds or a duration such as '30s', '5m',"
+                " '250ms' (got nan)"
+            ],
+        ),
+        (
+            {"services": {"mail": {"checks": [], "quorum": "50%"}}},
+            ["services.mail.checks: a service needs at least one member"],
+        ),
+        (
+            {"maintenance": [{**_WINDOW, "start": "02:00+05:00"}]},
+            [
+                "maintenance[0].start: expected a local time of day such as '08:30', without"
+                " an offset (got '02:00+05:00')"
+            ],
+        ),
+        (
+            {"web": {"listen": "999.1.1.1"}},
+            [
+                "web.listen: expected an IP address or a host name, such as '127.0.0.1' or"
+                " '::' (got '999.1.1.1')"
+            ],
+        ),
+        # And these gave wrong figures, or a silent no-op, with no error anywhere.
+        (
+            {"collector": {"heartbeat_timeout": 1}},
+            [
+                "collector.heartbeat_timeout: 1 s is not longer than agent.heartbeat_interval"
+                " (30 s): every agent would be offline between heartbeats"
+            ],
+        ),
+        (
+            {"collector": {"gap_grace": "10s"}, "agent": {"ack_timeout": 60}},
+            [
+                "collector.gap_grace: 10 s is not longer than agent.ack_timeout (60 s): events"
+                " an agent is about to publish again would be counted missing"
+            ],
+        ),
+        (
+            check_with(added="2025-05-01", retired="2025-04-01"),
+            [
+                "sites.hq.checks.web.retired: 2025-04-01 is not after added 2025-05-01: the"
+                " check would count over no time"
+            ],
+        ),
+        (
+            {"maintenance": [{**_WINDOW, "first_day": "2025-05-01", "last_day": "2025-04-01"}]},
+            [
+                "maintenance.patching.last_day: 2025-04-01 is before first_day 2025-05-01:"
+                " the window would cover nothing"
+            ],
+        ),
+        (
+            {"maintenance": [{**_WINDOW, "every": "fortnightly"}]},
+            ["maintenance[0].every: 'fortnightly' is not a day of the week (got 'fortnightly')"],
+        ),
+        (
+            {"services": {"mail": {"checks": ["hq/web"], "quorum": True}}},
+            [
+                "services.mail.quorum: expected a number of members or a percentage such as"
+                " '50%' (got True)"
+            ],
+        ),
+        (
+            {"web": {"token_file": "/etc/availmon/token", "token_env": "TOKEN"}},
+            ["web: give token_file or token_env, not both"],
+        ),
+        (
+            {"broker": {"password_env": ""}},
+            ["broker.password_env: expected the name of an environment variable (got '')"],
+        ),
+    ],
+)
+def test_settings_that_failed_later_are_refused(data: dict[str, object], issues: list[str]) -> None:
+    """Each was accepted by ``config check`` and stopped a command or a daemon later, or
+    quietly made the figures wrong; now it names its key and value."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({**check_with(), **data}, "estate.toml")
+    assert [str(i) for i in err.value.issues] == [f"estate.toml: {i}" for i in issues]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"collector": {"heartbeat_timeout": "31s"}},
+        {"collector": {"removed_check_grace": "366d"}},
+        check_with(added="2025-05-01", retired="2025-05-01T12:00:00"),
+        {"maintenance": [{**_WINDOW, "first_day": "2025-05-01", "last_day": "2025-05-01"}]},
+        {"web": {"listen": "::"}},
+        {"web": {"listen": "localhost"}},
+    ],
+)
+def test_the_edges_of_those_settings_are_kept(data: dict[str, object]) -> None:
+    parse_config({**check_with(), **data}, "estate.toml")
