@@ -120,6 +120,13 @@ def offset(name: str, interval: float) -> float:
     return (zlib.crc32(name.encode()) % 10_000) / 10_000 * interval
 
 
+def _ended_after_stop(work: asyncio.Task[None]) -> None:
+    """The old checks' end, when a stop came while a reload waited for it: logged, where
+    asyncio would say only that an exception was never retrieved."""
+    if not work.cancelled() and work.exception() is not None:
+        log.warning("checks stopped with an error: %s", work.exception())
+
+
 class Scheduler:
     def __init__(
         self,
@@ -237,7 +244,11 @@ class Scheduler:
                 work.cancel()
                 # asyncio.wait, not 'await work' under suppress(CancelledError): a stop that
                 # comes meanwhile is this task's own cancellation, and must come out.
-                await asyncio.wait([work])
+                try:
+                    await asyncio.wait([work])
+                except asyncio.CancelledError:
+                    work.add_done_callback(_ended_after_stop)  # its error is not lost
+                    raise
             if work.done() and not work.cancelled():
                 work.result()  # a StartupError ends the agent with its reason
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -140,3 +142,50 @@ def test_checks_with_equal_options_and_thresholds_share_them() -> None:
     assert d.state.t.failures_to_down == 5
     scheduler.reload([*checks[:3], checks[3].model_copy(update={"failures_to_down": 6})])
     assert scheduler._slots["c3"].state.t.failures_to_down == 6
+
+
+async def test_a_stop_while_a_reload_waits_for_the_old_sessions_ends_the_scheduler() -> None:
+    """A reload stops the old checks and waits for their sessions to close; an agent told to
+    stop meanwhile must stop once they have, not start the new checks and run on (the stop
+    was this task's own cancellation, swallowed with the old checks' one)."""
+    checks = site_checks([{"type": "http", "target": "http://127.0.0.1:1/", "interval": 60}])
+    scheduler = Scheduler(checks, no_transitions)
+    [slot] = scheduler._slots.values()
+    real = slot.spec.session
+    assert real is not None
+    open_, closing, closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    opened = 0
+
+    @contextlib.asynccontextmanager
+    async def slow_to_close() -> AsyncIterator[Any]:
+        nonlocal opened
+        opened += 1
+        open_.set()
+        async with real() as session:
+            try:
+                yield session
+            finally:
+                closing.set()
+                await closed.wait()  # the reload waits here for the old session
+
+    slot.spec = dataclasses.replace(slot.spec, session=slow_to_close)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(20):  # a hang guard, not a measure
+            await open_.wait()
+            more = site_checks(
+                [
+                    {"type": "http", "target": "http://127.0.0.1:1/", "interval": 60},
+                    {"type": "http", "target": "http://127.0.0.1:2/", "interval": 60},
+                ]
+            )
+            assert scheduler.reload(more) == (["c1"], [], [])
+            await closing.wait()
+            task.cancel()  # the stop, while the reload waits
+            closed.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert opened == 1  # the new checks never started
