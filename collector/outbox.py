@@ -419,7 +419,9 @@ class AlertBook:
                 "SELECT attempts FROM outbox WHERE id=?", (message_id,)
             ).fetchone()
             attempts = int(row["attempts"]) + 1 if row is not None else 1
-            delay = min(cfg.retry_initial * 2 ** (attempts - 1), cfg.retry_max)
+            # 2 ** n as an int overflowed the float past ~1,000 tries (a week down at ten
+            # minutes); retry_max is reached long before the 1,000th doubling.
+            delay = min(cfg.retry_initial * 2.0 ** min(attempts - 1, 1000), cfg.retry_max)
             due = now + timedelta(seconds=delay)
             self.store.conn.execute(
                 "UPDATE outbox SET status='failed', attempts=?, last_error=?, due=? WHERE id=?",

@@ -5,6 +5,7 @@ that is down for a while. The engine runs on the collector's real ingest path; d
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from availmon.clock import utcnow
+from availmon.clock import to_us, utcnow
 from availmon.schema import State
 from collector import channels
 from collector.channels import webhook
@@ -131,6 +132,37 @@ async def test_a_receiver_down_for_a_while_gets_each_alert_exactly_once(tmp_path
         assert {m["status"] for m in outbox(c)} == {"sent"}
         sent = c.metrics.alert_messages.labels("team", "sent")._value.get()
         assert sent == 3
+
+
+async def test_a_channel_down_for_a_week_is_still_tried_every_retry_max(
+    tmp_path: Path,
+) -> None:
+    """The backoff doubled the first delay once per failed try; past about a thousand
+    tries (a week down, at the default ten minutes between them) the doubling overflowed a
+    float, and the outbox could no longer note a failure. It stays at ``retry_max``."""
+    async with (
+        hook_receiver(SECRET) as rx,
+        leader(tmp_path, {"type": "webhook", "url": rx.url, "secret_env": "HOOK_SECRET"}) as c,
+    ):
+        rx.down = True
+        feed = Feed(c)
+        await feed.event("dc", "webmail", "email", State.UP, State.DOWN, utcnow())
+        await c.alerting.step()
+        assert await c.alerting.deliver() == 0
+        db = sqlite3.connect(c.estate.collector.database)
+        with db:
+            db.execute("UPDATE outbox SET attempts = 2000")
+        db.close()
+        later = utcnow() + timedelta(hours=1)
+        before = to_us(utcnow())
+        assert await c.alerting.deliver(later) == 0
+        after = to_us(utcnow())
+        [m] = outbox(c)
+        assert (m["status"], m["attempts"]) == ("failed", 2001)
+        backoff = int(c.estate.alerts.retry_max * 1_000_000)
+        assert before + backoff <= m["due"] <= after + backoff
+        rx.down = False
+        assert await c.alerting.deliver(later + timedelta(hours=1)) == 1
 
 
 async def test_alertmanager_shows_the_alert_then_its_resolution(tmp_path: Path) -> None:
