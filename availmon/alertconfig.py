@@ -12,21 +12,83 @@ channel modules (``collector/channels/``) take these models.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from availmon.durations import Seconds, duration
 from availmon.errors import ConfigIssue
-from availmon.secrets import resolve_secret
+from availmon.secrets import resolve_secret, shown
 
+#: The longest wait, repeat, escalation or flapping hold: 30 days.
+LONGEST_DELAY = 30 * 86400.0
+#: The shortest repeat but 0 ("never"): a minute (``repeat = 0.001`` sent a message a step).
+SHORTEST_REPEAT = 60.0
 #: A duration where 0 means "at once" (wait) or "never" (repeat, flapping hold).
-Delay = Annotated[float, BeforeValidator(duration), Field(ge=0, le=30 * 86400.0)]
+Delay = Annotated[float, BeforeValidator(duration), Field(ge=0, le=LONGEST_DELAY)]
+
+
+def _repeat(value: float) -> float:
+    if 0 < value < SHORTEST_REPEAT:
+        raise ValueError("expected 0 (never) or at least a minute ('1m')")
+    return value
+
+
+#: How often a message is sent again: 0 (never), or from a minute to 30 days.
+Repeat = Annotated[Delay, AfterValidator(_repeat)]
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=_NAME, max_length=64)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2000)]
+_BRACKETED = re.compile(r"\[[^\[\]]*\](:[^:]*)?")
+
+
+def _http_url(url: str) -> str:
+    """A URL a channel can post to. The pattern alone let through a port of 70000 or
+    ``abc``, ``http://[::1/`` and ``http://:80/``, which aiohttp refuses: every delivery
+    failed and was retried for ever. The messages never repeat the URL (it may hold a
+    password): the config error shows it, hidden if need be."""
+    bad_host = "expected a host name, an IPv4 address or an IPv6 address in brackets"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(bad_host) from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("expected an http:// or https:// URL")
+    host = parts.hostname
+    if not host:
+        raise ValueError("expected a host after '//', such as 'http://alertmanager.internal'")
+    host_port = parts.netloc.rpartition("@")[2]
+    if "\\" in host_port or (host_port.startswith("[") and not _BRACKETED.fullmatch(host_port)):
+        raise ValueError(bad_host)
+    if not host.isascii():
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            raise ValueError(bad_host) from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("expected a port from 1 to 65535 after the host")
+    return url
+
+
+HttpUrl = Annotated[
+    str,
+    Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2000),
+    AfterValidator(_http_url),
+]
 Address = Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$", max_length=254)]
 
 #: How much an alert matters: down is a page (wake someone), degraded a ticket.
@@ -80,7 +142,8 @@ class EmailChannel(_Frozen):
     security: Literal["starttls", "tls", "none"] = "starttls"
     #: A CA bundle for the server's certificate (default: the system's).
     ca_file: Path | None = None
-    username: str | None = None
+    #: With a password (``password_file`` or ``password_env``); neither, or both.
+    username: str | None = Field(default=None, min_length=1, max_length=254)
     password_file: Path | None = None
     password_env: str | None = None
     sender: Address = Field(alias="from")
@@ -151,10 +214,12 @@ class Route(_Frozen):
     channels: tuple[Name, ...] = Field(min_length=1)
     #: How long an outage must last before its first message (0: at once).
     wait: Delay = 0.0
-    #: Send again this often while it lasts unacknowledged (0: never).
-    repeat: Delay = 0.0
-    #: Unacknowledged this long after the first message: also send to ``escalate_to``.
-    escalate_after: Seconds | None = None
+    #: Send again this often while it lasts unacknowledged (0: never; else a minute to 30
+    #: days).
+    repeat: Repeat = 0.0
+    #: Unacknowledged this long after the first message: also send to ``escalate_to`` (at
+    #: most 30 days, as ``wait``).
+    escalate_after: Annotated[Seconds, Field(le=LONGEST_DELAY)] | None = None
     escalate_to: Name | None = None
     continue_: bool = Field(default=False, alias="continue")
 
@@ -171,8 +236,8 @@ class AlertsConfig(_Frozen):
     board_url: HttpUrl | None = None
     channels: dict[Name, Channel] = Field(default_factory=dict)
     routes: tuple[Route, ...] = ()
-    #: Delivery retries: the first after this, doubling up to ``retry_max``, for ever: a
-    #: channel that is down delays an alert, never drops it.
+    #: Delivery retries: the first after this, doubling up to ``retry_max`` (not less than
+    #: this), for ever: a channel that is down delays an alert, never drops it.
     retry_initial: Seconds = 5.0
     retry_max: Seconds = 600.0
     #: Flapping: a check with ``flap_count`` outages starting within ``flap_window`` (this
@@ -192,13 +257,15 @@ def alert_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
     alerts = data.get("alerts")
     if not isinstance(alerts, dict):
         return []
-    issues: list[ConfigIssue] = []
+    issues = _retry_issues(file, alerts)
     channels = alerts.get("channels") or {}
     routes = alerts.get("routes") or []
     if not isinstance(channels, dict) or not isinstance(routes, list):
-        return []  # reported by the type check
+        return issues  # the rest is reported by the type check
     for name, ch in channels.items():
-        if not isinstance(ch, dict) or ch.get("type") not in _CHANNEL_SECRETS:
+        if not isinstance(ch, dict) or not isinstance(ch.get("type"), str):
+            continue  # reported by the type check
+        if ch["type"] not in _CHANNEL_SECRETS:
             continue
         stem, required = _CHANNEL_SECRETS[ch["type"]]
         given = [k for k in (f"{stem}_file", f"{stem}_env") if ch.get(k) is not None]
@@ -216,22 +283,21 @@ def alert_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                     f"a {ch['type']} channel needs {stem}_file or {stem}_env",
                 )
             )
-        if ch["type"] == "email" and ch.get("password_file") and not ch.get("username"):
-            issues.append(
-                ConfigIssue(file, f"alerts.channels.{name}.username", "a password needs a username")
-            )
+        if ch["type"] == "email":
+            issues += _login_issues(file, name, ch)
     sites = data.get("sites") if isinstance(data.get("sites"), dict) else {}
     assert isinstance(sites, dict)
+    partners = data.get("partners")
     known = {
         "areas": _known_areas(data),
         "sites": set(sites),
-        "partners": set(data.get("partners") or {}),
+        "partners": set(partners) if isinstance(partners, dict) else set(),
         "checks": {
-            c.get("name")
+            c["name"]
             for s in sites.values()
             if isinstance(s, dict) and isinstance(s.get("checks"), list)
             for c in s["checks"]
-            if isinstance(c, dict)
+            if isinstance(c, dict) and isinstance(c.get("name"), str)
         },
     }
     names: dict[str, int] = {}
@@ -246,7 +312,9 @@ def alert_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                     ConfigIssue(file, f"{where}.name", f"route {name!r} is defined twice")
                 )
             names.setdefault(name, i)
-        for j, ch in enumerate(route.get("channels") or []):
+        chosen = route.get("channels")
+        # Anything but a list (a string is not split into letters) is the type check's.
+        for j, ch in enumerate(chosen if isinstance(chosen, list) else []):
             if isinstance(ch, str) and ch not in channels:
                 issues.append(
                     ConfigIssue(
@@ -299,6 +367,56 @@ def alert_issues(file: str, data: dict[str, Any]) -> list[ConfigIssue]:
                 )
             )
     return issues
+
+
+#: Where an email channel's password may come from.
+_PASSWORD_KEYS = ("password_file", "password_env")
+
+
+def _login_issues(file: str, name: str, ch: dict[str, Any]) -> list[ConfigIssue]:
+    """An SMTP login takes a username and a password: one without the other was ignored
+    (a password) or failed every send (a username)."""
+    where = f"alerts.channels.{name}.username"
+    sources = [k for k in _PASSWORD_KEYS if ch.get(k) is not None]
+    username = ch.get("username")
+    if username is not None and (not isinstance(username, str) or not username):
+        return []  # reported by the type check
+    if sources and username is None:
+        return [ConfigIssue(file, where, f"{sources[0]} needs a username")]
+    if username is not None and not sources:
+        got = shown(("alerts", "channels", name, "username"), username)
+        needs = " or ".join(_PASSWORD_KEYS)
+        return [ConfigIssue(file, where, f"a username needs {needs} (got {got})")]
+    return []
+
+
+def _retry_issues(file: str, alerts: dict[str, Any]) -> list[ConfigIssue]:
+    """``retry_initial`` longer than ``retry_max`` would never take effect: named where it
+    was written (``retry_initial``, else ``retry_max``)."""
+    initial = alerts.get("retry_initial", AlertsConfig.model_fields["retry_initial"].default)
+    most = alerts.get("retry_max", AlertsConfig.model_fields["retry_max"].default)
+    try:
+        first, cap = float(duration(initial)), float(duration(most))
+    except (TypeError, ValueError):
+        return []  # reported by the type check
+    if not 0 < cap < first:
+        return []
+    if "retry_initial" not in alerts:
+        return [
+            ConfigIssue(
+                file,
+                "alerts.retry_max",
+                f"retry_max {most!r} is shorter than retry_initial ({first:g} s by default)",
+            )
+        ]
+    limit = f"{most!r}" if "retry_max" in alerts else f"({cap:g} s by default)"
+    return [
+        ConfigIssue(
+            file,
+            "alerts.retry_initial",
+            f"retry_initial {initial!r} is longer than retry_max {limit}",
+        )
+    ]
 
 
 def _known_areas(data: dict[str, Any]) -> set[str]:

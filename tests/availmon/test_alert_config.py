@@ -12,6 +12,7 @@ import pytest
 from availmon.alertconfig import EmailChannel, WebhookChannel
 from availmon.config import parse_config, summary
 from availmon.errors import ConfigError
+from availmon.secrets import HIDDEN
 
 
 def estate_with(alerts: dict[str, Any]) -> dict[str, Any]:
@@ -130,3 +131,225 @@ def test_the_readmes_alert_example_is_a_valid_config() -> None:
         "managers",
     ]
     assert estate.alerts.routes[0].escalate_to == "managers"
+
+
+def issues_of(data: dict[str, Any]) -> list[str]:
+    """The config check's lines for ``data`` (none: it is valid)."""
+    try:
+        parse_config(data, "estate.toml")
+    except ConfigError as err:
+        return [str(issue) for issue in err.issues]
+    return []
+
+
+def hook(url: str = "http://127.0.0.1:9/hook") -> dict[str, Any]:
+    return {"type": "webhook", "url": url, "secret_env": "HOOK_SECRET"}
+
+
+@pytest.mark.parametrize("name", [{"a": 1}, ["web"]])
+def test_a_check_name_not_text_is_reported_beside_alerts(name: Any) -> None:
+    # The alert check collected check names into a set: a table or a list crashed it.
+    data = estate_with(
+        {"channels": {"team": hook()}, "routes": [{"name": "all", "channels": ["team"]}]}
+    )
+    data["sites"]["hq"]["checks"].append(dict(data["sites"]["hq"]["checks"][0], name=name))
+    assert issues_of(data) == [
+        f"estate.toml: sites.hq.checks[1].name: Input should be a valid string (got {name!r})"
+    ]
+
+
+@pytest.mark.parametrize(("channels", "shown"), [(5, "5"), ("team", "'team'")])
+def test_route_channels_not_a_list_is_one_type_error(channels: Any, shown: str) -> None:
+    # 5 crashed the check; "team" was also reported as four channels 't', 'e', 'a', 'm'.
+    data = estate_with(
+        {"channels": {"team": hook()}, "routes": [{"name": "all", "channels": channels}]}
+    )
+    assert issues_of(data) == [
+        f"estate.toml: alerts.routes[0].channels: Input should be a valid tuple (got {shown})"
+    ]
+
+
+def test_a_channel_type_not_text_is_reported() -> None:
+    data = estate_with(
+        {
+            "channels": {"team": {**hook(), "type": ["webhook"]}},
+            "routes": [{"name": "all", "channels": ["team"]}],
+        }
+    )
+    assert issues_of(data) == [
+        "estate.toml: alerts.channels.team: Input tag '['webhook']' found using 'type' does not"
+        " match any of the expected tags: 'alertmanager', 'webhook', 'email', 'slack', 'teams'"
+        " (got {'type': ['webhook'], 'url': 'http://127.0.0.1:9/hook',"
+        " 'secret_env': 'HOOK_SECRET'})"
+    ]
+
+
+_PORT = "expected a port from 1 to 65535 after the host"
+_HOST = "expected a host name, an IPv4 address or an IPv6 address in brackets"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:70000/hook", _PORT),
+        ("http://127.0.0.1:abc/hook", _PORT),
+        ("http://127.0.0.1:0/hook", _PORT),
+        ("http://127.0.0.1:80:81/hook", _PORT),
+        ("http://[::1/hook", _HOST),
+        ("http://[::1]x/hook", _HOST),
+        ("http://hooks\\internal/hook", _HOST),
+        ("http://:80/hook", "expected a host after '//', such as 'http://alertmanager.internal'"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["webhook", "alertmanager"])
+def test_a_url_aiohttp_cannot_post_to_is_refused(url: str, message: str, kind: str) -> None:
+    # These passed the pattern; every delivery then failed (InvalidUrlClientError) for ever.
+    channel = hook(url) if kind == "webhook" else {"type": kind, "url": url}
+    data = estate_with(
+        {"channels": {"ops": channel}, "routes": [{"name": "all", "channels": ["ops"]}]}
+    )
+    assert issues_of(data) == [f"estate.toml: alerts.channels.ops.url: {message} (got {url!r})"]
+
+
+def test_a_bad_board_url_is_refused() -> None:
+    assert issues_of(estate_with({"board_url": "http://:8080/"})) == [
+        "estate.toml: alerts.board_url: expected a host after '//', such as"
+        " 'http://alertmanager.internal' (got 'http://:8080/')"
+    ]
+
+
+def test_a_bad_url_holding_a_password_is_refused_and_hidden() -> None:
+    data = estate_with(
+        {
+            "channels": {"ops": hook("http://availmon:sEcReT-canary@127.0.0.1:abc/hook")},
+            "routes": [{"name": "all", "channels": ["ops"]}],
+        }
+    )
+    found = issues_of(data)
+    assert f"estate.toml: alerts.channels.ops.url: {_PORT} (got {HIDDEN})" in found
+    assert "canary" not in "\n".join(found).lower()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1]:9093/",
+        "http://[::1]/",
+        "https://alertmanager.internal",
+        "https://alertmanager.internal/api/",
+        "http://127.0.0.1:65535/hook",
+    ],
+)
+def test_good_urls_still_pass(url: str) -> None:
+    # IPv6 literals, no port, no path: what the URL checks must not refuse.
+    data = estate_with(
+        {
+            "board_url": url,
+            "channels": {"am": {"type": "alertmanager", "url": url}, "ops": hook(url)},
+            "routes": [{"name": "all", "channels": ["am", "ops"]}],
+        }
+    )
+    assert issues_of(data) == []
+
+
+def mail(**auth: str) -> dict[str, Any]:
+    return {
+        "type": "email",
+        "host": "127.0.0.1",
+        "from": "availmon@council.example",
+        "to": ["oncall@council.example"],
+        **auth,
+    }
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ({"password_env": "SMTP_PASSWORD"}, "password_env needs a username"),
+        ({"password_file": "/etc/availmon/smtp"}, "password_file needs a username"),
+        (
+            {"username": "availmon"},
+            "a username needs password_file or password_env (got 'availmon')",
+        ),
+    ],
+)
+def test_an_smtp_login_needs_both_a_username_and_a_password(
+    auth: dict[str, str], message: str
+) -> None:
+    # password_env without a username was silently unused; a username alone failed every send.
+    data = estate_with(
+        {"channels": {"mail": mail(**auth)}, "routes": [{"name": "all", "channels": ["mail"]}]}
+    )
+    assert issues_of(data) == [f"estate.toml: alerts.channels.mail.username: {message}"]
+
+
+@pytest.mark.parametrize("auth", [{}, {"username": "availmon", "password_env": "SMTP_PASSWORD"}])
+def test_an_smtp_login_with_both_or_neither_passes(auth: dict[str, str]) -> None:
+    data = estate_with(
+        {"channels": {"mail": mail(**auth)}, "routes": [{"name": "all", "channels": ["mail"]}]}
+    )
+    assert issues_of(data) == []
+
+
+def routed(**route: Any) -> dict[str, Any]:
+    return estate_with(
+        {
+            "channels": {"team": hook()},
+            "routes": [
+                {"name": "first", "channels": ["team"], **route},
+                {"name": "managers", "channels": ["team"]},
+            ],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        ({"repeat": 0.001}, "repeat: expected 0 (never) or at least a minute ('1m') (got 0.001)"),
+        ({"repeat": "59s"}, "repeat: expected 0 (never) or at least a minute ('1m') (got '59s')"),
+        (
+            {"escalate_after": "40d", "escalate_to": "managers"},
+            "escalate_after: Input should be less than or equal to 2592000 (got '40d')",
+        ),
+    ],
+)
+def test_repeat_and_escalation_are_bounded(route: dict[str, Any], message: str) -> None:
+    # repeat = 0.001 sent a message every engine step; escalate_after had no upper bound.
+    assert issues_of(routed(**route)) == [f"estate.toml: alerts.routes[0].{message}"]
+
+
+@pytest.mark.parametrize(
+    "route",
+    [{"repeat": 0}, {"repeat": "1m"}, {"repeat": "30d"}, {"escalate_after": "30d"}],
+)
+def test_repeat_and_escalation_within_bounds_pass(route: dict[str, Any]) -> None:
+    if "escalate_after" in route:
+        route["escalate_to"] = "managers"
+    assert issues_of(routed(**route)) == []
+
+
+@pytest.mark.parametrize(
+    ("retry", "issue"),
+    [
+        (
+            {"retry_initial": "20m", "retry_max": "10m"},
+            "alerts.retry_initial: retry_initial '20m' is longer than retry_max '10m'",
+        ),
+        (
+            {"retry_initial": "20m"},
+            "alerts.retry_initial: retry_initial '20m' is longer than retry_max (600 s by default)",
+        ),
+        (
+            {"retry_max": 2},
+            "alerts.retry_max: retry_max 2 is shorter than retry_initial (5 s by default)",
+        ),
+    ],
+)
+def test_retry_initial_longer_than_retry_max_is_refused(retry: dict[str, Any], issue: str) -> None:
+    # It was accepted, and retry_initial then had no effect.
+    assert issues_of(estate_with(retry)) == [f"estate.toml: {issue}"]
+
+
+def test_retry_initial_equal_to_retry_max_passes() -> None:
+    assert issues_of(estate_with({"retry_initial": "1m", "retry_max": 60})) == []
