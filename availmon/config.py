@@ -649,12 +649,22 @@ def _path(loc: tuple[int | str, ...], data: Any = None) -> str:
             name = (
                 _check_key(data, loc[i - 2], part)
                 if i >= 3 and loc[i - 1] == "checks" and loc[i - 3] == "sites"
+                else _window_key(data, part)
+                if loc[:i] == ("maintenance",)
                 else None
             )
             out += f".{name}" if name is not None else f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+def _window_key(data: Any, i: int) -> str | None:
+    """A maintenance window by its name, as the cross-field checks name it."""
+    windows = data.get("maintenance") if isinstance(data, dict) else None
+    window = windows[i] if isinstance(windows, list) and 0 <= i < len(windows) else None
+    name = window.get("name") if isinstance(window, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _shown(loc: tuple[int | str, ...], value: Any) -> str:

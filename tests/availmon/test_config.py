@@ -279,7 +279,7 @@ _WINDOW = {"name": "patching", "every": "sunday", "start": "02:00", "end": "04:0
         (
             {"maintenance": [{**_WINDOW, "start": "02:00+05:00"}]},
             [
-                "maintenance[0].start: expected a local time of day such as '08:30', without"
+                "maintenance.patching.start: expected a local time of day such as '08:30', without"
                 " an offset (got '02:00+05:00')"
             ],
         ),
@@ -321,7 +321,10 @@ _WINDOW = {"name": "patching", "every": "sunday", "start": "02:00", "end": "04:0
         ),
         (
             {"maintenance": [{**_WINDOW, "every": "fortnightly"}]},
-            ["maintenance[0].every: 'fortnightly' is not a day of the week (got 'fortnightly')"],
+            [
+                "maintenance.patching.every: 'fortnightly' is not a day of the week"
+                " (got 'fortnightly')"
+            ],
         ),
         (
             {"services": {"mail": {"checks": ["hq/web"], "quorum": True}}},
