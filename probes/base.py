@@ -143,9 +143,10 @@ def split_host_port(target: str, default_port: int | None = None) -> tuple[str, 
         if target.count(":") != 1 and not target.startswith("["):
             return target, default_port  # a bare name, IPv4 or unbracketed IPv6 address
     host, sep, port_text = target.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected host:port, got {target!r}")
     host = host.strip("[]")
+    if not sep or not host or any(c.isspace() for c in target):  # "[]:80": no host at all
+        expected = "host or host:port" if default_port is not None else "host:port"
+        raise ValueError(f"expected {expected}, got {target!r}")
     try:
         port = int(port_text)
     except ValueError:

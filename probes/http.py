@@ -17,11 +17,42 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from probes.base import ProbeResult, ProbeSession, TLSOptions, compile_regex
 
 StatusCode = Annotated[int, Field(ge=100, le=599)]
+#: RFC 7230 3.2.6: a header name is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Control characters other than HTAB (RFC 7230 3.2 allows it in a value): a CR or LF
+#: would start a header of its own, so the client refuses to send any of them.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as a header value, naming the character, never the value
+    (it may be a secret)."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return f"a header value is one line without control characters (found {found.group()!r})"
+
+
+def _header_name(name: str) -> str:
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"{name!r} is not a header name: use letters, digits and !#$%&'*+-.^_`|~")
+    return name
+
+
+def _header_value(value: str) -> str:
+    problem = header_value_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
 
 
 class Options(TLSOptions):
@@ -37,10 +68,10 @@ class Options(TLSOptions):
     max_redirects: Annotated[int, Field(ge=1, le=50)] = 10
     #: Extra request headers, e.g. ``headers = { Host = "intranet.example" }``; never
     #: credentials (``Authorization``, ``Cookie``, API keys): see ``header_files``.
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     #: Headers whose values are secrets, each read from a file at every probe, e.g.
     #: ``header_files = { X-Api-Key = "/etc/availmon/api-key" }``.
-    header_files: dict[str, Path] = Field(default_factory=dict)
+    header_files: dict[HeaderName, Path] = Field(default_factory=dict)
     #: Basic auth: ``username`` plus the password from a file or an environment variable.
     username: str | None = None
     password_file: Path | None = None
@@ -82,9 +113,20 @@ class Options(TLSOptions):
 
 
 def check_target(target: str) -> str | None:
-    parts = urlsplit(target)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"expected an http:// or https:// URL, got {target!r}"
+    expected = f"expected an http:// or https:// URL, got {target!r}"
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # unbalanced brackets, or no IP address inside them
+        return f"{expected}: a bracketed host must be an IPv6 address, as in http://[::1]/"
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in host):
+        return expected
+    try:
+        port = parts.port  # None when not given ("host" or "host:")
+    except ValueError:  # not a number, or above 65535
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        return f"expected a port 1-65535, got {parts.netloc.rpartition(':')[2]!r} in {target!r}"
     return None
 
 

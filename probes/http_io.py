@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from availmon.errors import StartupError
 from availmon.secrets import read_secret_file, redact_url, resolve_secret
 from probes.base import (
     Poll,
@@ -30,7 +31,7 @@ from probes.base import (
     fail,
     timeout_text,
 )
-from probes.http import Options
+from probes.http import Options, header_value_problem
 from probes.tls import (
     CERT_DATE_ERRORS,
     CertVerdict,
@@ -61,7 +62,7 @@ def _secret_headers(options: Options) -> dict[str, str]:
     """Authorization and ``header_files``; reads the secrets now (blocking: run it in a
     thread). A missing or unusable file is a StartupError naming the key, never the value."""
     out = {
-        name: read_secret_file(path, f"header_files.{name}")
+        name: _one_line(read_secret_file(path, f"header_files.{name}"), f"header_files.{name}")
         for name, path in options.header_files.items()
     }
     authorization = _authorization(options)
@@ -77,7 +78,20 @@ def _authorization(options: Options) -> str | None:
         raw = f"{options.username}:{password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
     token = resolve_secret(options.bearer_token_file, options.bearer_token_env, "bearer_token")
-    return f"Bearer {token}" if token is not None else None
+    if token is None:
+        return None
+    key = "bearer_token_file" if options.bearer_token_file is not None else "bearer_token_env"
+    return f"Bearer {_one_line(token, key)}"
+
+
+def _one_line(secret: str, key: str) -> str:
+    """A secret bound for a header. With a CR or LF inside (a file of two lines) aiohttp
+    refuses the request, a crash at every probe: a start-up error naming the key instead,
+    never the value, like a missing secret."""
+    problem = header_value_problem(secret)
+    if problem is not None:
+        raise StartupError(f"{key}: {problem}")
+    return secret
 
 
 async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -14,6 +14,7 @@ group is in ``net.ipv4.ping_group_range`` may open; the kernel then owns the ech
 from __future__ import annotations
 
 import enum
+import ipaddress
 import socket
 from collections.abc import Sequence
 from typing import Annotated
@@ -67,7 +68,20 @@ def privileged_mode() -> bool:
 def check_target(target: str) -> str | None:
     if not target or any(c.isspace() for c in target):
         return f"expected a host name or address, got {target!r}"
+    if (":" in target or "/" in target) and not _is_ipv6(target):
+        return (
+            "expected a host name or address (no scheme, port or path; IPv6 without"
+            f" brackets), got {target!r}"
+        )
     return None
+
+
+def _is_ipv6(target: str) -> bool:
+    """An IPv6 address, unbracketed, perhaps with a scope (``fe80::1%eth0``)."""
+    try:
+        return isinstance(ipaddress.ip_address(target), ipaddress.IPv6Address)
+    except ValueError:
+        return False
 
 
 async def probe_many(

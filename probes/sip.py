@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from probes.base import (
     ProbeOptions,
@@ -37,6 +37,13 @@ class Options(ProbeOptions):
     accept_codes: tuple[FinalCode, ...] = (200,)
     #: User part of our From URI.
     from_user: Annotated[str, Field(pattern=r"^[A-Za-z0-9._~+-]+$")] = "availmon"
+
+    @field_validator("accept_codes")
+    @classmethod
+    def _some_code(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:  # every answer would count as down
+            raise ValueError("expected at least one final response code, e.g. [200]")
+        return value
 
 
 check_target = target_checker(lambda target: split_host_port(target, DEFAULT_PORT))

@@ -98,10 +98,11 @@ class Options(ProbeOptions):
     interface: str | None = None
     oid: str | None = None
     rate: bool = False
-    warn_below: float | None = None
-    warn_above: float | None = None
-    down_below: float | None = None
-    down_above: float | None = None
+    # Finite: nan compares false with everything (never crossed), and inf is never crossed.
+    warn_below: float | None = Field(default=None, allow_inf_nan=False)
+    warn_above: float | None = Field(default=None, allow_inf_nan=False)
+    down_below: float | None = Field(default=None, allow_inf_nan=False)
+    down_above: float | None = Field(default=None, allow_inf_nan=False)
 
     @field_validator("version", "oid", mode="before")
     @classmethod
@@ -157,7 +158,25 @@ class Options(ProbeOptions):
             and self.down_above < self.warn_above
         ):
             out.append("down_above must not be below warn_above")
+        crossed = self._always_crossed()
+        if crossed:
+            out.append(crossed)
         return out
+
+    def _always_crossed(self) -> str | None:
+        """A ``*_below`` above a ``*_above``: every value crosses one of them, so the check
+        is never up. Equal is allowed: "exactly 2" is ``warn_below = warn_above = 2``."""
+        pairs = (
+            ("warn_below", "warn_above", "degraded"),
+            ("down_below", "down_above", "down"),
+            ("warn_below", "down_above", "degraded or down"),
+            ("down_below", "warn_above", "degraded or down"),
+        )
+        for below, above, verdict in pairs:
+            low, high = getattr(self, below), getattr(self, above)
+            if low is not None and high is not None and low > high:
+                return f"{below} {low:g} is above {above} {high:g}: every value would be {verdict}"
+        return None
 
     def _credential_problems(self) -> list[str]:
         def one_of(key: str) -> str | None:
