@@ -31,7 +31,8 @@ from availmon.alertconfig import CHANNEL_TYPES, AlertsConfig, Severity, alert_is
 from availmon.areas import DEFAULT_AREAS
 from availmon.durations import Seconds, duration
 from availmon.errors import ConfigError, ConfigIssue
-from availmon.limits import MAX_HEARTBEAT_CHECKS
+from availmon.files import NotAFile, read_limited
+from availmon.limits import CONFIG_MAX_BYTES, MAX_HEARTBEAT_CHECKS
 from availmon.secrets import inline_secrets, redact_url, resolve_secret, shown
 from probes.registry import REGISTRY
 from probes.snmp import AuthProtocol, PrivProtocol
@@ -1301,13 +1302,17 @@ def parse_config(data: dict[str, Any], file: str = "<config>") -> Estate:
 def load_config(path: str | Path) -> Estate:
     file = str(path)
     try:
-        raw = Path(path).read_bytes()
+        raw = read_limited(path, CONFIG_MAX_BYTES)
+    except NotAFile as exc:
+        raise ConfigError([ConfigIssue(file, "", f"cannot read: {exc}")]) from exc
     except OSError as exc:
         raise ConfigError([ConfigIssue(file, "", f"cannot read: {exc.strerror}")]) from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(file, "", f"not valid TOML: {exc}")]) from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError([ConfigIssue(file, "", "not valid TOML: nested too deeply")]) from exc
     return parse_config(data, file)
 
 

@@ -15,6 +15,8 @@ MAX_PERIOD_YEARS = 10
 
 #: An outage CSV file, and any one of its fields (a cause, a note).
 CSV_MAX_BYTES = 16 * 1024 * 1024
+#: A config file: 40,000 checks of a few lines each fit many times over.
+CONFIG_MAX_BYTES = 16 * 1024 * 1024
 CSV_MAX_FIELD_CHARS = 2000
 
 #: Check statuses in one heartbeat: far more than a site runs, far fewer than an attack sends.

@@ -22,8 +22,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
-import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +31,7 @@ from zoneinfo import ZoneInfo
 from availmon.clock import to_iso
 from availmon.config import Estate
 from availmon.errors import FileFailure
+from availmon.files import NotAFile, read_limited
 from availmon.limits import CSV_MAX_BYTES, CSV_MAX_FIELD_CHARS, FIRST_YEAR, LAST_YEAR
 
 COLUMNS = ("site", "area", "check", "start", "end", "kind", "cause", "provider", "note")
@@ -63,15 +62,12 @@ def read_csv_file(path: Path, limit: int = CSV_MAX_BYTES) -> str:
     """The file's text, read whole but never more than ``limit`` bytes: a device such as
     /dev/zero, a FIFO or a runaway file is refused with a clear message, not read forever."""
     try:
-        # O_NONBLOCK: a FIFO must not hang the open; it is refused below.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise FileFailure(f"cannot read {path}: not a regular file")
-            raw = f.read(limit + 1)
+        raw = read_limited(path, limit)
+    except NotAFile as exc:
+        split = " (split it)" if str(exc).startswith("larger") else ""
+        raise FileFailure(f"cannot read {path}: {exc}{split}") from exc
     except OSError as exc:
         raise FileFailure(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(raw) > limit:
-        raise FileFailure(f"cannot read {path}: larger than {limit} bytes (split it)")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -113,6 +109,11 @@ def parse_csv(text: str, estate: Estate) -> Parsed:
     tz = ZoneInfo(estate.accounting.timezone)
     errors: list[RowError] = []
     rows: list[dict[str, Any]] = []
+    if "\x00" in text:
+        # csv reads a NUL as text (this Python's does); the store would keep it, SQLite's
+        # functions stop at it and the CSV report writes it back out.
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        return Parsed([], [RowError(line, "unreadable CSV: a NUL byte (is it a text file?)")])
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     try:
         header = next(reader)

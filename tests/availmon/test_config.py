@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from availmon.config import load_config, parse_config, summary
 from availmon.errors import ConfigError
+from availmon.limits import CONFIG_MAX_BYTES
 from probes.registry import REGISTRY
 
 HERE = Path(__file__).resolve().parent.parent / "config"
@@ -68,6 +70,32 @@ def test_config_check_cli_exit_codes() -> None:
 def test_missing_file_is_named() -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: cannot read: No such file"):
         load_config(HERE / "nope.toml")
+
+
+def test_a_config_that_is_not_a_file_is_refused_not_read_for_ever(tmp_path: Path) -> None:
+    """/dev/zero was read until memory ran out, a FIFO waited for a writer for ever."""
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    large = tmp_path / "large.toml"
+    with large.open("wb") as f:
+        f.truncate(CONFIG_MAX_BYTES + 1)  # sparse: nothing written
+    for path, message in [
+        (Path("/dev/zero"), "cannot read: not a regular file"),
+        (fifo, "cannot read: not a regular file"),
+        (large, f"cannot read: larger than {CONFIG_MAX_BYTES} bytes"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert [str(i) for i in err.value.issues] == [f"{path}: {message}"]
+
+
+def test_a_config_nested_too_deeply_is_refused(tmp_path: Path) -> None:
+    """tomllib parses nesting recursively: 'unexpected RecursionError' before."""
+    path = tmp_path / "deep.toml"
+    path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [str(i) for i in err.value.issues] == [f"{path}: not valid TOML: nested too deeply"]
 
 
 def check_with(**keys: object) -> dict[str, object]:

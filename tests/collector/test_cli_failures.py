@@ -59,6 +59,11 @@ def write(tmp_path: Path, body: str) -> Path:
             f'dc,email,x,2019-07-09T10:05,2019-07-09T11:17,unplanned,"{"n" * 131_073}",,\n',
             "line 2: unreadable CSV: a field is longer than 131072 characters",
         ),
+        # Stored as it came: SQLite's length() stopped at it, the CSV report wrote it out.
+        (
+            "dc,email,x,2019-07-09T10:05,2019-07-09T11:17,unplanned,x\x00y,,\n",
+            "line 2: unreadable CSV: a NUL byte (is it a text file?)",
+        ),
     ],
 )
 def test_bad_rows_are_reported_with_their_line(
