@@ -7,6 +7,7 @@ target; it raises :class:`availmon.errors.StartupError` only when it cannot run 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -131,29 +132,60 @@ def timeout_text(timeout: float) -> str:
 
 
 def split_host_port(target: str, default_port: int | None = None) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port``, or (with a default port) ``host``, ``v6`` or ``[v6]``.
+    """``host:port`` or ``[v6]:port``; with a default port also ``host``, ``[v6]`` or an
+    unbracketed IPv6 address (``::1``, ``fe80::1%eth0``).
 
-    Raises ValueError with a readable message.
+    An IPv6 address with a port is bracketed (``::1`` is never host ``::`` port 1), brackets
+    hold an IPv6 address and nothing else, and a port is ASCII digits (``int()`` would take
+    ``+80``, ``1_080`` or ``٨٠``). Raises ValueError with a readable message.
     """
-    if default_port is not None:
-        if not target.strip("[]") or any(c.isspace() for c in target):
-            raise ValueError(f"expected host or host:port, got {target!r}")
-        if target.startswith("[") and target.endswith("]"):
-            return target[1:-1], default_port
-        if target.count(":") != 1 and not target.startswith("["):
-            return target, default_port  # a bare name, IPv4 or unbracketed IPv6 address
-    host, sep, port_text = target.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or any(c.isspace() for c in target):  # "[]:80": no host at all
-        expected = "host or host:port" if default_port is not None else "host:port"
-        raise ValueError(f"expected {expected}, got {target!r}")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"port {port_text!r} is not a number") from None
+    expected = "host or host:port" if default_port is not None else "host:port"
+    got = f"expected {expected}, got {target!r}"
+    example = f"[::1]:{default_port or 80}"
+    if any(c.isspace() or not c.isprintable() for c in target):
+        raise ValueError(got)
+    if target.startswith("["):
+        inside, closed, rest = target[1:].partition("]")
+        if not closed or "[" in inside or "[" in rest or "]" in rest:
+            raise ValueError(f"{got}: unbalanced brackets")
+        if not inside:  # "[]", "[]:80": no host at all
+            raise ValueError(got)
+        if not _is_ipv6(inside):
+            raise ValueError(f"{got}: a bracketed host must be an IPv6 address, as in {example}")
+        if not rest and default_port is not None:
+            return inside, default_port
+        if not rest.startswith(":"):  # "[::1]" without a default port, "[::1]80"
+            raise ValueError(got)
+        host, port_text = inside, rest[1:]
+    elif "[" in target or "]" in target:
+        raise ValueError(f"{got}: unbalanced brackets")
+    elif target.count(":") > 1:  # only an IPv6 address has more than one colon
+        if default_port is not None and _is_ipv6(target):
+            return target, default_port  # unbracketed: the address, never address:port
+        raise ValueError(f"{got}: an IPv6 address with a port goes in brackets, as in {example}")
+    else:
+        host, colon, port_text = target.partition(":")
+        if not host:
+            raise ValueError(got)
+        if not colon:
+            if default_port is None:
+                raise ValueError(got)
+            return host, default_port
+    if not (port_text.isascii() and port_text.isdigit()):  # int() takes "+80", "1_0", "٨٠"
+        raise ValueError(f"port {port_text!r} is not a number")
+    port = int(port_text)
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range 1-65535")
     return host, port
+
+
+def _is_ipv6(text: str) -> bool:
+    """An IPv6 address, perhaps with a scope (``fe80::1%eth0``)."""
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class TLSOptions(ProbeOptions):

@@ -9,7 +9,10 @@ import it.
 from __future__ import annotations
 
 import contextvars
+import os
+import re
 import ssl
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from availmon.errors import StartupError
 
 #: OpenSSL's X509_V_FLAG_NO_CHECK_TIME: verify the chain and the host name but leave the dates
 #: to ``cert_verdict``, so that the message can say "expired 3 days ago" rather than OpenSSL's
@@ -97,12 +102,36 @@ def tls_context(
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
     if ca_file is not None:
-        ctx.load_verify_locations(cafile=str(ca_file))
+        load_ca_file(ctx, ca_file)
     else:
         ctx.load_default_certs()
     if not check_time:
         ctx.verify_flags |= _X509_V_FLAG_NO_CHECK_TIME
     return ctx
+
+
+def load_ca_file(ctx: ssl.SSLContext, ca_file: Path) -> None:
+    """Trust the CAs in ``ca_file``. A missing, unreadable or non-PEM file is a StartupError
+    naming the key, the path and why (OpenSSL's own text says neither key nor path), as a
+    missing secret file is: never a bare "No such file or directory"."""
+    where = f"ca_file: {ca_file}"
+    try:
+        # Not a FIFO or a device: OpenSSL would block reading it, holding every TLS check.
+        if not stat.S_ISREG(os.stat(ca_file).st_mode):
+            raise StartupError(f"{where} is not a regular file")
+        ctx.load_verify_locations(cafile=str(ca_file))
+    except ssl.SSLError as exc:  # before OSError, its base
+        raise StartupError(f"{where} is not a PEM CA bundle ({_openssl_text(exc)})") from exc
+    except OSError as exc:
+        raise StartupError(f"ca_file: cannot read {ca_file}: {exc.strerror or exc}") from exc
+
+
+def _openssl_text(exc: ssl.SSLError) -> str:
+    """``no certificate or crl found`` from ``[X509: NO_...] no certificate or crl found
+    (_ssl.c:4154)``."""
+    text = str(exc.args[1] if len(exc.args) > 1 else exc)
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", re.sub(r"^\[[^\]]*\]\s*", "", text))
+    return text or exc.reason or "unreadable"
 
 
 def _span(seconds: float) -> str:

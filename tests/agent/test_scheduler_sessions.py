@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from agent.scheduler import Scheduler, offset
 from agent.state import Transition
 from availmon.config import Check, parse_config
+from availmon.errors import StartupError
 from probes.base import ProbeResult
 from tests.peers import free_port
 
@@ -91,6 +93,23 @@ async def test_http_checks_share_one_client_and_still_connect_each_time() -> Non
     assert all(result.ok for _, result in seen), [r.error for _, r in seen if not r.ok]
     assert {name for name, _ in seen} == {"c0", "c1", "c2"}
     assert len(set(connections)) == len(connections)  # a new connection for every probe
+
+
+async def test_unusable_ca_file_stops_the_agent_with_its_reason(tmp_path: Path) -> None:
+    """A StartupError naming ca_file ends the checks at the first probe, as a missing secret
+    does; an OSError from OpenSSL was logged as a probe crash every interval, for ever."""
+    missing = tmp_path / "private-ca.pem"
+    check = {"type": "http", "target": f"https://127.0.0.1:{free_port()}/",
+             "ca_file": str(missing), "interval": 0.5, "timeout": 0.2}  # fmt: skip
+    scheduler = Scheduler(site_checks([check]), no_transitions)
+    with pytest.raises(ExceptionGroup) as err:  # from the checks' task group
+        async with asyncio.timeout(10):
+            await scheduler.run()
+    startup = err.value.subgroup(StartupError)  # what Agent.run raises
+    assert startup is not None
+    assert [str(e) for e in startup.exceptions] == [
+        f"ca_file: cannot read {missing}: No such file or directory"
+    ]
 
 
 async def test_checks_waiting_for_their_time_hold_no_task_each() -> None:

@@ -199,6 +199,27 @@ async def test_missing_secret_is_a_startup_error(
 
 
 @pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("missing.pem", "cannot read {path}: No such file or directory"),
+        ("a-directory", "{path} is not a regular file"),
+        ("not-a-cert.pem", "{path} is not a PEM CA bundle (no certificate or crl found)"),
+    ],
+)
+async def test_unusable_ca_file_is_a_startup_error(
+    site: str, tmp_path: Path, name: str, reason: str
+) -> None:
+    """OpenSSL's own words ("No such file or directory", "[X509:
+    NO_CERTIFICATE_OR_CRL_FOUND] ...") name neither the key nor the file."""
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "not-a-cert.pem").write_text("not a certificate\n")
+    path = tmp_path / name
+    with pytest.raises(StartupError) as err:
+        await http.probe(site + "/ok", 5, opts(ca_file=str(path)))
+    assert str(err.value) == "ca_file: " + reason.format(path=path)
+
+
+@pytest.mark.parametrize(
     ("raw", "message"),
     [
         ({"body_regex": "(unclosed"}, r"invalid regular expression: missing \), unterminated"),

@@ -83,6 +83,55 @@ def test_tcp_target_needs_a_host(target: str, message: str) -> None:
     assert issues(type="tcp", target=target) == [f"{KEY}.target: {message}"]
 
 
+IN_BRACKETS = "an IPv6 address with a port goes in brackets, as in"
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        # Was host "::" port 1, and "::1" port 80: a port after an IPv6 address needs brackets.
+        (
+            {"type": "tcp", "target": "::1"},
+            f"expected host:port, got '::1': {IN_BRACKETS} [::1]:80",
+        ),
+        (
+            {"type": "tcp", "target": "::1:80"},
+            f"expected host:port, got '::1:80': {IN_BRACKETS} [::1]:80",
+        ),
+        (
+            {"type": "dns", "target": "ns1:ns2:53", "query_name": "example.test"},
+            f"expected host or host:port, got 'ns1:ns2:53': {IN_BRACKETS} [::1]:53",
+        ),
+        (
+            {"type": "tcp", "target": "[::1:80"},
+            "expected host:port, got '[::1:80': unbalanced brackets",
+        ),
+        (
+            {"type": "tcp", "target": "::1]:80"},
+            "expected host:port, got '::1]:80': unbalanced brackets",
+        ),
+        (
+            {"type": "sip", "target": "[::1"},
+            "expected host or host:port, got '[::1': unbalanced brackets",
+        ),
+        (
+            {"type": "tcp", "target": "[mx.example.test]:25"},
+            "expected host:port, got '[mx.example.test]:25': a bracketed host must be an IPv6"
+            " address, as in [::1]:80",
+        ),
+        # int() reads these as 8081 and 80; a port is ASCII digits.
+        ({"type": "tcp", "target": "127.0.0.1:1_8081"}, "port '1_8081' is not a number"),
+        ({"type": "tcp", "target": "127.0.0.1:+80"}, "port '+80' is not a number"),
+        (  # Arabic-Indic digits 8 and 0
+            {"type": "smtp", "target": "127.0.0.1:\u0668\u0660"},
+            "port '\u0668\u0660' is not a number",
+        ),
+    ],
+)
+def test_host_port_target_has_one_reading(check: dict[str, object], message: str) -> None:
+    assert issues(**check) == [f"{KEY}.target: {message}"]
+
+
 def test_sip_target_needs_a_host() -> None:
     assert issues(type="sip", target="[]:5060") == [
         f"{KEY}.target: expected host or host:port, got '[]:5060'"
@@ -131,6 +180,34 @@ async def test_bearer_token_of_two_lines_is_a_startup_error(
     assert str(err.value) == (
         "bearer_token_env: a header value is one line without control characters (found '\\r')"
     )
+
+
+HELO_EXPECTED = (
+    "expected a host name (letters, digits and hyphens, in labels joined by dots)"
+    " or an address literal such as [192.0.2.1] or [IPv6:2001:db8::1]"
+)
+
+
+@pytest.mark.parametrize(
+    ("helo_name", "found"),
+    [
+        # A CR LF ended EHLO and sent MAIL FROM as a command of its own.
+        ("x\r\nMAIL FROM:<evil@x>", " (found '\\r')"),
+        ("probe.example.test\nRSET", " (found '\\n')"),
+        ("probe host", " (found ' ')"),
+        ("probe_1.example.test", " (found '_')"),
+        ("prøbe.example.test", " (found 'ø')"),  # EHLO is ASCII: a crash at every probe
+        ("-probe.example.test", ""),
+        ("probe..example.test", ""),
+        ("[::1]", ""),  # an IPv6 literal is tagged: [IPv6:::1]
+        ("[192.0.2.300]", ""),
+        ("", ""),
+    ],
+)
+def test_smtp_helo_name_is_a_host_name_or_address_literal(helo_name: str, found: str) -> None:
+    assert issues(type="smtp", target="127.0.0.1", helo_name=helo_name) == [
+        f"{KEY}.helo_name: {HELO_EXPECTED}{found} (got {helo_name!r})"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -188,6 +265,12 @@ def test_sip_accepts_at_least_one_code() -> None:
         {"type": "http", "headers": {"Host": "intranet.test", "X-Note": "a\tb; c=d, é"}},
         {"type": "http", "header_files": {"X-Api-Key": "/etc/availmon/api-key"}},
         {"type": "tcp", "target": "[::1]:22"},
+        {"type": "tcp", "target": "[fe80::1%lo]:22"},
+        {"type": "smtp", "target": "::1"},  # unbracketed IPv6 where a default port applies
+        {"type": "dns", "target": "[::1]", "query_name": "example.test"},
+        {"type": "smtp", "target": "127.0.0.1", "helo_name": "probe-1.example.test"},
+        {"type": "smtp", "target": "127.0.0.1", "helo_name": "[192.0.2.1]"},
+        {"type": "smtp", "target": "127.0.0.1", "helo_name": "[IPv6:2001:db8::1]"},
         {"type": "sip", "target": "[::1]"},
         {"type": "sip", "target": "127.0.0.1", "accept_codes": [200, 404]},
         # equal bounds: the value must be exactly 2 (two power supplies)

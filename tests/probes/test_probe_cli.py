@@ -4,6 +4,7 @@ estate config with its options written flat in the check's table, as the docs sh
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,6 +51,17 @@ def test_cli_bad_option_is_a_config_error(capsys: pytest.CaptureFixture[str]) ->
     code = main(["probe", "dns", "127.0.0.1", "--query-name", "x.test", "--record-type", "NOPE"])
     assert code == 2
     assert "--record_type: Value error, unknown record type 'NOPE'" in capsys.readouterr().err
+
+
+def test_cli_missing_ca_file_names_the_key_and_the_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "private-ca.pem"
+    code = main(["probe", "http", f"http://{LOOPBACK}:{free_port()}/", "--ca-file", str(missing)])
+    assert (code, capsys.readouterr().err) == (
+        3,
+        f"availmon: ca_file: cannot read {missing}: No such file or directory\n",
+    )
 
 
 CHECKS: list[dict[str, Any]] = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ from aiosmtpd.controller import Controller
 from probe_peers import LOOPBACK, Certs, Pair, free_port
 from pydantic import ValidationError
 
+from availmon.errors import ConfigError, StartupError
+from availmon.probecli import run_probe
 from probes import smtp
 from probes.registry import REGISTRY
 
@@ -160,6 +163,33 @@ async def test_starttls_ehlo_after_upgrade_lists_extensions(
     result = await smtp.probe(target, 5, opts(starttls=True, ca_file=str(certs.ca)))
     # After the upgrade the server no longer offers STARTTLS: proof we read the second EHLO.
     assert "STARTTLS" not in result.details["extensions"]
+
+
+async def test_helo_name_cannot_smuggle_a_command(start_smtp: StartSmtp, sink: Sink) -> None:
+    """A CR LF in helo_name ended EHLO and sent the rest (here MAIL FROM) as a command of its
+    own: the option is refused before any connection, so the server sees nothing."""
+    target = start_smtp()
+    with pytest.raises(ConfigError) as err:
+        await run_probe("smtp", target, 5, {"helo_name": "x\r\nMAIL FROM:<evil@x>"})
+    [issue] = err.value.issues
+    assert issue.path.lstrip("-").replace("-", "_") == "helo_name"
+    assert issue.message.endswith(
+        "expected a host name (letters, digits and hyphens, in labels joined by dots) or an"
+        " address literal such as [192.0.2.1] or [IPv6:2001:db8::1] (found '\\r')"
+    )
+    assert sink.mail_commands == 0
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit_tls"])
+async def test_missing_ca_file_is_a_startup_error(
+    start_smtp: StartSmtp, sink: Sink, tmp_path: Path, mode: str
+) -> None:
+    """Named with its key and path before the probe connects, not a bare "No such file or
+    directory" from OpenSSL."""
+    missing = tmp_path / "private-ca.pem"
+    with pytest.raises(StartupError) as err:
+        await smtp.probe(start_smtp(), 5, opts(**{mode: True, "ca_file": str(missing)}))
+    assert str(err.value) == f"ca_file: cannot read {missing}: No such file or directory"
 
 
 @pytest.mark.parametrize(
