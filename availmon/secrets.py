@@ -40,6 +40,9 @@ SECRET_HEADERS = frozenset(
 #: Text that is a credential whatever key it is under (``Bearer abc``, ``Basic abc=``).
 _CREDENTIAL_TEXT = re.compile(r"^\s*(bearer|basic|digest|token)\s+\S", re.I)
 HIDDEN = "<hidden: looks like a secret; use a *_file or *_env key>"
+#: An ordinary header's value (``Host``, ``X-Trace``): any header may carry a credential, so
+#: none is printed, but nothing says this one does.
+HIDDEN_HEADER = "<hidden: a header's value is never shown>"
 
 
 class SecretFileWarning(UserWarning):
@@ -205,6 +208,10 @@ def shown(path: Sequence[int | str], value: Any) -> str:
     """A value as an error message may print it: ``repr``, cut at SHOWN_MAX characters, or
     hidden when it looks secret."""
     if looks_secret(path, value):
+        keys = [str(p).lower() for p in path if isinstance(p, str)]
+        header = keys[-1] if len(keys) >= 2 and keys[-2] == "headers" else None
+        if header is not None and header not in SECRET_HEADERS and not looks_secret((), value):
+            return HIDDEN_HEADER
         return HIDDEN
     text = repr(value)
     return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX] + "…"

@@ -11,7 +11,7 @@ import pytest
 
 from availmon.config import ConfigError, parse_config
 from availmon.errors import StartupError
-from availmon.secrets import HIDDEN
+from availmon.secrets import HIDDEN_HEADER
 from probes import http
 from probes.registry import REGISTRY
 from tests.peers import write_secret
@@ -142,7 +142,7 @@ def test_header_value_with_a_line_break_names_the_header_never_the_value() -> No
     found = issues(headers={"X-Site": "ccc\r\nX-Injected: yes"})
     assert found == [
         f"{KEY}.headers.X-Site: a header value is one line without control characters"
-        f" (found '\\r') (got {HIDDEN})"
+        f" (found '\\r') (got {HIDDEN_HEADER})"
     ]
     assert "Injected" not in found[0]
 
@@ -151,7 +151,9 @@ def test_header_value_with_a_line_break_names_the_header_never_the_value() -> No
 def test_header_names_are_tokens(name: str) -> None:
     message = f"{name!r} is not a header name: use letters, digits and !#$%&'*+-.^_`|~"
     # Anything under headers is hidden; the message itself shows the name.
-    assert issues(headers={name: "ccc"}) == [f"{KEY}.headers.{name}: {message} (got {HIDDEN})"]
+    assert issues(headers={name: "ccc"}) == [
+        f"{KEY}.headers.{name}: {message} (got {HIDDEN_HEADER})"
+    ]
     assert issues(header_files={name: "/etc/availmon/site"}) == [
         f"{KEY}.header_files.{name}: {message} (got {name!r})"
     ]
