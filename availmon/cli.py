@@ -171,6 +171,53 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _undecodable(value: object) -> bool:
+    """Text from bytes that are not UTF-8: Python keeps each bad byte as a lone surrogate,
+    which nothing can store or print (SQLite, stdout: 'unexpected UnicodeEncodeError')."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _shown(value: str) -> str:
+    """The bytes as typed, with the bad ones as ``\\xff`` escapes."""
+    shown = (
+        f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else repr(c)[1:-1] for c in value
+    )
+    return f"'{''.join(shown)}'"
+
+
+def refuse_undecodable(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Sequence[str]
+) -> None:
+    """Every text argument must be UTF-8: a usage error (exit 2) naming the argument, before
+    the command runs. Paths (``type=Path``) are left alone: a file name may be any bytes."""
+    while True:
+        chosen = None
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(args, action.dest, None) or "")
+                continue
+            value = getattr(args, action.dest, None)
+            for v in value if isinstance(value, list) else [value]:
+                if _undecodable(v):
+                    assert isinstance(v, str)
+                    error = argparse.ArgumentError(action, f"not UTF-8: {_shown(v)}")
+                    parser.error(str(error))
+        if chosen is None:
+            break
+        parser = chosen
+    for i, word in enumerate(extra):  # a probe's options
+        if _undecodable(word):
+            name = word.split("=", 1)[0] if word.startswith("--") else extra[i - 1] if i else ""
+            named = f"argument {name}: " if name.startswith("--") else ""
+            parser.error(f"{named}not UTF-8: {_shown(word)}")
+
+
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
@@ -180,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "allow_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    refuse_undecodable(parser, args, extra)
     args.extra = extra
     setup_logging(args.log_level, args.log_format)
     # Warnings (a secret file others can read) go to the log, in its format.

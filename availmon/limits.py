@@ -28,3 +28,11 @@ SECRET_MAX_BYTES = 64 * 1024
 #: MQTT framing around a payload (fixed header, topic, packet id, MQTT 5 properties): what the
 #: broker's packet limit allows above ``collector.max_payload_bytes``.
 MQTT_PACKET_OVERHEAD = 1024
+
+#: What people write about an outage (the board, the API, ``outages annotate``), by field.
+ANNOTATION_MAX_CHARS = {"cause": 500, "provider": 200, "note": 2000}
+#: A maintenance window's reason, and the name a change is recorded under.
+REASON_MAX_CHARS = 500
+WHO_MAX_CHARS = 64
+#: Rows one listing returns (``alerts list --limit``, the API's ``limit``).
+MAX_LIST_ROWS = 10_000

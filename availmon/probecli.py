@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from availmon.durations import duration
 from availmon.errors import ConfigError, ConfigIssue
 from availmon.secrets import inline_secrets
 from probes.base import ProbeResult, timeout_text
@@ -35,8 +36,22 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-h", "--help", action=_ProbeHelp, nargs=0, help="show this help and exit")
     p.add_argument("type", choices=sorted(REGISTRY))
     p.add_argument("target")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds (5)")
+    p.add_argument(
+        "--timeout", type=_timeout, default=5.0, help="seconds, or a duration such as 250ms (5)"
+    )
     p.set_defaults(func=cmd_probe, allow_extra=True)
+
+
+def _timeout(text: str) -> float:
+    """``--timeout``: what a check's ``timeout`` may be, more than 0 and at most a year
+    (inf overflowed the probe's clock arithmetic, nan and -1 "timed out" at once)."""
+    try:
+        value = float(duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, got {text!r}")
+    return value
 
 
 def _value(text: str) -> Any:

@@ -245,6 +245,8 @@ def date_range(first: date, last: date, tz: ZoneInfo) -> Period:
     """``--from/--to`` with both days included: 2019-07-01..2019-09-30 is FY2019Q2."""
     if last < first:
         raise PeriodError(f"--to {last} is before --from {first}")
+    if first.year < FIRST_YEAR or last.year > LAST_YEAR:  # 9999-12-31 has no day after it
+        raise _outside(f"{first}..{last}")
     return _bounded(_span(f"{first}..{last}", "range", first, last + timedelta(days=1), tz))
 
 

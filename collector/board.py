@@ -41,6 +41,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
@@ -48,6 +49,7 @@ from pydantic.json_schema import SkipJsonSchema
 from availmon.aio import waited
 from availmon.clock import from_iso, to_iso, utcnow
 from availmon.config import Estate, scope_issues
+from availmon.limits import ANNOTATION_MAX_CHARS, REASON_MAX_CHARS
 from availmon.schema import State
 from collector import auth
 from collector.accounting import (
@@ -734,17 +736,35 @@ def outage_detail(
 # -- writes ----------------------------------------------------------------------------
 
 
+def storable(value: Any) -> Any:
+    """Text SQLite can store: JSON may escape a lone surrogate (``"\\udcff"``), which
+    nothing can encode (a 500 from the write)."""
+    for text in value if isinstance(value, list) else [value]:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("not valid text: a lone surrogate (\\ud800-\\udfff)") from None
+    return value
+
+
 class AnnotationIn(BaseModel):
     """What people know about an outage; fields left out keep their value."""
 
     # The published schema says what the validator says: at least one field, none null.
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
 
-    cause: str | SkipJsonSchema[None] = Field(default=None, max_length=500)
-    provider: str | SkipJsonSchema[None] = Field(default=None, max_length=200)
-    note: str | SkipJsonSchema[None] = Field(default=None, max_length=2000)
+    cause: str | SkipJsonSchema[None] = Field(
+        default=None, max_length=ANNOTATION_MAX_CHARS["cause"]
+    )
+    provider: str | SkipJsonSchema[None] = Field(
+        default=None, max_length=ANNOTATION_MAX_CHARS["provider"]
+    )
+    note: str | SkipJsonSchema[None] = Field(default=None, max_length=ANNOTATION_MAX_CHARS["note"])
     #: True marks it planned work (shown as maintenance, never red); false unplanned.
     planned: bool | SkipJsonSchema[None] = None
+
+    _storable = field_validator("cause", "provider", "note")(storable)
 
     @model_validator(mode="after")
     def _something(self) -> AnnotationIn:
@@ -808,7 +828,9 @@ class MaintenanceIn(BaseModel):
     areas: list[str] = Field(default_factory=list, max_length=100)
     checks: list[str] = Field(default_factory=list, max_length=100)
     partners: list[str] = Field(default_factory=list, max_length=100)
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=REASON_MAX_CHARS)
+
+    _storable = field_validator("sites", "areas", "checks", "partners", "reason")(storable)
 
     @model_validator(mode="after")
     def _ordered(self) -> MaintenanceIn:

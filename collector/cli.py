@@ -20,8 +20,8 @@ import getpass
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,6 +31,7 @@ from availmon.config import Estate, load_config, scope_issues
 from availmon.configpath import describe as describe_config
 from availmon.configpath import find_config
 from availmon.errors import EXIT_FAIL, FileFailure, NoSuchRecord, StoreError, UsageError
+from availmon.limits import ANNOTATION_MAX_CHARS, MAX_LIST_ROWS, REASON_MAX_CHARS, WHO_MAX_CHARS
 from availmon.text import terminal
 from collector.accounting import (
     BusinessCalendar,
@@ -47,6 +48,7 @@ from collector.accounting import (
 from collector.alerts import Context, test_message
 from collector.maintenance import expand
 from collector.outage_csv import parse_csv, read_csv_file
+from collector.outage_csv import parse_time as parse_local_time
 from collector.outbox import AlertBook, list_alerts
 from collector.report import (
     FORMATS,
@@ -178,7 +180,9 @@ def add_alert_parsers(sub: Any) -> None:
         "list", help="alerts, newest first: pending, sent, failed, acknowledged, held"
     )
     lst.add_argument("--open", action="store_true", help="only alerts whose outage is ongoing")
-    lst.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+    lst.add_argument(
+        "--limit", type=_rows, default=50, help=f"at most this many, 1-{MAX_LIST_ROWS} (50)"
+    )
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(lst)
     lst.set_defaults(func=cmd_alerts_list)
@@ -193,6 +197,13 @@ def add_alert_parsers(sub: Any) -> None:
     test.add_argument("route", help="route name, from alerts.routes")
     _common(test)
     test.set_defaults(func=cmd_alerts_test)
+
+
+def _rows(text: str) -> int:
+    """``--limit``: a whole number of rows, 1 to ``MAX_LIST_ROWS``."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIST_ROWS:
+        raise argparse.ArgumentTypeError(f"expected a number 1-{MAX_LIST_ROWS}, got {text!r}")
+    return int(text)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -225,15 +236,24 @@ def _period_args(p: argparse.ArgumentParser) -> None:
 
 def _period(args: argparse.Namespace, estate: Estate, *, default_now: datetime) -> Period:
     tz = ZoneInfo(estate.accounting.timezone)
-    if args.period and (args.date_from or args.date_to):
+    # `is not None`: an empty value (--period '') is a bad value, not "none given".
+    ranged = args.date_from is not None or args.date_to is not None
+    if args.period is not None and ranged:
         raise PeriodError("give --period or --from/--to, not both")
-    if args.period:
+    if args.period is not None:
         return parse_period(args.period, tz)
-    if args.date_from or args.date_to:
-        if not (args.date_from and args.date_to):
+    if ranged:
+        if args.date_from is None or args.date_to is None:
             raise PeriodError("--from and --to go together")
-        return date_range(parse_date(args.date_from), parse_date(args.date_to), tz)
+        return date_range(_day(args.date_from, "--from"), _day(args.date_to, "--to"), tz)
     return quarter_containing(default_now, tz)
+
+
+def _day(text: str, option: str) -> date:
+    try:
+        return parse_date(text)
+    except PeriodError as exc:
+        raise PeriodError(f"{option}: {exc}") from None
 
 
 def _open(
@@ -287,6 +307,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     period = _period(args, estate, default_now=now)  # a usage error before any database one
     _, store = _open(args, estate=estate)
     with _using(store):
+        _known(args.area, "area", estate.areas, store.outage_areas)
+        _known(args.site, "site", estate.sites, store.outage_sites)
         rows = store.outages_between(period.start, period.end, area=args.area, site=args.site)
         calendar = BusinessCalendar.from_accounting(estate.accounting)
         acc = accounts_for(store, estate, period, now, calendar, bookings=True)
@@ -341,6 +363,38 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known(
+    name: str | None, what: str, configured: Iterable[str], stored: Callable[[], list[str]]
+) -> None:
+    """A name to filter by must be in the config or, for a retired one, in the database: a
+    mistyped one would list nothing and look like a quiet quarter."""
+    if name is None or name in configured:
+        return
+    known = sorted({*configured, *stored()})
+    if name not in known:
+        raise UsageError(f"--{what} {name!r}: no such {what} (known: {', '.join(known) or 'none'})")
+
+
+def _text(value: str | None, option: str, longest: int) -> str | None:
+    """Text recorded in the store, within the length the board and the API allow."""
+    if value is not None and len(value) > longest:
+        raise UsageError(f"{option}: longer than {longest} characters ({len(value)})")
+    return value
+
+
+def _who(args: argparse.Namespace) -> str:
+    """Who a change is recorded under: ``--by``, else the login name; as the API's
+    X-Availmon-User, 1-64 printable characters (an empty --by is refused, not ignored)."""
+    if args.by is None:
+        return getpass.getuser()
+    by: str = args.by.strip()
+    if not by or len(by) > WHO_MAX_CHARS or not by.isprintable():
+        raise UsageError(
+            f"--by {args.by!r}: expected a name of 1-{WHO_MAX_CHARS} printable characters"
+        )
+    return by
+
+
 def _when(us: int, tz: ZoneInfo) -> str:
     return from_us(us).astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
@@ -350,16 +404,18 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         raise UsageError(
             "nothing to record: give --cause, --provider, --note, --planned or --unplanned"
         )
+    texts = {k: _text(getattr(args, k), f"--{k}", n) for k, n in ANNOTATION_MAX_CHARS.items()}
+    by = _who(args)
     estate, store = _open(args)
     with _using(store):
         row = store.annotate(
             args.id,
             utcnow(),
-            cause=args.cause,
-            provider=args.provider,
-            note=args.note,
+            cause=texts["cause"],
+            provider=texts["provider"],
+            note=texts["note"],
             planned=args.planned,
-            by=args.by or getpass.getuser(),
+            by=by,
         )
     start = from_iso(row["start"]).astimezone(ZoneInfo(estate.accounting.timezone))
     start_text = start.strftime("%Y-%m-%d %H:%M")
@@ -374,26 +430,28 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def parse_time(text: str, tz: ZoneInfo, what: str) -> datetime:
-    """ISO 8601; a time without an offset is local (the accounting timezone)."""
+    """ISO 8601; a time without an offset is local (the accounting timezone), refused where
+    the clocks change (skipped or repeated), as an import refuses it."""
     try:
-        dt = datetime.fromisoformat(text.strip())
+        datetime.fromisoformat(text.strip())
     except ValueError:
         raise UsageError(
             f"{what}: not a time (ISO 8601, e.g. 2019-10-01T09:00): {text!r}"
         ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=tz)
-    if not 1990 <= dt.year <= 2100:
-        raise UsageError(f"{what}: {text!r} is outside 1990-2100")
-    return dt.astimezone(UTC)
+    try:
+        return parse_local_time(text.strip(), tz)
+    except ValueError as exc:
+        raise UsageError(f"{what} {text!r}: {exc}") from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     now = utcnow()
     estate = _load(args)
     tz = ZoneInfo(estate.accounting.timezone)
-    as_of = parse_time(args.as_of, tz, "--as-of") if args.as_of else None
-    generated = parse_time(args.generated_at, tz, "--generated-at") if args.generated_at else None
+    as_of = None if args.as_of is None else parse_time(args.as_of, tz, "--as-of")
+    generated = (
+        None if args.generated_at is None else parse_time(args.generated_at, tz, "--generated-at")
+    )
     if as_of is not None and as_of > now:
         raise UsageError(f"--as-of {args.as_of} is in the future")
     period = _period(args, estate, default_now=as_of or now)
@@ -432,6 +490,10 @@ def cmd_maintenance_add(args: argparse.Namespace) -> int:
     end = parse_time(args.end, tz, "--end")
     if end <= start:
         raise UsageError(f"--end {args.end} is not after --start {args.start}")
+    if not args.reason.strip():
+        raise UsageError("--reason: empty (say what the work is: it is printed on the report)")
+    _text(args.reason, "--reason", REASON_MAX_CHARS)
+    by = _who(args)
     scope = {
         "sites": args.site,
         "areas": args.area,
@@ -453,9 +515,7 @@ def cmd_maintenance_add(args: argparse.Namespace) -> int:
     _, store = _open(args, create=True, estate=estate)
     with _using(store):
         record_rules(store, estate, now)
-        row = store.declare_window(
-            start, end, scope, args.reason, args.by or getpass.getuser(), now
-        )
+        row = store.declare_window(start, end, scope, args.reason, by, now)
     late = " (declared after its start: it plans only from now)" if start < now else ""
     print(
         terminal(
@@ -468,9 +528,11 @@ def cmd_maintenance_add(args: argparse.Namespace) -> int:
 
 def cmd_maintenance_list(args: argparse.Namespace) -> int:
     now = utcnow()
-    estate, store = _open(args, create=True)
+    estate = _load(args)
+    period = _period(args, estate, default_now=now)  # a usage error before any database one
+    # A listing never creates a database (a mistyped --db left an empty one behind).
+    _, store = _open(args, estate=estate)
     try:
-        period = _period(args, estate, default_now=now)
         declared = [window_of(r) for r in store.windows(period.start, period.end)]
         cancelled = [r for r in store.windows(period.start, period.end, now) if r["cancelled_at"]]
     finally:
@@ -506,9 +568,11 @@ def cmd_maintenance_list(args: argparse.Namespace) -> int:
 
 
 def cmd_maintenance_cancel(args: argparse.Namespace) -> int:
+    reason = _text(args.reason, "--reason", REASON_MAX_CHARS)
+    by = _who(args)
     _, store = _open(args)
     with _using(store):
-        done = store.cancel_window(args.id, args.by or getpass.getuser(), utcnow(), args.reason)
+        done = store.cancel_window(args.id, by, utcnow(), reason)
     if not done:
         raise UsageError(f"no declared window {args.id!r}")
     print(terminal(f"{args.id} cancelled"))
@@ -555,8 +619,8 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_ack(args: argparse.Namespace) -> int:
+    by = _who(args)
     estate, store = _open(args)
-    by = args.by or getpass.getuser()
     with _using(store):
         done = AlertBook(store, Context.of(estate), "").acknowledge(args.id, by, utcnow())
     if done is None:

@@ -95,7 +95,7 @@ def parse_time(text: str, tz: ZoneInfo) -> datetime:
         # by whether the wall time survives a round trip through UTC.
         if early.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == dt:
             raise ValueError(f"happens twice in {tz.key} (clocks went back); add an offset")
-        raise ValueError(f"does not exist in {tz.key} (clocks went forward)")
+        raise ValueError(f"does not exist in {tz.key} (clocks went forward); add an offset")
     return early.astimezone(UTC)
 
 

@@ -1046,6 +1046,14 @@ class Store:
         rows.sort(key=lambda r: r["start"], reverse=True)
         return rows[: int(limit)]
 
+    def outage_areas(self) -> list[str]:
+        """Every area an outage is stored in (one no longer configured too), sorted."""
+        return self._areas()
+
+    def outage_sites(self) -> list[str]:
+        """Every site an outage is stored for (a retired one too), sorted."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT site FROM outages ORDER BY site")]
+
     def _areas(self) -> list[str]:
         """Every area an outage was stored in, by one index probe each."""
         out: list[str] = []

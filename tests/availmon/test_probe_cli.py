@@ -53,3 +53,33 @@ async def test_bad_option_is_a_usage_error() -> None:
     rc, result = await availmon("probe", "http", "http://127.0.0.1:1/", "--no-such-option", "1")
     assert rc == 2
     assert "--no_such_option" in str(result["stderr"])
+
+
+async def test_a_timeout_that_is_not_finite_and_positive_is_a_usage_error() -> None:
+    """inf was 'unexpected OverflowError'; nan and -1 'timed out' at once, a failed probe."""
+    for text, why in [
+        ("inf", "expected seconds or a duration such as '30s', '5m', '250ms'"),
+        ("nan", "expected seconds or a duration such as '30s', '5m', '250ms'"),
+        ("-1", "expected seconds or a duration such as '30s', '5m', '250ms'"),
+        ("0", "expected more than 0 seconds"),
+        ("367d", "expected at most a year ('366d')"),
+    ]:
+        rc, result = await availmon("probe", "http", "http://127.0.0.1:1/", "--timeout", text)
+        assert rc == 2, text
+        assert str(result["stderr"]).splitlines()[-1] == (
+            f"availmon probe: error: argument --timeout: {why}, got {text!r}"
+        )
+
+
+async def test_a_timeout_may_be_a_duration() -> None:
+    port = free_port()
+    rc, result = await availmon("probe", "tcp", f"127.0.0.1:{port}", "--timeout", "250ms")
+    assert (rc, result["ok"], result["error"]) == (1, False, "connection refused")
+
+
+async def test_an_option_that_is_not_utf8_is_a_usage_error() -> None:
+    rc, result = await availmon("probe", "http", "http://127.0.0.1:1/", "--body-match", "\udcff")
+    assert rc == 2
+    assert str(result["stderr"]).splitlines()[-1] == (
+        "availmon probe: error: argument --body-match: not UTF-8: '\\xff'"
+    )

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from availmon.cli import main
 from availmon.schema import State
 from collector.main import Collector
 from collector.web import make_app
@@ -145,3 +148,16 @@ async def test_acknowledge_through_the_api_and_the_board(
         assert [m["status"] for m in outbox(c)] == ["pending", "pending"]
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("limit", ["99999999999999999999", "-1", "0", "10001", "5.0", ""])
+def test_alerts_list_limit_out_of_range_is_a_usage_error(
+    limit: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A huge one was 'unexpected OverflowError' (SQLite's INTEGER), -1 listed everything."""
+    with pytest.raises(SystemExit) as exited:
+        main(["alerts", "list", "--limit", limit, "--config", str(config_file)])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"availmon alerts list: error: argument --limit: expected a number 1-10000, got {limit!r}"
+    )

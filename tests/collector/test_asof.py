@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from availmon.cli import main
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
 from collector.accounting import parse_period
@@ -320,3 +322,101 @@ def test_maintenance_cli_declares_lists_and_cancels(tmp_path: Path) -> None:
     assert row["attribution"] == ["window sunday-patching@2019-08-04T02:00+01:00"]
     table = cli("outages", "list", "--config", str(cfg), "--period", "2019-08")
     assert "window sunday-patching@2019-08-04T02:00+01:00" in table.stdout
+
+
+def usage(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, list[str]]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err.splitlines()
+
+
+def test_a_maintenance_listing_never_creates_a_database(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad period, or a mistyped --db, left a new directory and database behind."""
+    db = tmp_path / "new" / "new.db"
+    argv = ["maintenance", "list", "--config", config_file, "--db", db]
+    assert usage(capsys, *argv, "--period", "BOGUS") == (
+        2,
+        [
+            "availmon: unknown period 'BOGUS': use FY2019Q2 (UK financial quarter), 2019Q3"
+            " (calendar quarter), 2019-09 (month) or 2019-07-01..2019-09-30"
+        ],
+    )
+    assert usage(capsys, *argv, "--period", "2019Q3") == (
+        3,
+        [f"availmon: no database at {db}: import outages first, run the collector, or pass --db"],
+    )
+    assert not db.parent.exists()
+    assert not (tmp_path / "cli.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["report"], ["maintenance", "list"], ["outages", "list"]], ids=" ".join
+)
+def test_from_to_past_the_last_year_is_a_usage_error(
+    command: list[str], config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The day after 9999-12-31: 'unexpected OverflowError: date value out of range'."""
+    argv = [*command, "--from", "2019-01-01", "--to", "9999-12-31", "--config", config_file]
+    assert usage(capsys, *argv) == (
+        2,
+        ["availmon: period 2019-01-01..9999-12-31 is outside 1990-01-01 to 2100-12-31"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["maintenance", "add", "--start", "2031-03-30T01:30", "--end", "2031-03-30T03:00",
+          "--reason", "x"],
+         "--start '2031-03-30T01:30': does not exist in Europe/London (clocks went forward);"
+         " add an offset"),
+        (["maintenance", "add", "--start", "2019-10-27T00:30", "--end", "2019-10-27T01:30",
+          "--reason", "x"],
+         "--end '2019-10-27T01:30': happens twice in Europe/London (clocks went back);"
+         " add an offset"),
+        (["report", "--as-of", "2019-10-27T01:30"],
+         "--as-of '2019-10-27T01:30': happens twice in Europe/London (clocks went back);"
+         " add an offset"),
+        (["report", "--generated-at", "2031-03-30T01:59"],
+         "--generated-at '2031-03-30T01:59': does not exist in Europe/London (clocks went"
+         " forward); add an offset"),
+    ],
+)  # fmt: skip
+def test_local_times_inside_a_clock_change_are_refused(
+    argv: list[str],
+    message: str,
+    config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """01:30 on the spring Sunday never happens (it was stored as 02:30); on the autumn one
+    it happens twice (it was taken as summer time). An import refuses both; so does this."""
+    assert usage(capsys, *argv, "--config", config_file) == (2, [f"availmon: {message}"])
+    assert not (tmp_path / "cli.db").exists()
+    # With an offset, it says which instant.
+    if argv[0] == "maintenance":
+        fixed = [a + "+01:00" if a.startswith("20") and a.endswith(":30") else a for a in argv]
+        assert usage(capsys, *fixed, "--by", "carol", "--config", config_file)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--period", ""], "unknown period '': use FY2019Q2 (UK financial quarter), 2019Q3"
+                           " (calendar quarter), 2019-09 (month) or 2019-07-01..2019-09-30"),
+        (["--from", "", "--to", ""], "--from: not a date (YYYY-MM-DD): ''"),
+        (["--from", "2019-07-01", "--to", ""], "--to: not a date (YYYY-MM-DD): ''"),
+        (["--from", ""], "--from and --to go together"),
+        (["--as-of", ""], "--as-of: not a time (ISO 8601, e.g. 2019-10-01T09:00): ''"),
+        (["--generated-at", ""],
+         "--generated-at: not a time (ISO 8601, e.g. 2019-10-01T09:00): ''"),
+    ],
+)  # fmt: skip
+def test_an_empty_value_is_a_bad_value_not_none_given(
+    argv: list[str], message: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--period '' gave this quarter's report, --as-of '' the figures as of now: exit 0."""
+    code, err = usage(capsys, "report", *argv, "--format", "json", "--config", config_file)
+    assert (code, err) == (2, [f"availmon: {message}"])
+    assert capsys.readouterr().out == ""

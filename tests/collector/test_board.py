@@ -245,6 +245,33 @@ async def test_writes_need_the_token_and_a_name(collector: Collector, aiohttp_cl
     assert detail["events"][0]["error"] == "HTTP 503"
 
 
+async def test_annotations_over_the_caps_or_not_text_are_refused(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    """The caps ``outages annotate`` shares; a lone surrogate (JSON's "\\udcff") was a 500."""
+    oid = await down_webmail(collector)
+    client = await aiohttp_client(make_app(collector))
+    headers = {
+        "Authorization": f"Bearer {TOKEN}",
+        "X-Availmon-User": "bob",
+        "Content-Type": "application/json",
+    }
+    for body, why in [
+        ({"note": "n" * 2001}, "note: Value should have at most 2000 items after validation"),
+        ({"cause": "c" * 501}, "cause: Value should have at most 500 items after validation"),
+        ({"provider": "p" * 201}, "provider: Value should have at most 200 items after"),
+        ('{"cause": "bad\\udcff"}', "cause: not valid text: a lone surrogate"),
+    ]:
+        data = body if isinstance(body, str) else json.dumps(body)
+        response = await client.post(
+            f"/api/v1/outages/{oid}/annotations", data=data, headers=headers
+        )
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"].startswith(f"bad annotate request: {why}")
+    detail = await (await client.get(f"/api/v1/outages/{oid}")).json()
+    assert detail["annotations"] == []
+
+
 async def test_page_form_writes_with_token_and_refuses_without(
     collector: Collector, aiohttp_client: Any
 ) -> None:

@@ -89,7 +89,7 @@ def test_sample_file_is_good_against_the_demo_config() -> None:
         (
             "dc,email,webmail,2019-03-31T01:30,2019-03-31T03:00,unplanned,,,",
             "line 3: start '2019-03-31T01:30': does not exist in Europe/London (clocks went"
-            " forward)",
+            " forward); add an offset",
         ),
         (
             "dc,email,webmail,2019-07-01T10:00,,unplanned,,,",
@@ -358,3 +358,106 @@ def test_config_comes_from_availmon_config(
     assert capsys.readouterr().out.rstrip().endswith("12 outage(s) in FY2019Q2")
     assert run("outages", "list", "--period", "FY2019Q2") == 2
     assert "nope.toml: cannot read" in capsys.readouterr().err
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> str:
+    """The last line of a usage error argparse reported (exit 2): the one naming the bad value."""
+    with pytest.raises(SystemExit) as exited:
+        run(*argv)
+    assert exited.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+def test_list_refuses_an_area_or_site_nobody_knows(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped name listed "0 outage(s)" with exit 0: a quiet quarter, seemingly."""
+    assert run("outages", "import", SAMPLE, "--config", config_file) == 0
+    capsys.readouterr()
+    argv = ["outages", "list", "--period", "FY2019Q2", "--config", config_file]
+    assert run(*argv, "--area", "nosuch") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "availmon: --area 'nosuch': no such area"
+        " (known: email, internet_web, network_telephony, servers)"
+    ]
+    assert run(*argv, "--site", "") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "availmon: --site '': no such site"
+        " (known: ccc-guildhall, dc, hdc-pathfinder, scdc-cambourne)"
+    ]
+    # A retired site, gone from the config, still has its outages in the database.
+    retired = tmp_path / "retired.toml"
+    text = config_file.read_text(encoding="utf-8")
+    retired.write_text(text.replace('[sites.ccc-guildhall]\npartner = "CCC"\n', ""))
+    assert "ccc-guildhall" not in load_config(retired).sites
+    code = run("outages", "list", "--period", "FY2019Q2", "--site", "ccc-guildhall", "--json",
+               "--config", retired)  # fmt: skip
+    assert code == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def test_annotate_refuses_what_the_board_would(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 120,000-character note was stored; the board and the API cap each field."""
+    assert run("outages", "import", SAMPLE, "--config", config_file) == 0
+    capsys.readouterr()
+    db = tmp_path / "cli.db"
+    oid = str(stored(db)[0]["id"])
+    before = stored(db)
+    for extra, message in [
+        (["--note", "n" * 2001], "--note: longer than 2000 characters (2001)"),
+        (["--cause", "c" * 501], "--cause: longer than 500 characters (501)"),
+        (["--provider", "p" * 201], "--provider: longer than 200 characters (201)"),
+        (
+            ["--cause", "x", "--by", "b" * 65],
+            f"--by '{'b' * 65}': expected a name of 1-64 printable characters",
+        ),
+        # Empty is a bad name, not "none given" (which is the login name).
+        (["--cause", "x", "--by", ""], "--by '': expected a name of 1-64 printable characters"),
+    ]:
+        assert run("outages", "annotate", oid, *extra, "--config", config_file) == 2
+        assert capsys.readouterr().err.splitlines() == [f"availmon: {message}"]
+    assert stored(db) == before
+    assert run("outages", "annotate", oid, "--note", "n" * 2000, "--config", config_file) == 0
+    assert stored_one(db, oid)["note"] == "n" * 2000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["outages", "annotate", "ID", "--cause", "bad\udcff"], "argument --cause"),
+        (["outages", "annotate", "ID", "--provider=x\udce9y"], "argument --provider"),
+        (["outages", "annotate", "ID", "--note", "x", "--by", "\udcffdana"], "argument --by"),
+        (["outages", "annotate", "bad\udcff", "--note", "x"], "argument id"),
+        (["outages", "list", "--site", "bad\udcff"], "argument --site"),
+        (
+            [
+                "maintenance",
+                "add",
+                "--start",
+                "2099-01-01T10:00",
+                "--end",
+                "2099-01-01T11:00",
+                "--reason",
+                "bad\udcff",
+            ],
+            "argument --reason",
+        ),
+        (["maintenance", "cancel", "m:1", "--reason", "bad\udcff"], "argument --reason"),
+    ],
+)
+def test_text_that_is_not_utf8_is_a_usage_error(
+    argv: list[str],
+    message: str,
+    config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Bytes that are not UTF-8 (Python keeps them as lone surrogates) could be neither
+    stored nor printed: 'unexpected UnicodeEncodeError', exit 3."""
+    bad = next(a for a in argv if not a.isascii()).split("=")[-1]
+    shown = bad.replace("\udcff", "\\xff").replace("\udce9", "\\xe9")
+    line = usage_error(capsys, *argv, "--config", config_file)
+    assert line.endswith(f": error: {message}: not UTF-8: '{shown}'"), line
+    assert not (tmp_path / "cli.db").exists()

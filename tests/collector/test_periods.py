@@ -129,6 +129,12 @@ def test_periods_outside_1990_to_2100_are_period_errors(text: str) -> None:
         parse_period(text, LONDON)
 
 
+def test_from_to_up_to_the_last_day_there_is_is_a_period_error() -> None:
+    # --from/--to: the day after 9999-12-31 was 'unexpected OverflowError'.
+    with pytest.raises(PeriodError, match=r"is outside 1990-01-01 to 2100-12-31$"):
+        date_range(date(2019, 1, 1), date(9999, 12, 31), LONDON)
+
+
 @pytest.mark.parametrize("text", ["1990Q1", "FY2100Q3", "2100-12", "1990-01-01..1999-12-31"])
 def test_periods_at_the_edges_are_accepted(text: str) -> None:
     assert parse_period(text, LONDON).id == text
