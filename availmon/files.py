@@ -24,3 +24,29 @@ def read_limited(path: str | Path, limit: int) -> bytes:
     if len(raw) > limit:
         raise NotAFile(f"larger than {limit} bytes")
     return raw
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that no reader ever finds half of it (a report a disk
+    filled under stays the last whole one): written beside it and renamed over it. What is
+    not a regular file (``/dev/stdout``, a FIFO, a symlink) is written in place: renaming
+    over it would replace the device or the link with a file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if st is not None:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))  # the report keeps its permissions
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

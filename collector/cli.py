@@ -31,6 +31,7 @@ from availmon.config import Estate, load_config, scope_issues
 from availmon.configpath import describe as describe_config
 from availmon.configpath import find_config
 from availmon.errors import EXIT_FAIL, FileFailure, NoSuchRecord, StoreError, UsageError
+from availmon.files import write_whole
 from availmon.limits import ANNOTATION_MAX_CHARS, MAX_LIST_ROWS, REASON_MAX_CHARS, WHO_MAX_CHARS
 from availmon.text import terminal
 from collector.accounting import (
@@ -464,7 +465,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     try:
-        args.out.write_text(text, encoding="utf-8")
+        write_whole(args.out, text)
     except OSError as exc:
         raise FileFailure(f"cannot write {args.out}: {exc.strerror or exc}") from exc
     c = data["combined"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,31 @@ def test_report_out_to_a_bad_path(
     code, err = run(capsys, "report", "--period", "FY2019Q2", "--out", out, "--config", config_file)
     assert code == EXIT_RUNTIME
     assert one_line(err) == f"availmon: cannot write {out}: No such file or directory"
+
+
+def test_a_report_replaces_the_last_one_whole(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Written beside the last one and renamed over it, so a disk that fills meanwhile
+    leaves the last whole report, never half of the new one; keeping its permissions. A
+    device is written in place: renaming over /dev/null would replace it with a file."""
+    assert run(capsys, "outages", "import", write(tmp_path, GOOD), "--config", config_file)[0] == 0
+    out = tmp_path / "report.html"
+    out.write_text("last quarter's report")
+    out.chmod(0o640)
+    before = out.stat().st_ino
+    code, _ = run(capsys, "report", "--period", "FY2019Q2", "--out", out, "--config", config_file)
+    assert code == 0
+    assert out.stat().st_ino != before
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert "<html" in out.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    devnull = Path("/dev/null")
+    code, _ = run(
+        capsys, "report", "--period", "FY2019Q2", "--out", devnull, "--config", config_file
+    )
+    assert code == 0
+    assert devnull.is_char_device()
 
 
 def corrupt(db: Path) -> None:
