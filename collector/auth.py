@@ -66,7 +66,13 @@ class Tokens:
 def _same(candidate: str | None, token: str | None) -> bool:
     if candidate is None or token is None:
         return False
-    return hmac.compare_digest(candidate.encode(), token.encode())
+    # A header's bytes that are not UTF-8 come as lone surrogates, which .encode() refused
+    # (a 500): as the bytes that came, they are simply not the token.
+    try:
+        given = candidate.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no byte stands for: not from the wire
+        return False
+    return hmac.compare_digest(given, token.encode())
 
 
 def bearer(request: web.Request) -> str | None:
@@ -79,9 +85,19 @@ def bearer(request: web.Request) -> str | None:
 
 def who(value: str | None) -> str | None:
     """The name a write is recorded under, or None when missing or unfit."""
-    if value is None:
+    if value is None or not _WHO.match(value) or not _utf8(value):
         return None
-    return value.strip() if _WHO.match(value) else None
+    return value.strip()
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` came as UTF-8 (a header's other bytes are lone surrogates, which the
+    store cannot keep: a 500 when it tried)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")

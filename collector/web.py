@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from availmon.clock import to_iso, utcnow
@@ -31,6 +35,8 @@ from collector.api import add_api
 from collector.board import add_board
 from collector.live import STATUS_KEYS
 from collector.report import report_json
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from availmon.config import Estate
@@ -299,6 +305,34 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+class _QuietHandler(RequestHandler):
+    """aiohttp's handler of one connection, answering a request it could not parse without
+    what it could not parse. aiohttp's own 400 quoted the offending header and logged it
+    with a traceback: a bad byte after a bearer token put the token in the response and,
+    at ERROR, in the log. A handler's own failure (500) keeps aiohttp's handling."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        kind = type(exc).__name__ if exc is not None else "unparsable request"
+        log.info("bad request from %s refused (%d, %s)", request.remote, status, kind)
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Bad Request"
+        response = web.Response(status=status, text=f"{status} {phrase}: {kind}\n")
+        response.force_close()
+        return response
+
+
 class CappedSite(web.TCPSite):
     """A TCPSite that answers at most ``max_connections`` connections at once (issue 15):
     idle sockets beyond that can no longer use up the process's file descriptors, which
@@ -331,7 +365,10 @@ class CappedSite(web.TCPSite):
             if len(server.connections) >= self._max_connections:
                 self._on_refused()
                 return _Busy()
-            return server()
+            handler = server()
+            # The server's own handler, made quiet (no attributes: the class has slots).
+            handler.__class__ = _QuietHandler
+            return handler
 
         self._server = await loop.create_server(protocol, self._host, self._port, backlog=_BACKLOG)
         self._bound_port = self._server.sockets[0].getsockname()[1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -118,3 +119,67 @@ async def test_absurd_report_periods_are_a_400(tmp_path: Path, period: str) -> N
         status, body = await get(port, f"/api/v1/report?period={period}")
         assert status == 400, body
         assert "1990-01-01 to 2100-12-31" in body or "longer than 10 years" in body
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Authorization: Bearer {token}\x7f",  # a control character after it
+        "Cookie: availmon_token={token}\x00",
+        "Authorization: Bearer {token}" + "a" * 9000,  # over the header's size
+    ],
+)
+async def test_a_request_that_cannot_be_parsed_never_echoes_the_token(
+    tmp_path: Path,
+    header: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp's own 400 quoted the header it could not parse, and logged it with a
+    traceback at ERROR: the write token in the response and in the log."""
+    token = "wt-canary-7f3e9d"
+    monkeypatch.setenv("AVM_TEST_WEB_TOKEN", token)
+    caplog.set_level(logging.DEBUG)
+    async with serving(tmp_path, token_env="AVM_TEST_WEB_TOKEN") as (_, _runner, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        line = header.format(token=token)
+        writer.write(f"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n{line}\r\n\r\n".encode())
+        await writer.drain()
+        answer = await closed_by_server(reader)
+        writer.close()
+    assert answer.split(b" ", 2)[1].startswith(b"4")
+    assert token.encode() not in answer
+    logged = "\n".join(
+        f"{r.getMessage()} {r.exc_text or ''} {r.exc_info[1] if r.exc_info else ''}"
+        for r in caplog.records
+    )
+    assert token not in logged
+    assert "bad request from 127.0.0.1 refused (4" in logged
+
+
+async def test_a_token_or_a_name_that_is_not_utf8_is_refused_not_a_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes of a header that are not UTF-8 reached the token's comparison and the
+    store as lone surrogates: 'unexpected UnicodeEncodeError', a 500, each time."""
+    monkeypatch.setenv("AVM_TEST_WEB_TOKEN", "wt-write")
+    monkeypatch.setenv("AVM_TEST_READ_TOKEN", "wt-read")
+    async with serving(
+        tmp_path, token_env="AVM_TEST_WEB_TOKEN", read_token_env="AVM_TEST_READ_TOKEN"
+    ) as (_, _runner, port):
+
+        async def status_of(request: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readline(), DEADLINE)
+            writer.close()
+            return head.split(b" ", 2)[1]
+
+        read = b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n\r\n"
+        assert await status_of(read) == b"401"
+        ack = (
+            b"POST /api/v1/alerts/o:x/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wt-write"
+            b"\r\nX-Availmon-User: \x85\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert await status_of(ack) == b"400"
