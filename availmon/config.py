@@ -158,7 +158,9 @@ class WebConfig(Frozen):
     #: A connection that has not sent a complete request head in this long, or sits idle
     #: between requests this long, is closed.
     idle_timeout: Seconds = 15.0
-    #: How long a request body we do not read may keep arriving after the response.
+    #: How long a request body may take to arrive: a write whose body is not in within this
+    #: is answered 408 and closed, and a body we do not read may keep arriving this long
+    #: after the response.
     body_timeout: Seconds = 5.0
     #: The largest request body accepted (writes are small JSON bodies and forms).
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 Shown = Literal["up", "degraded", "down", "maintenance", "unreachable", "unknown"]
 Kind = Literal["unplanned", "planned", "degraded", "unknown"]
+#: ``?kind=``: the report's kind or the board's word for an outage (``outage_shown``): an
+#: outage is never "up", and "unreachable" is only the live board's verdict, not a row's.
+KINDS = ("unplanned", "planned", "degraded", "down", "maintenance", "unknown")
 
 
 class Out(BaseModel):
@@ -319,10 +322,8 @@ async def outages(request: web.Request) -> web.Response:
     filters = {k: q[k] for k in ("area", "site", "partner", "kind", "open") if k in q}
     if filters.get("open") not in (None, "true", "false"):
         return _error(400, "open must be true or false")
-    if filters.get("kind") not in (None, *board.STATES, "unplanned", "planned", "degraded"):
-        return _error(
-            400, "kind must be unplanned, planned, degraded, down, maintenance or unknown"
-        )
+    if filters.get("kind") not in (None, *KINDS):
+        return _error(400, f"kind must be {', '.join(KINDS[:-1])} or {KINDS[-1]}")
     try:
         limit = int(q.get("limit", "1000"))
     except ValueError:
@@ -370,7 +371,8 @@ def add_api(app: web.Application) -> None:
     app.router.add_get("/api/v1/outages", outages)
     app.router.add_get("/api/v1/outages/{id}", outage)
     app.router.add_post("/api/v1/outages/{id}/annotations", board.api_write(board.ANNOTATE))
-    app.router.add_route("*", "/api/v1/maintenance", board.api_maintenance)
+    app.router.add_get("/api/v1/maintenance", board.api_windows)
+    app.router.add_post("/api/v1/maintenance", board.api_maintenance)
     app.router.add_get("/api/v1/alerts", alerts)
     app.router.add_post("/api/v1/alerts/{id}/ack", board.api_write(board.ACKNOWLEDGE))
     app.router.add_get("/api/v1/openapi.json", openapi)
@@ -383,6 +385,8 @@ _ERRORS = {
     "401": "a token is needed (reads: when web.read_token_file is set; writes: always)",
     "403": "writes are disabled: the collector has no web.token_file",
     "404": "no such check, outage or alert",
+    "408": "the body did not arrive within web.body_timeout; the connection is closed",
+    "415": "the body is not sent as Content-Type: application/json",
 }
 
 
@@ -457,7 +461,7 @@ def openapi_document() -> dict[str, Any]:
             "kind",
             "query",
             "unplanned, planned, degraded (as in the report) or down, maintenance, unknown",
-            enum=["unplanned", "planned", "degraded", "down", "maintenance", "unknown"],
+            enum=list(KINDS),
         ),
         _param(
             "open", "query", "only ongoing (true) or only ended (false)", enum=["true", "false"]
@@ -557,7 +561,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _ok("OutageDetailOut", "the outage as it now stands"),
-                        **_err("400", "401", "403", "404"),
+                        **_err("400", "401", "403", "404", "408", "415"),
                     },
                 }
             },
@@ -593,7 +597,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "the window as recorded, with who and when",
                             "content": {"application/json": {"schema": loose}},
                         },
-                        **_err("400", "401", "403"),
+                        **_err("400", "401", "403", "408", "415"),
                     },
                 },
             },
@@ -628,7 +632,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _ok("AlertDetailOut", "the alert as it now stands"),
-                        **_err("400", "401", "403", "404"),
+                        **_err("400", "401", "403", "404", "408", "415"),
                     },
                 }
             },

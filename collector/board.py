@@ -32,6 +32,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp_sse import sse_response
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
@@ -40,6 +41,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -67,6 +70,7 @@ from collector.accounting import (
 )
 from collector.maintenance import Window, expand
 from collector.metrics import LiveCheck
+from collector.outage_csv import parse_time
 from collector.outbox import alert_detail
 from collector.report import accounts_for, show_minutes, window_of
 from collector.standing import expand_around, verdicts_of
@@ -736,15 +740,120 @@ def outage_detail(
 # -- writes ----------------------------------------------------------------------------
 
 
+class BodyError(Exception):
+    """A request body that could not be read: the status and a short message to send."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    async def answer(self, request: web.Request, action: str | None = None) -> web.Response:
+        """JSON ``{"error": "bad <action> request: ..."}`` for the API, text for a form.
+
+        A body not read to its end (it stalled, is broken, or was not wanted) is not waited
+        for: the answer is sent and the connection closed. Left to aiohttp, it would linger
+        reading the rest, and log a broken body's error a second time as a traceback."""
+        if action is None:
+            resp = web.Response(text=self.message, status=self.status)
+        else:
+            resp = _error(self.status, f"bad {action} request: {self.message}")
+        if request.content.is_eof():
+            return resp
+        resp.force_close()
+        with contextlib.suppress(ConnectionError):  # the client may be gone already
+            await resp.prepare(request)
+            await resp.write_eof()
+        request.protocol.force_close()  # after what was written goes out
+        return resp
+
+
+@contextlib.asynccontextmanager
+async def _reading(request: web.Request) -> AsyncIterator[None]:
+    """Read a body within ``web.body_timeout``, every way the reading can fail a BodyError."""
+    limit = request.app[COLLECTOR].estate.web.body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            yield
+    except TimeoutError:
+        raise BodyError(408, f"the request body did not arrive within {limit:g} s") from None
+    except ConnectionResetError:
+        log.debug("%s %s: the client left before sending its body", request.method, request.path)
+        raise BodyError(400, "the connection was lost before the body arrived") from None
+    except web.HTTPException as exc:  # too large (413), too many fields (400)
+        raise BodyError(exc.status, exc.text or exc.reason) from None
+    except (ContentEncodingError, web.RequestPayloadError):
+        # The parser's words may quote the body: a fixed message instead.
+        raise BodyError(400, "the body is not what its Content-Encoding says") from None
+    except HttpProcessingError:
+        raise BodyError(400, "the body is not well-formed") from None
+
+
+async def read_json(request: web.Request) -> Any:
+    """A JSON write's body (``application/json``, any charset Python knows, UTF-8 by
+    default). Call it after the token is checked: a stalled body is then only ever an
+    authorised client's, and is cut off after ``web.body_timeout`` all the same."""
+    if request.content_type != "application/json":
+        raise BodyError(415, "the body must be JSON, sent as Content-Type: application/json")
+    async with _reading(request):
+        raw = await request.read()
+    charset = request.charset or "utf-8"
+    try:
+        text = raw.decode(charset)
+    except LookupError:
+        raise BodyError(400, "unknown charset in the Content-Type") from None
+    except UnicodeDecodeError:
+        raise BodyError(400, f"the body is not valid {charset} text") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BodyError(400, "not JSON: nested too deeply") from None
+    except json.JSONDecodeError as exc:  # says where, never what
+        raise BodyError(400, f"not JSON: {exc}") from None
+    except ValueError:  # an integer of thousands of digits
+        raise BodyError(400, "not JSON: a number too long to read") from None
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """A form's text fields (urlencoded or multipart; files and binary parts left out)."""
+    async with _reading(request):
+        try:
+            form = await request.post()
+        except LookupError:
+            raise BodyError(400, "unknown charset in the Content-Type") from None
+        except UnicodeDecodeError:
+            raise BodyError(400, "the form is not valid text in its charset") from None
+        except ContentEncodingError:
+            raise  # said by _reading
+        except (ValueError, AssertionError, HttpProcessingError):
+            # multipart without a boundary, or with a broken part: nothing of it is echoed
+            raise BodyError(400, "the form is not well-formed") from None
+    return {k: str(v) for k, v in form.items() if isinstance(v, str)}
+
+
 def storable(value: Any) -> Any:
-    """Text SQLite can store: JSON may escape a lone surrogate (``"\\udcff"``), which
-    nothing can encode (a 500 from the write)."""
+    """Text SQLite can store whole: JSON may escape a lone surrogate (``"\\udcff"``), which
+    nothing can encode (a 500 from the write), and a NUL (``"\\u0000"`` or a form's ``%00``)
+    would be stored, then cut off there by SQLite's text functions."""
     for text in value if isinstance(value, list) else [value]:
         if isinstance(text, str):
+            if "\x00" in text:
+                raise ValueError("not valid text: a NUL character (\\u0000)")
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise ValueError("not valid text: a lone surrogate (\\ud800-\\udfff)") from None
+    return value
+
+
+#: What ``storable`` refuses, in the published schema (JSON Schema's regex dialect).
+NO_NUL: dict[str, JsonValue] = {"pattern": "^[^\\u0000]*$"}
+
+
+def not_null(value: Any) -> Any:
+    """A field given as null: refused as the schema says (leaving it out keeps its value)."""
+    if value is None:
+        raise ValueError("null is not a value: leave the field out to keep it as it is")
     return value
 
 
@@ -754,16 +863,21 @@ class AnnotationIn(BaseModel):
     # The published schema says what the validator says: at least one field, none null.
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
 
+    # null never reaches the length check (``not_null``): that raised a TypeError, a 500.
     cause: str | SkipJsonSchema[None] = Field(
-        default=None, max_length=ANNOTATION_MAX_CHARS["cause"]
+        default=None, max_length=ANNOTATION_MAX_CHARS["cause"], json_schema_extra=NO_NUL
     )
     provider: str | SkipJsonSchema[None] = Field(
-        default=None, max_length=ANNOTATION_MAX_CHARS["provider"]
+        default=None, max_length=ANNOTATION_MAX_CHARS["provider"], json_schema_extra=NO_NUL
     )
-    note: str | SkipJsonSchema[None] = Field(default=None, max_length=ANNOTATION_MAX_CHARS["note"])
-    #: True marks it planned work (shown as maintenance, never red); false unplanned.
-    planned: bool | SkipJsonSchema[None] = None
+    note: str | SkipJsonSchema[None] = Field(
+        default=None, max_length=ANNOTATION_MAX_CHARS["note"], json_schema_extra=NO_NUL
+    )
+    #: True marks it planned work (shown as maintenance, never red); false unplanned. Only
+    #: JSON's true and false: "yes" or 1 is refused, not taken as true.
+    planned: StrictBool | SkipJsonSchema[None] = None
 
+    _not_null = field_validator("cause", "provider", "note", "planned", mode="before")(not_null)
     _storable = field_validator("cause", "provider", "note")(storable)
 
     @model_validator(mode="after")
@@ -828,7 +942,7 @@ class MaintenanceIn(BaseModel):
     areas: list[str] = Field(default_factory=list, max_length=100)
     checks: list[str] = Field(default_factory=list, max_length=100)
     partners: list[str] = Field(default_factory=list, max_length=100)
-    reason: str = Field(min_length=1, max_length=REASON_MAX_CHARS)
+    reason: str = Field(min_length=1, max_length=REASON_MAX_CHARS, json_schema_extra=NO_NUL)
 
     _storable = field_validator("sites", "areas", "checks", "partners", "reason")(storable)
 
@@ -881,15 +995,20 @@ def windows_near(store: Store, estate: Estate, now: datetime) -> list[dict[str, 
     return [window_view(w, estate) for w in found]
 
 
+async def api_windows(request: web.Request) -> web.StreamResponse:
+    collector = request.app[COLLECTOR]
+    rows = await collector.read(windows_near, collector.read_store, collector.estate, utcnow())
+    return web.json_response({"windows": rows})
+
+
 async def api_maintenance(request: web.Request) -> web.StreamResponse:
     collector = request.app[COLLECTOR]
-    if request.method == "GET":
-        rows = await collector.read(windows_near, collector.read_store, collector.estate, utcnow())
-        return web.json_response({"windows": rows})
     by = auth.writer(request, auth.bearer(request), request.headers.get(auth.USER_HEADER))
     try:
-        data = MaintenanceIn.model_validate(await request.json())
-    except (ValueError, ValidationError) as exc:
+        data = MaintenanceIn.model_validate(await read_json(request))
+    except BodyError as exc:
+        return await exc.answer(request, "maintenance")
+    except ValidationError as exc:
         return _error(400, f"bad maintenance request: {_why(exc)}")
     problem = maintenance_problem(collector.estate, data)
     if problem:
@@ -899,15 +1018,18 @@ async def api_maintenance(request: web.Request) -> web.StreamResponse:
 
 
 def _maintenance_fields(form: Mapping[str, str], tz: ZoneInfo) -> dict[str, Any]:
+    """The form's fields for the model; a time without an offset is local wall time, and
+    one the clocks skip or repeat is refused (ValueError), as the CLI and imports refuse it."""
     out: dict[str, Any] = {"reason": form.get("reason", "").strip()}
     for key in ("start", "end"):
         text = form.get(key, "").strip()
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            out[key] = text  # the model says what is wrong with it
+        if not text:
+            out[key] = text  # the model says it is missing
             continue
-        out[key] = dt if dt.tzinfo else dt.replace(tzinfo=tz)
+        try:
+            out[key] = parse_time(text, tz)
+        except ValueError as exc:
+            raise ValueError(f"{key} {text!r}: {exc}") from None
     for key in ("sites", "areas", "checks", "partners"):
         out[key] = [v.strip() for v in form.get(key, "").split(",") if v.strip()]
     return out
@@ -919,8 +1041,10 @@ async def maintenance_page(request: web.Request) -> web.StreamResponse:
     message = None
     status = 200
     if request.method == "POST":
-        form = await request.post()
-        text = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        try:
+            text = await _write_form(request)
+        except BodyError as exc:
+            return await exc.answer(request)
         try:
             by = auth.writer(request, text.get("token") or None, text.get("by"))
             data = MaintenanceIn.model_validate(_maintenance_fields(text, ctx["tz"]))
@@ -982,9 +1106,10 @@ def api_write(action: WriteAction[Any]) -> Callable[[web.Request], Awaitable[web
     async def handler(request: web.Request) -> web.StreamResponse:
         by = auth.writer(request, auth.bearer(request), request.headers.get(auth.USER_HEADER))
         try:
-            body = await request.json()
-            data = action.model.model_validate(body)
-        except (ValueError, ValidationError) as exc:
+            data = action.model.model_validate(await read_json(request))
+        except BodyError as exc:
+            return await exc.answer(request, action.name)
+        except ValidationError as exc:
             return _error(400, f"bad {action.name} request: {_why(exc)}")
         collector = request.app[COLLECTOR]
         result = await action.apply(collector, request.match_info["id"], data, by, utcnow())
@@ -1002,8 +1127,10 @@ def form_write(
     so no cookie can authorise a write on someone's behalf), then back to the page."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        text = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        try:
+            text = await _write_form(request)
+        except BodyError as exc:
+            return await exc.answer(request)
         oid = request.match_info["id"]
         back = f"/board/outages/{quote(oid, safe=':')}"
         try:
@@ -1022,6 +1149,14 @@ def form_write(
     return handler
 
 
+async def _write_form(request: web.Request) -> dict[str, str]:
+    """A write form's fields; none read when writes are disabled (``auth.writer`` then
+    refuses it whatever the form says)."""
+    if request.app[auth.TOKENS].write is None:
+        return {}
+    return await read_form(request)
+
+
 def annotation_fields(form: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("cause", "provider", "note"):
@@ -1033,12 +1168,20 @@ def annotation_fields(form: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+#: What pydantic adds to a location inside an ``X | None`` field: the member that failed.
+_UNION_MEMBERS = {"bool", "str", "constrained-str"}
+
+
 def _why(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
+        errors = exc.errors()
+        # An ``X | None`` field (None: not given) reports each member; null itself is refused
+        # first (``not_null``), so "should be None" only hides what is wrong.
+        errors = [e for e in errors if e["type"] != "none_required"] or errors
         return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: "
+            f"{'.'.join(str(p) for p in e['loc'] if p not in _UNION_MEMBERS) or 'body'}: "
             + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
+            for e in errors
         )
     return str(exc) or type(exc).__name__
 
@@ -1248,23 +1391,27 @@ async def board_events(request: web.Request) -> web.StreamResponse:
     """The SSE feed: the board's sections on every change, a tick every few seconds."""
     feed = request.app[FEED]
     last_seen = request.headers.get("Last-Event-ID")
-    async with sse_response(request, ping_interval=60) as resp:
-        sent = -1
-        if last_seen == feed.event_id:
-            sent = feed.version  # reconnected to the same collector, nothing missed
-        feed.listen()
-        try:
-            while not feed.closing.is_set() and resp.is_connected():
-                if feed.version != sent and feed.payload:
-                    sent = feed.version
-                    await resp.send(feed.payload, id=feed.event_id, event="board", retry=2000)
-                else:
-                    await resp.send(json.dumps({"now": to_iso(utcnow())}), event="tick")
-                await feed.wait_newer(sent, TICK)
-        except ConnectionResetError:
-            pass  # the browser went away (closed, navigated): nothing to send it
-        finally:
-            feed.listeners -= 1
+    try:
+        async with sse_response(request, ping_interval=60) as resp:
+            sent = -1
+            if last_seen == feed.event_id:
+                sent = feed.version  # reconnected to the same collector, nothing missed
+            feed.listen()
+            try:
+                while not feed.closing.is_set() and resp.is_connected():
+                    if feed.version != sent and feed.payload:
+                        sent = feed.version
+                        await resp.send(feed.payload, id=feed.event_id, event="board", retry=2000)
+                    else:
+                        await resp.send(json.dumps({"now": to_iso(utcnow())}), event="tick")
+                    await feed.wait_newer(sent, TICK)
+            finally:
+                feed.listeners -= 1
+    except ConnectionResetError:
+        # The browser went away (closed, navigated, or never stayed for the headers):
+        # nothing to send it, and nothing wrong here.
+        log.debug("board events: the client went away")
+        return web.Response()  # never sent: its connection is gone
     return resp
 
 
@@ -1306,6 +1453,8 @@ async def _outage_page(
     now = utcnow()
     detail = await collector.read(outage_detail, collector.read_store, collector.estate, oid, now)
     if detail is None:
+        if message is not None:  # a refused write says why (a 401 before any 404)
+            return web.Response(text=message, status=status)
         raise web.HTTPNotFound(text=f"no outage with id {oid!r}")
     alert = await collector.read(alert_detail, collector.read_store, oid)
     return _render(
@@ -1335,9 +1484,12 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         target = "/"
     message = None
     if request.method == "POST":
-        form = await request.post()
+        try:
+            form = await read_form(request)
+        except BodyError as exc:
+            return await exc.answer(request)
         token = form.get("token")
-        if isinstance(token, str) and tokens.may_read(token):
+        if token is not None and tokens.may_read(token):
             resp = web.HTTPSeeOther(target)
             resp.set_cookie(auth.COOKIE, token, httponly=True, samesite="Strict", path="/")
             raise resp
@@ -1386,8 +1538,9 @@ def add_board(app: web.Application, collector: Collector) -> None:
     app.router.add_get("/board/events", board_events)
     app.router.add_get("/board/checks/{site}/{check}", check_page)
     app.router.add_get("/board/outages/{id}", outage_page)
-    app.router.add_route("*", "/board/login", login_page)
-    app.router.add_route("*", "/board/maintenance", maintenance_page)
+    for path, page in (("/board/login", login_page), ("/board/maintenance", maintenance_page)):
+        app.router.add_get(path, page)  # and HEAD; any other method is a 405
+        app.router.add_post(path, page)
     add_form_write(app, "/board/outages/{id}/annotate", ANNOTATE, annotation_fields)
     add_form_write(app, "/board/outages/{id}/ack", ACKNOWLEDGE, lambda form: {})
 

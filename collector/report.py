@@ -712,9 +712,9 @@ def report_json(
     store: Store, estate: Estate, period_text: str | None, now: datetime
 ) -> dict[str, Any]:
     """``/api/v1/report?period=P``; no P is the quarter to date. Raises ``PeriodError`` (an
-    AvailmonError) for a P that is not a period."""
+    AvailmonError) for a P that is not a period, an empty one too (as ``/api/v1/outages``)."""
     tz = ZoneInfo(estate.accounting.timezone)
-    period = parse_period(period_text, tz) if period_text else quarter_containing(now, tz)
+    period = quarter_containing(now, tz) if period_text is None else parse_period(period_text, tz)
     return build_report(store, estate, period, now)
 
 

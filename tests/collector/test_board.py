@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
+import socket
+import sqlite3
+import struct
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,12 +18,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from availmon.clock import utcnow
 from availmon.schema import CheckStatus, State
 from collector.board import MAX_PAUSE, BoardFeed, environment, when
 from collector.main import Collector
-from collector.web import make_app
+from collector.web import make_app, start_web
 from tests.collector.board_helpers import Feed, board_estate
 
 TOKEN = "s3cret-write-token"
@@ -419,3 +425,354 @@ async def test_board_shows_missing_events_and_what_agents_hold(
     assert "availmon-collector: 0" not in row  # nothing held for this one
     assert "database cannot be written (disk_full)" in html
     assert 'data-agent="ccc-guildhall"' in html
+
+
+# -- bad input to the writes (the web audit: 500s, bodies that never end, loose types) ------
+
+#: Only guards a hung test; nothing is timed.
+DEADLINE = 30.0
+WRITER = {"Authorization": f"Bearer {TOKEN}", "X-Availmon-User": "bob"}
+JSON = {**WRITER, "Content-Type": "application/json"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+#: What a write changes; a refused one leaves every row as it was.
+WRITTEN = ("annotations", "annotation_history", "maintenance_windows", "alerts", "outbox")
+
+
+def written(collector: Collector) -> dict[str, list[Any]]:
+    db = sqlite3.connect(f"file:{collector.estate.collector.database}?mode=ro", uri=True)
+    try:
+        return {t: db.execute(f"SELECT * FROM {t}").fetchall() for t in WRITTEN}
+    finally:
+        db.close()
+
+
+def window_form(**fields: str) -> bytes:
+    form = {"start": "2099-12-06T01:00", "end": "2099-12-06T02:00", "reason": "r", "by": "me"}
+    return "&".join(f"{k}={v}" for k, v in {**form, **fields, "token": TOKEN}.items()).encode()
+
+
+MULTIPART = "multipart/form-data; boundary=XX"
+ANNOTATE_FORM = f"cause=x&by=me&token={TOKEN}".encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body", "status", "why"),
+    [
+        # JSON: null was a TypeError inside pydantic, a 500; the schema says "none null".
+        ("annotations", JSON, b'{"cause": null}', 400, "cause: null is not a value"),
+        ("annotations", JSON, b'{"note": "x", "planned": null}', 400, "planned: null is not"),
+        # NUL was stored, and SQLite then showed only what came before it.
+        ("annotations", JSON, b'{"cause": "a\\u0000b"}', 400, "cause: not valid text: a NUL"),
+        ("maintenance", JSON, b"NUL-REASON", 400, "reason: not valid text: a NUL"),
+        # "yes" and 1 were taken as true.
+        ("annotations", JSON, b'{"planned": "yes"}', 400, "planned: Input should be a valid bool"),
+        ("annotations", JSON, b'{"planned": 1}', 400, "planned: Input should be a valid boolean"),
+        # A charset Python does not know was a LookupError, a 500.
+        *(
+            (
+                path,
+                {**JSON, "Content-Type": "application/json; charset=bogus"},
+                b"{}",
+                400,
+                "unknown charset in the Content-Type",
+            )
+            for path in ("annotations", "maintenance", "ack")
+        ),
+        ("annotations", JSON, b'\xff\xfe{"cause": "x"}', 400, "not valid utf-8 text"),
+        # Not gzip at all: a ContentEncodingError, a 500.
+        (
+            "annotations",
+            {**JSON, "Content-Encoding": "gzip"},
+            b'{"cause": "x"}',
+            400,
+            "the body is not what its Content-Encoding says",
+        ),
+        ("annotations", JSON, b"[" * 30_000 + b"]" * 30_000, 400, "not JSON: nested too deeply"),
+        # JSON only as JSON: text/plain was read as JSON.
+        *(
+            (
+                path,
+                {**JSON, "Content-Type": "text/plain"},
+                b'{"cause": "x"}',
+                415,
+                "Content-Type: application/json",
+            )
+            for path in ("annotations", "maintenance", "ack")
+        ),
+        # Forms: a bad charset, bytes that are not UTF-8, multipart without its boundary or
+        # with a broken part, all 500s; a NUL stored.
+        (
+            "annotate-form",
+            {"Content-Type": f"{FORM['Content-Type']}; charset=bogus"},
+            ANNOTATE_FORM,
+            400,
+            "unknown charset in the Content-Type",
+        ),
+        (
+            "maintenance-form",
+            {"Content-Type": f"{FORM['Content-Type']}; charset=bogus"},
+            window_form(),
+            400,
+            "unknown charset in the Content-Type",
+        ),
+        (
+            "annotate-form",
+            FORM,
+            b"cause=\xff\xfe&by=me&token=" + TOKEN.encode(),
+            400,
+            "the form is not valid text in its charset",
+        ),
+        ("login", FORM, b"token=\xff", 400, "the form is not valid text in its charset"),
+        (
+            "annotate-form",
+            {"Content-Type": "multipart/form-data"},
+            b"x",
+            400,
+            "the form is not well-formed",
+        ),
+        (
+            "annotate-form",
+            {"Content-Type": MULTIPART},
+            b"--XX\r\nbroken",
+            400,
+            "the form is not well-formed",
+        ),
+        (
+            "annotate-form",
+            {**FORM, "Content-Encoding": "gzip"},
+            ANNOTATE_FORM,
+            400,
+            "the body is not what its Content-Encoding says",
+        ),
+        (
+            "annotate-form",
+            FORM,
+            f"cause=a%00b&by=me&token={TOKEN}".encode(),
+            400,
+            "cause: not valid text: a NUL",
+        ),
+        ("maintenance-form", FORM, window_form(reason="a%00b"), 400, "reason: not valid text"),
+    ],
+)
+async def test_write_bodies_that_cannot_be_read_are_a_4xx_and_write_nothing(
+    collector: Collector,
+    aiohttp_client: Any,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    why: str,
+) -> None:
+    oid = await down_webmail(collector)
+    client = await aiohttp_client(make_app(collector))
+    if body == b"NUL-REASON":
+        start = utcnow() + timedelta(days=1)
+        body = json.dumps(
+            {
+                "start": start.isoformat(),
+                "end": (start + timedelta(hours=1)).isoformat(),
+                "reason": "a\x00b",
+            }
+        ).encode()
+    url = {
+        "annotations": f"/api/v1/outages/{oid}/annotations",
+        "maintenance": "/api/v1/maintenance",
+        "ack": f"/api/v1/alerts/{oid}/ack",
+        "annotate-form": f"/board/outages/{oid}/annotate",
+        "maintenance-form": "/board/maintenance",
+        "login": "/board/login",
+    }[path]
+    before = written(collector)
+    with caplog.at_level(logging.DEBUG):
+        response = await client.post(url, data=body, headers=headers, allow_redirects=False)
+    text = await response.text()
+    assert response.status == status, text
+    assert why in text
+    if url.startswith("/api/"):
+        assert (await response.json())["error"].startswith("bad ")
+    assert TOKEN not in text
+    assert written(collector) == before
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@contextlib.asynccontextmanager
+async def listening(collector: Collector) -> AsyncIterator[tuple[web.AppRunner, int]]:
+    """The collector's real web server (``start_web``: its limits too) on a loopback port."""
+    runner = await start_web(collector)
+    try:
+        yield runner, runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    return await asyncio.wait_for(reader.read(), DEADLINE)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/board/login",
+        "/board/maintenance",
+        "/board/outages/o:dc:1/annotate",
+        "/api/v1/outages/o:dc:1/annotations",
+        "/api/v1/maintenance",
+    ],
+)
+async def test_a_body_that_stops_arriving_is_cut_off_with_a_408(
+    tmp_path: Path, token_file: Path, path: str
+) -> None:
+    """Headers, ``Content-Length: 1000`` and a few bytes held these open for ever: 256 such
+    sockets used up the connection cap and /healthz answered 503."""
+    collector = Collector(
+        board_estate(tmp_path, {"token_file": str(token_file), "body_timeout": 0.2})
+    )
+    try:
+        await down_webmail(collector)
+        async with listening(collector) as (_runner, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            kind = "application/json" if path.startswith("/api/") else FORM["Content-Type"]
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"X-Availmon-User: bob\r\nContent-Type: {kind}\r\nContent-Length: 1000\r\n\r\n"
+            )
+            writer.write(head.encode() + b"cause=")
+            await writer.drain()
+            answer = await until_closed(reader)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"the request body did not arrive within 0.2 s" in answer
+            assert b"Connection: close" in answer
+            assert written(collector)["maintenance_windows"] == []
+            status, _ = await plain_get(port, "/api/v1/status")
+            assert status == 200
+    finally:
+        collector.close()
+
+
+async def plain_get(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}") as r:
+        return r.status, await r.text()
+
+
+async def test_a_client_that_leaves_mid_request_is_no_error(
+    collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body abandoned half-way, and an event stream whose client half-closed before its
+    headers went out, each logged an ERROR with a traceback."""
+    oid = await down_webmail(collector)
+    async with listening(collector) as (_runner, port):
+        with caplog.at_level(logging.DEBUG):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                f"POST /api/v1/outages/{oid}/annotations HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nX-Availmon-User: bob\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                '{"cause": '.encode()
+            )
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            # A reset, not a FIN: the client is gone, not just done sending.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.close()
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /board/events HTTP/1.1\r\nHost: x\r\n\r\n")
+                writer.write_eof()
+                await until_closed(reader)
+                writer.close()
+            # A request after them: their handlers have run by the time it is answered.
+            status, _ = await plain_get(port, "/api/v1/status")
+    assert status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert written(collector)["annotation_history"] == []
+
+
+async def test_write_routes_answer_only_the_methods_they_serve(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    """PUT and PATCH on /api/v1/maintenance declared windows (every method but GET was a
+    POST); /board/login and /board/maintenance answered DELETE, PUT and TRACE with 200."""
+    client = await aiohttp_client(make_app(collector))
+    start = utcnow() + timedelta(days=1)
+    window = {
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+        "reason": "SAN firmware",
+    }
+    before = written(collector)
+    for method in ("PUT", "PATCH", "DELETE"):
+        r = await client.request(method, "/api/v1/maintenance", json=window, headers=WRITER)
+        assert r.status == 405, (method, await r.text())
+        assert set(r.headers["Allow"].split(",")) >= {"GET", "POST"}
+    for path in ("/board/login", "/board/maintenance"):
+        for method in ("DELETE", "PUT", "TRACE"):
+            r = await client.request(method, path)
+            assert r.status == 405, (method, path)
+        assert (await client.head(path)).status == 200
+    assert written(collector) == before
+    assert (await client.get("/api/v1/maintenance")).status == 200
+
+
+async def test_the_maintenance_form_refuses_times_the_clocks_skip_or_repeat(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    """01:30 on the last Sunday of March does not exist in London and was stored as 01:30Z;
+    01:30 on the last Sunday of October happens twice and was taken as the first."""
+    client = await aiohttp_client(make_app(collector))
+    for day, why in [
+        ("2026-03-29", "start '2026-03-29T01:30': does not exist in Europe/London"),
+        ("2026-10-25", "start '2026-10-25T01:30': happens twice in Europe/London"),
+    ]:
+        form = {
+            "start": f"{day}T01:30",
+            "end": f"{day}T03:30",
+            "reason": "clock change",
+            "by": "Erin",
+            "token": TOKEN,
+        }
+        r = await client.post("/board/maintenance", data=form)
+        assert r.status == 400
+        assert why.replace("'", "&#39;") in await r.text()
+    assert written(collector)["maintenance_windows"] == []
+    r = await client.post(
+        "/board/maintenance",
+        data={**form, "start": "2026-10-25T01:30+01:00", "end": "2026-10-25T03:30"},
+    )
+    assert r.status == 200  # an offset says which 01:30
+    assert "Declared m:1." in await r.text()
+
+
+async def test_query_values_the_api_never_matches_are_a_400(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    """kind=up and kind=unreachable listed nothing, with a 200, though the error message and
+    the OpenAPI enum left them out; an empty report period was this quarter's report."""
+    client = await aiohttp_client(make_app(collector))
+    for query in ("kind=up", "kind=unreachable"):
+        r = await client.get(f"/api/v1/outages?{query}")
+        assert r.status == 400, query
+        assert (await r.json())["error"] == (
+            "kind must be unplanned, planned, degraded, down, maintenance or unknown"
+        )
+    for url in ("/api/v1/report?period=", "/api/v1/outages?period="):
+        r = await client.get(url)
+        assert r.status == 400, url
+        assert "unknown period ''" in (await r.json())["error"]
+
+
+async def test_a_form_write_checks_the_token_before_the_outage_exists(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    """Without the token, an unknown outage was a 404 and a known one a 401: the answer told
+    anyone which outage ids exist."""
+    client = await aiohttp_client(make_app(collector))
+    for action in ("annotate", "ack"):
+        url = f"/board/outages/o:nope/{action}"
+        r = await client.post(url, data={"cause": "x", "by": "eve", "token": "guess"})
+        assert r.status == 401, action
+        assert "writing needs the token" in await r.text()
+        r = await client.post(url, data={"cause": "x", "by": "eve", "token": TOKEN})
+        assert r.status == 404, action
