@@ -47,7 +47,7 @@ from collector.accounting import (
     to_us,
 )
 from collector.alerts import Context, test_message
-from collector.maintenance import expand
+from collector.maintenance import Window, expand
 from collector.outage_csv import parse_csv, read_csv_file
 from collector.outage_csv import parse_time as parse_local_time
 from collector.outbox import AlertBook, list_alerts
@@ -531,13 +531,20 @@ def cmd_maintenance_list(args: argparse.Namespace) -> int:
     now = utcnow()
     estate = _load(args)
     period = _period(args, estate, default_now=now)  # a usage error before any database one
-    # A listing never creates a database (a mistyped --db left an empty one behind).
-    _, store = _open(args, estate=estate)
-    try:
-        declared = [window_of(r) for r in store.windows(period.start, period.end)]
-        cancelled = [r for r in store.windows(period.start, period.end, now) if r["cancelled_at"]]
-    finally:
-        store.close()
+    declared: list[Window] = []
+    cancelled: list[dict[str, Any]] = []
+    # A listing never creates a database (a mistyped --db left an empty one behind). With
+    # none at the config's path yet (a new install), nothing has been declared: the config's
+    # windows are the list. A --db that is not there is a mistake, and says so.
+    if args.db is not None or Path(estate.collector.database).exists():
+        _, store = _open(args, estate=estate)
+        try:
+            declared = [window_of(r) for r in store.windows(period.start, period.end)]
+            cancelled = [
+                r for r in store.windows(period.start, period.end, now) if r["cancelled_at"]
+            ]
+        finally:
+            store.close()
     windows = expand(
         estate.maintenance, declared, period.start_us, period.end_us, estate.accounting.timezone
     )

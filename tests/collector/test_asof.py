@@ -350,6 +350,22 @@ def test_a_maintenance_listing_never_creates_a_database(
     assert not (tmp_path / "cli.db").exists()
 
 
+def test_a_new_install_lists_the_configs_windows_without_a_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before the collector has ever run, nothing is declared: the config's recurring
+    windows are the whole list, and no database is made to say so."""
+    config = tmp_path / "estate.toml"
+    demo = (Path(__file__).resolve().parents[2] / "config" / "demo.toml").read_text()
+    db = tmp_path / "state" / "collector.db"
+    config.write_text(demo.replace('database = "state/demo/collector.db"', f'database = "{db}"'))
+    assert main(["maintenance", "list", "--period", "2019Q3", "--config", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{len(out) - 1} window(s) in 2019Q3; 0 cancelled"
+    assert len(out) > 1  # the demo's Sunday patching, each week of the quarter
+    assert not db.parent.exists()
+
+
 @pytest.mark.parametrize(
     "command", [["report"], ["maintenance", "list"], ["outages", "list"]], ids=" ".join
 )
