@@ -26,6 +26,7 @@ from availmon.config import BrokerConfig
 from availmon.mqtt import aiomqtt, client_kwargs, stop_if, wait_disconnected
 from availmon.schema import (
     COLLECTORS_ROOT,
+    MAX_ACK_BYTES,
     TOPIC_ROOT,
     Ack,
     seq_ranges,
@@ -348,6 +349,16 @@ class Publisher:
                 out.presence(parts[3], online, loop.time())
                 log.info("collector %s is %s", parts[3], payload.decode(errors="replace")[:20])
                 self.wake()
+                continue
+            if len(payload) > MAX_ACK_BYTES:
+                # Parsed first, an 18 MB one took the agent to 1.1 GB before its ranges were
+                # counted (a broker without availmon's packet limit lets it through).
+                log.warning(
+                    "ignored a confirmation on %s of %d bytes (at most %d)",
+                    message.topic,
+                    len(payload),
+                    MAX_ACK_BYTES,
+                )
                 continue
             try:
                 ack = Ack.model_validate_json(payload)

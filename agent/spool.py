@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from availmon.errors import StartupError
 from availmon.schema import Event, Evidence, State, event_id
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,56 @@ class SpoolStats:
     unconfirmed: dict[str, int]  # per required collector: held seqs it has not confirmed
 
 
+_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY, check_name TEXT NOT NULL, from_state TEXT NOT NULL,
+        to_state TEXT NOT NULL, payload BLOB NOT NULL);
+    -- Seqs dropped at the cap, held until the collectors confirm they know of them.
+    CREATE TABLE IF NOT EXISTS drops (seq INTEGER PRIMARY KEY);
+    -- Which collector has confirmed which held seq (while another is still awaited).
+    CREATE TABLE IF NOT EXISTS confirmed (
+        seq INTEGER NOT NULL, collector TEXT NOT NULL, PRIMARY KEY (seq, collector)
+    ) WITHOUT ROWID;
+"""
+
+
+def _start_seq(conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
+    # A new spool starts seq at the current time in milliseconds, so that an agent whose
+    # spool was lost or reinstalled never reuses an id it already sent.
+    origin = int(clock() * 1000)
+    conn.execute("INSERT OR IGNORE INTO meta VALUES ('seq', ?), ('dropped', 0)", (origin,))
+    # The first seq this spool assigns (an older spool: its next one).
+    conn.execute("INSERT OR IGNORE INTO meta SELECT 'first', value + 1 FROM meta WHERE key='seq'")
+
+
+def _create(path: Path, clock: Callable[[], float]) -> None:
+    """A new spool, made whole in a file of its own and renamed into place: a spool file
+    that holds no spool is then never one an agent was starting, always one that lost its
+    events (``_held``)."""
+    tmp = path.with_name(f"{path.name}.new")
+    tmp.unlink(missing_ok=True)
+    conn = sqlite3.connect(str(tmp), isolation_level=None)
+    try:
+        conn.executescript(_SCHEMA)
+        _start_seq(conn, clock)
+        first = conn.execute("SELECT value FROM meta WHERE key='first'").fetchone()[0]
+    finally:
+        conn.close()
+    tmp.replace(path)
+    log.info("new spool %s: its first event will be seq %d", path, first)
+
+
+def _held(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a spool file that holds no spool: emptied (truncated to nothing) or another
+    database. Started on, it was a new spool, silently: every event it held was lost."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None:
+        raise StartupError(
+            f"spool {path} holds no spool (emptied, or another file): the events it held"
+            " are lost; move it aside to start a new one"
+        )
+
+
 class Spool:
     def __init__(
         self,
@@ -79,34 +130,20 @@ class Spool:
         self.path = path
         self.site, self.agent, self.max_events = site, agent, max_events
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            _create(path, clock)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            _held(self._conn, path)
+        except BaseException:
+            self._executor.shutdown()
+            self._conn.close()
+            raise
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-            CREATE TABLE IF NOT EXISTS events (
-                seq INTEGER PRIMARY KEY, check_name TEXT NOT NULL, from_state TEXT NOT NULL,
-                to_state TEXT NOT NULL, payload BLOB NOT NULL);
-            -- Seqs dropped at the cap, held until the collectors confirm they know of them.
-            CREATE TABLE IF NOT EXISTS drops (seq INTEGER PRIMARY KEY);
-            -- Which collector has confirmed which held seq (while another is still awaited).
-            CREATE TABLE IF NOT EXISTS confirmed (
-                seq INTEGER NOT NULL, collector TEXT NOT NULL, PRIMARY KEY (seq, collector)
-            ) WITHOUT ROWID;
-            """
-        )
-        # A new spool starts seq at the current time in milliseconds, so that an agent whose
-        # spool was lost or reinstalled never reuses an id it already sent.
-        origin = int(clock() * 1000)
-        self._conn.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('seq', ?), ('dropped', 0)", (origin,)
-        )
-        # The first seq this spool assigns (an older spool: its next one).
-        self._conn.execute(
-            "INSERT OR IGNORE INTO meta SELECT 'first', value + 1 FROM meta WHERE key='seq'"
-        )
+        self._conn.executescript(_SCHEMA)  # an older spool's missing tables
+        _start_seq(self._conn, clock)
         # The required collectors may have changed since the last run.
         self._sweep()
 
@@ -122,6 +159,13 @@ class Spool:
         self._conn.close()
 
     # -- sync core (spool thread only) --------------------------------------------------
+
+    def _rollback(self) -> None:
+        """Undo the transaction a failure interrupted, unless SQLite has already (a full
+        disk fails the COMMIT and rolls back: a ROLLBACK then raised 'cannot rollback - no
+        transaction is active', and that was the error reported, not the disk)."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _meta(self, key: str) -> int:
         return int(self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
@@ -160,7 +204,7 @@ class Spool:
             self._enforce_cap()
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
         return event
 
@@ -276,7 +320,7 @@ class Spool:
                 held += waiting
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
         return Confirmed(sorted(deleted), sorted(held))
 
@@ -305,7 +349,7 @@ class Spool:
             )
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
 
     def _unconfirmed(self) -> dict[str, int]:

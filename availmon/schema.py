@@ -175,6 +175,9 @@ def heartbeat_json(envelope: Heartbeat, checks: Iterable[CheckStatus]) -> bytes:
 MAX_BATCH_EVENTS = 500
 #: The most seq ranges one message may list (drops reported, seqs confirmed).
 MAX_RANGES = 10_000
+#: The largest confirmation: two lists of MAX_RANGES ranges of two 19-digit seqs each, with
+#: room to spare (``[123...,123...],`` is 43 bytes).
+MAX_ACK_BYTES = 2 * MAX_RANGES * 48 + 1024
 
 
 class EventBatch(Wire):

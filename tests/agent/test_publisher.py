@@ -21,7 +21,15 @@ from agent.publisher import WINDOW, Outstanding, Publisher, batches, encode
 from agent.spool import Spool, Spooled
 from availmon.clock import utcnow
 from availmon.config import Estate
-from availmon.schema import Ack, Evidence, Heartbeat, State, ack_topic, collector_topic
+from availmon.schema import (
+    MAX_ACK_BYTES,
+    Ack,
+    Evidence,
+    Heartbeat,
+    State,
+    ack_topic,
+    collector_topic,
+)
 from collector.main import Collector
 from tests.e2e import procs
 from tests.peers import LostBroker, Mosquitto, estate, mosquitto, wait_until, web_check
@@ -224,6 +232,33 @@ async def test_puback_alone_deletes_nothing_only_a_confirmation_does(
     print(f"tally: sent=250 confirmed=100 held={len(held)} lost=0")
     assert held == seqs[100:]
     assert fake_collector.received[:250] == seqs  # in seq order
+
+
+async def test_a_confirmation_larger_than_any_collector_sends_is_ignored_unread(
+    broker: Mosquitto, fake_collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Parsed before its ranges were counted, an 18 MB one took the agent to 1.1 GB (a
+    broker without availmon's packet limit passes it): it is dropped by its size, and
+    deletes nothing, however valid it would read."""
+    cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
+    s = spool(tmp_path)
+    pub = publisher(cfg, s)
+    seqs = await fill(s, 50)
+    task = asyncio.create_task(pub.run())
+    try:
+        await until(lambda: len(fake_collector.received) >= 50, "50 received")
+        everything = Ack(collector="availmon-collector", stored=[(seqs[0], seqs[-1])])
+        padded = everything.to_json()[:-1] + b" " * MAX_ACK_BYTES + b"}"
+        topic_ = ack_topic("hq", "hq", "availmon-collector")
+        await fake_collector.client.publish(topic_, padded, qos=1)
+        await fake_collector.confirm(seqs[0], seqs[9])  # after it, on the same topic
+        await until(lambda: pub.delivered == 10, "10 confirmed")
+        depth = (await s.stats()).depth
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        s.close()
+    assert depth == 40
 
 
 async def test_unconfirmed_events_are_published_again_after_the_timeout(

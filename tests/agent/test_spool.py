@@ -4,10 +4,14 @@ intermediate states."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from agent.spool import Spool
+from availmon.errors import StartupError
 from availmon.schema import Evidence, State
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -157,4 +161,46 @@ async def test_two_collectors_both_confirm_before_an_event_goes(tmp_path: Path) 
     # A new config that needs only "ca": what ca confirmed goes at start.
     s = Spool(tmp_path / "a.db", site="hq", agent="hq", max_events=100, confirmers=("ca",))
     assert await s.pending() == []
+    s.close()
+
+
+def _emptied(tmp_path: Path) -> Path:
+    """The spool's files truncated to nothing."""
+    for f in tmp_path.glob("a.spool.db*"):
+        f.write_bytes(b"")
+    return tmp_path / "a.spool.db"
+
+
+def _names(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+async def test_a_spool_emptied_on_disk_is_refused_not_started_afresh(tmp_path: Path) -> None:
+    """Truncated to nothing (a restore gone wrong, a full disk's aftermath), it was taken
+    for a new spool: the agent started with seq from the clock and no word, and every event
+    it had not yet delivered was gone. Only a file that is not there is a new spool."""
+    s = spool(tmp_path)
+    await add(s, State.UP, State.DOWN, 0)
+    s.close()
+    path = _emptied(tmp_path)
+    with pytest.raises(StartupError, match=f"spool {path} holds no spool"):
+        spool(tmp_path)
+    assert path.stat().st_size == 0  # left as found, for whoever looks into it
+    assert not [n for n in _names(tmp_path) if n.endswith(".new")]
+
+
+async def test_a_full_disk_is_reported_as_one(tmp_path: Path) -> None:
+    """SQLite rolls a transaction back itself when the disk fills; the spool's own ROLLBACK
+    then failed, and 'cannot rollback - no transaction is active' was reported instead."""
+    s = spool(tmp_path)
+    await add(s, State.UP, State.DOWN, 0)
+    pages = s._conn.execute("PRAGMA page_count").fetchone()[0]
+    s._conn.execute(f"PRAGMA max_page_count={pages}")  # the file may grow no more
+
+    async def fill() -> None:
+        for minute in range(1, 10_000):  # bounded: a page fills within a few dozen events
+            await add(s, State.DOWN, State.UP, minute, check=f"check-{minute:05d}")
+
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        await fill()
     s.close()
