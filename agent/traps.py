@@ -8,16 +8,22 @@ A trap is a hint, not a verdict: the agent uses one to poll the matching snmp ch
 
 Only configured devices are heard: a trap from another address is dropped and counted
 (``dropped_unknown_source``), and so is one whose community or SNMPv3 credentials are not
-that device's (``dropped_bad_auth``), including a valid credential of another device.
+that device's (``dropped_bad_auth``), including a valid credential of another device, and
+an SNMPv3 trap below authPriv, whatever its user. An authentic SNMPv3 trap older than the
+device's latest by more than the RFC 3414 time window (a replay) is ``dropped_replay``.
+A datagram none of these outcomes describes (not SNMP, cut short, a bad version, not a
+notification) is ``dropped_malformed``, logged at most once a minute, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,6 +58,16 @@ _SM_FAILURES = (
     "rfc2576.prepareDataElements:sm-failure",  # v1/v2c: unknown community
     "rfc3412.prepareDataElements:sm-failure",  # v3: unknown user, wrong digest, decryption
 )
+#: Where pysnmp's USM has read an SNMPv3 message's msgAuthoritativeEngineID/Boots/Time.
+_USM_PARAMETERS = "rfc3414.processIncomingMsg"
+_AUTH_PRIV = 3  # securityLevel: 1 noAuthNoPriv, 2 authNoPriv, 3 authPriv
+_SECURITY_LEVELS = {1: "noAuthNoPriv", 2: "authNoPriv", 3: "authPriv"}
+#: RFC 3414 §2.2.3: an authentic message up to 150 s older than the sender's latest is
+#: timely; snmpEngineBoots at its maximum means the sender can no longer be trusted.
+TIME_WINDOW = 150
+MAX_ENGINE_BOOTS = 2147483647
+#: Malformed datagrams are counted each, but logged at most once this often (seconds).
+MALFORMED_LOG_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,13 @@ class TrapStats:
 
     accepted: int = 0
     dropped_unknown_source: int = 0
+    #: Wrong community or SNMPv3 credentials, or an SNMPv3 trap below authPriv.
     dropped_bad_auth: int = 0
+    #: Authentic SNMPv3 traps outside the RFC 3414 time window: replays, or stale.
+    dropped_replay: int = 0
+    #: Datagrams that are not a trap pysnmp could parse and hand on (garbage, truncated,
+    #: bad version, a PDU other than a notification).
+    dropped_malformed: int = 0
     #: Authenticated traps other than linkDown/linkUp (coldStart, vendor traps ...).
     ignored: int = 0
 
@@ -173,6 +195,15 @@ def _same_ip(host: str, source: str) -> bool:
 
 
 @dataclass(frozen=True)
+class _EngineTime:
+    """RFC 3414 §3.2.7b: what we know of a sender engine's clock, from its authentic traps."""
+
+    boots: int  # snmpEngineBoots of its latest message
+    time: int  # and snmpEngineTime (also latestReceivedEngineTime)
+    at: float  # our monotonic clock when that message arrived
+
+
+@dataclass(frozen=True)
 class _Credential:
     """A security name registered in the engine, and which device may use it."""
 
@@ -203,6 +234,14 @@ class TrapReceiver:
         self._engine: snmp_engine.SnmpEngine | None = None
         self._receiver: ntfrcv.NotificationReceiver | None = None
         self._socket: socket.socket | None = None
+        #: RFC 3414 timeliness per sender snmpEngineID; only authentic traps of configured
+        #: users add to it, so it holds at most one entry per configured engine ID.
+        self._timeline: dict[bytes, _EngineTime] = {}
+        #: (engine ID, boots, time) of the SNMPv3 datagram being handled, from pysnmp's USM.
+        self._usm: tuple[bytes, int, int] | None = None
+        self._malformed_unlogged = 0  # counted since the last log line about them
+        self._malformed_latest = ("", "")  # (source, reason) of the latest one
+        self._malformed_logged_at: float | None = None
 
     @property
     def port(self) -> int:
@@ -228,6 +267,11 @@ class TrapReceiver:
             )
             domain = udp6.DOMAIN_NAME if transport_cls else udp.DOMAIN_NAME
             snmp_config.add_transport(engine, domain, transport)
+            # Every datagram through _on_datagram: pysnmp raises on some garbage, and
+            # asyncio would log each as an ERROR with a traceback.
+            dispatcher = engine.transport_dispatcher
+            dispatcher.unregister_recv_callback()
+            dispatcher.register_recv_callback(functools.partial(self._on_datagram, engine))
             # Attach the endpoint now, so a closed loop or bad socket fails here, not later.
             endpoint = getattr(transport, "_lport", None)
             if isinstance(endpoint, asyncio.Future):
@@ -253,6 +297,8 @@ class TrapReceiver:
         engine, self._engine = self._engine, None
         if engine is not None:
             await self._close(engine)
+        if self._malformed_unlogged:
+            self._log_malformed()
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.config.listen else socket.AF_INET
@@ -320,6 +366,7 @@ class TrapReceiver:
                 securityName=cred.security_name,
             )
         engine.observer.register_observer(self._on_sm_failure, *_SM_FAILURES)
+        engine.observer.register_observer(self._on_usm_parameters, _USM_PARAMETERS)
         self._receiver = ntfrcv.NotificationReceiver(engine, self._on_notification)
 
     async def _close(self, engine: snmp_engine.SnmpEngine) -> None:
@@ -328,6 +375,7 @@ class TrapReceiver:
             self._receiver.close(engine)
             self._receiver = None
         engine.observer.unregister_observer(self._on_sm_failure)
+        engine.observer.unregister_observer(self._on_usm_parameters)
         dispatcher = engine.transport_dispatcher
         ticker = getattr(dispatcher, "loopingcall", None) if dispatcher else None
         if dispatcher is not None:
@@ -341,6 +389,61 @@ class TrapReceiver:
 
     # pysnmp callbacks: they run synchronously inside the datagram handler.
 
+    def _on_datagram(
+        self, engine: Any, dispatcher: Any, domain: Any, address: Any, message: bytes
+    ) -> None:
+        """One datagram through pysnmp. It ends in exactly one TrapStats outcome: when none
+        of the callbacks below counted it, pysnmp dropped it (counting it, at most, in its
+        own snmpInASNParseErrs, snmpInBadVersions ... MIB scalars) or raised: malformed."""
+        before = self._outcomes()
+        self._usm = None
+        reason = "not an SNMP notification"
+        try:
+            engine.message_dispatcher.receive_message(engine, domain, address, message)
+        except Exception as exc:  # pysnmp raises on some garbage (b"\x60\x00" ...)
+            reason = f"{type(exc).__name__} while decoding it"
+        finally:
+            self._usm = None
+        if self._outcomes() == before:
+            self._malformed(_source_text(address), reason)
+
+    def _outcomes(self) -> int:
+        return sum(vars(self.stats).values())
+
+    def _malformed(self, source: str, reason: str) -> None:
+        self.stats.dropped_malformed += 1
+        self._malformed_unlogged += 1
+        self._malformed_latest = (source, reason)
+        now = time.monotonic()
+        last = self._malformed_logged_at
+        if last is None or now - last >= MALFORMED_LOG_INTERVAL:
+            self._malformed_logged_at = now
+            self._log_malformed()
+
+    def _log_malformed(self) -> None:
+        count, self._malformed_unlogged = self._malformed_unlogged, 0
+        source, reason = self._malformed_latest
+        log.warning(
+            "trap receiver: %d malformed datagram(s) dropped (at most one such line a"
+            " minute), the latest from %s: %s",
+            count,
+            source,
+            reason,
+        )
+
+    def _on_usm_parameters(
+        self, engine: Any, execpoint: str, variables: dict[str, Any], ctx: Any
+    ) -> None:
+        """An SNMPv3 message's sender engine ID, boots and time (not authenticated yet)."""
+        try:
+            self._usm = (
+                bytes(variables["securityEngineId"]),
+                int(variables["snmpEngineBoots"]),
+                int(variables["snmpEngineTime"]),
+            )
+        except Exception:  # a value missing from the message: the time check refuses it
+            self._usm = None
+
     def _on_sm_failure(
         self, engine: Any, execpoint: str, variables: dict[str, Any], ctx: Any
     ) -> None:
@@ -350,9 +453,15 @@ class TrapReceiver:
             self.stats.dropped_unknown_source += 1
             log.warning("trap dropped: %s is not a configured device", source)
             return
-        self.stats.dropped_bad_auth += 1
         status = variables.get("statusInformation") or {}
         reason = status.get("errorIndication") if hasattr(status, "get") else None
+        from pysnmp.proto import errind
+
+        if isinstance(reason, errind.NotInTimeWindow):  # e.g. snmpEngineBoots 2147483647
+            self.stats.dropped_replay += 1
+            log.warning("trap dropped: SNMPv3 trap from %s outside the time window", source)
+            return
+        self.stats.dropped_bad_auth += 1
         log.warning("trap dropped: bad credentials from %s (%s)", source, reason or "unknown")
 
     def _on_notification(
@@ -367,14 +476,32 @@ class TrapReceiver:
         request = engine.observer.get_execution_context("rfc3412.receiveMessage:request")
         source = _source_text(request.get("transportAddress"))
         security_name = str(request.get("securityName"))
+        usm, self._usm = self._usm, None
         device = self._devices.get(source)
         if device is None:
             self.stats.dropped_unknown_source += 1
             log.warning("trap dropped: %s is not a configured device", source)
             return
+        v3 = request.get("securityModel") == 3
+        level = request.get("securityLevel")
+        # pysnmp enforces a user's security level only as the authoritative engine, and a
+        # trap's sender is the authoritative one: without this, a trap naming a configured
+        # user with no digest and no encryption (noAuthNoPriv) would be believed.
+        if v3 and level != _AUTH_PRIV:
+            self.stats.dropped_bad_auth += 1
+            log.warning(
+                "trap dropped: SNMPv3 trap from %s as user %r is %s, not authPriv",
+                source,
+                security_name,
+                _SECURITY_LEVELS.get(level, level),
+            )
+            return
         if source not in self._allowed.get(security_name, ()):
             self.stats.dropped_bad_auth += 1
             log.warning("trap dropped: %s used another device's credentials", source)
+            return
+        if v3 and not self._timely(usm, source):
+            self.stats.dropped_replay += 1
             return
         event = parse_link_trap(
             _ip(device.address), device.host or device.address, varbinds, self.clock()
@@ -388,6 +515,38 @@ class TrapReceiver:
             self.on_trap(event)
         except Exception:
             log.exception("on_trap failed for %s from %s", event.kind, source)
+
+    def _timely(self, usm: tuple[bytes, int, int] | None, source: str) -> bool:
+        """RFC 3414 §3.2.7b, as the non-authoritative receiver of an authentic message: keep
+        the sender's latest (boots, time) and our clock then; a message with fewer boots, or
+        the same boots and a time more than TIME_WINDOW behind that latest time advanced by
+        our elapsed time, is not timely. pysnmp saves every message's boots and time before
+        it makes this check, so its own check always passes."""
+        if usm is None:
+            log.warning("trap dropped: no snmpEngineBoots/Time for the SNMPv3 trap from %s", source)
+            return False
+        engine_id, boots, sent = usm
+        now = time.monotonic()
+        known = self._timeline.get(engine_id)
+        if known is None or boots > known.boots or (boots == known.boots and sent > known.time):
+            known = self._timeline[engine_id] = _EngineTime(boots, sent, now)
+        expected = known.time + (now - known.at)
+        if (
+            known.boots == MAX_ENGINE_BOOTS
+            or boots < known.boots
+            or (boots == known.boots and sent < expected - TIME_WINDOW)
+        ):
+            log.warning(
+                "trap dropped: SNMPv3 trap from %s is outside the time window (a replay?):"
+                " snmpEngineBoots %d, snmpEngineTime %d; latest seen %d, %d",
+                source,
+                boots,
+                sent,
+                known.boots,
+                known.time,
+            )
+            return False
+        return True
 
 
 def _source_text(address: Any) -> str:
