@@ -62,10 +62,15 @@ _SM_FAILURES = (
 _USM_PARAMETERS = "rfc3414.processIncomingMsg"
 _AUTH_PRIV = 3  # securityLevel: 1 noAuthNoPriv, 2 authNoPriv, 3 authPriv
 _SECURITY_LEVELS = {1: "noAuthNoPriv", 2: "authNoPriv", 3: "authPriv"}
-#: RFC 3414 §2.2.3: an authentic message up to 150 s older than the sender's latest is
-#: timely; snmpEngineBoots at its maximum means the sender can no longer be trusted.
+#: RFC 3414 §2.2.3: an authentic message up to 150 s from the sender's clock is timely
+#: (pysnmp itself refuses snmpEngineBoots at its maximum, 2147483647).
 TIME_WINDOW = 150
-MAX_ENGINE_BOOTS = 2147483647
+#: What is known of a device's engine clock is forgotten after this long without an
+#: authentic trap from it (seconds), and an engine time this low with boots unchanged is a
+#: restart it did not count: within FORGET_AFTER of its last trap, a device that restarted
+#: is at most that far into its new clock.
+FORGET_AFTER = 600
+RESTARTED_WITHIN = FORGET_AFTER
 #: Malformed datagrams are counted each, but logged at most once this often (seconds).
 MALFORMED_LOG_INTERVAL = 60.0
 
@@ -234,9 +239,9 @@ class TrapReceiver:
         self._engine: snmp_engine.SnmpEngine | None = None
         self._receiver: ntfrcv.NotificationReceiver | None = None
         self._socket: socket.socket | None = None
-        #: RFC 3414 timeliness per sender snmpEngineID; only authentic traps of configured
-        #: users add to it, so it holds at most one entry per configured engine ID.
-        self._timeline: dict[bytes, _EngineTime] = {}
+        #: RFC 3414 timeliness per device and sender snmpEngineID (cloned devices share an
+        #: engine ID, not a clock); only authentic traps of configured users add to it.
+        self._timeline: dict[tuple[str, bytes], _EngineTime] = {}
         #: (engine ID, boots, time) of the SNMPv3 datagram being handled, from pysnmp's USM.
         self._usm: tuple[bytes, int, int] | None = None
         self._malformed_unlogged = 0  # counted since the last log line about them
@@ -517,36 +522,52 @@ class TrapReceiver:
             log.exception("on_trap failed for %s from %s", event.kind, source)
 
     def _timely(self, usm: tuple[bytes, int, int] | None, source: str) -> bool:
-        """RFC 3414 §3.2.7b, as the non-authoritative receiver of an authentic message: keep
-        the sender's latest (boots, time) and our clock then; a message with fewer boots, or
-        the same boots and a time more than TIME_WINDOW behind that latest time advanced by
-        our elapsed time, is not timely. pysnmp saves every message's boots and time before
-        it makes this check, so its own check always passes."""
+        """RFC 3414 §3.2.7b, as the non-authoritative receiver of an authentic message
+        (pysnmp saves every message's boots and time before it checks them, so its own check
+        always passes). Per device and engine, the latest (boots, time) and our clock then:
+        with the same boots, a time more than TIME_WINDOW behind where that clock now is, or
+        ahead of it, is a replay; fewer boots too. Two allowances, since many devices do not
+        keep snmpEngineBoots: a time back near zero (RESTARTED_WITHIN) is a restart they did
+        not count, and what is known of a device is forgotten after FORGET_AFTER without an
+        authentic trap from it (as pysnmp forgets an engine's time)."""
         if usm is None:
             log.warning("trap dropped: no snmpEngineBoots/Time for the SNMPv3 trap from %s", source)
             return False
         engine_id, boots, sent = usm
+        key = (source, engine_id)
         now = time.monotonic()
-        known = self._timeline.get(engine_id)
-        if known is None or boots > known.boots or (boots == known.boots and sent > known.time):
-            known = self._timeline[engine_id] = _EngineTime(boots, sent, now)
+        known = self._timeline.get(key)
+        if known is not None and now - known.at > FORGET_AFTER:
+            known = None
+        if known is None or boots > known.boots:
+            self._timeline[key] = _EngineTime(boots, sent, now)
+            return True
         expected = known.time + (now - known.at)
-        if (
-            known.boots == MAX_ENGINE_BOOTS
-            or boots < known.boots
-            or (boots == known.boots and sent < expected - TIME_WINDOW)
-        ):
+        if boots == known.boots and abs(sent - expected) <= TIME_WINDOW:
+            if sent > known.time:
+                self._timeline[key] = _EngineTime(boots, sent, now)
+            return True
+        if boots == known.boots and sent < expected and sent <= RESTARTED_WITHIN:
             log.warning(
-                "trap dropped: SNMPv3 trap from %s is outside the time window (a replay?):"
-                " snmpEngineBoots %d, snmpEngineTime %d; latest seen %d, %d",
+                "SNMPv3 traps from %s: snmpEngineTime went back from about %d to %d with"
+                " snmpEngineBoots still %d: taken as a restart it did not count",
                 source,
-                boots,
+                expected,
                 sent,
-                known.boots,
-                known.time,
+                boots,
             )
-            return False
-        return True
+            self._timeline[key] = _EngineTime(boots, sent, now)
+            return True
+        log.warning(
+            "trap dropped: SNMPv3 trap from %s is outside the time window (a replay?):"
+            " snmpEngineBoots %d, snmpEngineTime %d; expected %d, about %d",
+            source,
+            boots,
+            sent,
+            known.boots,
+            expected,
+        )
+        return False
 
 
 def _source_text(address: Any) -> str:

@@ -214,6 +214,31 @@ async def test_v3_traps_below_auth_priv_are_dropped(
     assert "sha-auth-key" not in caplog.text
 
 
+async def test_a_device_restarted_without_counting_its_boots_is_still_heard(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many devices do not keep snmpEngineBoots: after a reboot their clock is back near
+    zero with the same boots. Taken for replays, their linkDown/linkUp after the reboot,
+    the traps that matter most, were dropped until the clock caught up (a day, here); an
+    old time that is not near zero is still a replay."""
+    received = Received()
+    async with TrapReceiver(receiver_config(tmp_path), received) as receiver:
+        port = receiver.port
+
+        async def send(boots_time: str, index: int) -> None:
+            await snmptrap(tmp_path, port, LINK_DOWN, auth=v3(boots_time=boots_time), index=index)
+
+        await send("1,86400", 1)  # up a day
+        await send("1,30", 2)  # rebooted, boots not counted: heard
+        await send("1,40", 3)
+        await send("1,86000", 4)  # a day-old capture replayed: not its clock now
+        await send("1,50", 5)
+        assert await received.indexes(last=5) == [1, 2, 3, 5]
+        stats = receiver.stats
+    assert (stats.accepted, stats.dropped_replay) == (4, 1)
+    assert "taken as a restart it did not count" in caplog.text
+
+
 async def test_replayed_and_stale_v3_traps_are_dropped(tmp_path: Path) -> None:
     """RFC 3414 §3.2.7b: a receiver keeps each sender's latest snmpEngineBoots/Time and
     refuses fewer boots, or the same boots more than 150 s behind (pysnmp saves every
@@ -234,15 +259,17 @@ async def test_replayed_and_stale_v3_traps_are_dropped(tmp_path: Path) -> None:
             await snmptrap(tmp_path, port, LINK_DOWN, auth=v3(boots_time=boots_time), index=index)
 
         send_datagram(port, captured)  # the first time it is news: accepted
-        await send("5,1200", 2)  # the device's clock moves on
-        send_datagram(port, captured)  # 200 s behind the latest: a replay
-        await send("4,5000", 3)  # an earlier boot
-        await send("5,1100", 4)  # late, but within the 150 s window: accepted
-        await send("2147483647,1", 5)  # boots at their maximum: never
-        await send("6,10", 6)  # rebooted: accepted
-        assert await received.indexes(last=6) == [1, 2, 4, 6]
+        await send("5,1140", 2)  # the device's clock moves on (each step within 150 s)
+        await send("5,1280", 3)
+        send_datagram(port, captured)  # 280 s behind the latest: a replay
+        await send("4,5000", 4)  # an earlier boot
+        await send("5,1200", 5)  # late, but within the 150 s window: accepted
+        await send("2147483647,1", 6)  # boots at their maximum: never
+        await send("5,5000", 7)  # an hour ahead of its clock: a capture from a later run
+        await send("6,10", 8)  # rebooted: accepted
+        assert await received.indexes(last=8) == [1, 2, 3, 5, 8]
         stats = receiver.stats
-    assert (stats.dropped_replay, stats.accepted, stats.dropped_bad_auth) == (3, 4, 0)
+    assert (stats.dropped_replay, stats.accepted, stats.dropped_bad_auth) == (4, 5, 0)
 
 
 async def test_malformed_datagrams_are_counted_without_a_traceback(
