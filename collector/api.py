@@ -386,7 +386,6 @@ _ERRORS = {
     "403": "writes are disabled: the collector has no web.token_file",
     "404": "no such check, outage or alert",
     "408": "the body did not arrive within web.body_timeout; the connection is closed",
-    "415": "the body is not sent as Content-Type: application/json",
 }
 
 
@@ -561,7 +560,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _ok("OutageDetailOut", "the outage as it now stands"),
-                        **_err("400", "401", "403", "404", "408", "415"),
+                        **_err("400", "401", "403", "404", "408"),
                     },
                 }
             },
@@ -597,7 +596,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "the window as recorded, with who and when",
                             "content": {"application/json": {"schema": loose}},
                         },
-                        **_err("400", "401", "403", "408", "415"),
+                        **_err("400", "401", "403", "408"),
                     },
                 },
             },
@@ -632,7 +631,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _ok("AlertDetailOut", "the alert as it now stands"),
-                        **_err("400", "401", "403", "404", "408", "415"),
+                        **_err("400", "401", "403", "404", "408"),
                     },
                 }
             },
