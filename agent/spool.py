@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -83,20 +84,28 @@ def _start_seq(conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
 
 
 def _create(path: Path, clock: Callable[[], float]) -> None:
-    """A new spool, made whole in a file of its own and renamed into place: a spool file
+    """A new spool, made whole in a file of its own and linked into place: a spool file
     that holds no spool is then never one an agent was starting, always one that lost its
-    events (``_held``)."""
-    tmp = path.with_name(f"{path.name}.new")
+    events (``_held``). Linked, not renamed: a second process starting on the same path
+    meanwhile (a misconfiguration) takes the first one's spool rather than replacing it
+    under it."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.new")
     tmp.unlink(missing_ok=True)
-    conn = sqlite3.connect(str(tmp), isolation_level=None)
     try:
-        conn.executescript(_SCHEMA)
-        _start_seq(conn, clock)
-        first = conn.execute("SELECT value FROM meta WHERE key='first'").fetchone()[0]
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.executescript(_SCHEMA)
+            _start_seq(conn, clock)
+            first = conn.execute("SELECT value FROM meta WHERE key='first'").fetchone()[0]
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return
+        log.info("new spool %s: its first event will be seq %d", path, first)
     finally:
-        conn.close()
-    tmp.replace(path)
-    log.info("new spool %s: its first event will be seq %d", path, first)
+        tmp.unlink(missing_ok=True)
 
 
 def _held(conn: sqlite3.Connection, path: Path) -> None:

@@ -1304,7 +1304,7 @@ def parse_config(data: dict[str, Any], file: str = "<config>") -> Estate:
 def load_config(path: str | Path) -> Estate:
     file = str(path)
     try:
-        raw = read_limited(path, CONFIG_MAX_BYTES)
+        raw = read_limited(path, CONFIG_MAX_BYTES, pipes=True)
     except NotAFile as exc:
         raise ConfigError([ConfigIssue(file, "", f"cannot read: {exc}")]) from exc
     except OSError as exc:

@@ -4,6 +4,7 @@ read for ever or waited on."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -13,14 +14,21 @@ class NotAFile(ValueError):
     """What was named cannot be read as a file of at most the size allowed."""
 
 
-def read_limited(path: str | Path, limit: int) -> bytes:
+def read_limited(path: str | Path, limit: int, *, pipes: bool = False) -> bytes:
     """The file's bytes, never more than ``limit``: ``NotAFile`` where it is not a regular
-    file or is larger; ``OSError`` where it cannot be opened or read."""
-    # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+    file (``pipes``: nor a pipe with a writer, as ``<(...)`` or ``/dev/stdin`` give) or is
+    larger; ``OSError`` where it cannot be opened or read."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer.
     with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        mode = os.fstat(f.fileno()).st_mode
+        piped = pipes and stat.S_ISFIFO(mode)
+        if not stat.S_ISREG(mode) and not piped:
             raise NotAFile("not a regular file")
+        if piped:
+            os.set_blocking(f.fileno(), True)  # its writer may not have written yet
         raw = f.read(limit + 1)
+    if piped and not raw:
+        raise NotAFile("a pipe nothing was written to")
     if len(raw) > limit:
         raise NotAFile(f"larger than {limit} bytes")
     return raw
@@ -41,12 +49,21 @@ def write_whole(path: Path, text: str) -> None:
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as f:
+        f = open(tmp, "x", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except PermissionError:
+        # A file its owner may write in a directory they may not: in place, as before.
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(text)
+        return
+    try:
+        with f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        if st is not None:
-            os.chmod(tmp, stat.S_IMODE(st.st_mode))  # the report keeps its permissions
+        if st is not None:  # the report keeps its permissions, and its owner where we may
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            with contextlib.suppress(PermissionError):
+                os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -305,6 +305,34 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+class _BadRequests:
+    """Requests refused unparsed, logged at most once a minute with how many (a port
+    scanner's garbage would otherwise be a line per connection)."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self.unlogged = 0
+        self.logged_at: float | None = None
+
+    def refused(self, remote: str | None, status: int, kind: str) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if self.logged_at is not None and now - self.logged_at < self.EVERY:
+            return
+        log.info(
+            "bad request from %s refused (%d, %s); %d refused so (at most one such line a minute)",
+            remote,
+            status,
+            kind,
+            self.unlogged,
+        )
+        self.logged_at, self.unlogged = now, 0
+
+
+_BAD_REQUESTS = _BadRequests()
+
+
 class _QuietHandler(RequestHandler):
     """aiohttp's handler of one connection, answering a request it could not parse without
     what it could not parse. aiohttp's own 400 quoted the offending header and logged it
@@ -323,7 +351,7 @@ class _QuietHandler(RequestHandler):
         if status >= 500:
             return super().handle_error(request, status, exc, message)
         kind = type(exc).__name__ if exc is not None else "unparsable request"
-        log.info("bad request from %s refused (%d, %s)", request.remote, status, kind)
+        _BAD_REQUESTS.refused(request.remote, status, kind)
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:

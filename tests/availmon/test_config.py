@@ -81,12 +81,27 @@ def test_a_config_that_is_not_a_file_is_refused_not_read_for_ever(tmp_path: Path
         f.truncate(CONFIG_MAX_BYTES + 1)  # sparse: nothing written
     for path, message in [
         (Path("/dev/zero"), "cannot read: not a regular file"),
-        (fifo, "cannot read: not a regular file"),
+        (fifo, "cannot read: a pipe nothing was written to"),  # no writer: not waited for
         (large, f"cannot read: larger than {CONFIG_MAX_BYTES} bytes"),
     ]:
         with pytest.raises(ConfigError) as err:
             load_config(path)
         assert [str(i) for i in err.value.issues] == [f"{path}: {message}"]
+
+
+def test_a_config_may_come_through_a_pipe() -> None:
+    """'render | availmon config check /dev/stdin' and '<(render)' are pipes: refused with
+    the devices at first, they are read (to the same limit); a pipe that gives nothing is
+    not taken for an empty config."""
+    base = (HERE / "base.toml").read_text()
+    argv = [sys.executable, "-m", "availmon.cli", "config", "check", "/dev/stdin"]
+    good = subprocess.run(argv, input=base, capture_output=True, text=True, timeout=60)
+    assert (good.returncode, good.stdout.strip()) == (0, "ok: 1 sites, 1 checks (internet_web 1)")
+    empty = subprocess.run(argv, input="", capture_output=True, text=True, timeout=60)
+    assert (empty.returncode, empty.stderr.strip()) == (
+        2,
+        "/dev/stdin: cannot read: a pipe nothing was written to",
+    )
 
 
 def test_a_config_nested_too_deeply_is_refused(tmp_path: Path) -> None:
