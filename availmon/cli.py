@@ -191,6 +191,10 @@ def _shown(value: str) -> str:
     return f"'{''.join(shown)}'"
 
 
+#: Arguments that name files whatever their type (a file name may be any bytes).
+_PATH_DESTS = frozenset({"config", "file", "state_dir", "out", "db"})
+
+
 def refuse_undecodable(
     parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Sequence[str]
 ) -> None:
@@ -201,6 +205,8 @@ def refuse_undecodable(
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 chosen = action.choices.get(getattr(args, action.dest, None) or "")
+                continue
+            if action.dest in _PATH_DESTS:
                 continue
             value = getattr(args, action.dest, None)
             for v in value if isinstance(value, list) else [value]:

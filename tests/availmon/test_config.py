@@ -407,3 +407,13 @@ def test_settings_that_failed_later_are_refused(data: dict[str, object], issues:
 )
 def test_the_edges_of_those_settings_are_kept(data: dict[str, object]) -> None:
     parse_config({**check_with(), **data}, "estate.toml")
+
+
+def test_a_config_whose_name_is_not_utf8_is_still_read(tmp_path: Path) -> None:
+    """Arguments that are not UTF-8 are refused, but a file name may be any bytes: the
+    check refused '--config d\\xe9mo.toml', a file that is there."""
+    name = tmp_path / os.fsdecode(b"d\xe9mo.toml")
+    name.write_text((HERE / "base.toml").read_text())
+    argv = [sys.executable, "-m", "availmon.cli", "config", "check", os.fsencode(name)]
+    done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, b"ok: 1 sites, 1 checks (internet_web 1)")
