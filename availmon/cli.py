@@ -20,7 +20,7 @@ from typing import Any
 from availmon.errors import EXIT_RUNTIME, EXIT_USAGE, AvailmonError, ConfigError
 from availmon.logs import LOG_FORMATS
 from availmon.logs import setup as setup_logging
-from availmon.text import one_line, terminal
+from availmon.text import encodable, one_line, terminal
 
 #: Every subcommand, in help order: the module whose ``add_parser(subparsers)`` defines it,
 #: and its one-line help (shown by ``availmon --help`` without importing the module).
@@ -172,15 +172,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _undecodable(value: object) -> bool:
-    """Text from bytes that are not UTF-8: Python keeps each bad byte as a lone surrogate,
-    which nothing can store or print (SQLite, stdout: 'unexpected UnicodeEncodeError')."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+    """Text from bytes that are not UTF-8 (see ``availmon.text.encodable``)."""
+    return isinstance(value, str) and not encodable(value)
 
 
 def _shown(value: str) -> str:

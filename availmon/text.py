@@ -61,3 +61,14 @@ def csv_cell(value: object) -> str:
     if s.startswith(_FORMULA_START):
         s = "'" + s
     return s.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` can be written out as UTF-8. Bytes that were not UTF-8 come into
+    Python (arguments, headers) as lone surrogates, and JSON can escape one (``"\\udcff"``):
+    neither SQLite nor a terminal can take them ('unexpected UnicodeEncodeError')."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from availmon.config import WebConfig
 from availmon.errors import StartupError
+from availmon.text import encodable
 
 COOKIE = "availmon_token"
 USER_HEADER = "X-Availmon-User"
@@ -85,19 +86,10 @@ def bearer(request: web.Request) -> str | None:
 
 def who(value: str | None) -> str | None:
     """The name a write is recorded under, or None when missing or unfit."""
-    if value is None or not _WHO.match(value) or not _utf8(value):
+    # A header's bytes that are not UTF-8: the store cannot keep them (a 500 when it tried).
+    if value is None or not _WHO.match(value) or not encodable(value):
         return None
     return value.strip()
-
-
-def _utf8(text: str) -> bool:
-    """Whether ``text`` came as UTF-8 (a header's other bytes are lone surrogates, which the
-    store cannot keep: a 500 when it tried)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")

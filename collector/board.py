@@ -54,6 +54,7 @@ from availmon.clock import from_iso, to_iso, utcnow
 from availmon.config import Estate, scope_issues
 from availmon.limits import ANNOTATION_MAX_CHARS, REASON_MAX_CHARS
 from availmon.schema import State
+from availmon.text import encodable
 from collector import auth
 from collector.accounting import (
     BusinessCalendar,
@@ -838,10 +839,8 @@ def storable(value: Any) -> Any:
         if isinstance(text, str):
             if "\x00" in text:
                 raise ValueError("not valid text: a NUL character (\\u0000)")
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("not valid text: a lone surrogate (\\ud800-\\udfff)") from None
+            if not encodable(text):
+                raise ValueError("not valid text: a lone surrogate (\\ud800-\\udfff)")
     return value
 
 
