@@ -1,6 +1,6 @@
-"""Reading a whole file a person named (a config, a CSV to import) without trusting it to be
-one: a device such as /dev/zero, a FIFO or a runaway file is refused with a reason, never
-read for ever or waited on."""
+"""Files a person names. Read whole (a config, a CSV to import) without trusting them to be
+files: a device such as /dev/zero, a FIFO or a runaway file is refused with a reason, never
+read for ever or waited on. Written whole (a report): never left half-written."""
 
 from __future__ import annotations
 
@@ -44,16 +44,14 @@ def write_whole(path: Path, text: str) -> None:
     except FileNotFoundError:
         st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        path.write_text(text, encoding="utf-8")
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         f = open(tmp, "x", encoding="utf-8")  # noqa: SIM115 (closed below)
     except PermissionError:
         # A file its owner may write in a directory they may not: in place, as before.
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(text)
+        path.write_text(text, encoding="utf-8")
         return
     try:
         with f:
