@@ -12,6 +12,7 @@ channel modules (``collector/channels/``) take these models.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,6 +35,8 @@ from availmon.secrets import resolve_secret, shown
 LONGEST_DELAY = 30 * 86400.0
 #: The shortest repeat but 0 ("never"): a minute (``repeat = 0.001`` sent a message a step).
 SHORTEST_REPEAT = 60.0
+#: The shortest channel timeout (``timeout = 0.001`` failed every delivery, for ever).
+SHORTEST_TIMEOUT = 1.0
 #: A duration where 0 means "at once" (wait) or "never" (repeat, flapping hold).
 Delay = Annotated[float, BeforeValidator(duration), Field(ge=0, le=LONGEST_DELAY)]
 
@@ -90,6 +93,47 @@ HttpUrl = Annotated[
     AfterValidator(_http_url),
 ]
 Address = Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$", max_length=254)]
+#: A DNS label as SMTP relays are named (an underscore is tolerated: internal names have it).
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _smtp_host(host: str) -> str:
+    """A host an SMTP client can connect to. Anything went, so ``smtp://mail:25``,
+    ``mail.council.example:587`` or ``mail relay`` failed every send, and the alert was
+    retried for ever. An IPv6 address may be given bare or in brackets; it is kept bare."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if "://" in host:
+        raise ValueError("expected a host name or an address, not a URL")
+    if ":" in host:
+        raise ValueError("expected a host name or an address; the port goes in 'port'")
+    name = host.removesuffix(".")
+    try:
+        ascii_name = name if name.isascii() else name.encode("idna").decode()
+    except UnicodeError:
+        ascii_name = ""
+    labels = ascii_name.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError("expected a host name (letters, digits, '-' and '.') or an IP address")
+    if all(label.isdigit() for label in labels):  # 127.0.0.256, 10.1: no host has that name
+        raise ValueError("expected an IPv4 address of four numbers from 0 to 255")
+    return host
+
+
+SmtpHost = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_smtp_host)]
+
+
+def _channel_timeout(value: float) -> float:
+    if value < SHORTEST_TIMEOUT:
+        raise ValueError("expected at least a second ('1s'): a shorter one fails deliveries")
+    return value
+
+
+#: How long a channel waits for its peer: from a second to ``Seconds``' longest.
+ChannelTimeout = Annotated[Seconds, AfterValidator(_channel_timeout)]
 
 #: How much an alert matters: down is a page (wake someone), degraded a ticket.
 Severity = Literal["page", "ticket"]
@@ -109,7 +153,7 @@ class AlertmanagerChannel(_Frozen):
     url: HttpUrl
     bearer_token_file: Path | None = None
     bearer_token_env: str | None = None
-    timeout: Seconds = 10.0
+    timeout: ChannelTimeout = 10.0
 
     def bearer_token(self) -> str | None:
         return resolve_secret(self.bearer_token_file, self.bearer_token_env, "bearer_token")
@@ -123,7 +167,7 @@ class WebhookChannel(_Frozen):
     #: The signing key shared with the receiver (required: an unsigned alert can be forged).
     secret_file: Path | None = None
     secret_env: str | None = None
-    timeout: Seconds = 10.0
+    timeout: ChannelTimeout = 10.0
 
     def secret(self) -> str:
         value = resolve_secret(self.secret_file, self.secret_env, "secret")
@@ -135,7 +179,7 @@ class EmailChannel(_Frozen):
     """Email over SMTP (STARTTLS by default), a plain-text and an HTML part."""
 
     type: Literal["email"]
-    host: str = Field(min_length=1, max_length=253)
+    host: SmtpHost
     port: Port = 587
     #: ``starttls`` (upgrade a plain connection), ``tls`` (implicit TLS, port 465) or
     #: ``none`` (a relay on the same host only).
@@ -148,7 +192,7 @@ class EmailChannel(_Frozen):
     password_env: str | None = None
     sender: Address = Field(alias="from")
     to: tuple[Address, ...] = Field(min_length=1, max_length=100)
-    timeout: Seconds = 30.0
+    timeout: ChannelTimeout = 30.0
 
     def password(self) -> str | None:
         return resolve_secret(self.password_file, self.password_env, "password")
@@ -160,7 +204,7 @@ class SlackChannel(_Frozen):
     type: Literal["slack"]
     url_file: Path | None = None
     url_env: str | None = None
-    timeout: Seconds = 10.0
+    timeout: ChannelTimeout = 10.0
 
     def url(self) -> str:
         value = resolve_secret(self.url_file, self.url_env, "url")
@@ -175,7 +219,7 @@ class TeamsChannel(_Frozen):
     type: Literal["teams"]
     url_file: Path | None = None
     url_env: str | None = None
-    timeout: Seconds = 10.0
+    timeout: ChannelTimeout = 10.0
 
     def url(self) -> str:
         value = resolve_secret(self.url_file, self.url_env, "url")

@@ -353,3 +353,68 @@ def test_retry_initial_longer_than_retry_max_is_refused(retry: dict[str, Any], i
 
 def test_retry_initial_equal_to_retry_max_passes() -> None:
     assert issues_of(estate_with({"retry_initial": "1m", "retry_max": 60})) == []
+
+
+def mail_at(**changes: Any) -> dict[str, Any]:
+    return estate_with(
+        {
+            "channels": {"mail": {**mail(), **changes}},
+            "routes": [{"name": "all", "channels": ["mail"]}],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("smtp://mail:25", "expected a host name or an address, not a URL"),
+        ("mail.council.example:587", "expected a host name or an address; the port goes in 'port'"),
+        ("[::1]:25", "expected a host name or an address; the port goes in 'port'"),
+        ("mail relay", "expected a host name (letters, digits, '-' and '.') or an IP address"),
+        ("-mail.example", "expected a host name (letters, digits, '-' and '.') or an IP address"),
+        ("[mail]", "expected a host name (letters, digits, '-' and '.') or an IP address"),
+        ("127.0.0.256", "expected an IPv4 address of four numbers from 0 to 255"),
+    ],
+)
+def test_an_smtp_host_no_client_can_reach_is_refused(host: str, message: str) -> None:
+    # Any text was taken, and every send then failed and was retried for ever.
+    assert issues_of(mail_at(host=host)) == [
+        f"estate.toml: alerts.channels.mail.host: {message} (got {host!r})"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("host", "kept"),
+    [
+        ("mail.council.example", "mail.council.example"),
+        ("smtp_relay.internal.", "smtp_relay.internal."),
+        ("bücher.example", "bücher.example"),
+        ("192.0.2.25", "192.0.2.25"),
+        ("::1", "::1"),
+        ("[::1]", "::1"),
+    ],
+)
+def test_smtp_hosts_names_and_addresses_pass(host: str, kept: str) -> None:
+    assert issues_of(mail_at(host=host)) == []
+    assert EmailChannel.model_validate({**mail(), "host": host}).host == kept
+
+
+@pytest.mark.parametrize("timeout", [0.001, 0.5, "500ms"])
+def test_a_channel_timeout_under_a_second_is_refused(timeout: Any) -> None:
+    # timeout = 0.001 failed every delivery, and each was retried for ever.
+    assert issues_of(mail_at(timeout=timeout)) == [
+        "estate.toml: alerts.channels.mail.timeout: expected at least a second ('1s'):"
+        f" a shorter one fails deliveries (got {timeout!r})"
+    ]
+    hook_data = estate_with(
+        {
+            "channels": {"team": {**hook(), "timeout": timeout}},
+            "routes": [{"name": "r", "channels": ["team"]}],
+        }
+    )
+    assert [i.split(":")[1] for i in issues_of(hook_data)] == [" alerts.channels.team.timeout"]
+
+
+@pytest.mark.parametrize("timeout", [1, "1s", 30])
+def test_a_channel_timeout_of_a_second_or_more_passes(timeout: Any) -> None:
+    assert issues_of(mail_at(timeout=timeout)) == []
