@@ -18,15 +18,17 @@ import importlib.metadata
 import io
 import json
 import math
+import os
 import re
 import time
+import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from functools import partial
+from functools import cache, partial
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -337,17 +339,42 @@ def fingerprint(estate: Estate) -> str:
     areas and dependencies, accounting settings and policy, recurring windows, services;
     what a report ``as_of`` works its figures out from too), the rules' version, and the
     bank holidays' (business hours move when a holiday is added). A change elsewhere (a
-    probe's timeout, an alert route, the web settings) keeps them."""
+    probe's timeout, an alert route, the web settings) keeps them. The time zone rules are
+    in it too (``zone_rules``)."""
     global _fingerprinted
     last = _fingerprinted
     if last is not None and last[0] is estate:  # a report asks for it once per cache key
         return last[1]
     # In the config's order, not sorted: the report lists areas and partners in it.
     view = json.dumps(accounting_view(estate), separators=(",", ":"))
-    text = f"{FIGURES_VERSION}:{HOLIDAYS_VERSION}:{view}"
+    zones = {estate.accounting.timezone} | {
+        w.timezone for w in estate.maintenance if w.timezone is not None
+    }
+    rules = ",".join(zone_rules(z) for z in sorted(zones))
+    text = f"{FIGURES_VERSION}:{HOLIDAYS_VERSION}:{rules}:{view}"
     found = hashlib.sha256(text.encode()).hexdigest()[:32]
     _fingerprinted = (estate, found)
     return found
+
+
+@cache
+def zone_rules(key: str) -> str:
+    """A digest of the time zone rules ``ZoneInfo(key)`` reads, found where it finds them
+    (the system's zone files first, then the tzdata package): a tz database update that
+    moves a clock change moves local midnights, so figures kept under the old rules are
+    not read under the new. Once per process, as ``ZoneInfo`` keeps the rules it loaded."""
+    for root in zoneinfo.TZPATH:
+        path = os.path.join(root, key)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()[:16]
+    try:
+        import importlib.resources
+
+        found = importlib.resources.files("tzdata.zoneinfo").joinpath(*key.split("/"))
+        return hashlib.sha256(found.read_bytes()).hexdigest()[:16]
+    except (ImportError, OSError, ValueError):
+        return "unknown"  # ZoneInfo(key) cannot load it either: the config check says so
 
 
 #: The last estate fingerprinted, and its fingerprint (an estate is never changed in place:

@@ -295,6 +295,36 @@ def test_another_release_of_the_bank_holidays_computes_its_own_figures(
     assert fingerprint(make_estate()) != before
 
 
+def test_another_release_of_the_tz_database_computes_its_own_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tz database update can move a clock change, and local midnights (the days kept,
+    the quarter's bounds) with it: figures kept under other rules are not read. The same
+    rules found elsewhere are the same figures."""
+    from zoneinfo import TZPATH, reset_tzpath
+
+    from collector.report import zone_rules
+
+    system = fingerprint(make_estate())
+    london = next(Path(p, "Europe/London") for p in TZPATH if Path(p, "Europe/London").is_file())
+    same, moved = tmp_path / "same", tmp_path / "moved"
+    (same / "Europe").mkdir(parents=True)
+    (moved / "Europe").mkdir(parents=True)
+    (same / "Europe/London").write_bytes(london.read_bytes())
+    paris = london.with_name("Paris")  # other rules under London's name
+    (moved / "Europe/London").write_bytes(paris.read_bytes())
+    monkeypatch.setattr("collector.report._fingerprinted", None)
+    try:
+        for root, expected in ((same, True), (moved, False)):
+            reset_tzpath(to=[str(root)])
+            zone_rules.cache_clear()
+            assert (fingerprint(make_estate()) == system) is expected, root
+    finally:
+        reset_tzpath()
+        zone_rules.cache_clear()
+    assert fingerprint(make_estate()) == system
+
+
 #: A report in a process of its own: whether it imported the holidays library, and its
 #: figures.
 REPORT_ALONE = """
