@@ -220,6 +220,8 @@ class Publisher:
         self.max_in_flight = 0
         self._in_flight = 0
         self.status_topic = topic(site, agent, "status")
+        #: Collectors whose confirmations were ignored (not required): each said once.
+        self._unrequired: set[str] = set()
         self.outstanding: Outstanding | None = None
         #: Set by the agent before it cancels ``run`` (see ``availmon.mqtt.stop_if``).
         self.stopping = False
@@ -367,6 +369,18 @@ class Publisher:
                 continue
             if ack.collector != parts[-1]:
                 log.warning("ignored a confirmation from %s on %s", ack.collector, message.topic)
+                continue
+            if ack.collector not in self.spool.confirmers:
+                # Its word deletes nothing (the spool ignores it), and a collector left out of
+                # agent.confirm_by by mistake would otherwise hold events in no one's sight.
+                if ack.collector not in self._unrequired:
+                    self._unrequired.add(ack.collector)
+                    log.warning(
+                        "ignoring confirmations from collector %s: this agent deletes an"
+                        " event once %s confirmed it (agent.confirm_by)",
+                        ack.collector,
+                        " and ".join(self.spool.confirmers),
+                    )
                 continue
             if ack.rejected:
                 log.error(

@@ -261,6 +261,41 @@ async def test_a_confirmation_larger_than_any_collector_sends_is_ignored_unread(
     assert depth == 40
 
 
+async def test_a_confirmation_from_a_collector_not_waited_for_is_ignored_and_said_once(
+    broker: Mosquitto,
+    fake_collector: FakeCollector,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another collector's word deletes nothing; it was ignored without a word, so a
+    collector left out of ``agent.confirm_by`` by mistake held every event unseen."""
+    cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
+    s = spool(tmp_path)
+    pub = publisher(cfg, s)
+    seqs = await fill(s, 50)
+    task = asyncio.create_task(pub.run())
+    try:
+        await until(lambda: len(fake_collector.received) >= 50, "50 received")
+        other = Ack(collector="availmon-other", stored=[(seqs[0], seqs[-1])]).to_json()
+        for _ in range(3):
+            await fake_collector.client.publish(
+                ack_topic("hq", "hq", "availmon-other"), other, qos=1
+            )
+        await fake_collector.confirm(seqs[0], seqs[9])  # after them, from the same client
+        await until(lambda: pub.delivered == 10, "10 confirmed")
+        depth = (await s.stats()).depth
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        s.close()
+    assert depth == 40
+    said = [r.getMessage() for r in caplog.records if "availmon-other" in r.getMessage()]
+    assert said == [
+        "ignoring confirmations from collector availmon-other: this agent deletes an event"
+        " once availmon-collector confirmed it (agent.confirm_by)"
+    ]
+
+
 async def test_unconfirmed_events_are_published_again_after_the_timeout(
     broker: Mosquitto, fake_collector: FakeCollector, tmp_path: Path
 ) -> None:
