@@ -116,6 +116,12 @@ def _config_check(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(estate.sites)) or "none"
         print(f"{args.file}: sites: no site {args.site!r} (sites: {known})", file=sys.stderr)
         return EXIT_USAGE
+    if not estate.sites:  # valid, as an empty Prometheus config is, but never what is meant
+        print(
+            f"{args.file}: sites: warning: no sites: an agent has nothing to probe and the"
+            " collector refuses every event",
+            file=sys.stderr,
+        )
     print(summary(estate))
     return 0
 

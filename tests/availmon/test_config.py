@@ -67,6 +67,20 @@ def test_config_check_cli_exit_codes() -> None:
     assert good.stdout.strip() == "ok: 1 sites, 1 checks (internet_web 1)"
 
 
+def test_config_check_warns_of_a_config_with_no_sites(tmp_path: Path) -> None:
+    """Valid (the daemons start on it), but never what is meant: it passed as 'ok: 0
+    sites' with nothing to say that an agent would probe nothing."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text('name = "nothing yet"\n')
+    done = cli("config", "check", str(empty))
+    assert (done.returncode, done.stdout.strip()) == (0, "ok: 0 sites, 0 checks (none)")
+    assert done.stderr.splitlines() == [
+        f"{empty}: sites: warning: no sites: an agent has nothing to probe and the collector"
+        " refuses every event"
+    ]
+    assert cli("config", "check", str(HERE / "base.toml")).stderr == ""
+
+
 def test_missing_file_is_named() -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: cannot read: No such file"):
         load_config(HERE / "nope.toml")
