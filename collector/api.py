@@ -386,6 +386,8 @@ _ERRORS = {
     "403": "writes are disabled: the collector has no web.token_file",
     "404": "no such check, outage or alert",
     "408": "the body did not arrive within web.body_timeout; the connection is closed",
+    "409": "the same maintenance window (start, end and scope) is declared already and not"
+    " cancelled; the message names it",
 }
 
 
@@ -596,7 +598,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "the window as recorded, with who and when",
                             "content": {"application/json": {"schema": loose}},
                         },
-                        **_err("400", "401", "403", "408"),
+                        **_err("400", "401", "403", "408", "409"),
                     },
                 },
             },

@@ -75,6 +75,7 @@ from collector.outage_csv import parse_time
 from collector.outbox import alert_detail
 from collector.report import accounts_for, show_minutes, window_of
 from collector.standing import expand_around, verdicts_of
+from collector.store import DuplicateWindow
 
 if TYPE_CHECKING:
     from collector.main import Collector
@@ -985,6 +986,16 @@ async def declare_maintenance(
     return row
 
 
+def duplicate_problem(exc: DuplicateWindow) -> str:
+    """A declaration refused (409): the same window is declared already, not cancelled."""
+    w = exc.existing
+    return (
+        f"{w['id']} already declares this window (the same start, end and scope;"
+        f" {w['reason']!r}, declared by {w['by']}): nothing changed; cancel {w['id']} to"
+        " declare it anew"
+    )
+
+
 def windows_near(store: Store, estate: Estate, now: datetime) -> list[dict[str, Any]]:
     """Windows from a week ago to a month ahead, declared and recurring."""
     lo, hi = now - timedelta(days=7), now + timedelta(days=31)
@@ -1011,7 +1022,10 @@ async def api_maintenance(request: web.Request) -> web.StreamResponse:
     problem = maintenance_problem(collector.estate, data)
     if problem:
         return _error(400, f"bad maintenance request: {problem}")
-    row = await declare_maintenance(collector, data, by, utcnow())
+    try:
+        row = await declare_maintenance(collector, data, by, utcnow())
+    except DuplicateWindow as exc:
+        return _error(409, f"maintenance not declared: {duplicate_problem(exc)}")
     return web.json_response(row, status=201)
 
 
@@ -1054,8 +1068,12 @@ async def maintenance_page(request: web.Request) -> web.StreamResponse:
         except (ValueError, ValidationError) as exc:
             message, status = _why(exc), 400
         else:
-            row = await declare_maintenance(collector, data, by, utcnow())
-            raise web.HTTPSeeOther(f"/board/maintenance?saved={quote(row['id'], safe=':')}")
+            try:
+                row = await declare_maintenance(collector, data, by, utcnow())
+            except DuplicateWindow as exc:
+                message, status = duplicate_problem(exc), 409
+            else:
+                raise web.HTTPSeeOther(f"/board/maintenance?saved={quote(row['id'], safe=':')}")
     now = utcnow()
     rows = await collector.read(windows_near, collector.read_store, collector.estate, now)
     return _render(

@@ -61,7 +61,7 @@ from collector.report import (
     window_of,
 )
 from collector.rules import record as record_rules
-from collector.store import Store, describe
+from collector.store import CancelOutcome, DuplicateWindow, Store, describe
 
 #: How long a command waits for a database another process (the collector) is writing.
 BUSY_TIMEOUT = 30.0
@@ -516,7 +516,10 @@ def cmd_maintenance_add(args: argparse.Namespace) -> int:
     _, store = _open(args, create=True, estate=estate)
     with _using(store):
         record_rules(store, estate, now)
-        row = store.declare_window(start, end, scope, args.reason, by, now)
+        try:
+            row = store.declare_window(start, end, scope, args.reason, by, now)
+        except DuplicateWindow as exc:
+            raise UsageError(_duplicate_text(exc.existing, tz)) from None
     late = " (declared after its start: it plans only from now)" if start < now else ""
     print(
         terminal(
@@ -525,6 +528,16 @@ def cmd_maintenance_add(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _duplicate_text(existing: dict[str, Any], tz: ZoneInfo) -> str:
+    """A declaration refused: the same window is declared already (and not cancelled)."""
+    start, end = (_when(to_us(from_iso(existing[k])), tz) for k in ("start", "end"))
+    return (
+        f"{existing['id']} already declares this window ({start} to {end},"
+        f" {_scope_text(existing['scope'])}; {existing['reason']!r}, declared by"
+        f" {existing['by']}); nothing changed (cancel {existing['id']} to declare it anew)"
+    )
 
 
 def cmd_maintenance_list(args: argparse.Namespace) -> int:
@@ -578,11 +591,17 @@ def cmd_maintenance_list(args: argparse.Namespace) -> int:
 def cmd_maintenance_cancel(args: argparse.Namespace) -> int:
     reason = _text(args.reason, "--reason", REASON_MAX_CHARS)
     by = _who(args)
-    _, store = _open(args)
+    estate, store = _open(args)
     with _using(store):
         done = store.cancel_window(args.id, by, utcnow(), reason)
-    if not done:
+    if done.outcome is CancelOutcome.NO_SUCH_WINDOW:
         raise UsageError(f"no declared window {args.id!r}")
+    if done.outcome is CancelOutcome.ALREADY_CANCELLED:
+        tz = ZoneInfo(estate.accounting.timezone)
+        when = _when(to_us(from_iso(done.at)), tz) if done.at is not None else "?"
+        raise UsageError(
+            f"{done.window_id} was already cancelled by {done.by} at {when}; nothing changed"
+        )
     print(terminal(f"{args.id} cancelled"))
     return 0
 

@@ -21,6 +21,7 @@ SQL.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import math
 import operator
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from availmon.areas import NETWORK_AREA
 from availmon.clock import iso_to_us, to_iso, to_us, us_to_iso, utcnow
-from availmon.errors import NoSuchRecord, StoreError
+from availmon.errors import EXIT_USAGE, NoSuchRecord, StoreError
 from availmon.schema import Event, Evidence, Heartbeat, State
 
 if TYPE_CHECKING:  # imported when a migration runs: most opens have none to run
@@ -1721,47 +1722,60 @@ class Store:
         by: str,
         at: datetime,
     ) -> dict[str, Any]:
-        """A one-off maintenance window, recorded with who and when."""
+        """A one-off maintenance window, recorded with who and when. The same window (same
+        start, end and scope) already declared and not cancelled is refused: DuplicateWindow,
+        and nothing is written. Its reason and who declared it do not make it another one."""
+        stored_scope = json.dumps(dict(scope), sort_keys=True)
+        wanted = _scope_key(json.loads(stored_scope))
         with self._tx():
+            same_times = self.conn.execute(
+                self._WINDOW_SELECT + " WHERE w.start=? AND w.end=? AND c.n IS NULL ORDER BY w.n",
+                (to_iso(start), to_iso(end)),
+            ).fetchall()
+            for row in same_times:
+                if _scope_key(json.loads(row["scope"])) == wanted:
+                    raise DuplicateWindow(_window_row(row))
             self._invalidate_figures(to_us(start))
             cur = self.conn.execute(
                 "INSERT INTO maintenance_windows (start, end, scope, reason, by, recorded_at)"
                 " VALUES (?,?,?,?,?,?)",
-                (
-                    to_iso(start),
-                    to_iso(end),
-                    json.dumps(dict(scope), sort_keys=True),
-                    reason,
-                    by,
-                    to_iso(at),
-                ),
+                (to_iso(start), to_iso(end), stored_scope, reason, by, to_iso(at)),
             )
         self.window_writes += 1
         found = self.window(f"m:{cur.lastrowid}")
         assert found is not None
         return found
 
-    def cancel_window(self, window_id: str, by: str, at: datetime, reason: str | None) -> bool:
-        """Cancel a declared window (a record of its own); False when there is none."""
+    def cancel_window(
+        self, window_id: str, by: str, at: datetime, reason: str | None
+    ) -> WindowCancellation:
+        """Cancel a declared window (a record of its own). A window is cancelled once: the
+        first cancellation stands, and cancelling it again writes nothing (ALREADY_CANCELLED,
+        with that first cancellation's who and when)."""
         n = _window_n(window_id)
         with self._tx():
-            if (
-                n is None
-                or not self.conn.execute(
-                    "SELECT 1 FROM maintenance_windows WHERE n=?", (n,)
+            row = (
+                None
+                if n is None
+                else self.conn.execute(
+                    "SELECT w.start, c.by, c.at, c.reason FROM maintenance_windows w"
+                    " LEFT JOIN maintenance_cancellations c ON c.n = w.n WHERE w.n=?",
+                    (n,),
                 ).fetchone()
-            ):
-                return False
-            start = self.conn.execute(
-                "SELECT start FROM maintenance_windows WHERE n=?", (n,)
-            ).fetchone()[0]
-            self._invalidate_figures(iso_to_us(start))
+            )
+            if row is None:
+                return WindowCancellation(CancelOutcome.NO_SUCH_WINDOW, window_id)
+            if row["at"] is not None:
+                return WindowCancellation(
+                    CancelOutcome.ALREADY_CANCELLED, f"m:{n}", row["by"], row["at"], row["reason"]
+                )
+            self._invalidate_figures(iso_to_us(row["start"]))
             self.conn.execute(
-                "INSERT OR IGNORE INTO maintenance_cancellations VALUES (?,?,?,?)",
+                "INSERT INTO maintenance_cancellations VALUES (?,?,?,?)",
                 (n, by, to_iso(at), reason),
             )
         self.window_writes += 1
-        return True
+        return WindowCancellation(CancelOutcome.CANCELLED, f"m:{n}", by, to_iso(at), reason)
 
     _WINDOW_SELECT = (
         "SELECT 'm:' || w.n AS id, w.start, w.end, w.scope, w.reason, w.by, w.recorded_at,"
@@ -2056,6 +2070,57 @@ def _window_row(row: Any) -> dict[str, Any]:
     out = dict(row)
     out["scope"] = json.loads(out["scope"])
     return out
+
+
+def _scope_key(scope: Mapping[str, Any]) -> str:
+    """What a window's scope means, as text to compare: a list's order and repeats mean
+    nothing, and an empty list means what a list left out means (everything)."""
+    out: dict[str, Any] = {}
+    for key, value in scope.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            if not value:
+                continue
+            value = sorted(set(value))
+        out[key] = value
+    return json.dumps(out, sort_keys=True)
+
+
+class DuplicateWindow(StoreError):
+    """``Store.declare_window``: the same window (start, end and scope) is already declared
+    and not cancelled; nothing was written. ``existing`` is that window, as ``Store.window``
+    reads it."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, existing: dict[str, Any]) -> None:
+        self.existing = existing
+        self.existing_id: str = existing["id"]
+        super().__init__(f"the same window is already declared: {self.existing_id}")
+
+
+class CancelOutcome(enum.Enum):
+    """What ``Store.cancel_window`` did."""
+
+    #: Cancelled now: the cancellation is recorded.
+    CANCELLED = "cancelled"
+    #: Cancelled before: nothing written; the first cancellation stands.
+    ALREADY_CANCELLED = "already cancelled"
+    #: No declared window has that id: nothing written.
+    NO_SUCH_WINDOW = "no such window"
+
+
+@dataclass(frozen=True)
+class WindowCancellation:
+    """``Store.cancel_window``'s answer. ``by``, ``at`` (ISO 8601 UTC, as stored) and
+    ``reason`` are the cancellation in force: this one (CANCELLED) or the first one
+    (ALREADY_CANCELLED); None when there is no such window. ``window_id`` is the window's
+    id (``m:N``), or the id as given when there is no such window."""
+
+    outcome: CancelOutcome
+    window_id: str
+    by: str | None = None
+    at: str | None = None
+    reason: str | None = None
 
 
 #: sqlite3 error text -> the reason it is counted under. Each is the environment's fault, not

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -17,12 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from availmon.cli import main
+from availmon.clock import to_iso, to_us
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
 from collector.accounting import parse_period
 from collector.report import FORMATS, build_report, render
 from collector.rules import record as record_rules
-from collector.store import Store
+from collector.store import CancelOutcome, DuplicateWindow, Store, WindowCancellation
 from tests.collector.helpers import LONDON, PARTNERS, SITES
 
 # Thursday 7 November 2019, GMT: inside FY2019Q3.
@@ -322,6 +324,150 @@ def test_maintenance_cli_declares_lists_and_cancels(tmp_path: Path) -> None:
     assert row["attribution"] == ["window sunday-patching@2019-08-04T02:00+01:00"]
     table = cli("outages", "list", "--config", str(cfg), "--period", "2019-08")
     assert "window sunday-patching@2019-08-04T02:00+01:00" in table.stdout
+
+
+def test_a_window_is_cancelled_once_and_cancelling_it_again_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A second cancellation was ignored by the table but still said "cancelled" and dropped
+    the cached figures of every period from the window's start on."""
+    store = Store(tmp_path / "c.db")
+    try:
+        w = store.declare_window(
+            T0 + timedelta(hours=2), T0 + timedelta(hours=3), {"sites": ["dc"]}, "swap", "bob", T0
+        )
+        first = store.cancel_window(w["id"], "alice", T0 + timedelta(hours=1), "postponed")
+        assert first == WindowCancellation(
+            CancelOutcome.CANCELLED, "m:1", "alice", to_iso(T0 + timedelta(hours=1)), "postponed"
+        )
+        # Figures of the quarter are cached: a write into it would drop them.
+        version = store.figures_version(to_us(END))
+        assert store.cache_figures("q", to_us(PERIOD.start), to_us(END), version, "{}")
+        generation, writes = store.figures_generation(), store.window_writes
+        again = store.cancel_window("m:1", "carol", T0 + timedelta(days=1), "again")
+        assert again == WindowCancellation(
+            CancelOutcome.ALREADY_CANCELLED,
+            "m:1",
+            "alice",
+            to_iso(T0 + timedelta(hours=1)),
+            "postponed",
+        )
+        assert store.cached_figures("q") == "{}"
+        assert store.figures_generation() == generation
+        assert store.window_writes == writes
+        found = store.window("m:1")
+        assert found is not None
+        assert (found["cancelled_by"], found["cancelled_at"]) == ("alice", first.at)
+        for missing in ("m:2", "bogus"):
+            assert store.cancel_window(missing, "carol", T0, None) == WindowCancellation(
+                CancelOutcome.NO_SUCH_WINDOW, missing
+            )
+        assert store.cached_figures("q") == "{}"
+    finally:
+        store.close()
+
+
+def test_the_same_window_is_declared_once(tmp_path: Path) -> None:
+    """Declaring the same window again (another reason, someone else) added a second row:
+    listed twice, on the report twice. Scopes that mean the same are the same; a
+    cancelled window does not count; what is stored reads back as it was given."""
+    start, end = T0 + timedelta(hours=2), T0 + timedelta(hours=3)
+    store = Store(tmp_path / "c.db")
+    other = Store(tmp_path / "c.db")  # another process: the CLI beside the collector
+    try:
+        first = store.declare_window(
+            start, end, {"sites": ["dc", "ccc-guildhall"], "areas": ["servers"]}, "x", "bob", T0
+        )
+        assert first["scope"] == {"sites": ["dc", "ccc-guildhall"], "areas": ["servers"]}
+        same_scopes = [
+            {"sites": ["dc", "ccc-guildhall"], "areas": ["servers"]},
+            {"areas": ["servers"], "sites": ["ccc-guildhall", "dc", "dc"], "checks": []},
+            {"sites": ("ccc-guildhall", "dc"), "areas": ["servers"], "partners": []},
+        ]
+        for scope in same_scopes:
+            with pytest.raises(DuplicateWindow) as refused:
+                other.declare_window(
+                    start.astimezone(LONDON), end, scope, "another reason", "carol", T0
+                )
+            assert refused.value.existing_id == "m:1"
+            assert refused.value.existing == first
+        assert [w["id"] for w in store.windows(start, end)] == ["m:1"]
+        assert store.window("m:2") is None
+        # Not the same window: other times, another scope.
+        for s, e, scope in [
+            (start, end + timedelta(minutes=1), {"sites": ["dc", "ccc-guildhall"]}),
+            (start, end, {"sites": ["dc", "ccc-guildhall"]}),
+            (start, end, {"sites": ["dc"], "areas": ["servers"]}),
+            (start, end, {}),
+        ]:
+            store.declare_window(s, e, scope, "x", "bob", T0)
+        with pytest.raises(DuplicateWindow) as refused:
+            store.declare_window(start, end, {"sites": [], "areas": []}, "x", "bob", T0)
+        assert refused.value.existing_id == "m:5"
+        # Once cancelled, it can be declared again (and then not a third time).
+        cancelled = store.cancel_window("m:1", "bob", T0, None)
+        assert cancelled.outcome is CancelOutcome.CANCELLED
+        again = store.declare_window(start, end, same_scopes[1], "x again", "carol", T0)
+        assert again["id"] == "m:6"
+        assert again["scope"] == same_scopes[1]  # stored as given
+        with pytest.raises(DuplicateWindow) as refused:
+            store.declare_window(start, end, same_scopes[0], "x", "bob", T0)
+        assert refused.value.existing_id == "m:6"
+    finally:
+        other.close()
+        store.close()
+
+
+def test_the_maintenance_cli_refuses_a_duplicate_and_a_second_cancellation(
+    config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelling twice printed "m:1 cancelled" and exited 0; declaring the same window
+    twice recorded it twice."""
+    add = ["maintenance", "add", "--config", config_file, "--start", "2099-07-12T22:00",
+           "--end", "2099-07-13T01:00", "--area", "servers"]  # fmt: skip
+    sites = ["--site", "dc", "--site", "ccc-guildhall"]
+    assert usage(capsys, *add, *sites, "--reason", "SAN firmware", "--by", "carol") == (0, [])
+    swapped = ["--site", "ccc-guildhall", "--site", "dc", "--reason", "again", "--by", "dave"]
+    assert usage(capsys, *add, *swapped) == (
+        2,
+        [
+            "availmon: m:1 already declares this window (2099-07-12 22:00 to 2099-07-13 01:00,"
+            " areas servers; sites dc, ccc-guildhall; 'SAN firmware', declared by carol);"
+            " nothing changed (cancel m:1 to declare it anew)"
+        ],
+    )
+    db = tmp_path / "cli.db"
+
+    def rows(table: str) -> list[Any]:
+        conn = sqlite3.connect(db)
+        try:
+            return conn.execute(f"SELECT * FROM {table}").fetchall()
+        finally:
+            conn.close()
+
+    assert len(rows("maintenance_windows")) == 1
+    cancel = ["maintenance", "cancel", "m:1", "--config", config_file]
+    # 09:00 UTC is 10:00 in London (summer time): the CLI's times are the accounting's.
+    monkeypatch.setattr("collector.cli.utcnow", lambda: datetime(2099, 7, 1, 9, tzinfo=UTC))
+    assert main([str(a) for a in [*cancel, "--by", "alice"]]) == 0
+    assert capsys.readouterr().out == "m:1 cancelled\n"
+    before = (rows("maintenance_cancellations"), rows("figures_state"))
+    monkeypatch.setattr("collector.cli.utcnow", lambda: datetime(2099, 7, 2, 9, tzinfo=UTC))
+    assert usage(capsys, *cancel, "--by", "bob", "--reason", "twice") == (
+        2,
+        ["availmon: m:1 was already cancelled by alice at 2099-07-01 10:00; nothing changed"],
+    )
+    assert (rows("maintenance_cancellations"), rows("figures_state")) == before
+    assert usage(capsys, "maintenance", "cancel", "m:9", "--config", config_file) == (
+        2,
+        ["availmon: no declared window 'm:9'"],
+    )
+    # Cancelled, the same window can be declared again.
+    assert usage(capsys, *add, *sites, "--reason", "SAN firmware", "--by", "carol") == (0, [])
+    assert len(rows("maintenance_windows")) == 2
 
 
 def usage(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, list[str]]:

@@ -24,6 +24,7 @@ from availmon.clock import utcnow
 from availmon.schema import CheckStatus, State
 from collector.board import MAX_PAUSE, BoardFeed, environment, when
 from collector.main import Collector
+from collector.store import CancelOutcome
 from collector.web import make_app, start_web
 from tests.collector.board_helpers import Feed, board_estate
 
@@ -752,6 +753,59 @@ async def test_the_maintenance_form_refuses_times_the_clocks_skip_or_repeat(
     )
     assert r.status == 200  # an offset says which 01:30
     assert "Declared m:1." in await r.text()
+
+
+async def test_the_same_window_declared_again_is_a_409_naming_the_first(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    """The API and the form each recorded the same window again (another reason, someone
+    else): listed twice. Now a 409 that names the window there, and nothing written; once
+    that one is cancelled, the same window can be declared."""
+    client = await aiohttp_client(make_app(collector))
+    start = (utcnow() + timedelta(days=2)).replace(microsecond=0)
+    window = {
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+        "sites": ["dc", "ccc-guildhall"],
+        "reason": "SAN firmware",
+    }
+    r = await client.post("/api/v1/maintenance", json=window, headers=WRITER)
+    assert r.status == 201, await r.text()
+    assert (await r.json())["id"] == "m:1"
+    before = written(collector)
+    again = {**window, "sites": ["ccc-guildhall", "dc"], "reason": "the same, again"}
+    r = await client.post(
+        "/api/v1/maintenance", json=again, headers={**WRITER, "X-Availmon-User": "erin"}
+    )
+    assert r.status == 409, await r.text()
+    assert (await r.json()) == {
+        "error": "maintenance not declared: m:1 already declares this window (the same start,"
+        " end and scope; 'SAN firmware', declared by bob): nothing changed; cancel m:1 to"
+        " declare it anew"
+    }
+    # The form: the page again, with the message, answered 409.
+    form = {
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+        "sites": "ccc-guildhall, dc",
+        "reason": "from the form",
+        "by": "Erin",
+        "token": TOKEN,
+    }
+    r = await client.post("/board/maintenance", data=form, allow_redirects=False)
+    assert r.status == 409
+    html = await r.text()
+    assert "m:1 already declares this window (the same start, end and scope;" in html
+    assert 'class="error" role="alert"' in html
+    assert written(collector) == before
+    cancelled = await collector.write(collector.store.cancel_window, "m:1", "bob", utcnow(), None)
+    assert cancelled.outcome is CancelOutcome.CANCELLED
+    r = await client.post("/board/maintenance", data=form, allow_redirects=False)
+    assert r.status == 303, await r.text()
+    assert r.headers["Location"] == "/board/maintenance?saved=m:2"
+    r = await client.post("/api/v1/maintenance", json=again, headers=WRITER)
+    assert r.status == 409
+    assert (await r.json())["error"].startswith("maintenance not declared: m:2 already")
 
 
 async def test_query_values_the_api_never_matches_are_a_400(

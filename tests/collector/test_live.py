@@ -26,7 +26,7 @@ from collector.live import WINDOWS_AHEAD, LiveOutages
 from collector.main import Collector
 from collector.metrics import LiveCheck, _CheckLines, _Families, _LiveCollector, check_lines
 from collector.report import kpi_snapshot
-from collector.store import Store
+from collector.store import CancelOutcome, Store
 from collector.web import BodyCache, StatusBody, make_app, status_snapshot
 from tests.collector.board_helpers import Feed, board_estate
 from tests.collector.helpers import make_estate, outage, store_row
@@ -413,10 +413,12 @@ def test_the_declared_windows_follow_writes_and_time(tmp_path: Path) -> None:
         records(NOW + timedelta(hours=6), read=False)
         records(NOW + timedelta(days=2), read=True)  # the week ahead passed what was read
         assert [w["id"] for w in view.windows()] == [here["id"], far["id"]]
-        assert cli.cancel_window(far["id"], "ops", NOW, "postponed")
+        cancelled = cli.cancel_window(far["id"], "ops", NOW, "postponed")
+        assert cancelled.outcome is CancelOutcome.CANCELLED
         records(NOW + timedelta(days=2), read=True)
         cli.close()
-        assert store.cancel_window(here["id"], "ops", NOW, None)
+        cancelled = store.cancel_window(here["id"], "ops", NOW, None)
+        assert cancelled.outcome is CancelOutcome.CANCELLED
         records(NOW + timedelta(days=2), read=True)
         assert view.windows() == []
         assert view.plain
