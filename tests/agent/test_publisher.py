@@ -234,12 +234,16 @@ async def test_puback_alone_deletes_nothing_only_a_confirmation_does(
     assert fake_collector.received[:250] == seqs  # in seq order
 
 
-async def test_a_confirmation_larger_than_any_collector_sends_is_ignored_unread(
-    broker: Mosquitto, fake_collector: FakeCollector, tmp_path: Path
-) -> None:
-    """Parsed before its ranges were counted, an 18 MB one took the agent to 1.1 GB (a
-    broker without availmon's packet limit passes it): it is dropped by its size, and
-    deletes nothing, however valid it would read."""
+async def depth_after_ignored(
+    broker: Mosquitto,
+    fake_collector: FakeCollector,
+    tmp_path: Path,
+    ignored: Callable[[list[int]], list[tuple[str, bytes]]],
+) -> int:
+    """50 events published; the messages ``ignored(seqs)`` gives (topic, payload), each
+    confirming all 50, then the collector's own confirmation of the first 10, from the same
+    client (so after them): the spool's depth once those 10 are delivered. 40 when the
+    ignored ones deleted nothing."""
     cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
     s = spool(tmp_path)
     pub = publisher(cfg, s)
@@ -247,18 +251,30 @@ async def test_a_confirmation_larger_than_any_collector_sends_is_ignored_unread(
     task = asyncio.create_task(pub.run())
     try:
         await until(lambda: len(fake_collector.received) >= 50, "50 received")
-        everything = Ack(collector="availmon-collector", stored=[(seqs[0], seqs[-1])])
-        padded = everything.to_json()[:-1] + b" " * MAX_ACK_BYTES + b"}"
-        topic_ = ack_topic("hq", "hq", "availmon-collector")
-        await fake_collector.client.publish(topic_, padded, qos=1)
-        await fake_collector.confirm(seqs[0], seqs[9])  # after it, on the same topic
+        for topic_, payload in ignored(seqs):
+            await fake_collector.client.publish(topic_, payload, qos=1)
+        await fake_collector.confirm(seqs[0], seqs[9])
         await until(lambda: pub.delivered == 10, "10 confirmed")
-        depth = (await s.stats()).depth
+        return (await s.stats()).depth
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         s.close()
-    assert depth == 40
+
+
+async def test_a_confirmation_larger_than_any_collector_sends_is_ignored_unread(
+    broker: Mosquitto, fake_collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Parsed before its ranges were counted, an 18 MB one took the agent to 1.1 GB (a
+    broker without availmon's packet limit passes it): it is dropped by its size, and
+    deletes nothing, however valid it would read."""
+
+    def padded(seqs: list[int]) -> list[tuple[str, bytes]]:
+        everything = Ack(collector="availmon-collector", stored=[(seqs[0], seqs[-1])])
+        body = everything.to_json()[:-1] + b" " * MAX_ACK_BYTES + b"}"
+        return [(ack_topic("hq", "hq", "availmon-collector"), body)]
+
+    assert await depth_after_ignored(broker, fake_collector, tmp_path, padded) == 40
 
 
 async def test_a_confirmation_from_a_collector_not_waited_for_is_ignored_and_said_once(
@@ -269,26 +285,12 @@ async def test_a_confirmation_from_a_collector_not_waited_for_is_ignored_and_sai
 ) -> None:
     """Another collector's word deletes nothing; it was ignored without a word, so a
     collector left out of ``agent.confirm_by`` by mistake held every event unseen."""
-    cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
-    s = spool(tmp_path)
-    pub = publisher(cfg, s)
-    seqs = await fill(s, 50)
-    task = asyncio.create_task(pub.run())
-    try:
-        await until(lambda: len(fake_collector.received) >= 50, "50 received")
+
+    def others(seqs: list[int]) -> list[tuple[str, bytes]]:
         other = Ack(collector="availmon-other", stored=[(seqs[0], seqs[-1])]).to_json()
-        for _ in range(3):
-            await fake_collector.client.publish(
-                ack_topic("hq", "hq", "availmon-other"), other, qos=1
-            )
-        await fake_collector.confirm(seqs[0], seqs[9])  # after them, from the same client
-        await until(lambda: pub.delivered == 10, "10 confirmed")
-        depth = (await s.stats()).depth
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        s.close()
-    assert depth == 40
+        return [(ack_topic("hq", "hq", "availmon-other"), other)] * 3
+
+    assert await depth_after_ignored(broker, fake_collector, tmp_path, others) == 40
     said = [r.getMessage() for r in caplog.records if "availmon-other" in r.getMessage()]
     assert said == [
         "ignoring confirmations from collector availmon-other: this agent deletes an event"
