@@ -14,13 +14,14 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 
 from availmon.config import Estate
-from collector.report import keep_days
+from collector.report import keep_days, keep_history
 from collector.store import Store
 
 
 def keep_pass(path: str, estate: Estate, now: datetime, rest: float) -> tuple[int, int]:
-    """Keep every day not kept yet, resting ``rest`` times as long as each took; returns
-    how many days it made, and how many of them the store would not keep."""
+    """Keep every day not kept yet, then the history's quarters (``keep_history``), resting
+    ``rest`` times as long as each took; returns how many days it made, and how many of
+    them the store would not keep."""
     store = Store(path, tolerant=True)
     made = 0
     refused: list[int] = []
@@ -28,6 +29,8 @@ def keep_pass(path: str, estate: Estate, now: datetime, rest: float) -> tuple[in
         for took in keep_days(store, estate, now, refused):
             made += 1
             time.sleep(rest * took)  # pacing: at most 1 / (1 + rest) of a core
+        for took in keep_history(store, estate, now):
+            time.sleep(rest * took)
     finally:
         store.close()
     return made, len(refused)

@@ -267,6 +267,41 @@ def keep_days(
         yield from _keep_days(store, estate, now, calendar, refused)
 
 
+def keep_history(store: Store, estate: Estate, now: datetime) -> Iterator[float]:
+    """Work out and keep the combined figure of each ended quarter that the history chart
+    of this quarter's report or the last one's shows and that is not kept (the collector
+    does, after the days): yields the CPU seconds of each. After a change of the rules or an
+    import, the quarterly report then reads them back rather than the records of three more
+    quarters (a fifth of a cold report's cost)."""
+    calendar = BusinessCalendar.from_accounting(estate.accounting)
+    tz = calendar.tz
+    now = local_midnight(now.astimezone(tz).date(), tz)
+    earliest = store.earliest_record()
+    if earliest is None:
+        return
+    first = from_iso(earliest)
+    shown = {
+        (q.start_us, q.end_us): q
+        for report in last_quarters(quarter_containing(now, tz), tz, 2)
+        for q in last_quarters(report, tz)
+    }
+    now_us = to_us(now)
+    with _holidays_kept(store, estate, calendar):
+        for _, q in sorted(shown.items()):
+            key = _history_key(estate, q)
+            if q.end_us > now_us or q.end <= first or store.cached_until(key) is not None:
+                continue  # running (never kept), before the records, or kept
+            started = time.thread_time()
+            _cached(
+                store, key, q, now_us, partial(_combined, store, estate, q, now, calendar, None)
+            )
+            yield time.thread_time() - started
+
+
+def _history_key(estate: Estate, q: Period) -> str:
+    return f"combined:{fingerprint(estate)}:{q.start_us}:{q.end_us}"
+
+
 def _keep_days(
     store: Store,
     estate: Estate,
@@ -469,13 +504,7 @@ def history(
                 fig = (
                     compute()
                     if as_of is not None
-                    else _cached(
-                        store,
-                        f"combined:{fingerprint(estate)}:{q.start_us}:{q.end_us}",
-                        q,
-                        now_us,
-                        compute,
-                    )
+                    else _cached(store, _history_key(estate, q), q, now_us, compute)
                 )
         out.append(
             {

@@ -53,6 +53,47 @@ def test_the_collector_keeps_each_ended_day_of_this_quarter_and_the_last(
         c.close()
 
 
+def history_keys(c: Collector) -> set[tuple[int, int]]:
+    rows = c.store.conn.execute("SELECT lo, hi FROM figures_cache WHERE key LIKE 'combined:%'")
+    return {(int(lo), int(hi)) for lo, hi in rows}
+
+
+def test_the_collector_keeps_the_history_the_quarterly_report_shows(tmp_path: Path) -> None:
+    """The last quarter's report charts it and the three quarters before it: after a change
+    of the rules or an import, the first report worked those three out from their records.
+    The keeper keeps them, once, so that the report reads them back."""
+    c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
+    try:
+        tz = ZoneInfo(c.estate.accounting.timezone)
+        now = utcnow()
+        this = quarter_containing(now, tz)
+        last, _ = last_quarters(this, tz, 2)
+        long_ago = (now.astimezone(tz) - timedelta(days=430)).strftime("%Y-%m-%dT10:00")
+        c.store.import_outages(
+            [store_row(outage("internet_web", long_ago, None, site="hq", id="i:old"))]
+        )
+        asyncio.run(c.keep_days(now))
+        shown = {(q.start_us, q.end_us) for q in last_quarters(last, tz)}
+        assert history_keys(c) == shown  # this quarter is running: never kept
+        kept = c.store.conn.execute(
+            "SELECT key, data FROM figures_cache WHERE key LIKE 'combined:%'"
+        ).fetchall()
+        report = build_report(c.read_store, c.estate, last, now)
+        assert (
+            c.store.conn.execute(
+                "SELECT key, data FROM figures_cache WHERE key LIKE 'combined:%'"
+            ).fetchall()
+            == kept
+        )  # read back, nothing worked out again
+        c.store.conn.execute("DELETE FROM figures_cache")
+        c.store.conn.commit()
+        assert build_report(c.read_store, c.estate, last, now)["history"] == report["history"]
+        # Open since 14 months ago: the one area measured was down throughout each quarter.
+        assert [h["availability_percent"] for h in report["history"]] == [0.0] * 4
+    finally:
+        c.close()
+
+
 def test_what_stops_the_keeper_comes_back_to_the_collector(tmp_path: Path) -> None:
     """The keeper's process finds no database where the config says: the pass raises with
     the reason (the collector's loop logs it and tries again next pass)."""
