@@ -137,6 +137,10 @@ class Collector:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
         #: Builds /metrics (no store reads): never queued behind a long report.
         self._scraper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrape")
+        #: Makes the reports asked for through the API, on a connection of its own: a
+        #: quarter worked out from its records (after an import, or a change of the rules)
+        #: takes seconds, and the board's reads must not queue behind it.
+        self._reporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports")
         #: Waits for the day keeper's process (``keep_days``).
         self._keeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="day-keeper")
         self._keeping: multiprocessing.process.BaseProcess | None = None
@@ -164,6 +168,7 @@ class Collector:
         # from the file system on every commit (issue 8's throughput).
         self.store = Store(path, tolerant=True, cache_mib=WRITER_CACHE_MIB)
         self.read_store = Store(path, tolerant=True)
+        self.report_store = Store(path, tolerant=True)
         self.live: dict[tuple[str, str], LiveCheck] = {}
         self.agents: dict[str, LiveAgent] = {}
         self.liveness = Liveness(timedelta(seconds=estate.collector.offline_grace))
@@ -497,6 +502,10 @@ class Collector:
     async def read(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._reader, partial(fn, *args))
 
+    async def report(self, fn: Any, *args: Any) -> Any:
+        """Run a report on its own thread, with ``report_store`` (see ``_reporter``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._reporter, partial(fn, *args))
+
     async def _store_ready(self, stop: asyncio.Event) -> bool:
         """Wait until the store can write (or ``stop``); False when stopped first."""
 
@@ -525,8 +534,10 @@ class Collector:
         self._keeper.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
+        self._reporter.shutdown(wait=True)
         self.store.close()
         self.read_store.close()
+        self.report_store.close()
 
     # -- ingest ---------------------------------------------------------------------------
 

@@ -234,8 +234,8 @@ async def api_report(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
     period = request.query.get("period")
     try:
-        data = await collector.read(
-            report_json, collector.read_store, collector.estate, period, utcnow()
+        data = await collector.report(
+            report_json, collector.report_store, collector.estate, period, utcnow()
         )
     except PeriodError as exc:
         return web.json_response({"error": str(exc)}, status=400)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -101,3 +103,37 @@ async def test_api_report_serves_the_report_json(
     data = await resp.json()
     assert data["period"]["id"] == quarter_containing(utcnow(), LONDON).id
     assert data["period"]["complete"] is False
+
+
+async def test_a_long_report_leaves_the_boards_reads_alone(
+    collector: Collector, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quarter worked out from its records (after an import, or a change of the rules)
+    takes seconds at a busy store's size: on the board's reader thread, every page that
+    reads the store waited for it. The report runs on a thread and connection of its own."""
+    from collector import web
+
+    started, release = threading.Event(), threading.Event()
+    real = web.report_json
+    stores: list[Any] = []
+
+    def held(store: Any, *args: Any) -> Any:
+        stores.append(store)
+        started.set()
+        release.wait(60)  # released below, once the board has read meanwhile
+        return real(store, *args)
+
+    monkeypatch.setattr(web, "report_json", held)
+    client = await aiohttp_client(make_app(collector))
+    report = asyncio.ensure_future(client.get("/api/v1/report", params={"period": "FY2019Q2"}))
+    try:
+        assert await asyncio.to_thread(started.wait, 60)
+        board = await asyncio.wait_for(client.get("/api/v1/maintenance"), 60)
+        assert board.status == 200
+        assert not report.done()  # the board read while the report was still being made
+    finally:
+        release.set()
+    resp = await report
+    assert resp.status == 200
+    assert (await resp.json())["period"]["id"] == "FY2019Q2"
+    assert stores == [collector.report_store]
