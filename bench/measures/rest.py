@@ -129,8 +129,11 @@ def run(ctx: Ctx) -> list[Figure]:
         snmpd(ctx.workdir, SNMP_DEVICES) as (_sd, snmp_port),
         blackbox(ctx.workdir) as (bb, bb_port),
     ):
-        config = write_config(ctx, "rest300", mqtt_port, checks(75, http_port, snmp_port, secret))
+        rest300 = checks(75, http_port, snmp_port, secret)
         for run_no in range(ctx.runs):
+            # A spool of its own per run: the last run's unconfirmed events (no collector
+            # confirms here) would be this one's backlog.
+            config = write_config(ctx, f"rest300-{run_no}", mqtt_port, rest300)
             ctx.say(f"  rest: run {run_no + 1}/{ctx.runs}, {WARM_UP:g} s warm-up + {window:g} s")
             agent = start_agent(ctx, config, f"agent300-{run_no}")
             jobs = ctx.workdir / "blackbox-jobs.json"
@@ -158,8 +161,9 @@ def run(ctx: Ctx) -> list[Figure]:
             theirs.append((b1 - b0) / window * 100)
         # 65 s: every check (60 s at most) has run once; shorter windows say so in the note.
         settle = 65.0 if window >= 60 else max(WARM_UP, window)
-        big = write_config(ctx, "rest1000", mqtt_port, checks(250, http_port, snmp_port, secret))
+        rest1000 = checks(250, http_port, snmp_port, secret)
         for run_no in range(ctx.runs):
+            big = write_config(ctx, f"rest1000-{run_no}", mqtt_port, rest1000)
             agent = start_agent(ctx, big, f"agent1000-{run_no}")
             try:
                 time.sleep(settle)
