@@ -277,8 +277,8 @@ def keep_history(store: Store, estate: Estate, now: datetime) -> Iterator[float]
     tz = calendar.tz
     now = local_midnight(now.astimezone(tz).date(), tz)
     earliest = store.earliest_record()
-    if earliest is None:
-        return
+    if earliest is None or store.figures_version(0) is None:
+        return  # nothing recorded, or a store that cannot keep what would be worked out
     first = from_iso(earliest)
     shown = {
         (q.start_us, q.end_us): q

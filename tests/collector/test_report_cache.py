@@ -17,7 +17,7 @@ import pytest
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
 from collector.accounting import BusinessCalendar, parse_period
-from collector.report import build_report, fingerprint, keep_days, render
+from collector.report import build_report, fingerprint, keep_days, keep_history, render
 from collector.store import Store
 from tests.collector.helpers import LONDON, estate_data, make_estate, outage, store_row
 
@@ -283,6 +283,29 @@ def test_days_the_store_will_not_keep_are_told(store: Store, estate: Estate) -> 
     again: list[int] = []
     assert len(list(keep_days(store, estate, now, again))) == 92 + 1
     assert again == []
+
+
+def test_the_history_is_kept_once_and_only_where_the_store_can_keep_it(
+    store: Store, estate: Estate
+) -> None:
+    """The collector's pass keeps the quarters the reports of this quarter and the last
+    chart (``keep_history``); a store that cannot be written keeps none, so none is worked
+    out for nothing on every pass."""
+    email_outage(store)  # July 2019: the history of FY2019Q3's report and FY2019Q4's
+    now = datetime(2020, 1, 15, 12, 0, tzinfo=UTC)  # in FY2019Q4 (Jan-Mar 2020)
+    store.conn.execute("PRAGMA query_only = 1")
+    assert list(keep_history(store, estate, now)) == []
+    store.conn.execute("PRAGMA query_only = 0")
+    assert len(list(keep_history(store, estate, now))) == 2  # FY2019Q2 and FY2019Q3
+    combined = [k for k in cached_keys(store) if k.startswith("combined:")]
+    assert len(combined) == 2
+    assert list(keep_history(store, estate, now)) == []  # kept: nothing worked out again
+    report = build_report(store, estate, parse_period("FY2019Q3", LONDON), NOW)
+    assert [h["id"] for h in report["history"] if h["availability_percent"] is not None] == [
+        "FY2019Q2",
+        "FY2019Q3",
+    ]
+    assert [k for k in cached_keys(store) if k.startswith("combined:")] == combined
 
 
 def test_another_release_of_the_bank_holidays_computes_its_own_figures(
