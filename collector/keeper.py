@@ -14,7 +14,7 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 
 from availmon.config import Estate
-from collector.report import keep_days, keep_history
+from collector.report import fingerprint, keep_days, keep_history
 from collector.store import Store
 
 
@@ -36,11 +36,29 @@ def keep_pass(path: str, estate: Estate, now: datetime, rest: float) -> tuple[in
     return made, len(refused)
 
 
-def run(send: Connection, path: str, estate: Estate, now: datetime, rest: float, nice: int) -> None:
+def run(
+    send: Connection,
+    path: str,
+    estate: Estate,
+    now: datetime,
+    rest: float,
+    nice: int,
+    expected: str | None = None,
+) -> None:
     """The child's entry point: the counts made and refused, or what went wrong, sent
-    back."""
+    back. ``expected``: the figures' key the collector reads under (``fingerprint``). A
+    new process reads the time zone files and the holidays library's release afresh; after
+    an upgrade of either, it would key what it keeps where the collector never reads, and
+    drop every figure the collector kept (``keep_days`` drops what other rules kept). It
+    then keeps and drops nothing, and says so."""
     try:
         os.nice(nice)
+        if expected is not None and fingerprint(estate) != expected:
+            send.send(
+                "the time zone database or the holidays library changed since the collector"
+                " started; restart it to keep the report's figures under the new rules"
+            )
+            return
         send.send(keep_pass(path, estate, now, rest))
     except Exception as exc:  # the collector logs it and tries again next pass
         send.send(f"{type(exc).__name__}: {exc}")

@@ -534,7 +534,7 @@ class Collector:
         self._keeper.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
-        self._reporter.shutdown(wait=True)
+        self._reporter.shutdown(wait=True, cancel_futures=True)  # a report asked for is moot
         self.store.close()
         self.read_store.close()
         self.report_store.close()
@@ -884,6 +884,7 @@ class Collector:
                 now,
                 KEEP_REST,
                 KEEP_NICE,
+                state[2],
             ),
             name="availmon-day-keeper",
             daemon=True,
@@ -926,7 +927,7 @@ class Collector:
                 if made:
                     log.info("kept the summaries of %d days for the report", made)
             except Exception as exc:  # the next pass tries again; reports work it out
-                log.warning("could not keep the days' summaries: %s", one_line(exc))
+                log.warning("could not keep the report's figures: %s", one_line(exc))
             await asyncio.sleep(KEEP_EVERY)  # a supervision period, not a synchronisation
 
     async def _liveness_loop(self) -> None:

@@ -8,7 +8,7 @@ import multiprocessing.process
 import signal
 from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import TZPATH, ZoneInfo
 
 import pytest
 
@@ -106,6 +106,44 @@ def test_what_stops_the_keeper_comes_back_to_the_collector(tmp_path: Path) -> No
         with pytest.raises(RuntimeError, match="not a database"):
             asyncio.run(c.keep_days())
         assert c._keeping is None
+    finally:
+        c.close()
+
+
+def test_a_keeper_that_reads_other_time_zone_rules_keeps_and_drops_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector keys its figures on the time zone rules it read at start; the keeper
+    is a new process each pass and reads them afresh. After a tzdata upgrade it dropped
+    every figure the collector kept (kept under other rules, to it) and kept its own where
+    the collector never reads, on every pass until a restart. It now does neither, and
+    says why."""
+    c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
+    try:
+        tz = ZoneInfo(c.estate.accounting.timezone)
+        now = utcnow()
+        yesterday = (now.astimezone(tz) - timedelta(days=1)).strftime("%Y-%m-%dT10:00")
+        c.store.import_outages(
+            [store_row(outage("internet_web", yesterday, None, site="hq", id="i:open"))]
+        )
+        asyncio.run(c.keep_days(now))
+        upgraded = tmp_path / "tz"
+        (upgraded / "Europe").mkdir(parents=True)
+        london = next(p for p in TZPATH if Path(p, "Europe/London").is_file())
+        (upgraded / "Europe/London").write_bytes(Path(london, "Europe/Paris").read_bytes())
+        monkeypatch.setenv("PYTHONTZPATH", str(upgraded))  # what the next keeper reads
+        before = c.store.conn.execute("SELECT key FROM figures_cache ORDER BY key").fetchall()
+        early = (now.astimezone(tz) - timedelta(days=2)).strftime("%Y-%m-%dT10:00")
+        c.store.import_outages(  # a write into a kept day: the next pass starts
+            [store_row(outage("email", early, yesterday, site="hq", id="i:late"))]
+        )
+        left = c.store.conn.execute("SELECT key FROM figures_cache ORDER BY key").fetchall()
+        assert 0 < len(left) < len(before)
+        with pytest.raises(RuntimeError, match="time zone database or the holidays library"):
+            asyncio.run(c.keep_days(now))
+        assert c.keeper_passes == 2
+        after = c.store.conn.execute("SELECT key FROM figures_cache ORDER BY key").fetchall()
+        assert after == left  # nothing dropped, nothing kept under the other rules
     finally:
         c.close()
 
