@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import math
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -672,18 +673,34 @@ def _listed(b: Any) -> tuple[int, int, str, str]:
     return (b.start, b.end, b.site, b.check or "")
 
 
+class _Pauses:
+    """``paused_gc``'s pauses under way, in every thread, and whether collection was
+    enabled before the first of them."""
+
+    lock = threading.Lock()
+    count = 0
+    was_enabled = False
+
+
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """No cyclic garbage collection meanwhile: a busy quarter makes millions of tuples that
     never form a cycle, and every collection would walk all of them again (a third of a
-    report's time at a million outages). Nested uses leave it to the outermost."""
-    was = gc.isenabled()
-    gc.disable()
+    report's time at a million outages). Collection is one switch for the process, and the
+    collector works figures out on two threads (the board's reads, the API's reports):
+    counted, so that it comes back on when the last pause ends, not when the first does."""
+    with _Pauses.lock:
+        if _Pauses.count == 0:
+            _Pauses.was_enabled = gc.isenabled()
+            gc.disable()
+        _Pauses.count += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _Pauses.lock:
+            _Pauses.count -= 1
+            if _Pauses.count == 0 and _Pauses.was_enabled:
+                gc.enable()
 
 
 @paused_gc()

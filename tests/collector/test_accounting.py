@@ -370,3 +370,31 @@ def test_engine_matches_minute_by_minute_reference(
     for aid in AREAS:
         listed = sum(i.duration for i in acc.incidents if i.area == aid and i.counted)
         assert listed >= got[aid].downtime
+
+
+def test_garbage_collection_comes_back_when_the_last_pause_ends() -> None:
+    """Reports and the board's figures pause collection on two threads at once: it came
+    back on when the first of them ended, under the other's million tuples."""
+    import gc
+    import threading
+
+    from collector.accounting import paused_gc
+
+    entered, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with paused_gc():
+            entered.set()
+            leave.wait(60)
+
+    assert gc.isenabled()
+    thread = threading.Thread(target=other)
+    try:
+        with paused_gc():  # this pause begins first and ends first
+            thread.start()
+            assert entered.wait(60)
+        assert not gc.isenabled()  # the other thread's pause goes on
+    finally:
+        leave.set()
+        thread.join(60)
+    assert gc.isenabled()
