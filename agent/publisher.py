@@ -373,8 +373,8 @@ class Publisher:
             if ack.collector not in self.spool.confirmers:
                 # Its word deletes nothing (the spool ignores it), and a collector left out of
                 # agent.confirm_by by mistake would otherwise hold events in no one's sight.
-                if ack.collector not in self._unrequired:
-                    self._unrequired.add(ack.collector)
+                if ack.collector not in self._unrequired and len(self._unrequired) < 64:
+                    self._unrequired.add(ack.collector)  # bounded: names come off the wire
                     log.warning(
                         "ignoring confirmations from collector %s: this agent deletes an"
                         " event once %s confirmed it (agent.confirm_by)",
