@@ -21,7 +21,9 @@ def _escape(text: str) -> str:
 def body(message: Mapping[str, Any], tz: Any) -> dict[str, Any]:
     details = text_body(message, tz).split("\n", 2)[-1].strip()
     return {
-        "text": message["title"],
+        # The notification's text is mrkdwn too: a reason a probe read off the wire (a SIP
+        # reason phrase, say) could mention the whole channel (<!channel>) or hide a link.
+        "text": _escape(message["title"]),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": message["title"][:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": _escape(details)[:2900]}},

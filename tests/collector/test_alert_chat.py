@@ -85,3 +85,32 @@ async def test_chat_webhook_says_what_where_since_and_links(tmp_path: Path, kind
         assert card["actions"][0]["url"] == link
         resolved = second["attachments"][0]["content"]["body"][0]
         assert (resolved["color"], resolved["text"][:9]) == ("Good", "RESOLVED:")
+
+
+async def test_slack_text_from_the_wire_mentions_nobody_and_links_nowhere(tmp_path: Path) -> None:
+    """The reason is what a probe read off the wire (a SIP reason phrase, an HTTP error):
+    in the notification's text, which Slack reads as mrkdwn, <!channel> paged everyone and
+    <url|text> made a link of the peer's choosing. The header is plain text already."""
+    reason = "SIP 503 <!channel> see <http://evil.example/|the fix> & more"
+    async with chat_receiver() as (url, got):
+        secret = write_secret(tmp_path / "webhook-url", url)
+        async with leader(tmp_path, {"type": "slack", "url_file": str(secret)}) as c:
+            feed = Feed(c)
+            start = utcnow() - timedelta(minutes=2)
+            await feed.event(
+                "ccc-guildhall",
+                "wan-link",
+                "network_telephony",
+                State.UP,
+                State.DOWN,
+                start,
+                error=reason,
+            )
+            await c.alerting.step()
+            assert await c.alerting.deliver() == 1
+    [first] = got
+    assert first["text"].endswith(
+        ": SIP 503 &lt;!channel&gt; see &lt;http://evil.example/|the fix&gt; &amp; more"
+    )
+    assert "<" not in first["blocks"][1]["text"]["text"]
+    assert "SIP 503 <!channel> see" in first["blocks"][0]["text"]["text"]  # plain_text: as is
