@@ -14,12 +14,20 @@ if TYPE_CHECKING:
     from collector.channels import Deps
 
 
+def _unlinked(text: str) -> str:
+    """A card's text is Markdown, and the reason in it can be what a peer sent (a SIP
+    reason phrase): ``[Reset your password](http://...)`` was a link whose target the
+    reader cannot see. A space between ``]`` and ``(`` makes it text in CommonMark, and
+    shows the address; backslash escapes show as backslashes on some of Teams' clients."""
+    return text.replace("](", "] (")
+
+
 def body(message: Mapping[str, Any], tz: Any) -> dict[str, Any]:
     facts = []
     for line in text_body(message, tz).splitlines()[2:]:
         key, sep, value = line.partition(": ")
         if sep and key and not key.startswith("Alert "):
-            facts.append({"title": key, "value": value})
+            facts.append({"title": key, "value": _unlinked(value)})
     card = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -27,7 +35,7 @@ def body(message: Mapping[str, Any], tz: Any) -> dict[str, Any]:
         "body": [
             {
                 "type": "TextBlock",
-                "text": message["title"],
+                "text": _unlinked(message["title"]),
                 "weight": "Bolder",
                 "wrap": True,
                 "color": "Good" if message["kind"] == "resolved" else "Attention",

@@ -114,3 +114,37 @@ async def test_slack_text_from_the_wire_mentions_nobody_and_links_nowhere(tmp_pa
     )
     assert "<" not in first["blocks"][1]["text"]["text"]
     assert "SIP 503 <!channel> see" in first["blocks"][0]["text"]["text"]  # plain_text: as is
+
+
+async def test_a_teams_card_makes_no_link_of_a_peers_text(tmp_path: Path) -> None:
+    """A card's title and facts are Markdown: '[text](url)' in the reason a probe read off
+    the wire was a link whose target the reader could not see. Checked with a CommonMark
+    parser (Teams renders a subset of CommonMark): no link with hidden target is left (a
+    bare address, as the board's, shows where it goes)."""
+    from markdown_it import MarkdownIt
+
+    reason = "SIP 503 [Reset your password](http://evil.example/login)"
+    async with chat_receiver() as (url, got):
+        secret = write_secret(tmp_path / "webhook-url", url)
+        async with leader(tmp_path, {"type": "teams", "url_file": str(secret)}) as c:
+            feed = Feed(c)
+            start = utcnow() - timedelta(minutes=2)
+            await feed.event(
+                "ccc-guildhall",
+                "wan-link",
+                "network_telephony",
+                State.UP,
+                State.DOWN,
+                start,
+                error=reason,
+            )
+            await c.alerting.step()
+            assert await c.alerting.deliver() == 1
+    card = got[0]["attachments"][0]["content"]
+    texts = [card["body"][0]["text"], *(f["value"] for f in card["body"][1]["facts"])]
+    md = MarkdownIt("commonmark")
+    assert MarkdownIt("commonmark").render(reason).count("<a ") == 1  # the parser sees links
+    assert [t for t in texts if "<a " in md.render(t)] == []
+    assert card["body"][0]["text"].endswith(
+        "SIP 503 [Reset your password] (http://evil.example/login)"
+    )
