@@ -18,22 +18,23 @@ from collector.report import fingerprint, keep_days, keep_history
 from collector.store import Store
 
 
-def keep_pass(path: str, estate: Estate, now: datetime, rest: float) -> tuple[int, int]:
+def keep_pass(path: str, estate: Estate, now: datetime, rest: float) -> tuple[int, int, int]:
     """Keep every day not kept yet, then the history's quarters (``keep_history``), resting
-    ``rest`` times as long as each took; returns how many days it made, and how many of
-    them the store would not keep."""
+    ``rest`` times as long as each took; returns how many days it made, how many of them
+    the store would not keep, and how many quarters it worked out."""
     store = Store(path, tolerant=True)
-    made = 0
+    made = quarters = 0
     refused: list[int] = []
     try:
         for took in keep_days(store, estate, now, refused):
             made += 1
             time.sleep(rest * took)  # pacing: at most 1 / (1 + rest) of a core
         for took in keep_history(store, estate, now):
+            quarters += 1
             time.sleep(rest * took)
     finally:
         store.close()
-    return made, len(refused)
+    return made, len(refused), quarters
 
 
 def run(

@@ -903,7 +903,9 @@ class Collector:
             self._keeping = None
         if isinstance(answer, str):
             raise RuntimeError(answer)
-        made, refused = answer
+        made, refused, quarters = answer
+        if quarters:
+            log.info("kept the figures of %d quarters the report's history charts", quarters)
         if refused:
             # Not kept (the store could not be written, or a write came meanwhile): the
             # next pass tries again, whatever else has changed by then.

@@ -4,6 +4,7 @@ quarter then reads them back, and works out only the day still running."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing.process
 import signal
 from datetime import timedelta
@@ -58,10 +59,13 @@ def history_keys(c: Collector) -> set[tuple[int, int]]:
     return {(int(lo), int(hi)) for lo, hi in rows}
 
 
-def test_the_collector_keeps_the_history_the_quarterly_report_shows(tmp_path: Path) -> None:
+def test_the_collector_keeps_the_history_the_quarterly_report_shows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The last quarter's report charts it and the three quarters before it: after a change
     of the rules or an import, the first report worked those three out from their records.
     The keeper keeps them, once, so that the report reads them back."""
+    caplog.set_level(logging.INFO, logger="collector.main")
     c = Collector(estate(tmp_path, free_port(), [web_check("http://127.0.0.1:9/")]))
     try:
         tz = ZoneInfo(c.estate.accounting.timezone)
@@ -75,6 +79,7 @@ def test_the_collector_keeps_the_history_the_quarterly_report_shows(tmp_path: Pa
         asyncio.run(c.keep_days(now))
         shown = {(q.start_us, q.end_us) for q in last_quarters(last, tz)}
         assert history_keys(c) == shown  # this quarter is running: never kept
+        assert "kept the figures of 4 quarters the report's history charts" in caplog.messages
         kept = c.store.conn.execute(
             "SELECT key, data FROM figures_cache WHERE key LIKE 'combined:%'"
         ).fetchall()
