@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum
 
 from availmon.schema import Evidence, State
-from probes.base import ProbeResult
+from probes.base import ERROR_MAX_CHARS, ProbeResult, peer_text
 
 
 class Verdict(Enum):
@@ -143,7 +143,7 @@ class CheckState:
     def _evidence(self, probes: int) -> Evidence:
         last = self.last
         return Evidence(
-            error=last.error[:500] if last and last.error else None,
+            error=peer_text(last.error, ERROR_MAX_CHARS) if last and last.error else None,
             latency=last.latency if last else None,
             loss=last.loss if last else None,
             probes=probes,

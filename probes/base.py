@@ -123,8 +123,25 @@ def compile_regex(value: Any) -> Any:
     return value
 
 
+#: The longest error a probe reports (an event's evidence holds at most 500 characters).
+ERROR_MAX_CHARS = 500
+#: C0 and C1 controls, DEL, and the bidirectional overrides and isolates: a peer's text
+#: that goes into logs, events, the board and alerts must not steer a terminal or reorder
+#: what a reader sees.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def peer_text(text: str, limit: int = 200) -> str:
+    """Text a peer sent (a banner, a reason phrase, a value), fit for an error message:
+    unsafe characters shown as escapes (``\\x1b``), at most ``limit`` characters."""
+    shown = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
 def fail(error: str, **details: Any) -> ProbeResult:
-    return ProbeResult(ok=False, error=error, details=details)
+    """A failed probe. The error is made safe and bounded here too, whatever went into
+    it (``peer_text``): a probe that quotes its peer should still cut the quote short."""
+    return ProbeResult(ok=False, error=peer_text(error, ERROR_MAX_CHARS), details=details)
 
 
 def timeout_text(timeout: float) -> str:
