@@ -18,7 +18,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from probes.base import ProbeResult, fail, split_host_port, timeout_text
+from probes.base import ProbeResult, fail, peer_text, split_host_port, timeout_text
 from probes.dns import DEFAULT_PORT, Options
 
 
@@ -40,6 +40,30 @@ def _texts(rrset: dns.rrset.RRset) -> list[str]:
         else:
             out.append(rdata.to_text())
     return out
+
+
+#: The most answer values an error message quotes (the rest are counted), and their length.
+_SHOWN_VALUES = 5
+_SHOWN_CHARS = 80
+
+
+def _shown(values: list[str]) -> str:
+    """Values from the answer, fit for an error message: a few, each cut short and safe."""
+    out = ", ".join(peer_text(v, _SHOWN_CHARS) for v in values[:_SHOWN_VALUES])
+    more = len(values) - _SHOWN_VALUES
+    return f"{out} and {more} more" if more > 0 else out
+
+
+def _answer(response: dns.message.Message) -> tuple[dns.rrset.RRset | None, bool]:
+    """The answer for the name asked, following CNAMEs from it (dnspython's own chaining,
+    which checks owner names): records for other names are no answer. Also whether the
+    answer section held records of the type asked for some other name."""
+    # dnspython took it as the response to our QUERY, so it parsed it as one.
+    assert isinstance(response, dns.message.QueryMessage)
+    found = response.resolve_chaining().answer
+    question = response.question[0]
+    elsewhere = found is None and any(r.rdtype == question.rdtype for r in response.answer)
+    return found, elsewhere
 
 
 def _normal(text: str, rdtype: str) -> str:
@@ -87,9 +111,11 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
     latency = time.perf_counter() - started
 
     rcode = response.rcode()
-    answers = [
-        text for rrset in response.answer if rrset.rdtype == rdtype for text in _texts(rrset)
-    ]
+    try:
+        found, elsewhere = _answer(response) if rcode == dns.rcode.NOERROR else (None, False)
+    except dns.exception.DNSException as exc:
+        return fail(f"bad DNS response: {exc}")
+    answers = _texts(found) if found is not None else []
     details: dict[str, Any] = {"rcode": dns.rcode.to_text(rcode), "answers": answers}
     if retried_tcp:
         details["truncated_retried_tcp"] = True
@@ -101,11 +127,13 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
         return ProbeResult(ok=False, latency=latency, error=error, details=details)
     if not answers:
         error = f"no {options.record_type} record for {options.query_name}"
+        if elsewhere:
+            error += " in the answer, only records for other names"
         return ProbeResult(ok=False, latency=latency, error=error, details=details)
     missing = [
         e for e in options.expect if not any(_matches(e, a, options.record_type) for a in answers)
     ]
     if missing:
-        error = f"expected {', '.join(missing)}, got {', '.join(answers)}"
+        error = f"expected {', '.join(missing)}, got {_shown(answers)}"
         return ProbeResult(ok=False, latency=latency, error=error, details=details)
     return ProbeResult(ok=True, latency=latency, details=details)

@@ -74,7 +74,10 @@ AuthProtocol = Literal["SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512"]
 PrivProtocol = Literal["AES"]
 Mode = Literal["interface", "oid", "uptime"]
 
-_OID = re.compile(r"^\.?[0-2](\.\d+)+$")
+_OID = re.compile(r"\.?[0-2](\.[0-9]+)+")
+#: RFC 2578 §7.1.3: at most 128 sub-identifiers, each at most 2**32 - 1.
+_MAX_SUB_IDS = 128
+_MAX_SUB_ID = 2**32 - 1
 _TICKS_WRAP = 2**32
 #: sysUpTime (TimeTicks, 1/100 s) wraps after ~497 days; a drop from within a day of the
 #: top to within a day of zero is a wrap, not a reboot.
@@ -113,9 +116,17 @@ class Options(ProbeOptions):
     @field_validator("oid")
     @classmethod
     def _oid_parses(cls, value: str | None) -> str | None:
-        if value is not None and not _OID.match(value):
+        if value is None:
+            return None
+        parts = value.lstrip(".").split(".")
+        if (
+            not _OID.fullmatch(value)
+            or len(parts) > _MAX_SUB_IDS
+            or any(len(p.lstrip("0")) > 10 or int(p) > _MAX_SUB_ID for p in parts)
+        ):
             raise ValueError("expected a numeric OID such as 1.3.6.1.2.1.1.3.0")
-        return value.lstrip(".") if value else value
+        # As pysnmp writes it (answers are matched by OID): "1.3.06" is "1.3.6".
+        return ".".join(str(int(p)) for p in parts)
 
     @property
     def kind(self) -> Mode:

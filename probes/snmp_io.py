@@ -30,7 +30,7 @@ from typing import Any, Self, TypeAlias
 from availmon.errors import StartupError
 from availmon.imports import without
 from availmon.secrets import resolve_secret
-from probes.base import Poll, ProbeResult, fail, timeout_text
+from probes.base import Poll, ProbeResult, fail, peer_text, timeout_text
 from probes.snmp import (
     ADMIN_STATUS,
     IF_ADMIN,
@@ -132,6 +132,11 @@ _mibs_from_bytecode()
 
 
 _MAX_WALK_CALLS = 200  # x 25 rows per GETBULK: enough for a chassis, bounded for a bad agent
+#: Rows asked for per GETBULK (max-repetitions), and the most taken from one answer: an agent
+#: that sends more than asked does not get them read.
+_WALK_ROWS = 25
+#: The most rows one walk keeps, whatever the agent sends.
+_MAX_WALK_ROWS = _MAX_WALK_CALLS * _WALK_ROWS
 #: SNMP errorStatus tooBig (RFC 3416): the answer would not fit in one message.
 _TOO_BIG = 1
 
@@ -254,6 +259,11 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def _oid_tuple(oid: str) -> tuple[int, ...]:
+    """A numeric OID as pysnmp compares it ("1.3.06" and "1.3.6" are one OID)."""
+    return tuple(int(part) for part in oid.split("."))
+
+
 @dataclass
 class _EngineParts:
     """pysnmp's request machinery for one engine: the target configurator and the command
@@ -280,7 +290,12 @@ class _Session:
             half = len(oids) // 2
             return [*await self.get(*oids[:half]), *await self.get(*oids[half:])]
         self._raise_for(indication, status, index)
-        return [(str(name), value) for name, value in varbinds]
+        asked = [_oid_tuple(oid) for oid in oids]
+        if [tuple(name) for name, _value in varbinds] != asked:
+            # Missing, extra, reordered or other OIDs: nothing in it can be matched to a check.
+            raise _Failed("the device answered other OIDs than asked")
+        # Keyed by the OIDs as asked (each answered varbind names the same OID).
+        return [(oid, value) for oid, (_name, value) in zip(oids, varbinds, strict=True)]
 
     async def _send_get(self, oids: Sequence[str]) -> tuple[Any, Any, Any, Sequence[Any]]:
         """pysnmp's command generator with numeric OIDs as they are.
@@ -315,11 +330,18 @@ class _Session:
             raise _Failed(str(exc)) from exc
         return await future
 
-    async def walk(self, base: str) -> list[tuple[str, Any]]:
-        """Every (OID, value) under ``base`` via GETBULK, bounded in requests."""
-        rows: list[tuple[str, Any]] = []
-        prefix = base + "."
+    async def walk(self, base: str) -> list[tuple[tuple[int, ...], Any]]:
+        """Every (OID, value) under ``base`` via GETBULK, bounded in requests and rows.
+
+        The agent is not trusted to walk: the walk ends where an OID leaves ``base`` or does
+        not come after the one before it (an agent that answers the same rows again would
+        otherwise be asked until the timeout), and only the rows asked for are read from
+        each answer.
+        """
+        rows: list[tuple[tuple[int, ...], Any]] = []
+        prefix = _oid_tuple(base)
         current = base
+        last = prefix
         for _ in range(_MAX_WALK_CALLS):
             try:
                 indication, status, index, varbinds = await bulk_cmd(
@@ -328,7 +350,7 @@ class _Session:
                     self.transport,
                     ContextData(),
                     0,
-                    25,
+                    _WALK_ROWS,
                     ObjectType(ObjectIdentity(current)),
                     lookupMib=False,
                 )
@@ -337,12 +359,16 @@ class _Session:
             self._raise_for(indication, status, index)
             if not varbinds:
                 return rows
-            for name, value in varbinds:
-                oid = str(name)
-                if not oid.startswith(prefix) or _absent(value) is not None:
+            for name, value in varbinds[:_WALK_ROWS]:
+                oid = tuple(name)
+                inside = len(oid) > len(prefix) and oid[: len(prefix)] == prefix
+                if not inside or oid <= last or _absent(value) is not None:
                     return rows
                 rows.append((oid, value))
-                current = oid
+                if len(rows) >= _MAX_WALK_ROWS:
+                    return rows
+                last = oid
+            current = ".".join(map(str, last))
         return rows
 
     def _raise_for(self, indication: Any, status: Any, index: Any) -> None:
@@ -355,7 +381,8 @@ class _Session:
 def _uptime_details(ticks_value: Any, previous: ProbeResult | None) -> dict[str, Any]:
     ticks = plain_value(ticks_value)
     if not isinstance(ticks, int):
-        raise _Failed(f"sysUpTime unreadable ({_absent(ticks_value) or ticks!r})")
+        shown = _absent(ticks_value) or peer_text(repr(ticks), 80)
+        raise _Failed(f"sysUpTime unreadable ({shown})")
     before = previous.details.get("sys_uptime_ticks") if previous is not None else None
     return {
         "sys_uptime_ticks": ticks,
@@ -440,10 +467,14 @@ async def _interface_indexes(session: _Session, names: set[str]) -> dict[str, tu
     for column in (IF_NAME, IF_DESCR):
         if not names - found.keys():
             break
+        depth = len(_oid_tuple(column)) + 1
         for oid, value in await session.walk(column):
             text = plain_value(value)
+            # A row is column.ifIndex, ifIndex 1 to 2**31 - 1 (RFC 2863 InterfaceIndex).
+            if len(oid) != depth or not 0 < oid[-1] < 2**31:
+                continue
             if isinstance(text, str) and text in names and text not in found:
-                found[text] = int(oid.rsplit(".", 1)[1]), column
+                found[text] = oid[-1], column
     return found
 
 
@@ -489,9 +520,8 @@ def _oid_result(need: _Need, values: dict[str, Any]) -> ProbeResult:
     thresholds = (options.warn_below, options.warn_above, options.down_below, options.down_above)
     number = _number(value)
     if number is None and (options.rate or any(t is not None for t in thresholds)):
-        return ProbeResult(
-            ok=False, error=f"{oid}: not a number ({details['value']!r})", details=details
-        )
+        shown = peer_text(repr(details["value"]), 80)
+        return ProbeResult(ok=False, error=f"{oid}: not a number ({shown})", details=details)
     reading, label, unit = number, f"{oid} =", ""
     if options.rate:
         wrap = (
