@@ -94,12 +94,19 @@ def build_options(
     return Request(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"), call_id, branch)
 
 
+def _is_status_code(text: str) -> bool:
+    """RFC 3261 25.1 Status-Code: exactly three ASCII digits. ``isdigit`` alone takes "²⁰⁰"
+    (int() then raises), "٢٠٠" (int() reads 200) and 5000 digits (int() refuses them)."""
+    return len(text) == 3 and text.isascii() and text.isdigit()
+
+
 def parse_response(data: bytes) -> Response | None:
-    """A SIP response's status and headers; None for anything else (requests, noise)."""
+    """A SIP response's status and headers; None for anything else (requests, noise, a
+    status code that is not three ASCII digits)."""
     head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", errors="replace")
     lines = head.split("\r\n")
     status = lines[0].split(" ", 2)
-    if len(status) < 2 or status[0] != "SIP/2.0" or not status[1].isdigit():
+    if len(status) < 2 or status[0] != "SIP/2.0" or not _is_status_code(status[1]):
         return None
     headers: dict[str, str] = {}
     for line in lines[1:]:

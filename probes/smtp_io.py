@@ -12,6 +12,7 @@ from typing import Any
 from probes.base import (
     ProbeResult,
     fail,
+    peer_text,
     split_host_port,
     timeout_text,
 )
@@ -27,9 +28,26 @@ from probes.tls import (
     tls_error_text,
 )
 
+#: How much of a peer's text (a banner, a reply) an error or a detail quotes.
+QUOTE_CHARS = 120
+#: The most EHLO keywords listed in the details, and the length of each as shown.
+MAX_EXTENSIONS = 32
+KEYWORD_CHARS = 32
+
 
 class _Failed(Exception):
     """A step of the dialogue went wrong; the message is the probe's error text."""
+
+
+def _is_code(text: str) -> bool:
+    """Exactly three ASCII digits: ``isdigit`` alone takes "²²²" (int() then raises) and
+    "٢٢٠" (int() reads 220)."""
+    return len(text) == 3 and text.isascii() and text.isdigit()
+
+
+def _keywords(extensions: list[str]) -> list[str]:
+    """The EHLO keyword of each line after the greeting; blank lines ("250- ") have none."""
+    return [words[0].upper() for words in map(str.split, extensions[1:]) if words]
 
 
 async def _reply(reader: asyncio.StreamReader, step: str) -> tuple[int, list[str]]:
@@ -43,8 +61,8 @@ async def _reply(reader: asyncio.StreamReader, step: str) -> tuple[int, list[str
         if not raw:
             raise _Failed(f"connection closed at {step}")
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
-            raise _Failed(f"not an SMTP reply at {step}: {line[:60]!r}")
+        if not _is_code(line[:3]) or line[3:4] not in ("", " ", "-"):
+            raise _Failed(f'malformed reply at {step}: "{peer_text(line, QUOTE_CHARS)}"')
         texts.append(line[4:])
         if line[3:4] != "-":
             return int(line[:3]), texts
@@ -59,7 +77,8 @@ async def _command(
     step = command.split()[0]
     code, texts = await _reply(reader, step)
     if code != expect:
-        raise _Failed(f"SMTP {code} to {step}: {texts[0] if texts else ''}".rstrip(": "))
+        text = peer_text(texts[0], QUOTE_CHARS) if texts else ""
+        raise _Failed(f"SMTP {code} to {step}: {text}".rstrip(": "))
     return texts
 
 
@@ -71,14 +90,20 @@ def _ehlo_name(writer: asyncio.StreamWriter, options: Options) -> str:
     return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
-    """Close, but never wait long for a peer's TLS close_notify (asyncio would wait 30 s)."""
+async def _close(writer: asyncio.StreamWriter, deadline: float) -> None:
+    """Close, but never wait long for a peer's TLS close_notify (asyncio would wait 30 s),
+    nor past the probe's deadline (loop time): a stalled STARTTLS handshake leaves a close
+    that never completes, and the probe must still return at its timeout."""
     writer.close()
+    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(1.0):
+        async with asyncio.timeout_at(min(deadline, loop.time() + 1.0)):
             await writer.wait_closed()
     except (TimeoutError, OSError, ssl.SSLError):
         writer.transport.abort()
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
 
 
 async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
@@ -92,20 +117,21 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
         )
     details: dict[str, Any] = {}
     started = time.perf_counter()
+    deadline = asyncio.get_running_loop().time() + timeout
     writer: asyncio.StreamWriter | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             reader, writer = await asyncio.open_connection(
                 host, port, ssl=ctx if options.implicit_tls else None
             )
             code, texts = await _reply(reader, "banner")
-            details["banner"] = texts[0] if texts else ""
+            details["banner"] = peer_text(texts[0], QUOTE_CHARS) if texts else ""
             if code != 220:
                 raise _Failed(f"SMTP {code} at banner: {details['banner']}".rstrip(": "))
             name = _ehlo_name(writer, options)
             extensions = await _command(reader, writer, f"EHLO {name}", 250)
             if options.starttls:
-                if not any(e.split()[0].upper() == "STARTTLS" for e in extensions[1:] if e):
+                if "STARTTLS" not in _keywords(extensions):
                     raise _Failed("server does not offer STARTTLS")
                 await _command(reader, writer, "STARTTLS", 220)
                 assert ctx is not None
@@ -118,7 +144,10 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
                     writer.get_extra_info("ssl_object"), options.cert_expiry_warn_days
                 )
                 details.update(cert.details())
-            details["extensions"] = [e.split()[0].upper() for e in extensions[1:] if e]
+            details["extensions"] = [
+                peer_text(keyword, KEYWORD_CHARS)
+                for keyword in _keywords(extensions)[:MAX_EXTENSIONS]
+            ]
             # Polite goodbye; the verdict does not depend on it.
             with contextlib.suppress(_Failed, OSError):
                 await _command(reader, writer, "QUIT", 221)
@@ -134,7 +163,7 @@ async def probe(target: str, timeout: float, options: Options) -> ProbeResult:
         return fail(exc.strerror or str(exc), **details)
     finally:
         if writer is not None:
-            await _close(writer)
+            await _close(writer, deadline)
     if cert is not None and cert.error is not None:
         return ProbeResult(ok=False, latency=latency, error=cert.error, details=details)
     if cert is not None and cert.warning is not None:
