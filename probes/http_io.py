@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import contextlib
 import os
+import re
 import ssl
 import time
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import http_exceptions
 
 from availmon.errors import StartupError
 from availmon.secrets import read_secret_file, redact_url, resolve_secret
@@ -29,6 +32,7 @@ from probes.base import (
     Poll,
     ProbeResult,
     fail,
+    peer_text,
     timeout_text,
 )
 from probes.http import Options, header_value_problem
@@ -48,6 +52,40 @@ def _status_ok(status: int, options: Options) -> bool:
     if options.expect_status:
         return status in options.expect_status
     return 200 <= status < 300
+
+
+#: The charsets a body is decoded with, by codec name (``codecs.lookup(...).name``): the
+#: ordinary text encodings, each decoded in one linear pass. The others Python knows are
+#: refused (decoded as UTF-8): punycode is quadratic (a 1 MB body held the event loop
+#: 22 s), idna and undefined raise even with errors="replace", the *_escape codecs and
+#: utf-7 are not what a web page is written in, and base64, zlib, rot-13 are not charsets.
+_TEXT_CHARSET = re.compile(
+    r"ascii|utf-(?:8|8-sig|16|16-[bl]e|32|32-[bl]e)"
+    r"|iso8859-\d+|cp\d+|mac-[a-z0-9]+|koi8-[rtu]|kz1048|ptcp154|tis-620|hp-roman8|palmos"
+    r"|big5(?:hkscs)?|gb2312|gbk|gb18030|hz|johab|euc_(?:jp|kr|jis_2004|jisx0213)"
+    r"|shift_jis(?:_2004|x0213)?|iso2022_(?:jp(?:_1|_2|_2004|_3|_ext)?|kr)"
+)
+
+
+def _body_codec(charset: str | None) -> str:
+    """The codec for a body the server says is in ``charset``: UTF-8 unless it is a text
+    charset Python knows (``_TEXT_CHARSET``)."""
+    if charset:
+        try:
+            name = codecs.lookup(charset).name
+        except (LookupError, ValueError):  # unknown to Python, or a NUL in the name
+            return "utf-8"
+        if _TEXT_CHARSET.fullmatch(name):
+            return name
+    return "utf-8"
+
+
+def _decode_body(raw_body: bytes, charset: str | None) -> str:
+    """The body as text; never raises, whatever the server said its charset was."""
+    try:
+        return raw_body.decode(_body_codec(charset), errors="replace")
+    except (LookupError, ValueError):  # not expected of an allowed codec; never a crash
+        return raw_body.decode("utf-8", errors="replace")
 
 
 def _body_problem(body: str, options: Options) -> str | None:
@@ -138,6 +176,89 @@ async def _certificate_error(
         if verdict is not None and verdict.error is not None:
             return fail(verdict.error, **verdict.details())
     return fail(tls_error_text(cause))
+
+
+_MALFORMED = "malformed response from server"
+
+
+def _processing_error(exc: BaseException) -> http_exceptions.HttpProcessingError | None:
+    """The parser's own error behind an aiohttp error (the deepest in its chain of causes)."""
+    found = None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, http_exceptions.HttpProcessingError):
+            found = cause
+        cause = cause.__cause__
+    return found
+
+
+def _parser_text(error: http_exceptions.HttpProcessingError) -> str:
+    """What was wrong with the answer, in our words; the peer's bytes (which aiohttp puts in
+    its messages, 40 kB of them for a long status line) only as a short quote."""
+    if isinstance(error, http_exceptions.ContentLengthError):
+        return "connection closed before the end of the body (Content-Length)"
+    if isinstance(error, http_exceptions.ContentEncodingError):
+        return f"{_MALFORMED}: cannot decode the body's Content-Encoding"
+    if isinstance(error, http_exceptions.TransferEncodingError):
+        return f"{_MALFORMED}: bad chunked encoding"
+    if isinstance(error, http_exceptions.LineTooLong):
+        return f"{_MALFORMED}: status line or header too long"
+    if isinstance(error, http_exceptions.BadStatusLine):
+        return f"{_MALFORMED}: bad status line"
+    if isinstance(error, http_exceptions.InvalidHeader):
+        return f"{_MALFORMED}: invalid header"
+    # llhttp's reason comes first ("Invalid header token:\n\n  b'...'"); the pure-Python
+    # parser's may hold the peer's bytes, hence the short quote.
+    reason = error.message.split("\n", 1)[0].strip().rstrip(":").strip()
+    if not reason:
+        return _MALFORMED
+    return f"{_MALFORMED}: {peer_text(reason[:1].lower() + reason[1:], 80)}"
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without its ``user:password@``, found by hand: the URL may be malformed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    host = rest[:end].rpartition("@")[2]
+    return f"{scheme}://{host}{rest[end:]}"
+
+
+def _peer_url(url: object) -> str:
+    """A URL the peer sent (a redirect's Location), fit for an error: no userinfo, secret
+    query values hidden, control characters escaped, cut short."""
+    text = _without_userinfo(str(url))
+    return peer_text(redact_url(text) or text, 80)
+
+
+def _client_error_text(exc: aiohttp.ClientError) -> str:
+    """A short error of our own for an aiohttp error: ``str(exc)`` quotes the peer at length
+    (a status line of 8000 bytes, a redirect's URL with its password)."""
+    if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
+        return f"redirect to a non-HTTP URL: {_peer_url(exc.args[0] if exc.args else '')}"
+    if isinstance(exc, aiohttp.InvalidUrlRedirectClientError):
+        return f"redirect to an invalid URL: {_peer_url(exc.url)}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"invalid URL: {_peer_url(exc.url)}"
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return f"not an HTTP URL: {_peer_url(exc.args[0] if exc.args else '')}"
+    error = _processing_error(exc)
+    if error is not None:
+        return _parser_text(error)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "incomplete response body"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected before a complete response"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return _MALFORMED
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return "connection lost"
+    return f"HTTP client error ({type(exc).__name__})"
 
 
 def _connection_error(exc: aiohttp.ClientConnectorError) -> str:
@@ -243,7 +364,7 @@ class HttpClient:
                     final_url = str(response.url)
                     redirects = len(response.history)
                     location = response.headers.get("Location")
-                    charset = response.charset or "utf-8"
+                    charset = response.charset
         except TimeoutError:
             return fail(timeout_text(timeout))
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -254,7 +375,7 @@ class HttpClient:
         except aiohttp.TooManyRedirects:
             return fail(f"too many redirects (more than {options.max_redirects})")
         except aiohttp.ClientError as exc:
-            return fail(str(exc) or type(exc).__name__)
+            return fail(_client_error_text(exc))
         latency = time.perf_counter() - started
         cert = None
         if urlsplit(final_url).scheme == "https":
@@ -283,7 +404,7 @@ def _judge(
     location: str | None,
     cert: CertVerdict | None,
     raw_body: bytes,
-    charset: str,
+    charset: str | None,
 ) -> ProbeResult:
     """The verdict on a complete answer: certificate, status, body, in that order."""
     details: dict[str, Any] = {"status": status}
@@ -299,11 +420,10 @@ def _judge(
         return ProbeResult(ok=False, latency=latency, error=cert.error, details=details)
     if not _status_ok(status, options):
         return ProbeResult(ok=False, latency=latency, error=f"HTTP {status}", details=details)
-    try:
-        body = raw_body.decode(charset, errors="replace")
-    except LookupError:  # a charset Python does not know
-        body = raw_body.decode("utf-8", errors="replace")
-    problem = _body_problem(body, options)
+    # Decoded only for a body check: a probe without one reads no text at all.
+    problem = None
+    if options.body_contains is not None or options.body_regex is not None:
+        problem = _body_problem(_decode_body(raw_body, charset), options)
     if problem is not None:
         return ProbeResult(ok=False, latency=latency, error=problem, details=details)
     if cert is not None and cert.warning is not None:
