@@ -194,21 +194,29 @@ def _processing_error(exc: BaseException) -> http_exceptions.HttpProcessingError
     return found
 
 
+#: The parser's errors in our words, most specific first (aiohttp's subclass some of these).
+_PARSER_TEXTS: tuple[tuple[type[http_exceptions.HttpProcessingError], str], ...] = (
+    (
+        http_exceptions.ContentLengthError,
+        "connection closed before the end of the body (Content-Length)",
+    ),
+    (
+        http_exceptions.ContentEncodingError,
+        f"{_MALFORMED}: cannot decode the body's Content-Encoding",
+    ),
+    (http_exceptions.TransferEncodingError, f"{_MALFORMED}: bad chunked encoding"),
+    (http_exceptions.LineTooLong, f"{_MALFORMED}: status line or header too long"),
+    (http_exceptions.BadStatusLine, f"{_MALFORMED}: bad status line"),
+    (http_exceptions.InvalidHeader, f"{_MALFORMED}: invalid header"),
+)
+
+
 def _parser_text(error: http_exceptions.HttpProcessingError) -> str:
     """What was wrong with the answer, in our words; the peer's bytes (which aiohttp puts in
     its messages, 40 kB of them for a long status line) only as a short quote."""
-    if isinstance(error, http_exceptions.ContentLengthError):
-        return "connection closed before the end of the body (Content-Length)"
-    if isinstance(error, http_exceptions.ContentEncodingError):
-        return f"{_MALFORMED}: cannot decode the body's Content-Encoding"
-    if isinstance(error, http_exceptions.TransferEncodingError):
-        return f"{_MALFORMED}: bad chunked encoding"
-    if isinstance(error, http_exceptions.LineTooLong):
-        return f"{_MALFORMED}: status line or header too long"
-    if isinstance(error, http_exceptions.BadStatusLine):
-        return f"{_MALFORMED}: bad status line"
-    if isinstance(error, http_exceptions.InvalidHeader):
-        return f"{_MALFORMED}: invalid header"
+    for kind, text in _PARSER_TEXTS:
+        if isinstance(error, kind):
+            return text
     # llhttp's reason comes first ("Invalid header token:\n\n  b'...'"); the pure-Python
     # parser's may hold the peer's bytes, hence the short quote.
     reason = error.message.split("\n", 1)[0].strip().rstrip(":").strip()

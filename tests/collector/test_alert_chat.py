@@ -41,8 +41,11 @@ async def chat_receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         await runner.cleanup()
 
 
-@pytest.mark.parametrize("kind", ["slack", "teams"])
-async def test_chat_webhook_says_what_where_since_and_links(tmp_path: Path, kind: str) -> None:
+async def posted(
+    tmp_path: Path, kind: str, error: str, *, resolved: bool = False
+) -> tuple[str, list[dict[str, Any]]]:
+    """The guildhall's WAN link down (the probes said ``error``), and up again if
+    ``resolved``, through a ``kind`` channel: the outage's id and what the receiver got."""
     async with chat_receiver() as (url, got):
         secret = write_secret(tmp_path / "webhook-url", url)
         async with leader(tmp_path, {"type": kind, "url_file": str(secret)}) as c:
@@ -55,15 +58,22 @@ async def test_chat_webhook_says_what_where_since_and_links(tmp_path: Path, kind
                 State.UP,
                 State.DOWN,
                 start,
-                error="100% loss",
+                error=error,
             )
             await c.alerting.step()
             assert await c.alerting.deliver() == 1
-            await feed.event(
-                "ccc-guildhall", "wan-link", "network_telephony", State.DOWN, State.UP, utcnow()
-            )
-            await c.alerting.step()
-            assert await c.alerting.deliver() == 1
+            if resolved:
+                await feed.event(
+                    "ccc-guildhall", "wan-link", "network_telephony", State.DOWN, State.UP, utcnow()
+                )
+                await c.alerting.step()
+                assert await c.alerting.deliver() == 1
+    return oid, got
+
+
+@pytest.mark.parametrize("kind", ["slack", "teams"])
+async def test_chat_webhook_says_what_where_since_and_links(tmp_path: Path, kind: str) -> None:
+    oid, got = await posted(tmp_path, kind, "100% loss", resolved=True)
     link = f"http://board.example:9810/board/outages/{oid}"
     first, second = got
     if kind == "slack":
@@ -92,23 +102,7 @@ async def test_slack_text_from_the_wire_mentions_nobody_and_links_nowhere(tmp_pa
     in the notification's text, which Slack reads as mrkdwn, <!channel> paged everyone and
     <url|text> made a link of the peer's choosing. The header is plain text already."""
     reason = "SIP 503 <!channel> see <http://evil.example/|the fix> & more"
-    async with chat_receiver() as (url, got):
-        secret = write_secret(tmp_path / "webhook-url", url)
-        async with leader(tmp_path, {"type": "slack", "url_file": str(secret)}) as c:
-            feed = Feed(c)
-            start = utcnow() - timedelta(minutes=2)
-            await feed.event(
-                "ccc-guildhall",
-                "wan-link",
-                "network_telephony",
-                State.UP,
-                State.DOWN,
-                start,
-                error=reason,
-            )
-            await c.alerting.step()
-            assert await c.alerting.deliver() == 1
-    [first] = got
+    _, [first] = await posted(tmp_path, "slack", reason)
     assert first["text"].endswith(
         ": SIP 503 &lt;!channel&gt; see &lt;http://evil.example/|the fix&gt; &amp; more"
     )
@@ -124,23 +118,8 @@ async def test_a_teams_card_makes_no_link_of_a_peers_text(tmp_path: Path) -> Non
     from markdown_it import MarkdownIt
 
     reason = "SIP 503 [Reset your password](http://evil.example/login)"
-    async with chat_receiver() as (url, got):
-        secret = write_secret(tmp_path / "webhook-url", url)
-        async with leader(tmp_path, {"type": "teams", "url_file": str(secret)}) as c:
-            feed = Feed(c)
-            start = utcnow() - timedelta(minutes=2)
-            await feed.event(
-                "ccc-guildhall",
-                "wan-link",
-                "network_telephony",
-                State.UP,
-                State.DOWN,
-                start,
-                error=reason,
-            )
-            await c.alerting.step()
-            assert await c.alerting.deliver() == 1
-    card = got[0]["attachments"][0]["content"]
+    _, [first] = await posted(tmp_path, "teams", reason)
+    card = first["attachments"][0]["content"]
     texts = [card["body"][0]["text"], *(f["value"] for f in card["body"][1]["facts"])]
     md = MarkdownIt("commonmark")
     assert MarkdownIt("commonmark").render(reason).count("<a ") == 1  # the parser sees links

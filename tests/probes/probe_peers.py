@@ -6,11 +6,13 @@ The fixtures that hand these out are in conftest.py.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,3 +173,24 @@ def listening(port: int, protocol: str) -> bool:
             if fields[1] == wanted and (protocol == "udp" or fields[3] == "0A"):
                 return True
     return False
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def tcp_peer(handler: Handler) -> AsyncIterator[str]:
+    """An asyncio server on loopback that runs ``handler`` for each connection (a scripted
+    hostile peer); yields its ``host:port``."""
+    server = await asyncio.start_server(handler, LOOPBACK, 0)
+    try:
+        yield f"{LOOPBACK}:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def shown(escaped_prefix: str, fill: str, limit: int) -> str:
+    """What ``peer_text`` makes of a prefix (given here already escaped) and a long run of
+    ``fill``: cut to ``limit`` characters, the last one an ellipsis."""
+    return escaped_prefix + fill * (limit - 1 - len(escaped_prefix)) + "…"

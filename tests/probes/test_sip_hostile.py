@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
-from probe_peers import LOOPBACK
+from probe_peers import LOOPBACK, shown, tcp_peer
 
 from probes import sip
 from probes.registry import REGISTRY
@@ -79,18 +79,8 @@ async def peer(transport: str, script: Script, *, once: bool = False) -> AsyncIt
         finally:
             writer.close()
 
-    server = await asyncio.start_server(answer, LOOPBACK, 0)
-    try:
-        yield f"{LOOPBACK}:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-def shown(escaped_prefix: str, fill: str, limit: int) -> str:
-    """What ``peer_text`` makes of a prefix (given here already escaped) and a long run of
-    ``fill``: cut to ``limit`` characters, the last one an ellipsis."""
-    return escaped_prefix + fill * (limit - 1 - len(escaped_prefix)) + "…"
+    async with tcp_peer(answer) as address:
+        yield address
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
