@@ -27,11 +27,15 @@ from agent.state import CheckState, Thresholds, Transition
 from availmon.clock import utcnow
 from availmon.config import Check
 from availmon.errors import StartupError
+from availmon.logs import Sparse
 from availmon.schema import CheckStatus, Evidence, State
 from probes.base import Poll, ProbeResult, ProbeSession, ProbeSpec, timeout_text
 from probes.registry import REGISTRY
 
 log = logging.getLogger(__name__)
+
+#: At most one traceback this often for each check whose probe crashes (seconds).
+CRASH_LOG_INTERVAL = 600.0
 
 #: Called with every transition; the agent spools and publishes it.
 TransitionSink = Callable[[Check, Transition, datetime], Awaitable[None]]
@@ -143,6 +147,9 @@ class Scheduler:
             self._slots[check.name] = self._slot(check, shared)
         self._on_transition = on_transition
         self._on_result = on_result
+        #: Probes that crashed, by check: a traceback at most every ten minutes each (a
+        #: peer's answer that trips a probe's bug does so at every run).
+        self._crashes: dict[str, Sparse] = {}
         #: Set by ``reload``: the running ticks stop and start again with the new slots.
         self._restart = asyncio.Event()
 
@@ -319,7 +326,15 @@ class Scheduler:
             raise  # cannot probe at all: stop the agent with the reason, not a false outage
         except Exception:
             # A bug in a probe is not an outage of the target: log it, record nothing.
-            log.exception("probe %s crashed; no result recorded", check.name)
+            count = self._crashes.setdefault(check.name, Sparse(CRASH_LOG_INTERVAL)).due()
+            if count is not None:
+                log.exception(
+                    "probe %s crashed %d time(s) since the last such line (at most one"
+                    " every %g minutes); no result recorded",
+                    check.name,
+                    count,
+                    CRASH_LOG_INTERVAL / 60,
+                )
             return
         took = time.perf_counter() - started
         for slot, result in zip(slots, results, strict=True):

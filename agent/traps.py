@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from availmon.clock import utcnow
 from availmon.config import TrapConfig
 from availmon.errors import StartupError
+from availmon.logs import Sparse
 from availmon.secrets import resolve_secret
 from probes import snmp
 
@@ -244,9 +245,8 @@ class TrapReceiver:
         self._timeline: dict[tuple[str, bytes], _EngineTime] = {}
         #: (engine ID, boots, time) of the SNMPv3 datagram being handled, from pysnmp's USM.
         self._usm: tuple[bytes, int, int] | None = None
-        self._malformed_unlogged = 0  # counted since the last log line about them
+        self._malformed_log = Sparse(MALFORMED_LOG_INTERVAL)
         self._malformed_latest = ("", "")  # (source, reason) of the latest one
-        self._malformed_logged_at: float | None = None
 
     @property
     def port(self) -> int:
@@ -302,8 +302,8 @@ class TrapReceiver:
         engine, self._engine = self._engine, None
         if engine is not None:
             await self._close(engine)
-        if self._malformed_unlogged:
-            self._log_malformed()
+        if count := self._malformed_log.rest():
+            self._log_malformed(count)
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.config.listen else socket.AF_INET
@@ -417,16 +417,11 @@ class TrapReceiver:
 
     def _malformed(self, source: str, reason: str) -> None:
         self.stats.dropped_malformed += 1
-        self._malformed_unlogged += 1
         self._malformed_latest = (source, reason)
-        now = time.monotonic()
-        last = self._malformed_logged_at
-        if last is None or now - last >= MALFORMED_LOG_INTERVAL:
-            self._malformed_logged_at = now
-            self._log_malformed()
+        if count := self._malformed_log.due():
+            self._log_malformed(count)
 
-    def _log_malformed(self) -> None:
-        count, self._malformed_unlogged = self._malformed_unlogged, 0
+    def _log_malformed(self, count: int) -> None:
         source, reason = self._malformed_latest
         log.warning(
             "trap receiver: %d malformed datagram(s) dropped (at most one such line a"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -66,3 +67,28 @@ def setup(level: str, fmt: LogFormat = "text") -> None:
     handler.setFormatter(formatter(fmt))
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class Sparse:
+    """Something that can happen many times a second (garbage from a port scanner, a probe
+    that crashes at every run), logged at most once every ``every`` seconds with how many
+    times it happened: a line each would bury everything else in the log."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self.unlogged = 0
+        self.logged_at: float | None = None
+
+    def due(self) -> int | None:
+        """Count one more; when a line is due, how many to report (this one included)."""
+        self.unlogged += 1
+        now = time.monotonic()
+        if self.logged_at is not None and now - self.logged_at < self.every:
+            return None
+        count, self.unlogged, self.logged_at = self.unlogged, 0, now
+        return count
+
+    def rest(self) -> int:
+        """How many were counted and not reported yet (for a last line at a stop)."""
+        count, self.unlogged = self.unlogged, 0
+        return count

@@ -29,6 +29,7 @@ from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from availmon.clock import to_iso, utcnow
+from availmon.logs import Sparse
 from collector import auth
 from collector.accounting import PeriodError
 from collector.api import add_api
@@ -309,25 +310,20 @@ class _BadRequests:
     """Requests refused unparsed, logged at most once a minute with how many (a port
     scanner's garbage would otherwise be a line per connection)."""
 
-    EVERY = 60.0
-
     def __init__(self) -> None:
-        self.unlogged = 0
-        self.logged_at: float | None = None
+        self.sparse = Sparse(60.0)
 
     def refused(self, remote: str | None, status: int, kind: str) -> None:
-        self.unlogged += 1
-        now = time.monotonic()
-        if self.logged_at is not None and now - self.logged_at < self.EVERY:
+        count = self.sparse.due()
+        if count is None:
             return
         log.info(
             "bad request from %s refused (%d, %s); %d refused so (at most one such line a minute)",
             remote,
             status,
             kind,
-            self.unlogged,
+            count,
         )
-        self.logged_at, self.unlogged = now, 0
 
 
 _BAD_REQUESTS = _BadRequests()

@@ -208,3 +208,41 @@ async def test_a_stop_while_a_reload_waits_for_the_old_sessions_ends_the_schedul
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert opened == 1  # the new checks never started
+
+
+async def test_a_probe_that_crashes_at_every_run_logs_one_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer's answer that trips a probe's bug does so at every run: a traceback per run
+    (every 10 s for a ping) buried the log. One at most every ten minutes per check, with
+    how many crashes it stands for; still no result recorded (a bug is not an outage)."""
+    from probes.registry import REGISTRY
+
+    closed = free_port()
+    calls = 0
+    crashed = asyncio.Event()
+
+    async def crash(target: str, timeout: float, options: Any) -> ProbeResult:
+        nonlocal calls
+        calls += 1
+        if calls >= 3:
+            crashed.set()
+        raise RuntimeError(f"probe bug #{calls}")
+
+    monkeypatch.setitem(REGISTRY, "tcp", dataclasses.replace(REGISTRY["tcp"], probe=crash))
+    checks = site_checks(
+        [{"type": "tcp", "target": f"127.0.0.1:{closed}", "interval": 0.05, "timeout": 0.05}]
+    )
+    results: list[ProbeResult] = []
+    async with running(
+        Scheduler(checks, no_transitions, on_result=lambda c, r, a: results.append(r))
+    ):
+        await crashed.wait()
+    lines = [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
+        "probe c0 crashed 1 time(s) since the last such line (at most one every 10 minutes);"
+        " no result recorded"
+    ]
+    assert lines[0].exc_info is not None
+    assert "probe bug #1" in str(lines[0].exc_info[1])
+    assert results == []
