@@ -306,27 +306,9 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
-class _BadRequests:
-    """Requests refused unparsed, logged at most once a minute with how many (a port
-    scanner's garbage would otherwise be a line per connection)."""
-
-    def __init__(self) -> None:
-        self.sparse = Sparse(60.0)
-
-    def refused(self, remote: str | None, status: int, kind: str) -> None:
-        count = self.sparse.due()
-        if count is None:
-            return
-        log.info(
-            "bad request from %s refused (%d, %s); %d refused so (at most one such line a minute)",
-            remote,
-            status,
-            kind,
-            count,
-        )
-
-
-_BAD_REQUESTS = _BadRequests()
+#: Requests refused unparsed, logged at most once a minute with how many (a port scanner's
+#: garbage would otherwise be a line per connection).
+_BAD_REQUESTS = Sparse(60.0)
 
 
 class _QuietHandler(RequestHandler):
@@ -347,7 +329,15 @@ class _QuietHandler(RequestHandler):
         if status >= 500:
             return super().handle_error(request, status, exc, message)
         kind = type(exc).__name__ if exc is not None else "unparsable request"
-        _BAD_REQUESTS.refused(request.remote, status, kind)
+        if count := _BAD_REQUESTS.due():
+            log.info(
+                "bad request from %s refused (%d, %s); %d refused so (at most one such line"
+                " a minute)",
+                request.remote,
+                status,
+                kind,
+                count,
+            )
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:

@@ -142,7 +142,7 @@ async def test_a_request_that_cannot_be_parsed_never_echoes_the_token(
     monkeypatch.setenv("AVM_TEST_WEB_TOKEN", token)
     caplog.set_level(logging.DEBUG)
     # Logged at most once a minute, per process: this test's own line is the first.
-    monkeypatch.setattr(web_module._BAD_REQUESTS.sparse, "logged_at", None)
+    monkeypatch.setattr(web_module._BAD_REQUESTS, "logged_at", None)
     async with serving(tmp_path, token_env="AVM_TEST_WEB_TOKEN") as (_, _runner, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         line = header.format(token=token)
