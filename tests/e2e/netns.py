@@ -152,6 +152,18 @@ def leftovers(tag: str) -> list[str]:
     return [name for name in names + links if tag in name]
 
 
+def _free_tag() -> str:
+    """A tag of this process whose names no namespace or link holds yet: two networks of one
+    process (or a namespace a test made by hand) must not meet on the random byte."""
+    names, links = _names()
+    taken = "\n".join(names + links)
+    free = [f"{os.getpid():x}-{n:02x}" for n in range(256)]
+    free = [tag for tag in free if f"-{tag}" not in taken]
+    if not free:
+        raise RuntimeError(f"no free namespace tag left for pid {os.getpid()}")
+    return secrets.choice(free)
+
+
 @contextlib.contextmanager
 def site_network() -> Iterator[SiteNetwork]:
     """Create the site and dc namespaces and both veth pairs; delete them all on exit.
@@ -160,7 +172,7 @@ def site_network() -> Iterator[SiteNetwork]:
     outlives its ``ip netns delete`` while a process still runs in it.
     """
     reap_orphans()
-    tag = f"{os.getpid():x}-{secrets.token_hex(1)}"
+    tag = _free_tag()
     subnet = _free_broker_subnet()
     root_addr, site_addr = (str(h) for h in subnet.hosts())
     net = SiteNetwork(

@@ -290,6 +290,24 @@ def test_a_killed_runs_namespaces_are_reaped_and_a_live_ones_kept() -> None:
             ip("netns", "delete", name, check=False)
 
 
+def test_a_network_takes_a_tag_no_namespace_of_its_process_holds() -> None:
+    """The tag's last byte is random; a run that already holds a namespace with that byte
+    (the test above holds one by hand) must not fail on "File exists"."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    held = [f"avm-dc-{os.getpid():x}-{n:02x}" for n in range(255)]
+    batch = "".join(f"netns add {name}\n" for name in held)
+    try:
+        subprocess.run(["ip", "-batch", "-"], input=batch, text=True, check=True, timeout=120)
+        with site_network() as net:
+            assert net.tag == f"{os.getpid():x}-ff"
+    finally:
+        delete = "".join(f"netns delete {name}\n" for name in held)
+        subprocess.run(["ip", "-force", "-batch", "-"], input=delete, text=True, timeout=120)
+    assert not [name for name in ip("netns", "list").split() if name in held]
+
+
 @contextlib.asynccontextmanager
 async def target_in(net: SiteNetwork, flag: Path, log_file: Path) -> AsyncIterator[int]:
     """The flag-file HTTP target inside the dc namespace; yields its port, kills it on exit."""
