@@ -113,16 +113,6 @@ def target_checker(parse: Callable[[str], object]) -> Callable[[str], str | None
     return check
 
 
-def compile_regex(value: Any) -> Any:
-    """Compile a regex at config load so that a bad one is a config error, not a probe error."""
-    if isinstance(value, str):
-        try:
-            return re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
-    return value
-
-
 #: The longest error a probe reports (an event's evidence holds at most 500 characters).
 ERROR_MAX_CHARS = 500
 #: C0 and C1 controls, DEL, and the bidirectional overrides and isolates: a peer's text

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from probes.base import ProbeResult, ProbeSession, TLSOptions, compile_regex
+from probes.base import ProbeResult, ProbeSession, TLSOptions
+from probes.patterns import Pattern
 
 StatusCode = Annotated[int, Field(ge=100, le=599)]
 #: RFC 7230 3.2.6: a header name is a token.
@@ -62,7 +63,7 @@ class Options(TLSOptions):
     #: The body must contain this text (checked on the first ``max_body_bytes``).
     body_contains: str | None = None
     #: The body must match this regular expression (searched, not anchored).
-    body_regex: re.Pattern[str] | None = None
+    body_regex: Pattern | None = None
     max_body_bytes: Annotated[int, Field(ge=1)] = 1_048_576
     follow_redirects: bool = True
     max_redirects: Annotated[int, Field(ge=1, le=50)] = 10
@@ -79,8 +80,6 @@ class Options(TLSOptions):
     #: Bearer token from a file or an environment variable.
     bearer_token_file: Path | None = None
     bearer_token_env: str | None = None
-
-    _compile_body_regex = field_validator("body_regex", mode="before")(compile_regex)
 
     @field_validator("expect_status", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from aiohttp import http_exceptions
 
 from availmon.errors import StartupError
 from availmon.secrets import read_secret_file, redact_url, resolve_secret
+from probes import patterns
 from probes.base import (
     Poll,
     ProbeResult,
@@ -88,12 +89,16 @@ def _decode_body(raw_body: bytes, charset: str | None) -> str:
         return raw_body.decode("utf-8", errors="replace")
 
 
-def _body_problem(body: str, options: Options) -> str | None:
+async def _body_problem(body: str, options: Options, seconds: float) -> str | None:
     if options.body_contains is not None and options.body_contains not in body:
         return f"body does not contain {options.body_contains!r}"
-    if options.body_regex is not None and not options.body_regex.search(body):
-        return f"body does not match {options.body_regex.pattern!r}"
-    return None
+    if options.body_regex is None:
+        return None
+    try:
+        found = await patterns.search(options.body_regex, body, seconds)
+    except patterns.PatternTimeout:
+        return patterns.too_slow(options.body_regex, "the body")
+    return None if found else f"body does not match {options.body_regex!r}"
 
 
 def _secret_headers(options: Options) -> dict[str, str]:
@@ -235,11 +240,22 @@ def _without_userinfo(url: str) -> str:
     return f"{scheme}://{host}{rest[end:]}"
 
 
+#: The longest URL kept in a result's details.
+URL_MAX_CHARS = 2000
+
+
 def _peer_url(url: object) -> str:
     """A URL the peer sent (a redirect's Location), fit for an error: no userinfo, secret
     query values hidden, control characters escaped, cut short."""
     text = _without_userinfo(str(url))
     return peer_text(redact_url(text) or text, 80)
+
+
+def _detail_url(url: str) -> str:
+    """A URL the peer chose, for the result's details (kept with the check's last result,
+    shown by ``availmon probe``): secret query values hidden, escaped, at most a URL's
+    usual length, as the peer may send a header of kilobytes."""
+    return peer_text(redact_url(url) or url, URL_MAX_CHARS)
 
 
 def _client_error_text(exc: aiohttp.ClientError) -> str:
@@ -389,8 +405,9 @@ class HttpClient:
         if urlsplit(final_url).scheme == "https":
             peer = last_peer(made, urlsplit(final_url).hostname)
             cert = cert_verdict(peer, options.cert_expiry_warn_days)
-        return _judge(
-            options, latency, status, final_url, redirects, location, cert, raw_body, charset
+        left = timeout - (time.perf_counter() - started)
+        return await _judge(
+            options, latency, status, final_url, redirects, location, cert, raw_body, charset, left
         )
 
 
@@ -403,7 +420,7 @@ def _needs_secret(options: Options) -> bool:
     )
 
 
-def _judge(
+async def _judge(
     options: Options,
     latency: float,
     status: int,
@@ -413,15 +430,16 @@ def _judge(
     cert: CertVerdict | None,
     raw_body: bytes,
     charset: str | None,
+    left: float,
 ) -> ProbeResult:
     """The verdict on a complete answer: certificate, status, body, in that order."""
     details: dict[str, Any] = {"status": status}
     if redirects:
-        details.update(redirects=redirects, url=redact_url(final_url) or final_url)
+        details.update(redirects=redirects, url=_detail_url(final_url))
     if location is not None and not 300 <= status < 400:
         location = None
     if location is not None:
-        details["location"] = redact_url(location) or location
+        details["location"] = _detail_url(location)
     if cert is not None:
         details.update(cert.details())
     if cert is not None and cert.error is not None:
@@ -431,7 +449,7 @@ def _judge(
     # Decoded only for a body check: a probe without one reads no text at all.
     problem = None
     if options.body_contains is not None or options.body_regex is not None:
-        problem = _body_problem(_decode_body(raw_body, charset), options)
+        problem = await _body_problem(_decode_body(raw_body, charset), options, left)
     if problem is not None:
         return ProbeResult(ok=False, latency=latency, error=problem, details=details)
     if cert is not None and cert.warning is not None:

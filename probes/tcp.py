@@ -7,28 +7,25 @@ forever or never stops holding the connection cannot hold the probe.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from probes.base import (
     ProbeOptions,
     ProbeResult,
-    compile_regex,
     split_host_port,
     target_checker,
 )
+from probes.patterns import Pattern
 
 
 class Options(ProbeOptions):
     #: Text to send once connected (TOML escapes such as "\r\n" work), e.g. "PING\r\n".
     send: str | None = None
     #: A regex searched in what the peer sends back (banner or reply), e.g. "^SSH-2\\.0-".
-    expect: re.Pattern[str] | None = None
+    expect: Pattern | None = None
     max_read_bytes: Annotated[int, Field(ge=1, le=1_048_576)] = 4096
-
-    _compile_expect = field_validator("expect", mode="before")(compile_regex)
 
 
 check_target = target_checker(split_host_port)

@@ -222,7 +222,7 @@ async def test_unusable_ca_file_is_a_startup_error(
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"body_regex": "(unclosed"}, r"invalid regular expression: missing \), unterminated"),
+        ({"body_regex": "(unclosed"}, r"invalid regular expression: missing \) at position 9"),
         ({"username": "u"}, "username needs password_file or password_env"),
         ({"password_env": "X"}, "password_file/password_env needs username"),
         ({"username": "u", "password_env": "X", "bearer_token_env": "Y"}, "not both"),

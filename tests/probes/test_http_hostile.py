@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from test_patterns import CATASTROPHIC, EXPLODING
 
 from probes import http, http_io
 from probes.base import ProbeResult
@@ -292,3 +293,45 @@ async def test_endless_100_continue_ends_at_the_timeout() -> None:
         finally:
             stop.set()
     assert (result.ok, result.error) == (False, "timeout after 0.3 s")
+
+
+async def test_a_body_regex_that_backtracks_without_end_is_a_result_at_the_timeout() -> None:
+    reply = reply_200(EXPLODING.encode(), b"text/plain; charset=utf-8")
+    async with serving(answer(reply)) as url:
+        result = await http.probe(url, 0.5, opts(body_regex=CATASTROPHIC))
+    assert (result.ok, result.error) == (
+        False,
+        f"pattern {CATASTROPHIC!r} still searching the body when the probe's time ran out"
+        " (it backtracks too much: simplify it)",
+    )
+    assert result.details["status"] == 200
+
+
+async def test_a_redirects_location_is_kept_short_in_the_details() -> None:
+    """The peer chooses the Location (up to aiohttp's 8 kB header): the result keeps a URL's
+    worth of it, and the final URL after redirects likewise."""
+    long_path = "/" + "p" * 6000
+    redirect = (
+        b"HTTP/1.1 302 Found\r\nLocation: " + long_path.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+    )
+    async with serving(answer(redirect)) as url:
+        result = await http.probe(url, 5, opts(follow_redirects=False, expect_status=302))
+    assert result.ok, result.error
+    location = result.details["location"]
+    assert (len(location), location[-1]) == (http_io.URL_MAX_CHARS, "…")
+    assert location == long_path[: http_io.URL_MAX_CHARS - 1] + "…"  # as the peer sent it
+
+    async def redirect_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET / "):
+            writer.write(redirect)
+        else:
+            writer.write(reply_200(b"ok", b"text/plain"))
+        await writer.drain()
+        writer.close()
+
+    async with serving(redirect_once) as url:
+        result = await http.probe(url, 5, opts())
+    assert result.ok, result.error
+    assert result.details["redirects"] == 1
+    assert (len(result.details["url"]), result.details["url"][-1]) == (http_io.URL_MAX_CHARS, "…")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from probe_peers import free_port
 from pydantic import ValidationError
+from test_patterns import CATASTROPHIC, EXPLODING
 
 from probes import tcp
 from probes.registry import REGISTRY
@@ -141,3 +142,21 @@ def test_bad_expect_is_a_config_error() -> None:
 )
 def test_check_target(target: str, problem: str | None) -> None:
     assert tcp.check_target(target) == problem
+
+
+async def test_a_pattern_that_backtracks_without_end_is_a_result_at_the_timeout(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    async def exploding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EXPLODING.encode())
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    result = await tcp.probe(await serve(exploding), 0.5, opts(expect=CATASTROPHIC))
+    assert result.ok is False
+    assert result.error == (
+        f"pattern {CATASTROPHIC!r} still searching the reply when the probe's time ran out"
+        " (it backtracks too much: simplify it)"
+    )
+    assert result.details["received"] == EXPLODING
