@@ -194,3 +194,26 @@ def shown(escaped_prefix: str, fill: str, limit: int) -> str:
     """What ``peer_text`` makes of a prefix (given here already escaped) and a long run of
     ``fill``: cut to ``limit`` characters, the last one an ellipsis."""
     return escaped_prefix + fill * (limit - 1 - len(escaped_prefix)) + "…"
+
+
+class LoopTurns:
+    """Counts the turns of the event loop (a task that only yields) while it is entered:
+    how often anything else could run while the code under test worked."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _turn(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            self.count += 1
+
+    async def __aenter__(self) -> LoopTurns:
+        self._task = asyncio.create_task(self._turn())
+        await asyncio.sleep(0)  # running before the code under test starts
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()

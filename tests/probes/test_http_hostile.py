@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from probe_peers import LoopTurns
 from test_patterns import CATASTROPHIC, EXPLODING
 
 from probes import http, http_io
@@ -60,20 +61,9 @@ def reply_200(body: bytes, content_type: bytes) -> bytes:
 
 async def probe_ticking(url: str, options: http.Options) -> tuple[ProbeResult, int]:
     """The probe's result and how often another task of the loop ran meanwhile."""
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    try:
+    async with LoopTurns() as turns:
         result = await http.probe(url, 5, options)
-    finally:
-        ticker.cancel()
-    return result, ticks
+    return result, turns.count
 
 
 @pytest.fixture
