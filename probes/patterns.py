@@ -11,7 +11,6 @@ The syntax is Python's ``re`` syntax (``regex`` version 0, its default).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import TYPE_CHECKING, Annotated
 
@@ -56,6 +55,8 @@ Pattern = Annotated[str, AfterValidator(_valid)]
 async def search(pattern: str, text: str, seconds: float) -> bool:
     """True when ``pattern`` is found in ``text``; PatternTimeout when it was still searching
     after ``seconds`` (at least ``LEAST_SECONDS``)."""
+    import asyncio  # not at import: reading a config loads no asyncio (nor its ssl)
+
     p = compiled(pattern)
     try:
         return p.search(text, timeout=ON_LOOP_SECONDS) is not None
