@@ -317,6 +317,8 @@ class Scheduler:
         check = slots[0].check
         at = utcnow()
         started = time.perf_counter()
+        results: list[ProbeResult] | None = None  # stays None when the probe crashed
+        unknown: list[tuple[_Slot, Transition]] = []
         try:
             async with asyncio.timeout(check.timeout + 1.0):
                 results = await self._results(slots, session)
@@ -324,8 +326,12 @@ class Scheduler:
             results = [ProbeResult(ok=False, error=timeout_text(check.timeout)) for _ in slots]
         except StartupError:
             raise  # cannot probe at all: stop the agent with the reason, not a false outage
-        except Exception:
-            # A bug in a probe is not an outage of the target: log it, record nothing.
+        except Exception as error:
+            # A bug in a probe is not an outage of the target: log it and record no result.
+            # Yet a check whose probe crashes at every run is not monitored any more, so the
+            # state machine counts the crashes: enough in a row make the check unknown
+            # (CheckState.crash), published like any transition, rather than leave it showing
+            # its last state for ever. A batch's crash is each of its checks'.
             count = self._crashes.setdefault(check.name, Sparse(CRASH_LOG_INTERVAL)).due()
             if count is not None:
                 log.exception(
@@ -335,6 +341,14 @@ class Scheduler:
                     count,
                     CRASH_LOG_INTERVAL / 60,
                 )
+            for slot in slots:
+                transition = slot.state.crash(error, at)
+                if transition is not None:
+                    unknown.append((slot, transition))
+        if results is None:
+            # Emitted out of the handler: a spool error then is not one "during" the crash.
+            for slot, transition in unknown:
+                await self._emit(slot, transition)
             return
         took = time.perf_counter() - started
         for slot, result in zip(slots, results, strict=True):

@@ -3,6 +3,11 @@
 An outage starts at the time of the *first* failed probe of the run that tripped it and ends
 at the time of the first good probe of the run that cleared it (shared/DESIGN.md, "Check
 state"); that is what makes the minutes right, whatever the detection delay.
+
+A probe that crashes (raises: a bug in it or its library) is not a failure of the target and
+moves no run of probes; but ``failures_to_down`` crashes in a row make an up check unknown, so
+a check whose probe no longer runs stops showing "up" for ever (``CheckState.crash``). A down
+or degraded check stays so until a good probe, as the design dates an outage's end.
 """
 
 from __future__ import annotations
@@ -55,6 +60,21 @@ def classify(result: ProbeResult, t: Thresholds) -> Verdict:
     return Verdict.GOOD
 
 
+def crash_text(error: BaseException) -> str:
+    """What a crashed probe's evidence says: the exception's type (with its module unless a
+    built-in one, as a traceback names it) and its message. Made safe and bounded by the
+    caller, as a probe's own error is."""
+    kind = type(error)
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    try:
+        message = str(error)
+    except Exception:  # a broken __str__ must not crash the crash handling
+        message = "(message unreadable)"
+    return f"probe crashed: {name}: {message}" if message else f"probe crashed: {name}"
+
+
 class CheckState:
     """Hysteresis for one check. ``observe`` returns a Transition when the state changes.
 
@@ -63,11 +83,16 @@ class CheckState:
     that can clear a down state). Kept as plain slots, not an object per run: an agent holds
     a state per check, a thousand of them (issue 9: in at most 60 MB). A run's time is read
     only while its count is above 0.
+
+    A fifth run counts the probes that crashed in a row (``crash``): no result, so it moves
+    none of the four; any result ends it.
     """
 
     __slots__ = (
         "_answering",
         "_answering_at",
+        "_crash",
+        "_crash_at",
         "_fail",
         "_fail_at",
         "_good",
@@ -85,11 +110,13 @@ class CheckState:
         self.state = state
         self.since: datetime | None = None
         self.last: ProbeResult | None = None
-        self._fail = self._slow = self._good = self._answering = 0
+        self._fail = self._slow = self._good = self._answering = self._crash = 0
         self._fail_at = self._slow_at = self._good_at = self._answering_at = _NEVER
+        self._crash_at = _NEVER
 
     def observe(self, result: ProbeResult, at: datetime) -> Transition | None:
         self.last = result
+        self._crash = 0
         verdict = classify(result, self.t)
         if verdict is Verdict.FAIL:
             if self._fail == 0:
@@ -115,10 +142,38 @@ class CheckState:
 
     def force(self, to: State, at: datetime, evidence: Evidence) -> Transition | None:
         """An out-of-band fact (a linkDown trap) changes state at once, without hysteresis."""
-        self._fail = self._slow = self._good = self._answering = 0
+        self._fail = self._slow = self._good = self._answering = self._crash = 0
         if to is self.state:
             return None
         return self._move(to, at, evidence)
+
+    def crash(self, error: BaseException, at: datetime) -> Transition | None:
+        """The probe started at ``at`` raised instead of giving a result.
+
+        A bug in a probe is not an outage of the target: a crash is no failure and leaves
+        the failure, slow, good and answering runs as they are (neither reset nor advanced),
+        so a crash between the failures of an outage neither splits nor shortens it, and
+        it never brings a check nearer down. But a check whose probe no longer runs is not
+        monitored any more: left alone it would show "up" for ever. So ``failures_to_down``
+        crashes in a row, with no result between them, make an up check unknown, dated at
+        the first of them, as any other run is; what the runs held before is stale by then,
+        so they start afresh and the usual counts take it out of unknown.
+
+        A down or degraded check stays so: an outage ends at the first good probe of the run
+        that clears it (DESIGN, "Check state"), and crashes are no such probe. Ending it at
+        the crash would stop its minutes and tell on-call "resolved" because a probe broke,
+        and bugs live in error paths, which a down target exercises. Crashes of an unknown
+        check change nothing. Of the exception only its text is kept, in the transition's
+        evidence (its traceback would hold the probe's frames).
+        """
+        if self._crash == 0:
+            self._crash_at = at
+        self._crash += 1
+        if self._crash < self.t.failures_to_down or self.state is not State.UP:
+            return None
+        self._fail = self._slow = self._good = self._answering = 0
+        evidence = Evidence(error=peer_text(crash_text(error), ERROR_MAX_CHARS), probes=self._crash)
+        return self._move(State.UNKNOWN, self._crash_at, evidence)
 
     def _decide(self, verdict: Verdict) -> Transition | None:
         t = self.t

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ from aiohttp.test_utils import TestServer
 
 from agent.scheduler import Scheduler, offset
 from agent.state import Transition
+from availmon.clock import from_iso
 from availmon.config import Check, parse_config
 from availmon.errors import StartupError
+from availmon.schema import State
 from probes.base import ProbeResult
 from tests.peers import free_port
 
@@ -215,7 +218,8 @@ async def test_a_probe_that_crashes_at_every_run_logs_one_traceback(
 ) -> None:
     """A peer's answer that trips a probe's bug does so at every run: a traceback per run
     (every 10 s for a ping) buried the log. One at most every ten minutes per check, with
-    how many crashes it stands for; still no result recorded (a bug is not an outage)."""
+    how many crashes it stands for; no probe result is recorded for a crash (a bug is not
+    an outage; the crashes only make the check unknown, as the next test shows)."""
     from probes.registry import REGISTRY
 
     closed = free_port()
@@ -246,3 +250,77 @@ async def test_a_probe_that_crashes_at_every_run_logs_one_traceback(
     assert lines[0].exc_info is not None
     assert "probe bug #1" in str(lines[0].exc_info[1])
     assert results == []
+
+
+async def test_a_probe_that_keeps_crashing_makes_its_check_unknown_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A check whose probe crashed at every run (its library broken by an upgrade) kept
+    showing its last state, up, for ever. Three crashes in a row (failures_to_down) make it
+    unknown, dated at the first, in the spool like any transition; more crashes add nothing."""
+    from agent.spool import Spool
+    from probes.registry import REGISTRY
+
+    closed = free_port()
+    calls = 0
+    seen_enough = asyncio.Event()
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    # The scheduler's clock says which probe it is: probe n (from 1) is dated t0 + n - 1 s.
+    monkeypatch.setattr("agent.scheduler.utcnow", lambda: t0 + timedelta(seconds=calls))
+
+    async def good_then_crash(target: str, timeout: float, options: Any) -> ProbeResult:
+        nonlocal calls
+        calls += 1
+        # Call 9 starts only once the eighth probe was handled (a check's probes run one
+        # at a time): two good ones, then six crashes.
+        if calls >= 9:
+            seen_enough.set()
+        if calls <= 2:
+            return ProbeResult(ok=True, latency=0.001)
+        raise KeyError("x")
+
+    monkeypatch.setitem(
+        REGISTRY, "tcp", dataclasses.replace(REGISTRY["tcp"], probe=good_then_crash)
+    )
+    checks = site_checks(
+        [{"type": "tcp", "target": f"127.0.0.1:{closed}", "interval": 0.05, "timeout": 0.05}]
+    )
+    spool = Spool(tmp_path / "a.spool.db", site="s", agent="s", max_events=100, mergeable=[])
+    transitions: list[Transition] = []
+
+    async def to_spool(check: Check, transition: Transition, detected: datetime) -> None:
+        transitions.append(transition)
+        await spool.append(
+            check.name,
+            check.area,
+            transition.from_,
+            transition.to,
+            transition.at,
+            detected,
+            transition.evidence,
+        )
+
+    results: list[ProbeResult] = []
+    scheduler = Scheduler(checks, to_spool, on_result=lambda c, r, at: results.append(r), site="s")
+    try:
+        async with running(scheduler):
+            await seen_enough.wait()
+        events = [json.loads(p.payload) for p in await spool.pending() if p.payload is not None]
+    finally:
+        spool.close()
+    assert [(t.from_, t.to, t.at) for t in transitions] == [
+        (State.UNKNOWN, State.UP, t0),  # the first good probe
+        (State.UP, State.UNKNOWN, t0 + timedelta(seconds=2)),  # the first crash, probe 3
+    ]
+    assert [(e["from"], e["to"]) for e in events] == [("unknown", "up"), ("up", "unknown")]
+    assert from_iso(events[1]["at"]) == t0 + timedelta(seconds=2)
+    assert events[1]["evidence"] == {
+        "error": "probe crashed: KeyError: 'x'",
+        "latency": None,
+        "loss": None,
+        "probes": 3,
+        "cause": None,
+    }
+    assert [r.ok for r in results] == [True, True]  # no result for a crash
+    [status] = scheduler.statuses()
+    assert (status.state, status.since) == (State.UNKNOWN, t0 + timedelta(seconds=2))
