@@ -207,13 +207,14 @@ class Scheduler:
         now = utcnow()
         for slot in self._slots.values():
             last = slot.state.last
+            crashed = slot.state.crashed  # the probe raised since its last result
             yield CheckStatus(
                 check=slot.check.name,
                 area=slot.check.area,
                 state=slot.state.state,
                 since=slot.state.since,
-                latency=last.latency if last else None,
-                error=(last.error or "")[:500] or None if last else None,
+                latency=last.latency if last and crashed is None else None,
+                error=crashed or ((last.error or "")[:500] or None if last else None),
                 **_measures(last, now),
                 duration=_finite(slot.duration),
             )

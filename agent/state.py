@@ -99,6 +99,7 @@ class CheckState:
         "_good_at",
         "_slow",
         "_slow_at",
+        "crashed",
         "last",
         "since",
         "state",
@@ -113,10 +114,14 @@ class CheckState:
         self._fail = self._slow = self._good = self._answering = self._crash = 0
         self._fail_at = self._slow_at = self._good_at = self._answering_at = _NEVER
         self._crash_at = _NEVER
+        #: What the last probe's crash said, while no result has come since (the heartbeat
+        #: shows it rather than the last result's stale latency and error).
+        self.crashed: str | None = None
 
     def observe(self, result: ProbeResult, at: datetime) -> Transition | None:
         self.last = result
         self._crash = 0
+        self.crashed = None
         verdict = classify(result, self.t)
         if verdict is Verdict.FAIL:
             if self._fail == 0:
@@ -143,6 +148,7 @@ class CheckState:
     def force(self, to: State, at: datetime, evidence: Evidence) -> Transition | None:
         """An out-of-band fact (a linkDown trap) changes state at once, without hysteresis."""
         self._fail = self._slow = self._good = self._answering = self._crash = 0
+        self.crashed = None
         if to is self.state:
             return None
         return self._move(to, at, evidence)
@@ -169,10 +175,11 @@ class CheckState:
         if self._crash == 0:
             self._crash_at = at
         self._crash += 1
+        self.crashed = peer_text(crash_text(error), ERROR_MAX_CHARS)
         if self._crash < self.t.failures_to_down or self.state is not State.UP:
             return None
         self._fail = self._slow = self._good = self._answering = 0
-        evidence = Evidence(error=peer_text(crash_text(error), ERROR_MAX_CHARS), probes=self._crash)
+        evidence = Evidence(error=self.crashed, probes=self._crash)
         return self._move(State.UNKNOWN, self._crash_at, evidence)
 
     def _decide(self, verdict: Verdict) -> Transition | None:

@@ -324,3 +324,5 @@ async def test_a_probe_that_keeps_crashing_makes_its_check_unknown_once(
     assert [r.ok for r in results] == [True, True]  # no result for a crash
     [status] = scheduler.statuses()
     assert (status.state, status.since) == (State.UNKNOWN, t0 + timedelta(seconds=2))
+    # The heartbeat says why, not the last good result's latency.
+    assert (status.latency, status.error) == (None, "probe crashed: KeyError: 'x'")

@@ -180,6 +180,9 @@ def test_crash_evidence_names_the_exception_made_safe_and_bounded() -> None:
     assert t.evidence == Evidence(error="probe crashed: KeyError: 'x'", probes=3)
     assert (m.state, m.since) == (State.UNKNOWN, T0 + timedelta(seconds=1))
     assert m.last is GOOD  # no result was made up for the crashes
+    assert m.crashed == "probe crashed: KeyError: 'x'"  # what the heartbeat shows
+    m.observe(GOOD, T0 + timedelta(seconds=4))
+    assert m.crashed is None  # a result since: the heartbeat shows it again
 
     m = CheckState(Thresholds(failures_to_down=1, successes_to_up=1))
     m.observe(GOOD, T0)
