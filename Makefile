@@ -66,6 +66,8 @@ dist: $(STAMP)
 	mkdir -p dist/$(BUNDLE)
 	cp dist/availmon-$(VERSION)-*.whl systemd/install.sh systemd/*.service dist/$(BUNDLE)/
 	cp config/demo.toml dist/$(BUNDLE)/example-estate.toml
+	mkdir -p dist/$(BUNDLE)/doc/docs
+	cp README.md dist/$(BUNDLE)/doc/ && cp docs/*.md dist/$(BUNDLE)/doc/docs/
 	tar -C dist -czf dist/$(BUNDLE).tar.gz $(BUNDLE)
 	@echo "built dist/$(BUNDLE).tar.gz (unpack on the host, then: sudo ./install.sh agent|collector ...)"
 

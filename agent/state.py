@@ -1,8 +1,8 @@
 """The check state machine: probe results in, transitions out. Pure: no I/O, no clock.
 
 An outage starts at the time of the *first* failed probe of the run that tripped it and ends
-at the time of the first good probe of the run that cleared it (shared/DESIGN.md, "Check
-state"); that is what makes the minutes right, whatever the detection delay.
+at the time of the first good probe of the run that cleared it (docs/architecture.md,
+"The flow"); that is what makes the minutes right, whatever the detection delay.
 
 A probe that crashes (raises: a bug in it or its library) is not a failure of the target and
 moves no run of probes; but ``failures_to_down`` crashes in a row make an up check unknown, so
@@ -166,7 +166,7 @@ class CheckState:
         so they start afresh and the usual counts take it out of unknown.
 
         A down or degraded check stays so: an outage ends at the first good probe of the run
-        that clears it (DESIGN, "Check state"), and crashes are no such probe. Ending it at
+        that clears it (docs/architecture.md), and crashes are no such probe. Ending it at
         the crash would stop its minutes and tell on-call "resolved" because a probe broke,
         and bugs live in error paths, which a down target exercises. Crashes of an unknown
         check change nothing. Of the exception only its text is kept, in the transition's

@@ -3,7 +3,7 @@
 Issue 5 (part 4). One identity per agent (its agent id), one for the collector, an ACL that
 lets each agent publish only under its own ``availmon/v1/<site>/<agent>/`` and the collector
 only read, a TLS listener, and the queue settings the collector's persistent session needs
-(DESIGN.md, "Security" and "Delivery guarantees"). Passwords are hashed by Mosquitto's own
+(docs/protocol.md; docs/operations.md, "The broker"). Passwords are hashed by Mosquitto's own
 ``mosquitto_passwd``, so the format is always the one the installed broker reads.
 """
 
@@ -45,7 +45,7 @@ class AgentIdentity:
 
     @property
     def prefix(self) -> str:
-        """The only topics this agent may publish to (DESIGN.md, "Wire format")."""
+        """The only topics this agent may publish to (docs/protocol.md, "Topics")."""
         return f"{TOPIC_ROOT}/{self.site}/{self.username}/"
 
 

@@ -1,6 +1,6 @@
 """Wire messages (MQTT, JSON, ``schema: 1``) shared by agent and collector.
 
-See "Wire format" in shared/DESIGN.md. The collector validates every message against these
+See docs/protocol.md. The collector validates every message against these
 models; anything that fails is rejected and counted by reason, never half-stored.
 """
 

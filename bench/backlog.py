@@ -1,4 +1,4 @@
-"""A collector draining a large backlog from its persistent session (DESIGN.md: 200,000).
+"""A collector draining a large backlog from its persistent session (the delivery target: 200,000).
 
 Builds the backlog with real paho publishers (one per simulated agent) while the collector is
 away, then starts the collector and times the drain. ``make bench`` runs it with N=200,000

@@ -1,7 +1,7 @@
 """Availability accounting: periods, outage-interval unions, business hours, rounding down.
 
 Pure: no database, no files, no clock. The caller passes the outage rows and "now"; this module
-applies the accounting rules of shared/DESIGN.md (issue 3):
+applies the accounting rules of docs/accounting.md (issue 3):
 
 - area downtime is the union of the area's counted outage intervals, clipped to the period, so
   overlapping outages count once and an outage across a boundary is split between periods;

@@ -1,7 +1,7 @@
 """Which sites are unreachable, decided from agents' MQTT status (retained, with a last will).
 
 Pure bookkeeping, no I/O: the collector feeds it what it hears and asks it what to do. Rules
-(shared/DESIGN.md, "Delivery guarantees"):
+(docs/protocol.md, "Liveness"):
 - an agent ``offline`` for longer than the grace period gets a provisional "site
   unreachable" outage, dated from when it was last heard;
 - when it comes back and has replayed its spool (a heartbeat with an empty spool), its own

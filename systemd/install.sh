@@ -12,6 +12,7 @@
 #     is already there is kept and checked, never overwritten) and secrets/ (0750), whose
 #     files are set to root:availmon 0640;
 #   - for an agent, /etc/availmon/agent.env with AVAILMON_SITE;
+#   - the README and docs in /opt/availmon/doc/ (the units' Documentation=);
 #   - the systemd unit in /etc/systemd/system/, enabled (and started with --start).
 # The installed config is validated with the installed `availmon config check` before the
 # unit is enabled, so a bad config stops the install with its errors, not the service later.
@@ -77,6 +78,22 @@ if [[ ! -x $opt/bin/python ]]; then
 fi
 say "installing $(basename "$wheel") into $opt"
 "$opt/bin/pip" install --quiet --disable-pip-version-check --upgrade "$wheel"
+
+# The documentation the units point at: the bundle's doc/ (make dist), or the checkout's.
+if [[ -f $here/doc/README.md ]]; then
+  docs=$here/doc
+elif [[ -f $here/../README.md && -d $here/../docs ]]; then
+  docs=$(cd "$here/.." && pwd)
+else
+  docs=""
+fi
+if [[ -n $docs ]]; then
+  install -d -m 0755 "$opt/doc" "$opt/doc/docs"
+  install -m 0644 "$docs/README.md" "$opt/doc/README.md"
+  install -m 0644 "$docs"/docs/*.md "$opt/doc/docs/"
+else
+  say "no README.md beside install.sh: the units' Documentation= will point at nothing"
+fi
 
 # 3. Configuration and secrets: root owns them, the service's group reads them.
 install -d -m 0750 -o 0 -g "$gid" "$etc" "$etc/secrets"

@@ -84,7 +84,8 @@ class Mosquitto:
             "autosave_interval 1\n"
             "log_dest stderr\n"  # unbuffered: its "running" line is our readiness signal
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-            # A persistent session must keep a collector's whole backlog (DESIGN.md).
+            # A persistent session must keep a collector's whole backlog (as `availmon
+            # broker` renders it).
             "max_queued_messages 0\n"
             "max_queued_bytes 0\n"
             # As root, Mosquitto would drop to its own user, which cannot write persistence

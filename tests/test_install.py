@@ -97,6 +97,18 @@ def test_agent_then_collector_install_and_verify(root: Path, wheel: Path) -> Non
     wants = root / "etc/systemd/system/multi-user.target.wants/availmon-agent.service"
     assert os.readlink(wants) == "/etc/systemd/system/availmon-agent.service"
     assert run(root / "opt/availmon/bin/availmon", "config", "check", etc / "availmon.toml")
+    # The unit's Documentation= is installed with it, the README's links to docs/ intact.
+    installed = root / "etc/systemd/system/availmon-agent.service"
+    [documentation] = [
+        line for line in installed.read_text().splitlines() if line.startswith("Documentation=")
+    ]
+    pages = [word.removeprefix("file:") for word in documentation.split("=", 1)[1].split()]
+    assert pages
+    assert [page for page in pages if not (root / page.lstrip("/")).is_file()] == []
+    readme = root / "opt/availmon/doc/README.md"
+    linked = {part.split(")", 1)[0] for part in readme.read_text().split("](docs/")[1:]}
+    assert linked
+    assert [name for name in linked if not (readme.parent / "docs" / name).is_file()] == []
 
     # The collector beside it on the same host: same user and venv, the config kept.
     (etc / "availmon.toml").write_text(config.read_text() + "\n# local edit\n")

@@ -68,8 +68,11 @@ def test_hardening(unit: Path) -> None:
     assert s["StateDirectory"].startswith("availmon")
 
 
-def test_only_the_agent_gets_raw_sockets() -> None:
-    assert settings(AGENT)["AmbientCapabilities"] == "CAP_NET_RAW"
+def test_only_the_agent_gets_raw_sockets_and_the_trap_port() -> None:
+    """Raw sockets for ICMP; binding below 1024 for the trap receiver's default UDP 162,
+    which a user without the capability cannot bind (ip_unprivileged_port_start 1024)."""
+    for key in ("AmbientCapabilities", "CapabilityBoundingSet"):
+        assert settings(AGENT)[key].split() == ["CAP_NET_RAW", "CAP_NET_BIND_SERVICE"]
     assert settings(COLLECTOR)["AmbientCapabilities"] == ""
     assert settings(COLLECTOR)["CapabilityBoundingSet"] == ""
 

@@ -1,6 +1,6 @@
 """An SNMP device that reboots while answering reaches the collector as an event of its own,
-``from == to``: the fact is recorded and no outage is made of it (README, DESIGN.md "Wire
-format"). A real snmpd whose sysUpTime the test turns back, a real agent and collector."""
+``from == to``: the fact is recorded and no outage is made of it (README; docs/protocol.md,
+"Messages"). A real snmpd whose sysUpTime the test turns back, a real agent and collector."""
 
 from __future__ import annotations
 

@@ -291,7 +291,7 @@ outages_strategy = st.lists(
 def brute_force(
     period: Period, rows: list[Outage], estate: Estate
 ) -> tuple[dict[str, int], dict[str, int], dict[str, int], int]:
-    """Walk the period one minute at a time, applying the rules as DESIGN.md words them."""
+    """Walk the period one minute at a time, applying the rules as docs/accounting.md words them."""
     n = (period.end_us - period.start_us) // M
     hol = holidays.country_holidays("GB", subdiv="ENG", years=[2019, 2020])
     down = {a: [False] * n for a in AREAS}

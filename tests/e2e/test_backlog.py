@@ -1,5 +1,5 @@
-"""The collector drains a backlog from its persistent session (DESIGN.md, "Delivery
-guarantees"), and two collectors side by side end with identical outage tables.
+"""The collector drains a backlog from its persistent session (as `availmon
+broker` configures Mosquitto), and two collectors side by side end with identical outage tables.
 
 The backlog here is a few thousand events, enough for several full batches from each of four
 publishers: the test is about every event arriving once, not about speed. The 200,000-event
