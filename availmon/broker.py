@@ -331,7 +331,7 @@ def summary(estate: Estate, done: Rendered, listeners: Listeners) -> str:
         " (hashed by mosquitto_passwd)",
         f"  acl             each agent writes only its own {TOPIC_ROOT}/<site>/<agent>/ topics"
         " and reads only its confirmations; each collector reads"
-        f" {TOPIC_ROOT}/# and writes only its confirmations and presence",
+        f" {TOPIC_ROOT}/# and writes only its confirmations, presence and alert receipts",
         f"  secrets/        {len(done.created)} new, {len(done.kept)} kept (mode 0600)",
     ]
     lines += [f"  unused secret   {p} (no such login now)" for p in done.unused]
@@ -394,7 +394,8 @@ Write a locked-down Mosquitto configuration for the estate into DIR:
                   (broker.username, else collector.client_id), hashed by mosquitto_passwd
   acl             each agent may publish only its own availmon/v1/<site>/<agent>/ topics
                   and read only its confirmations (ack); each collector may read
-                  availmon/v1/# and write only its confirmations and its presence
+                  availmon/v1/# and write only its confirmations, its presence and its
+                  alert receipts (which alert messages went, for the other of a pair)
   secrets/        each login's password (0600), to copy to its host; existing ones are kept,
                   so re-running never locks an agent out
 """

@@ -44,9 +44,13 @@ REPO = Path(__file__).resolve().parent.parent.parent
 def test_nothing_points_outside_the_repository() -> None:
     """The product documents itself: no file of it (docs, code comments, the configs it
     renders) points at the team's design notes, which users never have."""
-    tracked = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True, timeout=60
-    ).stdout.decode().split("\0")
+    tracked = (
+        subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True, timeout=60
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     outside = ("../shared", "DESIGN.md", "shared/DESIGN")
     pointing = []
     for name in tracked:
