@@ -215,7 +215,7 @@ class Scheduler:
                 since=slot.state.since,
                 latency=last.latency if last and crashed is None else None,
                 error=crashed or ((last.error or "")[:500] or None if last else None),
-                **_measures(last, now),
+                **_measures(last if crashed is None else None, now),
                 duration=_finite(slot.duration),
             )
 
@@ -392,8 +392,12 @@ class Scheduler:
         if dep and dep.startswith(f"{self.site}/"):
             dep = dep.split("/", 1)[1]
         if dep and dep in self._slots and transition.to in (State.DOWN, State.DEGRADED):
-            dep_state = self._slots[dep].state.state
-            if dep_state in (State.DOWN, State.UNKNOWN):
+            parent = self._slots[dep].state
+            dep_state = parent.state
+            # An unknown parent holds its dependants' alerts back (at start it may be about
+            # to go down), but not one unknown because its probe crashes: that parent is not
+            # known to be down, and the report counts the dependant's time as its own.
+            if dep_state is State.DOWN or (dep_state is State.UNKNOWN and parent.crashed is None):
                 evidence = transition.evidence.model_copy(
                     update={"cause": f"depends on {dep} ({dep_state.value})"}
                 )

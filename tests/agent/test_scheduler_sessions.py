@@ -326,3 +326,50 @@ async def test_a_probe_that_keeps_crashing_makes_its_check_unknown_once(
     assert (status.state, status.since) == (State.UNKNOWN, t0 + timedelta(seconds=2))
     # The heartbeat says why, not the last good result's latency.
     assert (status.latency, status.error) == (None, "probe crashed: KeyError: 'x'")
+
+
+async def test_a_parent_whose_probe_crashes_does_not_hold_back_its_dependants(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dependant's down event named its unknown parent as the cause, which holds its alert
+    back; a parent unknown because its probe crashes is not known to be down, so the
+    dependant's outage (counted in full by the report) must page as its own."""
+    from probes.registry import REGISTRY
+
+    parent_calls = 0
+    parent_unknown, child_down = asyncio.Event(), asyncio.Event()
+    parent_port, child_port = free_port(), free_port()
+
+    async def probe(target: str, timeout: float, options: Any) -> ProbeResult:
+        nonlocal parent_calls
+        if target.endswith(f":{parent_port}"):
+            parent_calls += 1
+            if parent_calls <= 2:
+                return ProbeResult(ok=True, latency=0.001)
+            raise KeyError("x")  # the parent's probe breaks after two good runs
+        if not parent_unknown.is_set():
+            return ProbeResult(ok=True, latency=0.001)
+        return ProbeResult(ok=False, error="connection refused")  # then the child fails
+
+    monkeypatch.setitem(REGISTRY, "tcp", dataclasses.replace(REGISTRY["tcp"], probe=probe))
+    quick = {"type": "tcp", "interval": 0.05, "timeout": 0.05}
+    checks = site_checks(
+        [
+            {**quick, "name": "uplink", "target": f"127.0.0.1:{parent_port}"},
+            {**quick, "name": "web", "target": f"127.0.0.1:{child_port}", "depends_on": "uplink"},
+        ]
+    )
+    seen: list[tuple[str, Transition]] = []
+
+    async def sink(check: Check, transition: Transition, at: datetime) -> None:
+        seen.append((check.name, transition))
+        if (check.name, transition.to) == ("uplink", State.UNKNOWN):
+            parent_unknown.set()
+        if (check.name, transition.to) == ("web", State.DOWN):
+            child_down.set()
+
+    async with running(Scheduler(checks, sink, site="s")):
+        await child_down.wait()
+    [(_, down)] = [(n, t) for n, t in seen if (n, t.to) == ("web", State.DOWN)]
+    assert down.evidence.cause is None
+    assert down.evidence.error == "connection refused"
