@@ -7,7 +7,6 @@ import ast
 import asyncio
 import inspect
 import json
-import re
 import sys
 import textwrap
 import tomllib
@@ -21,6 +20,7 @@ from availmon.durations import duration
 from availmon.errors import ConfigError, ConfigIssue
 from availmon.secrets import inline_secrets
 from probes.base import ProbeResult, timeout_text
+from probes.patterns import is_pattern
 from probes.registry import REGISTRY
 
 
@@ -166,7 +166,7 @@ def _type_name(annotation: Any) -> str:
     """A type as a user reads it: ``list of int``, ``one of 'udp', 'tcp'``, ``text``."""
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Annotated:
-        return _type_name(args[0])
+        return "regex" if is_pattern(args[1:]) else _type_name(args[0])
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, UnionType):
@@ -179,8 +179,6 @@ def _type_name(annotation: Any) -> str:
     names = {str: "text", Path: "path", bool: "true/false", int: "integer", float: "number"}
     if annotation in names:
         return names[annotation]
-    if origin is re.Pattern or annotation is re.Pattern:
-        return "regex"
     return getattr(annotation, "__name__", str(annotation))
 
 
