@@ -279,21 +279,21 @@ def _outages(
     store = collector.read_store
     now = utcnow()
     names = board.Names(estate)
+    partner = filters.get("partner")
     rows = store.board_outages(
-        start=start, end=end, site=filters.get("site"), area=filters.get("area"), limit=100_000
+        start=start,
+        end=end,
+        site=filters.get("site"),
+        sites=None
+        if partner is None
+        else [k for k, v in estate.sites.items() if v.partner == partner],
+        area=filters.get("area"),
+        kind=filters.get("kind"),
+        open_only=filters.get("open") == "true",
+        closed_only=filters.get("open") == "false",
+        limit=limit,
     )
-    out = []
-    for row in rows:
-        view = board.outage_view(row, names, None, now)
-        if "partner" in filters and view["partner"] != filters["partner"]:
-            continue
-        if "kind" in filters and filters["kind"] not in (view["kind"], view["shown"]):
-            continue
-        if "open" in filters and view["open"] != (filters["open"] == "true"):
-            continue
-        out.append(view)
-        if len(out) >= limit:
-            break
+    out = [board.outage_view(row, names, None, now) for row in rows]
     starts = {r["id"]: r["start_event"] for r in rows if r["start_event"]}
     evidence = store.start_evidence([starts[v["id"]] for v in out if v["id"] in starts])
     for view in out:

@@ -158,7 +158,8 @@ class Gaps:
                             a.reported.add((part_lo, part_hi))
                             log.error(
                                 "agent %s: seqs %d-%d (%d events) never arrived within %.0f s:"
-                                " lost between the agent and this collector",
+                                " lost between the agent and this collector, or stored"
+                                " here and lost since (a store restored from a backup)",
                                 agent,
                                 part_lo,
                                 part_hi,

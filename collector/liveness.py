@@ -35,7 +35,8 @@ class Liveness:
     #: The end of the last moment when every agent was offline (nothing is dated before it).
     all_offline_until: datetime | None = None
     _all_offline: bool = False
-    #: When each agent's latest heartbeat was sent (its own clock, never after receipt).
+    #: When each agent's latest heartbeat arrived, by the collector's clock: an agent's own
+    #: clock may be off by minutes, and silence is the collector's to judge.
     last_heartbeat: dict[str, datetime] = field(default_factory=dict)
     #: Agents marked offline for missed heartbeats, and when.
     silenced: dict[str, datetime] = field(default_factory=dict)
@@ -110,11 +111,11 @@ class Liveness:
                 out.append(agent)
         return out
 
-    def silent_returned(self, agent: str, sent_at: datetime) -> bool:
+    def silent_returned(self, agent: str, received_at: datetime) -> bool:
         """Record a heartbeat; True when it revives an agent marked offline for silence."""
-        self.last_heartbeat[agent] = max(sent_at, self.last_heartbeat.get(agent, sent_at))
+        self.last_heartbeat[agent] = max(received_at, self.last_heartbeat.get(agent, received_at))
         since = self.silenced.get(agent)
-        if since is not None and sent_at > since - timedelta(seconds=1):
+        if since is not None and received_at > since - timedelta(seconds=1):
             del self.silenced[agent]
             return True
         return False

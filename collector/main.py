@@ -32,7 +32,7 @@ from availmon.config import Estate, load_config
 from availmon.configpath import describe as describe_config
 from availmon.configpath import find_config
 from availmon.embedded import embedded_broker
-from availmon.errors import AvailmonError
+from availmon.errors import AvailmonError, StoreError
 from availmon.mqtt import client_kwargs, stop_if, wait_disconnected
 from availmon.reload import read_new
 from availmon.schema import (
@@ -134,7 +134,12 @@ class Collector:
         self.metrics = metrics or CollectorMetrics()
         path = estate.collector.database
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        #: Reads for the board's pages and the API: any reader on the network may ask.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
+        #: The collector's own reads (alert delivery, the KPI, the keeper's state), on a
+        #: connection of their own: a flood of page or API requests queues on ``_reader``
+        #: and must not hold up an alert (``internal``).
+        self._internal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-internal")
         #: Builds /metrics (no store reads): never queued behind a long report.
         self._scraper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrape")
         #: Makes the reports asked for through the API, on a connection of its own: a
@@ -152,10 +157,10 @@ class Collector:
         #: The quarter's KPI by issue 10's rules, when the live view's is not the
         #: accounting's: worked out from the store, and costly at a busy store's size.
         self._kpi_store: Costly[dict[str, tuple[float, float]]] = Costly(
-            self._reader, lambda now: kpi_snapshot(self.read_store, self.estate, now)
+            self._internal, lambda now: kpi_snapshot(self.internal_store, self.estate, now)
         )
         self._kpi_board: Costly[dict[str, Any]] = Costly(
-            self._reader, lambda now: board_kpi_view(self.read_store, self.estate, now)
+            self._internal, lambda now: board_kpi_view(self.internal_store, self.estate, now)
         )
         #: Bumped by each config reload: figures of the old config are never served.
         self._config_generation = 0
@@ -168,6 +173,7 @@ class Collector:
         # from the file system on every commit (issue 8's throughput).
         self.store = Store(path, tolerant=True, cache_mib=WRITER_CACHE_MIB)
         self.read_store = Store(path, tolerant=True)
+        self.internal_store = Store(path, tolerant=True)
         self.report_store = Store(path, tolerant=True)
         self.live: dict[tuple[str, str], LiveCheck] = {}
         self.agents: dict[str, LiveAgent] = {}
@@ -186,6 +192,8 @@ class Collector:
         #: Sessions established with the broker (subscribed), since start.
         self.connects = 0
         self._connected_at: datetime | None = None
+        #: When the store last became writable again (silence is counted from then too).
+        self._silence_from: datetime | None = None
         self._live_loaded = False
         try:
             self._load_live()
@@ -259,7 +267,9 @@ class Collector:
         self.gaps.grace = new.collector.gap_grace
         # What the store holds is judged against the new estate: removed checks leave the
         # live view, and events of checks no longer configured get their history back.
-        self.history = await self.read(lambda: history_from(self.read_store.event_history(), new))
+        self.history = await self.internal(
+            lambda: history_from(self.internal_store.event_history(), new)
+        )
         for key, c in list(self.live.items()):
             if configured_area(new, c.site, c.check) != c.area:
                 del self.live[key]
@@ -364,6 +374,14 @@ class Collector:
                 else:
                     log.warning("database still cannot be written (%s: %s)", reason, exc)
                 self.store_error = reason
+                if self.stopping:
+                    # Stopping with the store unwritable: give the write up rather than hold
+                    # the stop until systemd kills us. Nothing of it was acknowledged, so
+                    # the broker and the agents keep it for the next start.
+                    raise StoreError(
+                        f"database {self.estate.collector.database} still cannot be written"
+                        f" ({reason}) at shutdown: left to the next start"
+                    ) from exc
                 if reason in _REOPEN:
                     await loop.run_in_executor(self._writer, self._reopen_store)
                 await asyncio.sleep(delay)
@@ -376,6 +394,8 @@ class Collector:
                     self.store_error,
                 )
                 self.store_error = None
+                # Heartbeats waited behind the failing writes: count silence afresh.
+                self._silence_from = utcnow()
             return result
 
     def _committed(self, fn: Any, *args: Any) -> Any:
@@ -500,7 +520,12 @@ class Collector:
             log.debug("reopening the store failed: %s", exc)
 
     async def read(self, fn: Any, *args: Any) -> Any:
+        """A read for a page or the API, with ``read_store``."""
         return await asyncio.get_running_loop().run_in_executor(self._reader, partial(fn, *args))
+
+    async def internal(self, fn: Any, *args: Any) -> Any:
+        """One of the collector's own reads, with ``internal_store`` (see ``_internal``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._internal, partial(fn, *args))
 
     async def report(self, fn: Any, *args: Any) -> Any:
         """Run a report on its own thread, with ``report_store`` (see ``_reporter``)."""
@@ -534,9 +559,11 @@ class Collector:
         self._keeper.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
+        self._internal.shutdown(wait=True)
         self._reporter.shutdown(wait=True, cancel_futures=True)  # a report asked for is moot
         self.store.close()
         self.read_store.close()
+        self.internal_store.close()
         self.report_store.close()
 
     # -- ingest ---------------------------------------------------------------------------
@@ -746,7 +773,9 @@ class Collector:
             hb.spool_depth == 0 and not any(hb.unconfirmed.values()),
             time.monotonic(),
         )
-        if self.liveness.silent_returned(hb.agent, min(now, hb.at)):
+        # Silence is judged on when heartbeats arrive, by this clock: an agent whose clock is
+        # a minute slow was marked offline at every heartbeat timeout.
+        if self.liveness.silent_returned(hb.agent, now):
             # Marked offline for missed heartbeats, and heard again: the link is back.
             await self._status(Accepted("status", hb.site, hb.agent, status="online"), now)
         prev = self.agents.get(hb.agent)
@@ -847,10 +876,13 @@ class Collector:
     async def check_silence(self, now: datetime | None = None) -> None:
         """Mark offline the agents online whose heartbeats stopped (issue 8, part 6)."""
         now = now or utcnow()
-        if self._connected_at is None:
-            return  # the collector's own outage silences nobody
+        if self._connected_at is None or self.store_error is not None:
+            # The collector's own outage silences nobody; nor does its store's, behind
+            # which every agent's heartbeats wait.
+            return
+        since = max(self._connected_at, self._silence_from or self._connected_at)
         timeout = self.estate.heartbeat_timeout()
-        for agent in self.liveness.silent(now, timedelta(seconds=timeout), self._connected_at):
+        for agent in self.liveness.silent(now, timedelta(seconds=timeout), since):
             site = self.agents[agent].site if agent in self.agents else agent
             log.warning(
                 "agent %s (site %s): no heartbeat for over %.0f s: offline", agent, site, timeout
@@ -870,7 +902,7 @@ class Collector:
         between two passes)."""
         loop = asyncio.get_running_loop()
         now = now or utcnow()
-        state = await self.read(self._keeping_state, now)
+        state = await self.internal(self._keeping_state, now)
         if state[0] is not None and state == self._kept_for:
             return 0
         ctx = multiprocessing.get_context("spawn")
@@ -919,7 +951,7 @@ class Collector:
         write into a kept day), today's date where the quarters are counted, the rules."""
         tz = ZoneInfo(self.estate.accounting.timezone)
         today = now.astimezone(tz).date().isoformat()
-        return self.read_store.figures_generation(), today, fingerprint(self.estate)
+        return self.internal_store.figures_generation(), today, fingerprint(self.estate)
 
     async def _days_loop(self) -> None:
         await asyncio.sleep(KEEP_FIRST)  # the live view and the backlog come first

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from availmon.areas import NETWORK_AREA
 from availmon.clock import iso_to_us, to_iso, to_us, us_to_iso, utcnow
@@ -565,6 +565,9 @@ class Store:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
         try:
             self._migrate()
+        except StoreError:
+            self.conn.close()
+            raise
         except sqlite3.Error as exc:
             if tolerant and isinstance(exc, sqlite3.OperationalError) and store_fault(exc):
                 return
@@ -613,6 +616,16 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
             )
             done = {r[0] for r in self.conn.execute("SELECT name FROM _migrations")}
+            newer = sorted(done - {name for name, _ in MIGRATIONS})
+            if newer:
+                # Written by a later release: this code would read its tables as it knows
+                # them and rewrite derived data without what the later one keeps (an
+                # outage's declared time, say), and the later release would not refill it.
+                raise StoreError(
+                    f"database {self.path} was written by a newer availmon (its migrations"
+                    f" {', '.join(newer)} are unknown to this one): run that release, or"
+                    " restore a backup taken before the upgrade"
+                )
             todo = [(name, fn) for name, fn in MIGRATIONS if name not in done]
             if todo:
                 import sqlite_utils  # a tenth of a second of imports (click, pluggy)
@@ -1553,23 +1566,48 @@ class Store:
         " FROM outages o LEFT JOIN annotations a ON a.outage_id = o.id"
     )
 
+    #: ``kind``: the board's and the report's words for an outage (``board.outage_shown``,
+    #: ``board.outage_kind``), either of which a filter may name, as SQL on the row.
+    _KINDS: ClassVar[dict[str, str]] = {
+        "unplanned": "COALESCE(o.state, 'down') NOT IN ('unknown', 'degraded') AND {P} = 0",
+        "planned": "COALESCE(o.state, 'down') != 'unknown' AND {P} != 0",
+        "degraded": "o.state = 'degraded' AND {P} = 0",
+        "down": "COALESCE(o.state, 'down') NOT IN ('degraded', 'unknown') AND {P} = 0",
+        "maintenance": "{P} != 0",
+        "unknown": "o.state = 'unknown'",
+    }
+
     def board_outages(
         self,
         *,
         open_only: bool = False,
+        closed_only: bool = False,
         start: datetime | None = None,
         end: datetime | None = None,
         site: str | None = None,
+        sites: Sequence[str] | None = None,
         check: str | None = None,
         area: str | None = None,
+        kind: str | None = None,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         """Outages (annotations applied, with who last annotated) newest first; ``start``/
-        ``end`` keep those overlapping ``[start, end)``."""
+        ``end`` keep those overlapping ``[start, end)``; ``sites`` those at any of them;
+        ``kind`` those the board or the report calls so. Every filter is SQL, so that
+        ``limit`` rows are all that is read (the API's list is open to any reader)."""
         where: list[str] = []
         params: list[Any] = []
         if open_only:
             where.append("o.end IS NULL")
+        if closed_only:
+            where.append("o.end IS NOT NULL")
+        if sites is not None:
+            where.append(f"o.site IN ({','.join('?' * len(sites))})" if sites else "0")
+            params += list(sites)
+        if kind is not None:
+            where.append(
+                "(" + self._KINDS[kind].format(P="COALESCE(a.planned, o.planned, 0)") + ")"
+            )
         if end is not None:
             where.append("o.start < ?")
             params.append(to_us(end))

@@ -39,7 +39,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_config_and_rules_are_valid() -> None:
     result = promtool("check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in promtool("check", "rules", "availmon-rules.yml").stdout
+    assert "SUCCESS: 13 rules found" in promtool("check", "rules", "availmon-rules.yml").stdout
 
 
 @needs

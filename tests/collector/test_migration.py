@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from availmon.errors import StoreError
 from availmon.schema import Event, State
 from collector.store import Store
 from tests.collector.migration_data import NOW, estate, figures, populate
@@ -161,3 +162,26 @@ def test_a_migrated_store_takes_new_events(tmp_path: Path) -> None:
             assert any(o["start"] == NOW.isoformat(timespec="microseconds") for o in wan)
     finally:
         store.close()
+
+
+def test_a_store_of_a_newer_release_is_refused_not_rewritten(tmp_path: Path) -> None:
+    """Code one release back opened a newer store, wrote to it, and rewrote derived data
+    without what the newer code keeps; the newer code then never refilled it."""
+    path = tmp_path / "collector.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO _migrations VALUES ('m999_from_a_newer_release', 'now')")
+    conn.commit()
+    before = conn.execute("SELECT count(*) FROM _migrations").fetchone()
+    conn.close()
+    for tolerant in (False, True):
+        with pytest.raises(StoreError) as refused:
+            Store(path, tolerant=tolerant)
+        assert str(refused.value) == (
+            f"database {path} was written by a newer availmon (its migrations"
+            " m999_from_a_newer_release are unknown to this one): run that release, or"
+            " restore a backup taken before the upgrade"
+        )
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM _migrations").fetchone() == before
+    conn.close()
