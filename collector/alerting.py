@@ -17,9 +17,10 @@ import contextlib
 import json
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -30,7 +31,7 @@ from availmon.schema import AlertReceipt, Delivered, receipts_topic
 from availmon.text import one_line
 from collector import channels
 from collector.alerts import Context
-from collector.outbox import AlertBook, Key, OutboxRow, due_messages
+from collector.outbox import AlertBook, Key, OutboxRow, due_messages, unexpected_error
 
 if TYPE_CHECKING:
     from collector.main import Collector
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds between engine steps and delivery rounds when nothing wakes them sooner.
 TICK = 1.0
+
+#: How one try of one message went: taken; the channel failed (DeliveryError: its later
+#: messages wait behind this one); or the channel raised something unexpected (a bug, or a
+#: message it cannot compose: only this outage's later messages on it wait).
+Outcome = Literal["sent", "failed", "unexpected"]
 
 
 class Alerting:
@@ -122,12 +128,15 @@ class Alerting:
         return queued
 
     async def deliver(self, now: datetime | None = None) -> int:
-        """Send what is due, per channel in order, stopping a channel at its first failure;
-        only the leader of a pair sends. Returns the number delivered."""
+        """Send what is due, per channel in order, stopping a channel at its first failure
+        (a message that fails unexpectedly stops only its own outage's later messages:
+        :func:`collector.outbox.due_messages`); only the leader of a pair sends. Returns the
+        number delivered."""
         if not self.collector.is_leader or not self.senders:
             return 0
-        rows: list[OutboxRow] = await self.collector.read(
-            due_messages, self.collector.read_store, now or utcnow()
+        # The collector's own read: a flood of page or API requests must not hold it up.
+        rows: list[OutboxRow] = await self.collector.internal(
+            due_messages, self.collector.internal_store, now or utcnow()
         )
         by_channel: dict[str, list[OutboxRow]] = {}
         for m in rows:
@@ -144,9 +153,13 @@ class Alerting:
         sender = self.senders.get(name)
         sent = 0
         done: list[Delivered] = []
+        held: set[str] = set()  # outages behind a message that failed unexpectedly
         try:
             for m in queue:
-                if await self._one(name, sender, m):
+                if m.outage_id in held:
+                    continue  # an outage's messages keep their order (firing, then resolved)
+                outcome = await self._one(name, sender, m)
+                if outcome == "sent":
                     sent += 1
                     done.append(
                         Delivered.model_validate(
@@ -158,6 +171,8 @@ class Alerting:
                             }
                         )
                     )
+                elif outcome == "unexpected" and m.outage_id is not None:
+                    held.add(m.outage_id)  # not the channel's fault: the others may go
                 else:
                     break  # keep this channel's order: the rest wait behind it
         finally:
@@ -176,8 +191,12 @@ class Alerting:
                 receipt = AlertReceipt(collector=me, delivered=done[i : i + 500])
                 client.send(receipts_topic(me), receipt.to_json())
 
-    async def _one(self, name: str, sender: channels.Sender | None, m: OutboxRow) -> bool:
-        """One try of one message; True when the channel took it."""
+    async def _one(self, name: str, sender: channels.Sender | None, m: OutboxRow) -> Outcome:
+        """One try of one message. Whatever the channel raises (but cancellation) is a
+        failed try: recorded, counted and retried with backoff, never left untried at the
+        head of the channel's queue."""
+        outcome: Outcome = "failed"
+        crash: Exception | None = None
         if sender is None:
             error = f"no channel {name!r} in the config"
         else:
@@ -185,22 +204,29 @@ class Alerting:
                 await sender.send(m.payload)
             except channels.DeliveryError as exc:
                 error = str(exc)
+            except Exception as exc:
+                outcome, crash, error = "unexpected", exc, unexpected_error(exc)
             else:
                 await self.collector.write(self.book.delivered, m.id, utcnow())
                 self.collector.metrics.alert_messages.labels(name, "sent").inc()
                 log.info("alert message %s sent to %s (%s)", m.key, name, m.kind)
-                return True
+                return "sent"
         due = await self.collector.write(self.book.failed, m.id, utcnow(), error)
         self.collector.metrics.alert_messages.labels(name, "failed").inc()
-        log.warning(
-            "alert message %s to %s failed (try %d): %s; next try %s",
+        # A bug's stack, to find it by, but not its text: that may quote what the channel
+        # holds (a Slack or Teams URL is the credential), and logs are not for secrets.
+        where = "" if crash is None else "\n" + "".join(traceback.format_tb(crash.__traceback__))
+        log.log(
+            logging.ERROR if crash is not None else logging.WARNING,
+            "alert message %s to %s failed (try %d): %s; next try %s%s",
             m.key,
             name,
             m.attempts + 1,
             error,
             due.isoformat(timespec="seconds"),
+            where.rstrip("\n"),
         )
-        return False
+        return outcome
 
     async def refresh(self) -> None:
         """Post the firing alerts again to channels that forget them (Alertmanager)."""
@@ -210,7 +236,7 @@ class Alerting:
             if resend is None or mono - self._refreshed.get(name, 0.0) < resend:
                 continue
             self._refreshed[name] = mono
-            payloads = await self.collector.read(_firing, self.collector.read_store, name)
+            payloads = await self.collector.internal(_firing, self.collector.internal_store, name)
             if payloads:
                 with contextlib.suppress(channels.DeliveryError):
                     await sender.refresh(payloads)  # type: ignore[attr-defined]

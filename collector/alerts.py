@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from availmon.alertconfig import AlertsConfig, Route
 from availmon.config import Estate, split_ref
+from availmon.text import one_line
 from collector.accounting import BusinessCalendar, to_us
 from collector.attribution import Reason
 
@@ -433,7 +434,11 @@ def local(text: str | None, tz: ZoneInfo) -> str:
 
 
 def title(m: Mapping[str, Any], tz: ZoneInfo) -> str:
-    """One line: what, where, since when, why."""
+    """One line: what, where, since when, why. The reason is what a probe's peer or a person
+    wrote (an agent's evidence, an annotated cause), so it can hold line breaks and other
+    control characters: the title goes into one-line places (an email's Subject, a chat
+    header, Alertmanager's summary), where a line break was an error (the email jammed its
+    channel) or a forged line, so it is :func:`availmon.text.one_line`."""
     where = f"{m['site_name']} ({m['partner_name']})" if m.get("partner_name") else m["site_name"]
     head = {
         "firing": "",
@@ -443,17 +448,21 @@ def title(m: Mapping[str, Any], tz: ZoneInfo) -> str:
         "test": "TEST: ",
     }[m["kind"]]
     if m["kind"] == "resolved":
-        return (
+        return one_line(
             f"{head}{m['what']} at {where} was {m['state']} for {span(m['duration_seconds'])}"
             f" (from {local(m['start'], tz)} to {local(m['end'], tz)})"
         )
-    why = f": {m['reason']}" if m.get("reason") else ""
-    return f"{head}{m['what']} at {where} {m['state']} since {local(m['start'], tz)}{why}"
+    reason = one_line(m.get("reason") or "")
+    why = f": {reason}" if reason else ""
+    return one_line(f"{head}{m['what']} at {where} {m['state']} since {local(m['start'], tz)}{why}")
 
 
 def text_body(m: Mapping[str, Any], tz: ZoneInfo) -> str:
-    """The plain-text message (email's text part, chat fallbacks)."""
-    lines = [m["title"], ""]
+    """The plain-text message (email's text part, chat fallbacks): the title, then one
+    ``Label: value`` line per row, which the email's HTML table and the Teams card read back
+    as their rows. Each value is made one line, so that a reason, cause or note holding a
+    line break cannot add a row of its own (``"...\nWhere: elsewhere"``)."""
+    lines = [one_line(m["title"]), ""]
     rows = [
         ("What", f"{m['what']} ({m['area_name']}), {m['state']}, severity {m['severity']}"),
         ("Where", f"{m['site_name']} ({m['site']}), {m['partner_name'] or 'no partner'}"),
@@ -476,6 +485,9 @@ def text_body(m: Mapping[str, Any], tz: ZoneInfo) -> str:
     if m.get("dependents"):
         rows.append(("Also unreachable", ", ".join(m["dependents"])))
     rows.append(("Board", m["url"]))
-    lines += [f"{k}: {v}" for k, v in rows]
-    lines += ["", f"Alert {m['outage_id']} (route {m['route']}); acknowledge on the board."]
+    lines += [f"{k}: {one_line(v)}" for k, v in rows]
+    lines += [
+        "",
+        one_line(f"Alert {m['outage_id']} (route {m['route']}); acknowledge on the board."),
+    ]
     return "\n".join(lines) + "\n"

@@ -5,7 +5,12 @@ thread, in one transaction with the messages they produce: an alert's row and it
 rows commit together. Every message has a key (outage, kind, route, channel), unique in the
 table, so a step repeated after a crash queues nothing twice; a message is marked sent only
 once its channel has taken it, and retried with exponential backoff until then, in order
-per channel (a resolution never overtakes its alert). What the engine has not yet seen is
+per channel (a resolution never overtakes its alert). A channel that fails (a
+``DeliveryError``: down, refusing, timing out) holds all its messages behind the failed one,
+oldest first. A message its channel could not even try (an unexpected exception: a bug, or a
+message the channel cannot compose) holds back only the later messages of its own outage on
+that channel, so one such message never stops a channel: it is retried with the same backoff
+and the failure is recorded and counted like any other. What the engine has not yet seen is
 found again from the outages themselves: at start, every open or recently ended outage
 without an alert gets one, so a ``kill -9`` between an outage's commit and its alert
 forgets nothing.
@@ -50,6 +55,20 @@ Key = tuple[str, str, str]  # (site, agent, check_name) of an outage's check
 #: be tried again), or no longer worth saying (a repeat overtaken by the resolution).
 PENDING, SENT, FAILED, CANCELLED = "pending", "sent", "failed", "cancelled"
 
+#: How ``last_error`` starts for a try that raised something other than a DeliveryError
+#: (whose reasons are the channels' own words: "HTTP 503", "SMTP: ...", "cannot connect").
+UNEXPECTED = "unexpected error: "
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """The ``last_error`` of a try that raised ``exc`` unexpectedly: its type only (its
+    text may quote a secret, a webhook's URL; the traceback goes to the log)."""
+    return f"{UNEXPECTED}{type(exc).__name__} (a bug; see the collector's log)"
+
+
+def failed_unexpectedly(last_error: str | None) -> bool:
+    return last_error is not None and last_error.startswith(UNEXPECTED)
+
 
 def stored_time(value: Any) -> datetime | None:
     """A time as the store keeps it (ISO text, or integer microseconds)."""
@@ -75,6 +94,7 @@ class OutboxRow:
     due: datetime
     attempts: int
     status: str
+    last_error: str | None = None
 
     @classmethod
     def from_row(cls, r: Mapping[str, Any]) -> OutboxRow:
@@ -88,6 +108,7 @@ class OutboxRow:
             from_us(int(r["due"])),
             int(r["attempts"]),
             r["status"],
+            r["last_error"],
         )
 
 
@@ -435,19 +456,25 @@ class AlertBook:
 
 def due_messages(store: Store, now: datetime, limit: int = 500) -> list[OutboxRow]:
     """Per channel, the messages that may go now, oldest first: a channel's queue stops at
-    its first message that is not due yet (waiting out a backoff), so order is kept."""
+    its first message that is not due yet (waiting out a backoff), so order is kept. A
+    message waiting out a backoff after an unexpected error (:data:`UNEXPECTED`) stops only
+    its own outage's later messages on that channel: the others go on, in order."""
     rows = store.conn.execute(
         "SELECT * FROM outbox WHERE status IN ('pending', 'failed') ORDER BY id LIMIT ?",
         (int(limit),),
     )
     blocked: set[str] = set()
+    held: set[tuple[str, str]] = set()  # (channel, outage) behind an unexpected failure
     out: list[OutboxRow] = []
     for r in rows:
         m = OutboxRow.from_row(r)
-        if m.channel in blocked:
+        if m.channel in blocked or (m.channel, m.outage_id) in held:
             continue
         if m.due > now:
-            blocked.add(m.channel)
+            if m.outage_id is not None and failed_unexpectedly(m.last_error):
+                held.add((m.channel, m.outage_id))
+            else:
+                blocked.add(m.channel)
             continue
         out.append(m)
     return out

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from availmon.alertconfig import AlertmanagerChannel
+from availmon.text import one_line
 from collector.alerts import text_body
 from collector.channels.http import post_json
 
@@ -39,13 +40,15 @@ def alert(message: Mapping[str, Any], tz: Any) -> dict[str, Any]:
         labels["partner"] = message["partner"]
     if message["kind"] == "test":
         labels["alertname"] = "AvailmonTest"
+    # The summary and the provider are one-line annotations (what receivers put in a
+    # subject or a chat line); the description keeps its lines, each one line of ours.
     annotations = {
-        "summary": message["title"],
+        "summary": one_line(message["title"]),
         "description": text_body(message, tz),
         "board": message["url"],
     }
     if message.get("provider"):
-        annotations["provider"] = message["provider"]
+        annotations["provider"] = one_line(message["provider"])
     out: dict[str, Any] = {
         "labels": labels,
         "annotations": annotations,

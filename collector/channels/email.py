@@ -15,6 +15,7 @@ import aiosmtplib
 from jinja2 import Environment
 
 from availmon.alertconfig import EmailChannel
+from availmon.text import one_line
 from collector.alerts import text_body
 
 if TYPE_CHECKING:
@@ -44,7 +45,9 @@ def compose(cfg: EmailChannel, m: Mapping[str, Any], tz: Any) -> EmailMessage:
         if sep and not key.startswith("Alert "):
             rows.append((key, value))
     msg = EmailMessage()
-    msg["Subject"] = m["title"]
+    # One line whatever the payload holds (one queued before titles were one line, too): a
+    # line break in a header is a ValueError here, not a header injection.
+    msg["Subject"] = one_line(m["title"])
     msg["From"] = cfg.sender
     msg["To"] = ", ".join(cfg.to)
     msg["Date"] = formatdate(localtime=False)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from availmon.alertconfig import SlackChannel
+from availmon.text import one_line
 from collector.alerts import text_body
 from collector.channels.http import post_json
 
@@ -20,12 +21,13 @@ def _escape(text: str) -> str:
 
 def body(message: Mapping[str, Any], tz: Any) -> dict[str, Any]:
     details = text_body(message, tz).split("\n", 2)[-1].strip()
+    title = one_line(message["title"])  # the notification's line and the header block
     return {
         # The notification's text is mrkdwn too: a reason a probe read off the wire (a SIP
         # reason phrase, say) could mention the whole channel (<!channel>) or hide a link.
-        "text": _escape(message["title"]),
+        "text": _escape(title),
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": message["title"][:150]}},
+            {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": _escape(details)[:2900]}},
             {
                 "type": "actions",

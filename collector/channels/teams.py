@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from availmon.alertconfig import TeamsChannel
+from availmon.text import one_line
 from collector.alerts import text_body
 from collector.channels.http import post_json
 
@@ -35,7 +36,7 @@ def body(message: Mapping[str, Any], tz: Any) -> dict[str, Any]:
         "body": [
             {
                 "type": "TextBlock",
-                "text": _unlinked(message["title"]),
+                "text": _unlinked(one_line(message["title"])),
                 "weight": "Bolder",
                 "wrap": True,
                 "color": "Good" if message["kind"] == "resolved" else "Attention",

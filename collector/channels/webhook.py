@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from availmon.alertconfig import WebhookChannel
+from availmon.text import one_line
 from collector.channels.http import post_json
 
 if TYPE_CHECKING:
@@ -69,6 +70,10 @@ class Webhook:
         self.secret = cfg.secret()
 
     async def send(self, message: Mapping[str, Any]) -> None:
+        # ``title`` is the message's one line (receivers make a subject of it); the other
+        # fields are data, as the collector has them (JSON escapes their line breaks).
+        if isinstance(message.get("title"), str):
+            message = {**message, "title": one_line(message["title"])}
         body = json.dumps(message, sort_keys=True).encode()
         stamp = int(time.time())
         headers = {

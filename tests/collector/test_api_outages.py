@@ -3,7 +3,9 @@ for each outage say (``board.outage_view``), and no more rows are read than aske
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from availmon.clock import utcnow
+from availmon.schema import State
 from collector import board
 from collector.api import KINDS, _outages
 from collector.main import Collector
@@ -107,3 +110,38 @@ def test_the_limit_is_the_rows_read(collector: Collector) -> None:
     got = _outages(collector, start, end, {"kind": "maintenance"}, 3)
     assert len(got) == 3
     assert asked == [3]
+
+
+async def test_alerts_go_while_page_readers_hold_the_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alert delivery read its queue on the thread that serves the board and the API: a loop
+    of costly reads by anyone on the network held alerts back as long as it ran."""
+    from tests.alert_peers import hook_receiver
+    from tests.collector.board_helpers import Feed
+    from tests.collector.test_alert_channels import SECRET, leader
+
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    async with (
+        hook_receiver(SECRET) as rx,
+        leader(tmp_path, {"type": "webhook", "url": rx.url, "secret_env": "HOOK_SECRET"}) as c,
+    ):
+        await Feed(c).event(
+            "dc", "webmail", "email", State.UP, State.DOWN, utcnow() - timedelta(minutes=2)
+        )
+        await c.alerting.step()
+        held, release = threading.Event(), threading.Event()
+
+        def slow_page() -> None:  # a costly read for a page, on the page reader
+            held.set()
+            release.wait(120)
+
+        page = asyncio.ensure_future(c.read(slow_page))
+        try:
+            await asyncio.to_thread(held.wait, 60)
+            assert await asyncio.wait_for(c.alerting.deliver(), 60) == 1
+            assert not page.done()  # the page reader was held all along
+        finally:
+            release.set()
+            await page
+        assert [m["kind"] for m in rx.received] == ["firing"]  # taken before deliver returned
