@@ -133,6 +133,17 @@ class Agent:
             detected,
             transition.evidence,
         )
+        if event is None:
+            # The spool cannot be written (it said why, once): held in memory, in order,
+            # and written by ``Spool.keep_writing`` when it can be. Nothing stops.
+            log.debug(
+                "holding %s %s -> %s at %s in memory: the spool cannot take it yet",
+                check.name,
+                transition.from_.value,
+                transition.to.value,
+                transition.at.isoformat(),
+            )
+            return
         log.debug("spooled %s", event.id)
         self.publisher.wake()
 
@@ -144,7 +155,9 @@ class Agent:
             at=utcnow(),
             seq=stats.last_seq,
             first_seq=stats.first_seq,
-            spool_depth=stats.depth,
+            # Transitions held in memory (the spool could not take them) are held too: the
+            # collector reads a depth of 0 as "every event delivered".
+            spool_depth=stats.depth + stats.unwritten,
             spool_dropped=stats.dropped,
             unconfirmed=stats.unconfirmed,
             traps=dataclasses.asdict(self.trap_receiver.stats) if self.trap_receiver else {},
@@ -211,6 +224,8 @@ class Agent:
                     tg.create_task(self.scheduler.run(), name="scheduler"),
                     tg.create_task(self.publisher.run(), name="publisher"),
                     tg.create_task(trim_every(self.estate.agent.heartbeat_interval), name="trim"),
+                    # Writes what a spool that could not be written held in memory.
+                    tg.create_task(self.spool.keep_writing(self.publisher.wake), name="spool"),
                 ]
                 if site.traps is not None:
                     work.append(tg.create_task(self._traps(site.traps), name="traps"))

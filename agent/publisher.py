@@ -295,7 +295,6 @@ class Publisher:
         topic_ = topic(self.site, self.agent, "events")
         loop = asyncio.get_running_loop()
         cursor = 0  # every held seq up to here has been published this session
-        first_seq = (await self.spool.stats()).first_seq
         while True:
             stop_if(self.stopping)
             self._wake.clear()
@@ -321,6 +320,9 @@ class Publisher:
                 await waited(self._wake.wait(), out.next_check(loop.time()))
                 continue
             messages = batches(rows, self.batch_events, self.max_bytes)
+            # Read now: a spool that numbered on from the clock only at its first write (it
+            # could not be written at start) has a new first seq from then on.
+            first_seq = self.spool.first_seq
             for msg in messages:
                 out.published(((r.seq, r.confirmed) for r in msg), loop.time())
             # QoS 1 keeps order on one connection; the gather only overlaps the PUBACK waits,

@@ -167,7 +167,17 @@ class Gaps:
                                 self.grace,
                             )
             if a.missing and not missing:
-                log.info("agent %s: every missing seq has now arrived", agent)
+                if floor is not None and any(lo < floor for lo, _ in a.reported):
+                    # An agent numbers afresh from the clock each time its spool opens (a
+                    # restart): what it had not delivered before is not waited for any more.
+                    log.warning(
+                        "agent %s: seqs counted missing are below where its numbering now"
+                        " starts (%d; the agent restarted): no longer counted",
+                        agent,
+                        floor,
+                    )
+                else:
+                    log.info("agent %s: every missing seq has now arrived", agent)
             a.missing = missing
             out[agent] = missing
         return out

@@ -159,10 +159,12 @@ def publisher(cfg: Estate, s: Spool, **over: float) -> Publisher:
 
 async def fill(s: Spool, n: int) -> list[int]:
     at = utcnow()
-    return [
-        (await s.append("web", "internet_web", State.UP, State.DOWN, at, at, Evidence())).seq
-        for _ in range(n)
-    ]
+    seqs = []
+    for _ in range(n):
+        event = await s.append("web", "internet_web", State.UP, State.DOWN, at, at, Evidence())
+        assert event is not None  # stored, not held in memory
+        seqs.append(event.seq)
+    return seqs
 
 
 @pytest.fixture
