@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -164,6 +165,34 @@ class WebConfig(Frozen):
     body_timeout: Seconds = 5.0
     #: The largest request body accepted (writes are small JSON bodies and forms).
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
+    #: The board's event streams (``/board/events``, one per open page) open at once; more
+    #: are answered 503. Unset: a quarter of ``max_connections`` (64 of 256). At most half of
+    #: it, so that pages left open can never take the connections /healthz, /metrics and the
+    #: API need.
+    max_streams: Annotated[int, Field(ge=1, le=30_000)] | None = None
+    #: Streams open at once from one client address; more are answered 429. Behind a
+    #: reverse proxy every browser comes from the proxy's address: raise it there.
+    max_streams_per_client: Annotated[int, Field(ge=1, le=30_000)] = 8
+
+    @field_validator("max_streams")
+    @classmethod
+    def _streams_leave_connections(cls, value: int | None, info: ValidationInfo) -> int | None:
+        connections = info.data.get("max_connections")
+        if value is not None and connections is not None and value > connections // 2:
+            raise ValueError(
+                f"at most half of web.max_connections ({connections}): open pages would"
+                " leave no connection for /healthz, /metrics and the API"
+            )
+        return value
+
+    def streams(self) -> int:
+        """Event streams open at once, at most (``max_streams``, or a quarter of
+        ``max_connections``)."""
+        return self.max_streams or max(1, self.max_connections // 4)
+
+    def streams_per_client(self) -> int:
+        """Event streams open at once from one address, at most."""
+        return min(self.max_streams_per_client, self.streams())
 
     def token(self) -> str | None:
         return resolve_secret(self.token_file, self.token_env, "web.token")

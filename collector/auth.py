@@ -5,7 +5,8 @@ alert) need the bearer token from ``web.token_file`` / ``web.token_env``; with n
 configured every write is refused, so a setting that looks like protection always is one.
 Reads are open on the internal network unless ``web.read_token_file`` / ``_env`` is set;
 then they need that token (or the write token) as a bearer header, or the cookie that the
-board's sign-in form sets, because a browser's EventSource cannot send headers.
+board's sign-in form sets (from the read token only), because a browser's EventSource
+cannot send headers.
 Tokens are compared with ``hmac.compare_digest``, in constant time.
 """
 
@@ -62,6 +63,12 @@ class Tokens:
         if self.read is None:
             return True
         return _same(candidate, self.read) or _same(candidate, self.write)
+
+    def may_sign_in(self, candidate: str | None) -> bool:
+        """The board's sign-in takes the read token only: the cookie it sets goes with
+        every request and stays in the browser, where the write token has no business (a
+        write never takes it from the cookie; its form asks for the token each time)."""
+        return _same(candidate, self.read)
 
 
 def _same(candidate: str | None, token: str | None) -> bool:

@@ -22,8 +22,9 @@ import logging
 import math
 import secrets
 import time
+import unicodedata
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,11 +49,13 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
+from yarl import URL
 
 from availmon.aio import waited
 from availmon.clock import from_iso, to_iso, utcnow
 from availmon.config import Estate, scope_issues
 from availmon.limits import ANNOTATION_MAX_CHARS, REASON_MAX_CHARS
+from availmon.logs import Sparse
 from availmon.schema import State
 from availmon.text import encodable
 from collector import auth
@@ -115,6 +118,22 @@ BOARD_SHARE = 0.05
 #: gives five seconds. A board that costs more than 3/19 of a CPU-second (well over a
 #: thousand checks) takes more than the share above, not a longer pause.
 MAX_PAUSE = 3.0
+#: ``GET /`` shows the board as the feed last built it (no build per request) while
+#: nothing it shows has changed since and that build is younger than this; otherwise it
+#: waits for a new build (one for every request waiting, within ``BOARD_SHARE``). The page
+#: then follows over its event stream.
+PAGE_MAX_AGE = TICK
+#: An event stream is ended after this long (a ``bye`` event, then the end of the response):
+#: the browser reconnects by itself with the last event id and misses nothing, and no client
+#: holds a stream for ever.
+STREAM_LIFETIME = 600.0
+#: A stream whose event has not gone out in this long (a client that stopped reading) is
+#: dropped, its connection aborted.
+SEND_TIMEOUT = 30.0
+#: A refused stream's Retry-After, seconds.
+STREAM_RETRY_AFTER = 10
+#: The reconnection delay the browser is told (SSE ``retry``), milliseconds.
+RECONNECT_MS = 2000
 #: Latency samples kept per check: one per 30 s for 24 h.
 LATENCY_SAMPLES = 2880
 LATENCY_STEP = 30.0
@@ -1212,10 +1231,30 @@ def _why_http(exc: web.HTTPException) -> str:
 # -- the feed --------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
+class Built:
+    """One build of the board: what the page and the event stream show, and what it was
+    built from (``BoardFeed.key``), with the pages rendered from it so far."""
+
+    key: tuple[Any, ...]
+    estate: Estate
+    #: Monotonic time the build began: it shows everything committed before then.
+    started: float
+    event_id: str
+    title: str
+    now: str
+    sections: dict[str, str]
+    snap: dict[str, Any]
+    #: Response bodies made from this build, each once: ``GET /``'s per page variant
+    #: (``("page", wall, writes_enabled)``); the API may keep its own here too.
+    bodies: dict[Hashable, bytes] = field(default_factory=dict)
+
+
 class BoardFeed:
     """Builds the board once per committed change (at most once a second, and only while
-    a browser listens) and fans it out to every browser. The build runs off the event loop:
-    rendering a thousand checks must not hold up ingest or the API."""
+    a browser listens) and fans it out to every browser; ``GET /`` is served from the same
+    builds (``current``). The build runs off the event loop: rendering a thousand checks
+    must not hold up ingest or the API."""
 
     def __init__(self, collector: Collector, env: Environment) -> None:
         self.collector = collector
@@ -1224,19 +1263,38 @@ class BoardFeed:
         self.version = 0
         self.payload = ""
         self._sections: dict[str, str] = {}
+        #: The last build (None before the first).
+        self.built: Built | None = None
         self.updated = asyncio.Condition()
         self.closing = asyncio.Event()
         self.latency = LatencyHistory()
         self._dirty = asyncio.Event()
+        #: One build at a time, applied in the order they began.
+        self._building = asyncio.Lock()
         #: Browsers holding the SSE stream open.
         self.listeners = 0
         #: CPU-seconds the last refresh took (``refresh``), and its build (``_build``).
         self.cost = 0.0
         self._built = 0.0
+        #: Monotonic time the last refresh ended.
+        self._done = 0.0
 
     @property
     def event_id(self) -> str:
         return f"{self.boot}-{self.version}"
+
+    def key(self) -> tuple[Any, ...]:
+        """What the board shows that changes without time passing: every committed batch
+        and web write (``notifications``), the live view's data (another process's writes
+        read in), the store's health, leadership and the events counted missing."""
+        c = self.collector
+        return (
+            c.notifications,
+            c.view.version,
+            c.store_error,
+            c.is_leader,
+            tuple(sorted(c.missing.items())),
+        )
 
     def _build(self, now: datetime) -> tuple[dict[str, Any], dict[str, str]]:
         """The board; ``_built``: the CPU-seconds it took on this (the scrape) thread and
@@ -1253,10 +1311,21 @@ class BoardFeed:
         """Seconds to wait after the last refresh before the next (``BOARD_SHARE``)."""
         return min(self.cost * (1 / BOARD_SHARE - 1), MAX_PAUSE)
 
-    async def refresh(self) -> None:
-        """Build the board and hand it to the browsers if it changed. ``cost``: the CPU the
-        build took, on the scrape thread and in this coroutine's own steps, its waits (and
-        the other tasks run meanwhile) left out."""
+    def _rest(self) -> float:
+        """Seconds until the next build is due: ``pause()`` after the last one ended."""
+        return max(0.0, self._done + self.pause() - time.monotonic())
+
+    async def refresh(self) -> Built:
+        """Build the board and hand it to the browsers if it changed (after any build
+        under way)."""
+        async with self._building:
+            return await self._refresh()
+
+    async def _refresh(self) -> Built:
+        """``refresh`` with the lock held. ``cost``: the CPU the build took, on the scrape
+        thread and in this coroutine's own steps, its waits (and the other tasks run
+        meanwhile) left out."""
+        started = time.monotonic()
         step = time.thread_time()
         now = utcnow()
         self.latency.sample(list(self.collector.live.values()), now)
@@ -1264,21 +1333,59 @@ class BoardFeed:
         self._built = 0.0
         try:
             await self.collector.catch_up_async()
+            step = time.thread_time()
+            key, estate = self.key(), self.collector.estate
+            own += time.thread_time() - step
             snap, sections = await self.collector.scrape(self._build, now)
             step = time.thread_time()
             changed = sections != self._sections
+            title = page_title(snap)
             if changed:
                 self._sections = sections
                 self.version += 1
                 self.payload = json.dumps(
-                    {"now": snap["now"], "title": page_title(snap), "sections": sections}
+                    {"now": snap["now"], "title": title, "sections": sections}
                 )
+            built = Built(key, estate, started, self.event_id, title, snap["now"], sections, snap)
+            self.built = built
             own += time.thread_time() - step
         finally:  # a build that failed cost what it cost, too
             self.cost = self._built + own
+            self._done = time.monotonic()
         if changed:
             async with self.updated:
                 self.updated.notify_all()
+        return built
+
+    def _fresh(self, built: Built | None, key: tuple[Any, ...], arrived: float) -> bool:
+        """Whether ``built`` shows everything a request that arrived at ``arrived`` (and
+        found ``key``) should see: begun after it arrived, or showing the same and recent."""
+        return built is not None and (
+            built.started >= arrived
+            or (
+                built.key == key
+                and built.estate is self.collector.estate
+                and arrived - built.started < PAGE_MAX_AGE
+            )
+        )
+
+    async def current(self) -> Built:
+        """The board for a request arriving now: the last build while nothing it shows has
+        changed since (and it is under ``PAGE_MAX_AGE`` old), else a new one, shared by every
+        request waiting and begun no sooner than the board's CPU share allows."""
+        arrived = time.monotonic()
+        await self.collector.catch_up_async()
+        key = self.key()
+        if self._fresh(self.built, key, arrived):
+            assert self.built is not None
+            return self.built
+        async with self._building:
+            if self._fresh(self.built, key, arrived):  # built while this one waited
+                assert self.built is not None
+                return self.built
+            # A rate limit, not a synchronisation: the board's share of the CPU.
+            await asyncio.sleep(self._rest())
+            return await self._refresh()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -1296,7 +1403,7 @@ class BoardFeed:
                     # The board must outlive a bad read; the next change tries again.
                     log.exception("could not build the board")
                 # A rate limit, not a synchronisation: changes meanwhile set the dirty flag.
-                await asyncio.sleep(self.pause())
+                await asyncio.sleep(self._rest())
                 await waited(self._dirty.wait(), REFRESH)
                 # A rate limit, not a synchronisation: changes meanwhile make one rebuild.
                 await asyncio.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - started)))
@@ -1385,49 +1492,151 @@ def _render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> w
 
 
 async def board_page(request: web.Request) -> web.Response:
-    feed = request.app[FEED]
-    collector = request.app[COLLECTOR]
-    now = utcnow()
-    await collector.catch_up_async()
-    snap = board_snapshot(collector, now, await collector.kpi_view_async(now))
+    """The board, from the feed's builds (``BoardFeed.current``): nothing is built on the
+    event loop, and clients asking at once, or while nothing changes, share one build and
+    one rendered page."""
+    built = await request.app[FEED].current()
     ctx = _ctx(request)
-    sections = render_sections(request.app[ENV], snap, collector.estate)
-    return _render(
-        request,
-        "board.html",
-        sections=sections,
-        title=page_title(snap),
-        event_id=feed.event_id,
-        **snap,
-        **ctx,
-    )
+    variant = ("page", ctx["wall"], ctx["writes_enabled"])
+    body = built.bodies.get(variant)
+    if body is None:
+        env = request.app[ENV]
+        tz = ctx["tz"]
+        when_ = lambda text: when(text, from_iso(built.now), tz)  # noqa: E731
+        html = env.get_template("board.html").render(
+            when=when_,
+            sections=built.sections,
+            title=built.title,
+            event_id=built.event_id,
+            **{**built.snap, **ctx},
+        )
+        body = built.bodies[variant] = html.encode()
+    return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+
+#: Streams refused at a cap, and streams dropped for not reading: a line a minute at most.
+_STREAMS_REFUSED = Sparse(60.0)
+_STREAMS_DROPPED = Sparse(60.0)
+
+
+class StreamGate:
+    """The board's event streams open at once: at most ``web.max_streams`` in all and
+    ``web.max_streams_per_client`` from one address (read at each stream's start, so a
+    reload applies them), so that pages left open, or a client opening stream after
+    stream, can never take the connections /healthz, /metrics and the API need."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        self.open = 0
+        self.by_client: dict[str, int] = {}
+        #: Notified when a stream ends (tests await it).
+        self.changed = asyncio.Condition()
+
+    def refusal(self, client: str) -> web.Response | None:
+        """The answer to a stream over a cap (counted and logged), or None to open it."""
+        cfg = self.collector.estate.web
+        if self.open >= cfg.streams():
+            status, why = 503, f"all {cfg.streams()} board streams are open"
+        elif self.by_client.get(client, 0) >= cfg.streams_per_client():
+            status, why = 429, f"{cfg.streams_per_client()} board streams are open from {client}"
+        else:
+            return None
+        self.collector.metrics.web_connections_refused.inc()
+        if count := _STREAMS_REFUSED.due():
+            log.info(
+                "board stream from %s refused (%d): %s; %d refused so (at most one such line"
+                " a minute)",
+                client,
+                status,
+                why,
+                count,
+            )
+        response = web.Response(
+            status=status,
+            text=f"{why}: try again later\n",
+            headers={"Retry-After": str(STREAM_RETRY_AFTER)},
+        )
+        response.force_close()
+        return response
+
+    def opened(self, client: str) -> None:
+        self.open += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
+
+    async def closed(self, client: str) -> None:
+        self.open -= 1
+        left = self.by_client[client] - 1
+        if left:
+            self.by_client[client] = left
+        else:
+            del self.by_client[client]
+        async with self.changed:
+            self.changed.notify_all()
+
+
+STREAMS: web.AppKey[StreamGate] = web.AppKey("board_streams")
 
 
 async def board_events(request: web.Request) -> web.StreamResponse:
-    """The SSE feed: the board's sections on every change, a tick every few seconds."""
+    """The SSE feed: the board's sections on every change, a tick every few seconds, a
+    ``bye`` when the stream's lifetime is up; refused over ``StreamGate``'s caps."""
     feed = request.app[FEED]
+    gate = request.app[STREAMS]
+    client = request.remote or "unknown"
+    refused = gate.refusal(client)
+    if refused is not None:
+        return refused
     last_seen = request.headers.get("Last-Event-ID")
+    loop = asyncio.get_running_loop()
+    gate.opened(client)
     try:
-        async with sse_response(request, ping_interval=60) as resp:
+        async with sse_response(request, ping_interval=60, send_timeout=SEND_TIMEOUT) as resp:
+            ends = loop.time() + STREAM_LIFETIME
             sent = -1
-            if last_seen == feed.event_id:
-                sent = feed.version  # reconnected to the same collector, nothing missed
+            if last_seen == feed.event_id or not feed.payload:
+                # Reconnected to the same collector, nothing missed; or nothing built yet:
+                # the first build is the first board (until then, ticks every TICK).
+                sent = feed.version
             feed.listen()
             try:
                 while not feed.closing.is_set() and resp.is_connected():
+                    left = ends - loop.time()
+                    if left <= 0:
+                        # The browser reconnects with the last id it saw: nothing missed.
+                        await resp.send(
+                            json.dumps({"now": to_iso(utcnow())}), event="bye", retry=RECONNECT_MS
+                        )
+                        break
                     if feed.version != sent and feed.payload:
                         sent = feed.version
-                        await resp.send(feed.payload, id=feed.event_id, event="board", retry=2000)
+                        await resp.send(
+                            feed.payload, id=feed.event_id, event="board", retry=RECONNECT_MS
+                        )
                     else:
                         await resp.send(json.dumps({"now": to_iso(utcnow())}), event="tick")
-                    await feed.wait_newer(sent, TICK)
+                    await feed.wait_newer(sent, min(TICK, left))
             finally:
                 feed.listeners -= 1
-    except ConnectionResetError:
-        # The browser went away (closed, navigated, or never stayed for the headers):
-        # nothing to send it, and nothing wrong here.
+    except ConnectionError:
+        # The browser went away (closed, navigated, or never stayed for the headers; a
+        # send to it then fails with a reset, or aiohttp's "Connection lost"): nothing to
+        # send it, and nothing wrong here.
         log.debug("board events: the client went away")
         return web.Response()  # never sent: its connection is gone
+    except TimeoutError:
+        # An event not taken within SEND_TIMEOUT: the client stopped reading, and its
+        # connection is aborted (aiohttp_sse) rather than left holding a stream.
+        if count := _STREAMS_DROPPED.due():
+            log.info(
+                "board stream to %s dropped: it took nothing for %g s; %d dropped so (at most"
+                " one such line a minute)",
+                client,
+                SEND_TIMEOUT,
+                count,
+            )
+        return web.Response()  # never sent: its connection is gone
+    finally:
+        await gate.closed(client)
     return resp
 
 
@@ -1491,13 +1700,31 @@ async def outage_page(request: web.Request) -> web.Response:
     return await _outage_page(request, request.match_info["id"])
 
 
+def local_target(text: str) -> URL | None:
+    """``text`` as the Location a sign-in sends the browser to, or None unless that is a path
+    on this server. Judged on what will be sent: yarl's URL drops tab, CR and LF, so
+    ``next=/%09/evil.example`` passed a check of the text and went out as
+    ``//evil.example``. No scheme, no host, one leading slash; and no control character or
+    backslash (which browsers read as a slash) in the text or in what is sent."""
+    if any(c == "\\" or unicodedata.category(c) == "Cc" for c in text):
+        return None
+    try:
+        url = URL(text)
+    except ValueError:
+        return None
+    sent = str(url)
+    if url.scheme or url.host is not None or not sent.startswith("/") or sent.startswith("//"):
+        return None
+    if "\\" in sent or any(unicodedata.category(c) == "Cc" for c in sent):
+        return None
+    return url
+
+
 async def login_page(request: web.Request) -> web.StreamResponse:
-    """Sign in for reading when ``web.read_token_file`` is set: sets an HttpOnly cookie."""
+    """Sign in for reading when ``web.read_token_file`` is set: sets an HttpOnly cookie
+    holding the read token (never the write token: that is typed into each write's form)."""
     tokens = request.app[auth.TOKENS]
-    target = request.query.get("next", "/")
-    # Only a path on this server: "//host" and "/\\host" would send the browser elsewhere.
-    if not target.startswith("/") or target[1:2] in ("/", "\\"):
-        target = "/"
+    target = local_target(request.query.get("next", "/")) or URL("/")
     message = None
     if request.method == "POST":
         try:
@@ -1505,17 +1732,30 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         except BodyError as exc:
             return await exc.answer(request)
         token = form.get("token")
-        if token is not None and tokens.may_read(token):
+        if tokens.read is None:  # reads are open: nothing to sign in for
+            raise web.HTTPSeeOther(target)
+        if token is not None and tokens.may_sign_in(token):
             resp = web.HTTPSeeOther(target)
-            resp.set_cookie(auth.COOKIE, token, httponly=True, samesite="Strict", path="/")
+            resp.set_cookie(
+                auth.COOKIE,
+                token,
+                httponly=True,
+                samesite="Strict",
+                path="/",
+                secure=request.secure,  # over TLS, sent back only over TLS
+            )
             raise resp
-        message = "That token is not right."
+        message = (
+            "That is the write token: sign in with the read token."
+            if tokens.may_write(token)
+            else "That token is not right."
+        )
     return _render(
         request,
         "board_login.html",
         status=401 if message else 200,
         now=to_iso(utcnow()),
-        next=target,
+        next=str(target),
         message=message,
         estate=request.app[COLLECTOR].estate.name,
         **_ctx(request),
@@ -1546,6 +1786,7 @@ def add_board(app: web.Application, collector: Collector) -> None:
     app[COLLECTOR] = collector
     app[ENV] = env
     app[FEED] = BoardFeed(collector, env)
+    app[STREAMS] = StreamGate(collector)
     app.cleanup_ctx.append(_feed_ctx)
     app.on_shutdown.append(_on_shutdown)
     static = Path(__file__).resolve().parent / "static"

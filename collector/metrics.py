@@ -336,7 +336,8 @@ class CollectorMetrics:
         )
         self.web_connections_refused = Counter(
             "availmon_web_connections_refused",
-            "web connections closed at once because web.max_connections were open",
+            "web connections closed at once because web.max_connections were open, and board"
+            " event streams refused over web.max_streams or web.max_streams_per_client",
             registry=r,
         )
         self.alert_messages = Counter(

@@ -268,11 +268,37 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+#: On every response. The pages load their script and stylesheet from /static/ and have
+#: nothing inline (no <script> or <style> text, no style or on* attributes: the values the
+#: board set in style attributes are in classes, or set by board.js), so the policy needs no
+#: 'unsafe-inline'; nobody may frame the board (clickjacking a write form); forms post here.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+#: The Server header, without aiohttp's and Python's versions.
+SERVER = "availmon"
+
+
+def harden(response: web.StreamResponse) -> None:
+    """Add the security headers and the versionless Server header to ``response``."""
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Server"] = SERVER
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    harden(response)
+
+
 def make_app(collector: Collector) -> web.Application:
     # Writes are small JSON bodies; nothing needs a large one.
     app = web.Application(
         middlewares=[auth.read_guard()], client_max_size=collector.estate.web.max_body_bytes
     )
+    app.on_response_prepare.append(_on_prepare)  # every response, errors and files too
     app[COLLECTOR] = collector
     app[STATUS_BODY] = BodyCache()
     app[STATUS_JSON] = StatusBody()
@@ -327,7 +353,9 @@ class _QuietHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         if status >= 500:
-            return super().handle_error(request, status, exc, message)
+            failed = super().handle_error(request, status, exc, message)
+            harden(failed)  # never through the app's response hook
+            return failed
         kind = type(exc).__name__ if exc is not None else "unparsable request"
         if count := _BAD_REQUESTS.due():
             log.info(
@@ -343,6 +371,7 @@ class _QuietHandler(RequestHandler):
         except ValueError:
             phrase = "Bad Request"
         response = web.Response(status=status, text=f"{status} {phrase}: {kind}\n")
+        harden(response)
         response.force_close()
         return response
 

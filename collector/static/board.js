@@ -1,7 +1,11 @@
 // The live board: swap the server-rendered sections in place on every SSE "board" event,
 // count durations up each second, and say when the feed is stale or reconnecting.
 // EventSource reconnects by itself and sends Last-Event-ID; the server then sends the whole
-// board again if it restarted (its event ids carry a boot id).
+// board again if it restarted (its event ids carry a boot id). The server ends each stream
+// after a while (a "bye" event first): that reconnection is no news. A stream refused (the
+// collector's stream caps: 503 or 429) is one the browser gives up on: we open a new one
+// later, waiting longer each time. Nothing here sets a style attribute's text (the
+// Content-Security-Policy refuses inline styles); custom properties go through the CSSOM.
 (function () {
   "use strict";
   var offset = 0; // server clock minus this browser's clock, ms
@@ -54,23 +58,43 @@
   }, 1000);
   tick();
 
+  // A check's history bars: the share of each bar's time that was up.
+  var bars = document.querySelectorAll("[data-uptime]");
+  for (var i = 0; i < bars.length; i++) {
+    bars[i].style.setProperty("--uptime", bars[i].getAttribute("data-uptime"));
+  }
+
   var board = document.getElementById("board");
   if (!board || !window.EventSource) return;
-  var source = new EventSource(board.getAttribute("data-events"));
-  source.addEventListener("board", function (e) {
-    var data = JSON.parse(e.data);
-    for (var name in data.sections) {
-      var el = document.getElementById("sec-" + name);
-      if (el) el.innerHTML = data.sections[name];
-    }
-    document.title = data.title;
-    board.setAttribute("data-event-id", e.lastEventId);
-    heard(data.now);
-    tick();
-  });
-  source.addEventListener("tick", function (e) { heard(JSON.parse(e.data).now); });
-  source.addEventListener("open", function () { heard(null); });
-  source.addEventListener("error", function () {
-    if (Date.now() - lastHeard <= STALE_AFTER) setConn("reconnecting", "Reconnecting…");
-  });
+  var leaving = false; // the server said "bye": the reconnection that follows is planned
+  var backoff = 0; // ms before opening a new stream after one was refused
+
+  function connect() {
+    var source = new EventSource(board.getAttribute("data-events"));
+    source.addEventListener("board", function (e) {
+      var data = JSON.parse(e.data);
+      for (var name in data.sections) {
+        var el = document.getElementById("sec-" + name);
+        if (el) el.innerHTML = data.sections[name];
+      }
+      document.title = data.title;
+      board.setAttribute("data-event-id", e.lastEventId);
+      heard(data.now);
+      tick();
+    });
+    source.addEventListener("tick", function (e) { heard(JSON.parse(e.data).now); });
+    source.addEventListener("bye", function (e) { leaving = true; heard(JSON.parse(e.data).now); });
+    source.addEventListener("open", function () { leaving = false; backoff = 0; heard(null); });
+    source.addEventListener("error", function () {
+      if (leaving) leaving = false; // the end the server announced; a failure after it is news
+      else if (Date.now() - lastHeard <= STALE_AFTER) setConn("reconnecting", "Reconnecting…");
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused: the browser will not try again by itself. Wait 5 s, then longer each
+        // time up to a minute, at a random point so pages refused together spread out.
+        backoff = Math.min(backoff ? backoff * 2 : 5000, 60000);
+        setTimeout(connect, backoff / 2 + Math.random() * backoff / 2);
+      }
+    });
+  }
+  connect();
 })();

@@ -145,3 +145,34 @@ async def test_alerts_go_while_page_readers_hold_the_reader(
             release.set()
             await page
         assert [m["kind"] for m in rx.received] == ["firing"]  # taken before deliver returned
+
+
+async def test_the_checks_list_is_not_a_snapshot_per_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aiohttp_client: Any
+) -> None:
+    """/api/v1/checks took a snapshot of every check on the event loop per request: open to
+    any reader, it held ingest and every page up for as long as a loop of it ran."""
+    from collector.web import make_app
+    from tests.collector.test_board import down_webmail
+
+    on_loop: list[bool] = []
+    snapshot = board.board_snapshot
+
+    def counted(*args: Any, **kw: Any) -> dict[str, Any]:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return snapshot(*args, **kw)
+
+    monkeypatch.setattr(board, "board_snapshot", counted)
+    c = Collector(board_estate(tmp_path))
+    try:
+        client = await aiohttp_client(make_app(c))
+        await down_webmail(c)
+        replies = await asyncio.gather(*(client.get("/api/v1/checks") for _ in range(10)))
+        bodies = [await r.json() for r in replies]
+        assert all(b == bodies[0] for b in bodies)
+        [webmail] = [x for x in bodies[0]["checks"] if x["check"] == "webmail"]
+        assert (webmail["state"], webmail["reason"]) == ("down", "HTTP 503")
+        assert not any(on_loop), "a snapshot was taken on the event loop"
+        assert len(on_loop) <= 2  # the feed's build (and one more if that was stale)
+    finally:
+        c.close()
