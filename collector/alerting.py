@@ -237,9 +237,22 @@ class Alerting:
                 continue
             self._refreshed[name] = mono
             payloads = await self.collector.internal(_firing, self.collector.internal_store, name)
-            if payloads:
-                with contextlib.suppress(channels.DeliveryError):
-                    await sender.refresh(payloads)  # type: ignore[attr-defined]
+            if not payloads:
+                continue
+            try:
+                await sender.refresh(payloads)  # type: ignore[attr-defined]
+            except channels.DeliveryError as exc:
+                log.warning(
+                    "re-posting %d firing alerts to %s failed: %s", len(payloads), name, exc
+                )
+            except Exception as exc:  # a bug: the other channels still re-post
+                where = "".join(traceback.format_tb(exc.__traceback__))
+                log.error(
+                    "re-posting firing alerts to %s failed: %s\n%s",
+                    name,
+                    unexpected_error(exc),
+                    where.rstrip("\n"),
+                )
 
     async def run(self) -> None:
         """Step and deliver while routes are configured; a reload restarts both loops with

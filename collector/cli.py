@@ -50,7 +50,7 @@ from collector.alerts import Context, test_message
 from collector.maintenance import Window, expand
 from collector.outage_csv import parse_csv, read_csv_file
 from collector.outage_csv import parse_time as parse_local_time
-from collector.outbox import AlertBook, list_alerts
+from collector.outbox import UNEXPECTED, AlertBook, list_alerts
 from collector.report import (
     FORMATS,
     accounts_for,
@@ -690,6 +690,9 @@ async def cmd_alerts_test(args: argparse.Namespace) -> int:
             except channels.DeliveryError as exc:
                 failed += 1
                 print(terminal(f"{name}: failed: {exc}"))
+            except Exception as exc:  # a bug: named, not its text (it may quote a secret)
+                failed += 1
+                print(terminal(f"{name}: failed: {UNEXPECTED}{type(exc).__name__} (a bug)"))
             else:
                 print(f"{name}: sent")
     return EXIT_FAIL if failed else 0

@@ -3,6 +3,7 @@ acknowledgement through the API and the board's form, behind the write token (is
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -161,3 +162,33 @@ def test_alerts_list_limit_out_of_range_is_a_usage_error(
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"availmon alerts list: error: argument --limit: expected a number 1-10000, got {limit!r}"
     )
+
+
+async def test_alerts_test_names_a_channels_bug_and_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A channel raising something that is no DeliveryError crashed the command with a
+    traceback quoting the exception's text (which may hold the channel's secret URL)."""
+    from collector import channels
+    from collector.cli import cmd_alerts_test
+
+    data = alert_data(
+        tmp_path,
+        routes(),
+        channels={"team": {"type": "webhook", "url": "http://127.0.0.1:9/", "secret_env": "H"}},
+    )
+    config = tmp_path / "estate.toml"
+    write_config(config, data)
+    monkeypatch.setenv("H", SECRET)
+    real = channels.build
+
+    class Broken:
+        async def send(self, message: Any) -> None:
+            raise RuntimeError(f"bug quoting {CANARY}")
+
+    monkeypatch.setattr(channels, "build", lambda *a: {n: Broken() for n in real(*a)})
+    args = argparse.Namespace(route="night", config=config)
+    assert await cmd_alerts_test(args) == 1
+    out = capsys.readouterr().out
+    assert out == "team: failed: unexpected error: RuntimeError (a bug)\n"
+    assert CANARY not in out

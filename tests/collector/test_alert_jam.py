@@ -308,3 +308,46 @@ async def test_an_unexpected_error_is_a_failed_try_that_holds_only_its_own_outag
         ]
         assert {m["status"] for m in outbox(c)} == {"sent"}
         assert all(CANARY not in (m["last_error"] or "") for m in outbox(c))
+
+
+async def test_a_bug_in_a_re_post_is_logged_and_ends_no_round(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Alertmanager forgets alerts not posted again: a refresh that raised something other
+    than a DeliveryError left the round (and any channel after it) to the loop's catch-all,
+    which logged the exception's text."""
+
+    class Forgets:
+        resend = 0.0
+
+        def __init__(self) -> None:
+            self.posted: list[int] = []
+
+        async def send(self, message: Mapping[str, Any]) -> None:
+            return None
+
+        async def refresh(self, messages: list[Mapping[str, Any]]) -> None:
+            if not self.posted:
+                self.posted.append(len(messages))
+                raise RuntimeError(f"bug quoting {CANARY}")
+            self.posted.append(len(messages))
+
+    async with (
+        hook_receiver(SECRET) as rx,
+        leader(tmp_path, {"type": "webhook", "url": rx.url, "secret_env": "HOOK_SECRET"}) as c,
+    ):
+        await Feed(c).event(
+            "dc", "webmail", "email", State.UP, State.DOWN, utcnow() - timedelta(minutes=2)
+        )
+        await c.alerting.step()
+        assert await c.alerting.deliver() == 1
+        forgets = Forgets()
+        c.alerting.senders["team"] = forgets  # type: ignore[assignment]
+        with caplog.at_level(logging.ERROR, logger="collector.alerting"):
+            await c.alerting.refresh()  # raised before
+        assert forgets.posted == [1]
+        (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "unexpected error: RuntimeError" in record.getMessage()
+        assert CANARY not in caplog.text
+        await c.alerting.refresh()  # the next round posts them again
+        assert forgets.posted == [1, 1]
