@@ -80,9 +80,17 @@ class Gaps:
     def _agent(self, agent: str) -> AgentSeqs:
         return self.agents.setdefault(agent, AgentSeqs())
 
-    def load(self, agent: str, ranges: Iterable[tuple[int, int]], now: float) -> None:
-        """What the store already holds, at start (gaps in it are expected from ``now``)."""
+    def load(
+        self,
+        agent: str,
+        ranges: Iterable[tuple[int, int]],
+        now: float,
+        first_seq: int | None = None,
+    ) -> None:
+        """What the store already holds, at start (gaps in it are expected from ``now``), and
+        where the agent's numbering last started, as the store kept it."""
         a = self._agent(agent)
+        self._first(a, first_seq)
         for lo, hi in ranges:
             a.seen.add(lo, hi)
         self._expect(a, now)
@@ -95,8 +103,7 @@ class Gaps:
         first_seq: int | None = None,
     ) -> None:
         a = self._agent(agent)
-        if first_seq is not None:
-            a.first_seq = first_seq  # a reinstalled spool starts later: older seqs are moot
+        self._first(a, first_seq)
         for lo, hi in ranges:
             a.seen.add(lo, hi)
         self._expect(a, now)
@@ -107,11 +114,18 @@ class Gaps:
         """``settled``: the agent's spool held nothing when it sent this heartbeat, so every
         seq up to ``last_seq`` has been delivered (or dropped) for good."""
         a = self._agent(agent)
-        if first_seq is not None:
-            a.first_seq = first_seq
+        self._first(a, first_seq)
         if settled:
             a.settled = max(a.settled, last_seq)
         self._expect(a, now)
+
+    @staticmethod
+    def _first(a: AgentSeqs, first_seq: int | None) -> None:
+        """An agent numbers afresh from the clock each time its spool opens (or a new spool
+        starts): older seqs are moot. Only ever up: a message delivered late, from before
+        the agent's restart, carries the older start."""
+        if first_seq is not None:
+            a.first_seq = max(first_seq, a.first_seq or first_seq)
 
     def _floor(self, a: AgentSeqs) -> int | None:
         return a.first_seq if a.first_seq is not None else a.seen.lowest()

@@ -14,7 +14,7 @@ import multiprocessing.process
 import sqlite3
 import sys
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
@@ -101,6 +101,9 @@ class _Judged:
 
     now: datetime
     verdicts: list[tuple[str, bytes, Accepted | Rejected | None]]
+    #: Indices of the messages the broker re-sent as retained (at a subscription): an old
+    #: heartbeat so re-sent says nothing of whether its agent is alive now.
+    retained: frozenset[int] = frozenset()
 
 
 @dataclasses.dataclass
@@ -339,8 +342,9 @@ class Collector:
             if row["source"] == "provisional":
                 self.liveness.opened(row["agent"])
         started = time.monotonic()
+        firsts = self.store.first_seqs()
         for agent, ranges in self.store.seen_seqs().items():
-            self.gaps.load(agent, ranges, started)
+            self.gaps.load(agent, ranges, started, first_seq=firsts.get(agent))
         self._live_loaded = True
 
     async def write(self, fn: Any, *args: Any) -> Any:
@@ -568,7 +572,9 @@ class Collector:
 
     # -- ingest ---------------------------------------------------------------------------
 
-    async def handle_batch(self, messages: list[tuple[str, bytes]]) -> dict[str, Confirmation]:
+    async def handle_batch(
+        self, messages: list[tuple[str, bytes]], retained: Iterable[int] = ()
+    ) -> dict[str, Confirmation]:
         """Validate, commit and update the live view; returns once the batch is durable,
         with what to confirm to each agent. A store fault keeps it waiting here.
 
@@ -576,7 +582,7 @@ class Collector:
         still be committing on the writer thread; everything after it (counts, logs, the
         commit, the live view) runs one batch at a time, in the order the batches came
         (``_committing`` is a fair lock), as if the batches had been handled one by one."""
-        judged = self._judge(messages)
+        judged = dataclasses.replace(self._judge(messages), retained=frozenset(retained))
         async with self._committing:
             return await self._commit(judged)
 
@@ -598,13 +604,13 @@ class Collector:
         and gaps up to date; what to confirm to each agent."""
         now = judged.now
         events: list[Event] = []
-        heartbeats: list[Heartbeat] = []
+        heartbeats: list[tuple[Heartbeat, bool]] = []  # and whether it came retained
         statuses: list[Accepted] = []
         accounted: list[tuple[str, int, int, str]] = []
         confirm: dict[str, Confirmation] = {}
         firsts: dict[str, int] = {}
         with_events: list[Accepted] = []
-        for topic, payload, verdict in judged.verdicts:
+        for index, (topic, payload, verdict) in enumerate(judged.verdicts):
             if verdict is None:
                 self._presence(topic, payload)
                 continue
@@ -647,7 +653,7 @@ class Collector:
                     firsts[verdict.agent] = verdict.first_seq
             elif verdict.heartbeat is not None:
                 self.liveness.heard(verdict.agent, min(now, verdict.heartbeat.at))
-                heartbeats.append(verdict.heartbeat)
+                heartbeats.append((verdict.heartbeat, index in judged.retained))
             else:
                 statuses.append(verdict)
         if events or accounted:
@@ -672,8 +678,8 @@ class Collector:
         # Statuses first: an agent's "online" and its first heartbeat often share a batch.
         for st in statuses:
             await self._status(st, now)
-        for hb in heartbeats:
-            await self._heartbeat(hb, now)
+        for hb, was_retained in heartbeats:
+            await self._heartbeat(hb, now, was_retained)
         await self._notify()
         return confirm
 
@@ -758,7 +764,7 @@ class Collector:
         if self._lead():
             await self._notify()
 
-    async def _heartbeat(self, hb: Heartbeat, now: datetime) -> None:
+    async def _heartbeat(self, hb: Heartbeat, now: datetime, retained: bool = False) -> None:
         try:
             await self.write(self.store.record_heartbeat, hb, now)
         except Exception:
@@ -774,8 +780,9 @@ class Collector:
             time.monotonic(),
         )
         # Silence is judged on when heartbeats arrive, by this clock: an agent whose clock is
-        # a minute slow was marked offline at every heartbeat timeout.
-        if self.liveness.silent_returned(hb.agent, now):
+        # a minute slow was marked offline at every heartbeat timeout. Not one the broker
+        # re-sent as retained at a subscription: it may be a dead agent's last.
+        if not retained and self.liveness.silent_returned(hb.agent, now):
             # Marked offline for missed heartbeats, and heard again: the link is back.
             await self._status(Accepted("status", hb.site, hb.agent, status="online"), now)
         prev = self.agents.get(hb.agent)
@@ -1090,7 +1097,8 @@ class Collector:
                     batch.append(await anext(messages))
                 work = asyncio.ensure_future(
                     self.handle_batch(
-                        [(str(m.topic), bytes(m.payload)) for m in batch]  # type: ignore[arg-type]
+                        [(str(m.topic), bytes(m.payload)) for m in batch],  # type: ignore[arg-type]
+                        [i for i, m in enumerate(batch) if m.retain],
                     )
                 )
                 inflight.append((work, batch))

@@ -373,6 +373,14 @@ def m016_outage_detected(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m017_agent_first_seq(db: sqlite_utils.Database) -> None:
+    # Where each agent's numbering last started (its heartbeat's first_seq): an agent numbers
+    # afresh from the clock each time its spool opens, and a collector starting up must not
+    # count the hole between two numberings as missing events.
+    db.execute("ALTER TABLE agents ADD COLUMN first_seq INTEGER")
+
+
 #: Later than any time stored (µs): "to the end of time" for range reads.
 FOREVER = 1 << 62
 
@@ -991,10 +999,13 @@ class Store:
                 )
             self.conn.execute(
                 "INSERT INTO agents (agent, site, status, status_at, last_heartbeat, last_seq,"
-                " spool_depth) VALUES (?,?,'online',?,?,?,?) ON CONFLICT(agent) DO UPDATE SET"
+                " spool_depth, first_seq) VALUES (?,?,'online',?,?,?,?,?)"
+                " ON CONFLICT(agent) DO UPDATE SET"
                 " site=excluded.site, last_heartbeat=excluded.last_heartbeat,"
-                " last_seq=excluded.last_seq, spool_depth=excluded.spool_depth",
-                (hb.agent, hb.site, now, now, hb.seq, hb.spool_depth),
+                " last_seq=excluded.last_seq, spool_depth=excluded.spool_depth,"
+                # Never lowered by a heartbeat delivered late: numberings only move up.
+                " first_seq=max(COALESCE(agents.first_seq, 0), COALESCE(excluded.first_seq, 0))",
+                (hb.agent, hb.site, now, now, hb.seq, hb.spool_depth, hb.first_seq),
             )
 
     def open_provisional(self, site: str, agent: str, start: datetime) -> str:
@@ -1112,6 +1123,11 @@ class Store:
 
     def agents(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM agents ORDER BY site, agent")]
+
+    def first_seqs(self) -> dict[str, int]:
+        """Per agent, where its numbering last started, as its heartbeats said."""
+        rows = self.conn.execute("SELECT agent, first_seq FROM agents WHERE first_seq > 0")
+        return {agent: int(first) for agent, first in rows}
 
     def seen_seqs(self) -> dict[str, list[tuple[int, int]]]:
         """Per agent, the seq ranges held: stored, or accounted for (dropped, refused)."""

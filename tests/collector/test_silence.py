@@ -16,7 +16,7 @@ import pytest
 
 from availmon.clock import utcnow
 from availmon.errors import StoreError
-from availmon.schema import topic
+from availmon.schema import Heartbeat, topic
 from collector.main import Collector
 from tests.collector.board_helpers import Feed, board_estate
 
@@ -53,6 +53,21 @@ async def test_nobody_is_silent_while_the_store_holds_heartbeats_back(
     assert collector.liveness.status["dc"] == "online"
 
 
+async def test_silence_is_counted_afresh_once_the_store_writes_again(
+    collector: Collector,
+) -> None:
+    """The heartbeats that waited behind the failing writes come after the first write
+    that succeeds: agents silent only for that wait are not marked offline."""
+    timeout = collector.estate.heartbeat_timeout()
+    collector.store_error = "disk_full"  # and no heartbeat got through for an hour
+    await collector.write(lambda: None)  # the store writes again
+    assert collector.store_error is None
+    await collector.check_silence(utcnow() + timedelta(seconds=timeout / 2))
+    assert collector.liveness.status["dc"] == "online"
+    await collector.check_silence(utcnow() + timedelta(seconds=timeout + 1))
+    assert collector.liveness.status["dc"] == "offline"
+
+
 async def test_a_stop_gives_up_a_write_the_store_refuses(
     collector: Collector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,3 +85,19 @@ async def test_a_stop_gives_up_a_write_the_store_refuses(
     collector.stopping = True
     with pytest.raises(StoreError, match="still cannot be written \\(disk_full\\) at shutdown"):
         await asyncio.wait_for(write, 60)
+
+
+async def test_a_retained_heartbeat_at_a_subscription_does_not_revive_a_silent_agent(
+    collector: Collector,
+) -> None:
+    """The broker re-sends every agent's last heartbeat, retained, at each subscription: a
+    dead agent's old one, counted on arrival, made it online again and dropped its site
+    outage. A heartbeat published now does revive it."""
+    old = utcnow() - timedelta(minutes=30)
+    await collector.check_silence()  # no heartbeat in the hour the collector listened
+    assert collector.liveness.status["dc"] == "offline"
+    hb = Heartbeat(site="dc", agent="dc", at=old, seq=0, spool_depth=0, checks=[])
+    await collector.handle_batch([(topic("dc", "dc", "heartbeat"), hb.to_json())], retained=[0])
+    assert collector.liveness.status["dc"] == "offline"
+    await collector.handle_batch([(topic("dc", "dc", "heartbeat"), hb.to_json())])
+    assert collector.liveness.status["dc"] == "online"
