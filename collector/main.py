@@ -126,7 +126,8 @@ def _answer(receive: Any) -> Any:
 
 
 class Collector:
-    """Owns the store (one writer thread, one reader thread), the MQTT session and the web app.
+    """Owns the store (one writer thread; reader threads for pages and the API, for its own
+    reads and alert delivery, for the KPI, and for reports), the MQTT session and the web app.
 
     Outages as the live pages show them (open, recent, the quarter-to-date KPI) are kept in
     ``view`` (collector/live.py), brought up to date on the writer thread after every write
@@ -143,6 +144,9 @@ class Collector:
         #: connection of their own: a flood of page or API requests queues on ``_reader``
         #: and must not hold up an alert (``internal``).
         self._internal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-internal")
+        #: The quarter's KPI by the full rules (``_kpi_store``, ``_kpi_board``): seconds of
+        #: work on a busy store, so neither pages nor alert delivery wait behind it.
+        self._figures = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpi")
         #: Builds /metrics (no store reads): never queued behind a long report.
         self._scraper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrape")
         #: Makes the reports asked for through the API, on a connection of its own: a
@@ -160,10 +164,10 @@ class Collector:
         #: The quarter's KPI by issue 10's rules, when the live view's is not the
         #: accounting's: worked out from the store, and costly at a busy store's size.
         self._kpi_store: Costly[dict[str, tuple[float, float]]] = Costly(
-            self._internal, lambda now: kpi_snapshot(self.internal_store, self.estate, now)
+            self._figures, lambda now: kpi_snapshot(self.figures_store, self.estate, now)
         )
         self._kpi_board: Costly[dict[str, Any]] = Costly(
-            self._internal, lambda now: board_kpi_view(self.internal_store, self.estate, now)
+            self._figures, lambda now: board_kpi_view(self.figures_store, self.estate, now)
         )
         #: Bumped by each config reload: figures of the old config are never served.
         self._config_generation = 0
@@ -177,6 +181,7 @@ class Collector:
         self.store = Store(path, tolerant=True, cache_mib=WRITER_CACHE_MIB)
         self.read_store = Store(path, tolerant=True)
         self.internal_store = Store(path, tolerant=True)
+        self.figures_store = Store(path, tolerant=True)
         self.report_store = Store(path, tolerant=True)
         self.live: dict[tuple[str, str], LiveCheck] = {}
         self.agents: dict[str, LiveAgent] = {}
@@ -465,7 +470,7 @@ class Collector:
     def kpi(self, now: datetime) -> dict[str, tuple[float, float]]:
         """The quarter-to-date KPI for /metrics: from the live view while that is the
         accounting's figure (``LiveOutages.plain``), else by issue 10's full rules from the
-        store, on the reader thread."""
+        store, on its own thread (``_figures``)."""
         self.catch_up()
         if self.view.plain:
             return self.view.kpi(now)
@@ -486,14 +491,14 @@ class Collector:
 
     def kpi_view(self, now: datetime) -> dict[str, Any] | None:
         """The board's KPI when the live view's is not the accounting's (None: use the
-        view's), read on the reader thread; called off the event loop."""
+        view's), worked out on its own thread (``_figures``); called off the event loop."""
         if self.view.plain:
             return None
         return self._kpi_board.get(*self._kpi_key(now), now)
 
     def kpi_view_costing(self, now: datetime) -> tuple[dict[str, Any] | None, float]:
         """``kpi_view``, and the CPU-seconds of working it out that the caller waited for
-        on the reader thread (the board counts them in its rate limit)."""
+        on its thread (the board counts them in its rate limit)."""
         if self.view.plain:
             return None, 0.0
         return self._kpi_board.get_costing(*self._kpi_key(now), now)
@@ -564,10 +569,12 @@ class Collector:
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
         self._internal.shutdown(wait=True)
+        self._figures.shutdown(wait=True)
         self._reporter.shutdown(wait=True, cancel_futures=True)  # a report asked for is moot
         self.store.close()
         self.read_store.close()
         self.internal_store.close()
+        self.figures_store.close()
         self.report_store.close()
 
     # -- ingest ---------------------------------------------------------------------------
