@@ -314,7 +314,10 @@ async def test_the_agent_goes_on_probing_while_its_spool_is_full(
             await until(State.UP)
             assert not run.done()  # it did not end
             held = agent.spool.unwritten
-            assert held >= 4  # the note that filled it, unknown -> up, up -> down, down -> up
+            # At least the note that filled it (its retry may have found room for a few of
+            # unknown -> up, up -> down, down -> up meanwhile: the end below checks them all).
+            assert held >= 1
+            assert len(seen) >= 3
             hb = Heartbeat.model_validate_json(await agent._heartbeat())
             assert hb.spool_depth >= len(filled) + held
             assert [c.state for c in hb.checks] == [State.UP]

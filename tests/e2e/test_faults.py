@@ -336,9 +336,11 @@ class EnteringCollector(Collector):
         super().__init__(estate)
         self.entered = asyncio.Event()
 
-    async def handle_batch(self, messages: list[tuple[str, bytes]]) -> dict[str, Confirmation]:
+    async def handle_batch(
+        self, messages: list[tuple[str, bytes]], retained: Iterable[int] = ()
+    ) -> dict[str, Confirmation]:
         self.entered.set()
-        return await super().handle_batch(messages)
+        return await super().handle_batch(messages, retained)
 
 
 async def test_batch_cut_off_by_a_disconnect_is_counted(broker: Mosquitto, tmp_path: Path) -> None:
@@ -488,11 +490,13 @@ class RecordingCollector(Collector):
         super().__init__(estate)
         self.arrived: list[str] = []
 
-    async def handle_batch(self, messages: list[tuple[str, bytes]]) -> dict[str, Confirmation]:
+    async def handle_batch(
+        self, messages: list[tuple[str, bytes]], retained: Iterable[int] = ()
+    ) -> dict[str, Confirmation]:
         for topic_, payload in messages:
             if topic_.endswith("/events"):  # a batch (issue 8)
                 self.arrived += [e["id"] for e in json.loads(payload)["events"]]
-        return await super().handle_batch(messages)
+        return await super().handle_batch(messages, retained)
 
 
 async def test_agent_killed_with_events_in_its_spool(tmp_path: Path) -> None:
