@@ -3,9 +3,12 @@ that go through the collector's real ingest path (``Collector.handle_batch``).""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from availmon.config import Estate, parse_config
 from availmon.schema import CheckStatus, Event, Evidence, Heartbeat, State, topic
@@ -114,3 +117,24 @@ class Feed:
             checks=list(checks),
         )
         await self.collector.handle_batch([(topic(site, site, "heartbeat"), hb.to_json())])
+
+
+async def read_event(
+    stream: aiohttp.StreamReader | asyncio.StreamReader, deadline: float = 30.0
+) -> dict[str, str]:
+    """One server-sent event (fields by name), skipping comments; EOFError when the
+    stream ends, TimeoutError when no line comes within ``deadline``."""
+    fields: dict[str, str] = {}
+    while True:
+        raw = await asyncio.wait_for(stream.readline(), deadline)
+        if not raw:
+            raise EOFError("the stream ended")
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if fields:
+                return fields
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        fields[name] = fields.get(name, "") + value.removeprefix(" ")

@@ -26,7 +26,7 @@ from collector.board import MAX_PAUSE, BoardFeed, environment, when
 from collector.main import Collector
 from collector.store import CancelOutcome
 from collector.web import make_app, start_web
-from tests.collector.board_helpers import Feed, board_estate
+from tests.collector.board_helpers import Feed, board_estate, read_event
 
 TOKEN = "s3cret-write-token"
 READ_TOKEN = "read-only-token"
@@ -157,21 +157,6 @@ def test_dates_before_this_year_show_the_year() -> None:
     assert when("2019-07-03T09:15:00+00:00", now, tz) == "3 Jul 2019 10:15"
     assert when("2026-02-01T09:15:00+00:00", now, tz) == "Sun 1 Feb 09:15"
     assert when("2026-03-10T08:00:00+00:00", now, tz) == "today 08:00"
-
-
-async def read_event(stream: aiohttp.StreamReader) -> dict[str, str]:
-    """One server-sent event (fields by name), skipping comments."""
-    fields: dict[str, str] = {}
-    while True:
-        line = (await stream.readline()).decode().rstrip("\r\n")
-        if not line:
-            if fields:
-                return fields
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        fields[name] = fields.get(name, "") + value.removeprefix(" ")
 
 
 async def next_board(stream: aiohttp.StreamReader) -> dict[str, str]:

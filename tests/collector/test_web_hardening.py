@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import socket
 import ssl
 import threading
@@ -32,7 +31,8 @@ from availmon.schema import CheckStatus, State
 from collector import board
 from collector.main import Collector
 from collector.web import make_app, start_web
-from tests.collector.board_helpers import Feed, board_estate
+from tests.browser import chromium, needs_chromium
+from tests.collector.board_helpers import Feed, board_estate, read_event
 from tests.peers import wait_until
 
 #: Only guards a hung test; nothing is timed.
@@ -113,24 +113,6 @@ class Stream:
 
     def close(self) -> None:
         self.writer.close()
-
-
-async def read_event(stream: aiohttp.StreamReader | asyncio.StreamReader) -> dict[str, str]:
-    """One server-sent event (fields by name), skipping comments."""
-    fields: dict[str, str] = {}
-    while True:
-        raw = await asyncio.wait_for(stream.readline(), DEADLINE)
-        if not raw:
-            raise EOFError("the stream ended")
-        line = raw.decode().rstrip("\r\n")
-        if not line:
-            if fields:
-                return fields
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        fields[name] = fields.get(name, "") + value.removeprefix(" ")
 
 
 async def healthy(collector: Collector) -> None:
@@ -692,12 +674,6 @@ def test_stream_caps_default_to_a_quarter_of_the_connections_and_are_checked(
 
 # -- the board in a browser, under its policy ----------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
-browser_needed = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="needs Debian's chromium (make debs installs it)"
-)
-
 #: Records every policy violation and every connection state the page shows.
 WATCH = """
 window.violations = [];
@@ -711,19 +687,7 @@ new MutationObserver(() => {
 """
 
 
-@contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-@browser_needed
+@needs_chromium
 async def test_the_board_works_under_its_policy_and_its_stream_limits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

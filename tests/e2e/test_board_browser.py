@@ -8,7 +8,6 @@ to build/screenshots/ for a person to look at."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from agent.main import Agent
 from availmon.config import Estate, parse_config
 from availmon.schema import State
 from collector.main import Collector
+from tests.browser import chromium, needs_chromium
 from tests.peers import (
     HttpTarget,
     amqtt_broker,
@@ -30,20 +30,7 @@ from tests.peers import (
     web_check,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="needs Debian's chromium (make debs installs it)"
-)
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+pytestmark = needs_chromium
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 TOKEN = "browser-test-token"
 #: The brief's bound: a committed change reaches the page within this (a deadline, not a
@@ -108,14 +95,8 @@ async def system(tmp_path: Path) -> AsyncIterator[System]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with chromium() as b:
+        yield b
 
 
 async def shot(page: Any, name: str) -> None:
