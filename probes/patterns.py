@@ -6,7 +6,8 @@ Python's ``re`` cannot be stopped once a search starts, and it runs on the event
 (minutes, or never). The ``regex`` module takes the same syntax, stops a search at a timeout,
 and lets other threads run while it searches: a search gets a few milliseconds on the loop
 (where nearly every pattern ends), then the rest of the probe's time on a worker thread.
-The syntax is Python's ``re`` syntax (``regex`` version 0, its default).
+The syntax is the ``regex`` module's default (version 0): Python's ``re`` syntax with a few
+additions and differences, which the README lists.
 """
 
 from __future__ import annotations
