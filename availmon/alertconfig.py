@@ -208,9 +208,7 @@ class SlackChannel(_Frozen):
     timeout: ChannelTimeout = 10.0
 
     def url(self) -> str:
-        value = resolve_secret(self.url_file, self.url_env, "url")
-        assert value is not None  # required by the config check
-        return value
+        return _secret_url(self.url_file, self.url_env)
 
 
 class TeamsChannel(_Frozen):
@@ -223,9 +221,22 @@ class TeamsChannel(_Frozen):
     timeout: ChannelTimeout = 10.0
 
     def url(self) -> str:
-        value = resolve_secret(self.url_file, self.url_env, "url")
-        assert value is not None  # required by the config check
-        return value
+        return _secret_url(self.url_file, self.url_env)
+
+
+def _secret_url(url_file: Path | None, url_env: str | None) -> str:
+    """A chat webhook's URL, which is its credential and so read from a secret: checked as
+    a config's URLs are (an http(s) URL with a host and a port aiohttp takes), at start, or
+    every delivery fails and is retried for ever. The error never shows the URL."""
+    from availmon.errors import StartupError
+
+    value = resolve_secret(url_file, url_env, "url")
+    assert value is not None  # required by the config check
+    try:
+        return _http_url(value)
+    except ValueError as exc:
+        where = f"url_file: {url_file}" if url_file is not None else f"url_env: {url_env}"
+        raise StartupError(f"{where}: {exc}") from None
 
 
 Channel = Annotated[

@@ -418,3 +418,35 @@ def test_a_channel_timeout_under_a_tenth_of_a_second_is_refused(timeout: Any) ->
 @pytest.mark.parametrize("timeout", [0.1, "500ms", 1, "1s", 30])
 def test_a_channel_timeout_of_a_tenth_of_a_second_or_more_passes(timeout: Any) -> None:
     assert issues_of(mail_at(timeout=timeout)) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("ftp://hooks.slack.test/T0/B0/secretpart", "expected an http:// or https:// URL"),
+        ("https://[::1/secretpart", "expected a host name, an IPv4 address or an IPv6"),
+        ("https://hooks.slack.test:70000/secretpart", "expected a port from 1 to 65535"),
+    ],
+)
+def test_a_chat_webhook_url_read_from_its_secret_is_checked_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, error: str
+) -> None:
+    """The URL is the credential, so it comes from a secret the config check never reads:
+    one that aiohttp refuses failed every delivery, retried for ever. The error names where
+    it came from, never the URL."""
+    from availmon.alertconfig import SlackChannel, TeamsChannel
+    from availmon.errors import StartupError
+
+    monkeypatch.setenv("CHAT_URL", url)
+    with pytest.raises(StartupError) as slack:
+        SlackChannel(type="slack", url_env="CHAT_URL").url()
+    assert str(slack.value).startswith(f"url_env: CHAT_URL: {error}")
+    secret = tmp_path / "teams-url"
+    secret.write_text(url + "\n")
+    secret.chmod(0o600)
+    with pytest.raises(StartupError) as teams:
+        TeamsChannel(type="teams", url_file=secret).url()
+    assert str(teams.value).startswith(f"url_file: {secret}: {error}")
+    assert "secretpart" not in str(slack.value) + str(teams.value)
+    monkeypatch.setenv("CHAT_URL", "https://hooks.slack.test/T0/B0/secretpart")
+    assert SlackChannel(type="slack", url_env="CHAT_URL").url().endswith("/secretpart")
