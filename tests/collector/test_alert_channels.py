@@ -56,6 +56,22 @@ async def leader(tmp_path: Path, channel: dict[str, Any]) -> AsyncIterator[Colle
         c.close()
 
 
+@asynccontextmanager
+async def webmail_alerting(tmp_path: Path) -> AsyncIterator[tuple[Any, Collector]]:
+    """A leading collector whose one route posts to a signed webhook receiver on loopback,
+    with webmail down since two minutes ago and its alert's firing message queued (the
+    caller sets HOOK_SECRET to ``SECRET``)."""
+    async with (
+        hook_receiver(SECRET) as rx,
+        leader(tmp_path, {"type": "webhook", "url": rx.url, "secret_env": "HOOK_SECRET"}) as c,
+    ):
+        await Feed(c).event(
+            "dc", "webmail", "email", State.UP, State.DOWN, utcnow() - timedelta(minutes=2)
+        )
+        await c.alerting.step()
+        yield rx, c
+
+
 async def test_webhook_is_signed_and_a_replay_is_refused(tmp_path: Path) -> None:
     async with (
         hook_receiver(SECRET) as rx,

@@ -28,7 +28,7 @@ from collector.channels.email import compose
 from tests.alert_peers import hook_receiver
 from tests.collector.alert_helpers import outbox
 from tests.collector.board_helpers import Feed
-from tests.collector.test_alert_channels import SECRET, leader
+from tests.collector.test_alert_channels import SECRET, leader, webmail_alerting
 from tests.conftest import CANARY
 from tests.peers import free_port
 
@@ -332,14 +332,7 @@ async def test_a_bug_in_a_re_post_is_logged_and_ends_no_round(
                 raise RuntimeError(f"bug quoting {CANARY}")
             self.posted.append(len(messages))
 
-    async with (
-        hook_receiver(SECRET) as rx,
-        leader(tmp_path, {"type": "webhook", "url": rx.url, "secret_env": "HOOK_SECRET"}) as c,
-    ):
-        await Feed(c).event(
-            "dc", "webmail", "email", State.UP, State.DOWN, utcnow() - timedelta(minutes=2)
-        )
-        await c.alerting.step()
+    async with webmail_alerting(tmp_path) as (_, c):
         assert await c.alerting.deliver() == 1
         forgets = Forgets()
         c.alerting.senders["team"] = forgets  # type: ignore[assignment]

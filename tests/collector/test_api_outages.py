@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from availmon.clock import utcnow
-from availmon.schema import State
 from collector import board
 from collector.api import KINDS, _outages
 from collector.main import Collector
@@ -118,19 +117,10 @@ async def test_alerts_go_while_page_readers_hold_the_reader(
     """Alert delivery read its queue on the thread that serves the board and the API, and
     works out the KPI: a loop of costly reads by anyone on the network, or a KPI worked out
     afresh (seconds on a busy store), held alerts back as long as it ran."""
-    from tests.alert_peers import hook_receiver
-    from tests.collector.board_helpers import Feed
-    from tests.collector.test_alert_channels import SECRET, leader
+    from tests.collector.test_alert_channels import SECRET, webmail_alerting
 
     monkeypatch.setenv("HOOK_SECRET", SECRET)
-    async with (
-        hook_receiver(SECRET) as rx,
-        leader(tmp_path, {"type": "webhook", "url": rx.url, "secret_env": "HOOK_SECRET"}) as c,
-    ):
-        await Feed(c).event(
-            "dc", "webmail", "email", State.UP, State.DOWN, utcnow() - timedelta(minutes=2)
-        )
-        await c.alerting.step()
+    async with webmail_alerting(tmp_path) as (rx, c):
         held = [threading.Event(), threading.Event()]
         release = threading.Event()
 
