@@ -80,21 +80,6 @@ class Gaps:
     def _agent(self, agent: str) -> AgentSeqs:
         return self.agents.setdefault(agent, AgentSeqs())
 
-    def load(
-        self,
-        agent: str,
-        ranges: Iterable[tuple[int, int]],
-        now: float,
-        first_seq: int | None = None,
-    ) -> None:
-        """What the store already holds, at start (gaps in it are expected from ``now``), and
-        where the agent's numbering last started, as the store kept it."""
-        a = self._agent(agent)
-        self._first(a, first_seq)
-        for lo, hi in ranges:
-            a.seen.add(lo, hi)
-        self._expect(a, now)
-
     def seen(
         self,
         agent: str,
@@ -102,6 +87,9 @@ class Gaps:
         now: float,
         first_seq: int | None = None,
     ) -> None:
+        """Seqs stored (or accounted for), from a batch; at start, what the store already
+        holds (gaps in it are expected from ``now``) with where the agent's numbering last
+        started, as the store kept it."""
         a = self._agent(agent)
         self._first(a, first_seq)
         for lo, hi in ranges:

@@ -349,7 +349,7 @@ class Collector:
         started = time.monotonic()
         firsts = self.store.first_seqs()
         for agent, ranges in self.store.seen_seqs().items():
-            self.gaps.load(agent, ranges, started, first_seq=firsts.get(agent))
+            self.gaps.seen(agent, ranges, started, first_seq=firsts.get(agent))
         self._live_loaded = True
 
     async def write(self, fn: Any, *args: Any) -> Any:

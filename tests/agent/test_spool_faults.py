@@ -27,14 +27,13 @@ import pytest
 
 import agent.spool as spool_module
 from agent.main import Agent
-from agent.publisher import Publisher
 from agent.spool import Spool, SpoolError
 from agent.state import Transition
 from availmon.cli import main as availmon_main
-from availmon.clock import utcnow
 from availmon.config import Check
 from availmon.schema import Evidence, Heartbeat, State, topic
 from collector.gaps import Gaps
+from tests.agent.test_publisher import publisher
 from tests.e2e.procs import write_config
 from tests.peers import estate, estate_data, free_port, http_target, mosquitto, web_check
 
@@ -473,20 +472,7 @@ async def test_a_batch_says_the_first_seq_of_the_numbering_its_events_are_in(
     async with mosquitto(tmp_path / "mq") as broker:
         cfg = estate(tmp_path, broker.port, [web_check("http://127.0.0.1:9/")])
 
-        async def heartbeat() -> bytes:
-            return Heartbeat(
-                site="hq", agent="hq", at=utcnow(), seq=1, spool_depth=0, checks=[]
-            ).to_json()
-
-        pub = Publisher(
-            cfg.broker,
-            site="hq",
-            agent="hq",
-            spool=s,
-            heartbeat=heartbeat,
-            heartbeat_interval=3600,
-            reconnect_max=1,
-        )
+        pub = publisher(cfg, s)
         said: dict[int, int] = {}  # seq -> the first_seq of the batch that carried it
         arrived = asyncio.Event()
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="reader") as reader:
