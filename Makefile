@@ -41,7 +41,7 @@ debs:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy availmon agent collector probes
+	$(BIN)/mypy availmon agent collector probes bench
 
 test: $(STAMP) debs lint
 	$(BIN)/pytest -q

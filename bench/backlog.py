@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
@@ -80,7 +81,7 @@ def publish_all(port: int, site: str, payloads: list[bytes]) -> None:
     paho keeps at most 65,535 QoS 1 messages in flight (one per message id), so the loop
     waits for acknowledgements in windows rather than queueing everything at once.
     """
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{site}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{site}")
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", port)
     client.loop_start()

@@ -12,11 +12,11 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-Driver = Callable[[dict[str, Any]], Awaitable[Any]]
+Driver = Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]
 
 
 async def _workers(

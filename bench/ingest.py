@@ -34,6 +34,7 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
@@ -92,7 +93,7 @@ def messages(site: str, count: int) -> list[bytes]:
 
 def publish(port: int, per_agent: int) -> int:
     """One lean process queues every agent's batches (QoS 1, PUBACK awaited in windows)."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-publisher")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher")
     client.max_inflight_messages_set(100)
     client.connect("127.0.0.1", port)
     client.loop_start()

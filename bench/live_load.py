@@ -26,10 +26,11 @@ from typing import Any
 def publish(a: dict[str, Any]) -> dict[str, Any]:
     """``rate`` events/s over ``sites`` agents, one batch per agent every ``tick`` s."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     from availmon.schema import Event, State
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-agents")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-agents")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", a["port"])

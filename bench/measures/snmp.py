@@ -49,7 +49,7 @@ def run(ctx: Ctx) -> list[Figure]:
             raise RuntimeError(f"snmp_start exited {code}")
         start_wall.append(wall)
         start_cpu.append(cpu)
-    wall = Spread.of(start_wall)
+    start = Spread.of(start_wall)
     return [
         Figure(
             "snmp.cpu",
@@ -63,9 +63,9 @@ def run(ctx: Ctx) -> list[Figure]:
         ),
         Figure(
             "snmp.start",
-            wall,
+            start,
             "s (wall)",
-            wall.median < 2.0,
+            start.median < 2.0,
             note="process start to config parsed and engine ready; "
             f"CPU {Spread.of(start_cpu).text()} s",
         ),
