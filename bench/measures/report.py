@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.common import AVAILMON, PYTHON, Ctx, Figure, Spread
 from bench.report_data import AREAS, QUARTER, QUARTERS_US, config_text, make_store, report_spans
+from collector.store import Store
 
 ROWS = 1_000_000
 HISTORY = 100_000
@@ -50,6 +51,39 @@ for area in areas:
             cs, ce = s, e
     totals[area] = total + ((ce - cs) if ce is not None else 0)
 print(totals)
+"""
+
+
+#: What any report of these rows costs before it works anything out: the rows the rules
+#: need (the report's own query, every column it reads, the quarter and the history's
+#: three quarters), read and dropped. A report that reads its rows into Python cannot
+#: cost less than this.
+READ_FLOOR = """
+import sqlite3, sys
+db, lo, select = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+conn = sqlite3.connect(db)
+n = 0
+for _row in conn.execute(select + " WHERE o.start >= ?", (lo,)):
+    n += 1
+print(n)
+"""
+
+#: ``PEER``'s union done by SQLite itself (window functions, no row in Python): what one
+#: pass over the rows costs where the work stays in C.
+SQL_UNION = """
+import sqlite3, sys
+db, lo, hi, areas = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+conn = sqlite3.connect(db)
+q = (
+    "WITH o AS (SELECT max(start, :lo) AS s, min(end, :hi) AS e FROM outages"
+    " WHERE area = :area AND start < :hi AND end > :lo),"
+    " m AS (SELECT s, e, max(e) OVER (ORDER BY s ROWS BETWEEN UNBOUNDED PRECEDING"
+    " AND 1 PRECEDING) AS pe FROM o),"
+    " g AS (SELECT s, e, sum(pe IS NULL OR s > pe) OVER (ORDER BY s ROWS UNBOUNDED"
+    " PRECEDING) AS grp FROM m)"
+    " SELECT sum(ge - gs) FROM (SELECT min(s) AS gs, max(e) AS ge FROM g GROUP BY grp)"
+)
+print({a: conn.execute(q, {"lo": lo, "hi": hi, "area": a}).fetchone()[0] for a in areas})
 """
 
 
@@ -126,13 +160,19 @@ def run(ctx: Ctx) -> list[Figure]:
     argv = [AVAILMON, "report", "--period", QUARTER, "--config", str(config)]
     lo, hi = QUARTERS_US[3]
     peer = [PYTHON, "-c", PEER, str(db), str(lo), str(hi), *AREAS]
+    floor = [PYTHON, "-c", READ_FLOOR, str(db), str(QUARTERS_US[0][0]), Store._RECORD_SELECT]
+    in_sql = [PYTHON, "-c", SQL_UNION, str(db), str(lo), str(hi), *AREAS]
     timed(peer)  # warm the page cache for both: the figure is CPU, not the first read
     cpu, rss, peer_cpu, ratio, walls = [], [], [], [], []
+    floor_cpu: list[float] = []
+    sql_cpu: list[float] = []
     again_cpu, again_rss, again_ratio = [], [], []
     for n in range(ctx.runs):
         clear_cache(db)
         wall, used, mb = timed([*argv, "--format", "html", "--out", str(out)])
         _, theirs, _ = timed(peer)
+        floor_cpu.append(timed(floor)[1])
+        sql_cpu.append(timed(in_sql)[1])
         cpu.append(used)
         rss.append(mb)
         walls.append(wall)
@@ -159,7 +199,9 @@ def run(ctx: Ctx) -> list[Figure]:
         f" the collector keeping the days ({len(days)} of the quarter and the last):"
         f" {sum(days):.1f} CPU-s, {Spread.of(days).text()} a day, then the history's"
         f" {len(quarters)} quarters: {sum(quarters):.1f} CPU-s; the report after that pass:"
-        f" {kept:.2f} CPU-s"
+        f" {kept:.2f} CPU-s; floor: the rows the rules need read and dropped (the report's"
+        f" query, the quarter and the history) {Spread.of(floor_cpu).text()} CPU-s, the"
+        f" union done by SQLite's window functions {Spread.of(sql_cpu).text()} CPU-s"
     )
     return [
         Figure(
@@ -176,6 +218,8 @@ def run(ctx: Ctx) -> list[Figure]:
                 "json_cpu": as_json,
                 "json_rss_mb": json_mb,
                 "after_keeper_cpu": kept,
+                "read_floor_cpu": Spread.of(floor_cpu).median,
+                "sql_union_cpu": Spread.of(sql_cpu).median,
             },
         ),
         Figure("report.rss", rss_s, "MB", rss_s.median <= 300),
