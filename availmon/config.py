@@ -143,6 +143,40 @@ def listen_address(value: str) -> str:
 ListenAddress = Annotated[str, AfterValidator(listen_address)]
 
 
+def allowed_host(value: str) -> str:
+    """A name the web answers to, lower-cased: a host name, or one with a leading ``.`` or
+    ``*.`` (kept as ``.``) for that name and any under it. Refused here rather than silently
+    never matching: a URL, a port or a path (``https://board.example:443/``) is no Host
+    header's name, and an IP address is always answered anyway."""
+    name = value.lower().removesuffix(".")
+    for prefix in ("*.", "."):
+        if name.startswith(prefix):
+            name, wild = name.removeprefix(prefix), "."
+            break
+    else:
+        wild = ""
+    try:
+        ipaddress.ip_address(name)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    labels = name.split(".")
+    if (
+        not is_ip
+        and len(name) <= 253
+        and all(_HOST_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    ):
+        return wild + name
+    raise ValueError(
+        "expected a host name such as 'availmon.internal' or '.council.example', without a"
+        " scheme, port or path (IP addresses need no entry: they are always answered)"
+    )
+
+
+AllowedHost = Annotated[str, AfterValidator(allowed_host)]
+
+
 class WebConfig(Frozen):
     listen: ListenAddress = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9810  # 0: any free port (tests)
@@ -173,6 +207,16 @@ class WebConfig(Frozen):
     #: Streams open at once from one client address; more are answered 429. Behind a
     #: reverse proxy every browser comes from the proxy's address: raise it there.
     max_streams_per_client: Annotated[int, Field(ge=1, le=30_000)] = 8
+    #: The names the web answers to in the Host header (a DNS-rebinding page reaches it
+    #: under its own name); a leading ``.`` matches that name and any under it. IP
+    #: addresses, and requests without a Host header, are always answered. Unset:
+    #: ``localhost``, this machine's name and fully qualified name, the host of
+    #: ``alerts.board_url`` and ``web.listen`` when it is a name. Others are answered 421.
+    allowed_hosts: tuple[AllowedHost, ...] | None = None
+    #: Whether the sign-in cookie is marked ``Secure``. Unset: when the request came over
+    #: TLS; true behind a proxy that terminates TLS (the collector then sees plain HTTP);
+    #: false never.
+    secure_cookie: bool | None = None
 
     @field_validator("max_streams")
     @classmethod

@@ -7,13 +7,22 @@ Reads are open on the internal network unless ``web.read_token_file`` / ``_env``
 then they need that token (or the write token) as a bearer header, or the cookie that the
 board's sign-in form sets (from the read token only), because a browser's EventSource
 cannot send headers.
-Tokens are compared with ``hmac.compare_digest``, in constant time.
+Tokens are compared with ``hmac.compare_digest``, in constant time, and are at least
+``MIN_TOKEN`` characters long. A client address that sends ``Attempts.limit`` wrong tokens
+within ``Attempts.window`` seconds is answered 429 for its next ones, before they are
+compared: guessing is slowed to ten tries a minute per address, and a refusal says nothing
+of whether the token was right.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import logging
+import math
 import re
+import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -24,7 +33,11 @@ from availmon.config import WebConfig
 from availmon.errors import StartupError
 from availmon.text import encodable
 
+log = logging.getLogger(__name__)
+
 COOKIE = "availmon_token"
+#: The shortest token taken: 16 random characters are out of reach of ten guesses a minute.
+MIN_TOKEN = 16
 USER_HEADER = "X-Availmon-User"
 #: Who did it: a person's name or login, as people write it (no control characters, not
 #: only blanks); the OpenAPI document publishes the same pattern.
@@ -49,11 +62,17 @@ class Tokens:
 
     @classmethod
     def from_config(cls, web_cfg: WebConfig) -> Tokens:
-        """Read both secrets once at start; an empty one is a start-up error, never "open"."""
+        """Read both secrets once at start; an empty one is a start-up error, never "open",
+        and so is a short one, which could be guessed (the error never shows it)."""
         write, read = web_cfg.token(), web_cfg.read_token()
         for key, value in (("web.token", write), ("web.read_token", read)):
             if value is not None and not value.strip():
                 raise StartupError(f"{key}_file/{key}_env: the token is empty")
+            if value is not None and len(value) < MIN_TOKEN:
+                raise StartupError(
+                    f"{key}_file/{key}_env: the token is shorter than {MIN_TOKEN} characters:"
+                    f" use at least {MIN_TOKEN} random ones (openssl rand -hex 16)"
+                )
         return cls(write, read)
 
     def may_write(self, candidate: str | None) -> bool:
@@ -102,6 +121,126 @@ def who(value: str | None) -> str | None:
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
 
 
+class SparseBy:
+    """A log line about one client (an address, a host name) at most once every ``every``
+    seconds per client, with how many times it happened; at most ``keys`` clients are
+    remembered (the longest quiet forgotten first), so a flood of new ones costs no memory."""
+
+    def __init__(
+        self,
+        every: float = 60.0,
+        keys: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.every, self.keys, self.clock = every, keys, clock
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def due(self, key: str) -> int | None:
+        """Count one more for ``key``; when a line is due, how many to report."""
+        now = self.clock()
+        logged_at, unlogged = self._seen.pop(key, (None, 0))
+        unlogged += 1
+        if logged_at is not None and now - logged_at < self.every:
+            self._seen[key] = (logged_at, unlogged)
+            due = None
+        else:
+            self._seen[key] = (now, 0)
+            due = unlogged
+        while len(self._seen) > self.keys:
+            self._seen.popitem(last=False)
+        return due
+
+
+class Attempts:
+    """Wrong tokens per client address (sign-in, a write's token, a read's bearer or
+    cookie): an address with ``limit`` of them in the last ``window`` seconds is refused
+    its next attempts until the oldest is that old, without its token being compared, so
+    the refusal tells nothing. One address's success does not clear another's count; at most
+    ``max_clients`` addresses are remembered, the longest quiet forgotten first."""
+
+    def __init__(
+        self,
+        *,
+        limit: int = 10,
+        window: float = 60.0,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        on_refused: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.limit, self.window, self.max_clients = limit, window, max_clients
+        self.clock, self.on_refused = clock, on_refused
+        self._failed: OrderedDict[str, deque[float]] = OrderedDict()
+        self._log = SparseBy(60.0, clock=clock)
+
+    def wait(self, client: str) -> int | None:
+        """Seconds until ``client`` may try a token again, or None when it may now."""
+        times = self._failed.get(client)
+        if times is None:
+            return None
+        now = self.clock()
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if not times:
+            del self._failed[client]
+            return None
+        if len(times) < self.limit:
+            return None
+        return max(1, math.ceil(times[0] + self.window - now))
+
+    def refused(self, client: str) -> int | None:
+        """As ``wait``, and a refusal is counted and logged."""
+        wait = self.wait(client)
+        if wait is not None:
+            self.on_refused()
+            if count := self._log.due(client):
+                log.warning(
+                    "token attempts from %s refused (429) for %d s: %d wrong tokens within"
+                    " %g s; %d refused so (at most one such line a minute per address)",
+                    client,
+                    wait,
+                    self.limit,
+                    self.window,
+                    count,
+                )
+        return wait
+
+    def failed(self, client: str) -> None:
+        """Count a wrong token from ``client``."""
+        times = self._failed.pop(client, None)
+        if times is None:
+            times = deque(maxlen=self.limit)
+        times.append(self.clock())
+        self._failed[client] = times  # the most recent last: the first forgotten is the oldest
+        while len(self._failed) > self.max_clients:
+            self._failed.popitem(last=False)
+
+
+ATTEMPTS: web.AppKey[Attempts] = web.AppKey("token_attempts")
+
+
+def client(request: web.Request) -> str:
+    """The address attempts are counted by (behind a proxy: the proxy's)."""
+    return request.remote or "unknown"
+
+
+def too_many(wait: int) -> web.HTTPTooManyRequests:
+    """The 429 for an address over the limit of wrong tokens."""
+    return web.HTTPTooManyRequests(
+        text=json.dumps(
+            {"error": f"too many wrong tokens from this address: try again in {wait} s"}
+        ),
+        content_type="application/json",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+def _check_attempt(request: web.Request) -> None:
+    """Raise the 429 when the client may not try a token now."""
+    wait = request.app[ATTEMPTS].refused(client(request))
+    if wait is not None:
+        raise too_many(wait)
+
+
 def read_guard() -> Callable[..., Awaitable[web.StreamResponse]]:
     """Middleware: with a read token set, every read needs it (or the write token)."""
 
@@ -112,20 +251,32 @@ def read_guard() -> Callable[..., Awaitable[web.StreamResponse]]:
     ) -> web.StreamResponse:
         tokens = request.app[TOKENS]
         path = request.path
-        if (
-            tokens.read is None
-            or path in OPEN_PATHS
-            or path.startswith(OPEN_PREFIXES)
-            or tokens.may_read(bearer(request) or request.cookies.get(COOKIE))
-        ):
+        if tokens.read is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return await handler(request)
+        given = bearer(request)
+        cookie = request.cookies.get(COOKIE) or None
+        candidate = given or cookie
+        if candidate is not None:
+            _check_attempt(request)
+            if tokens.may_read(candidate):
+                return await handler(request)
+            request.app[ATTEMPTS].failed(client(request))
+        # A wrong cookie (from before the read token was rotated) is dropped at once, or
+        # each of the page's requests would count as a wrong token and lock its address out.
+        stale = given is None and cookie is not None
         if "text/html" in request.headers.get("Accept", "") and request.method == "GET":
-            raise web.HTTPSeeOther(f"/board/login?next={quote(path)}")
-        return web.json_response(
+            redirect = web.HTTPSeeOther(f"/board/login?next={quote(path)}")
+            if stale:
+                redirect.del_cookie(COOKIE, path="/")
+            raise redirect
+        refusal = web.json_response(
             {"error": "reading needs a token: Authorization: Bearer <web.read_token>"},
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="availmon"'},
         )
+        if stale:
+            refusal.del_cookie(COOKIE, path="/")
+        return refusal
 
     return guard
 
@@ -133,8 +284,9 @@ def read_guard() -> Callable[..., Awaitable[web.StreamResponse]]:
 def writer(request: web.Request, token: str | None, name: str | None) -> str:
     """The name to record a write under, after checking the write token.
 
-    Raises the HTTP error to send: 403 when writes are disabled (no token configured), 401
-    for a missing or wrong token, 400 when the name is missing.
+    Raises the HTTP error to send: 403 when writes are disabled (no token configured), 429
+    for a token from an address with too many wrong ones, 401 for a missing or wrong token,
+    400 when the name is missing.
     """
     tokens = request.app[TOKENS]
     if tokens.write is None:
@@ -142,7 +294,11 @@ def writer(request: web.Request, token: str | None, name: str | None) -> str:
             text='{"error": "writes are disabled: set web.token_file to allow them"}',
             content_type="application/json",
         )
+    if token is not None:
+        _check_attempt(request)
     if not tokens.may_write(token):
+        if token is not None:
+            request.app[ATTEMPTS].failed(client(request))
         raise web.HTTPUnauthorized(
             text='{"error": "writing needs the token: Authorization: Bearer <web.token>"}',
             content_type="application/json",

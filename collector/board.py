@@ -1722,19 +1722,27 @@ def local_target(text: str) -> URL | None:
 
 async def login_page(request: web.Request) -> web.StreamResponse:
     """Sign in for reading when ``web.read_token_file`` is set: sets an HttpOnly cookie
-    holding the read token (never the write token: that is typed into each write's form)."""
+    holding the read token (never the write token: that is typed into each write's form).
+    An address with too many wrong tokens is answered 429 before its token is compared."""
     tokens = request.app[auth.TOKENS]
+    web_cfg = request.app[COLLECTOR].estate.web
     target = local_target(request.query.get("next", "/")) or URL("/")
     message = None
+    status, headers = 200, dict[str, str]()
     if request.method == "POST":
         try:
             form = await read_form(request)
         except BodyError as exc:
             return await exc.answer(request)
-        token = form.get("token")
+        token = form.get("token") or None
         if tokens.read is None:  # reads are open: nothing to sign in for
             raise web.HTTPSeeOther(target)
-        if token is not None and tokens.may_sign_in(token):
+        attempts, client = request.app[auth.ATTEMPTS], auth.client(request)
+        wait = attempts.refused(client)
+        if wait is not None:
+            message = f"Too many wrong tokens from this address: try again in {wait} s."
+            status, headers = 429, {"Retry-After": str(wait)}
+        elif token is not None and tokens.may_sign_in(token):
             resp = web.HTTPSeeOther(target)
             resp.set_cookie(
                 auth.COOKIE,
@@ -1742,24 +1750,31 @@ async def login_page(request: web.Request) -> web.StreamResponse:
                 httponly=True,
                 samesite="Strict",
                 path="/",
-                secure=request.secure,  # over TLS, sent back only over TLS
+                # Over TLS, sent back only over TLS; web.secure_cookie behind a TLS proxy.
+                secure=request.secure if web_cfg.secure_cookie is None else web_cfg.secure_cookie,
             )
             raise resp
-        message = (
-            "That is the write token: sign in with the read token."
-            if tokens.may_write(token)
-            else "That token is not right."
-        )
-    return _render(
+        else:
+            if token is not None:
+                attempts.failed(client)
+            message = (
+                "That is the write token: sign in with the read token."
+                if tokens.may_write(token)
+                else "That token is not right."
+            )
+            status = 401
+    page = _render(
         request,
         "board_login.html",
-        status=401 if message else 200,
+        status=status,
         now=to_iso(utcnow()),
         next=str(target),
         message=message,
         estate=request.app[COLLECTOR].estate.name,
         **_ctx(request),
     )
+    page.headers.update(headers)
+    return page
 
 
 async def _feed_ctx(app: web.Application) -> AsyncIterator[None]:

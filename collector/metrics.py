@@ -340,6 +340,15 @@ class CollectorMetrics:
             " event streams refused over web.max_streams or web.max_streams_per_client",
             registry=r,
         )
+        self.web_requests_refused = Counter(
+            "availmon_web_requests_refused",
+            "web requests refused: reason host (a Host header not in web.allowed_hosts, 421),"
+            " tokens (an address with too many wrong tokens, 429)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("host", "tokens"):
+            self.web_requests_refused.labels(reason)
         self.alert_messages = Counter(
             "availmon_alert_messages",
             "alert messages tried per channel (outcome sent or failed; failed ones are retried)",

@@ -14,8 +14,10 @@ shows changes, so twenty clients polling cost one build.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,10 +25,11 @@ from functools import partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST
+from yarl import URL
 
 from availmon.clock import to_iso, utcnow
 from availmon.logs import Sparse
@@ -293,13 +296,134 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     harden(response)
 
 
-def make_app(collector: Collector) -> web.Application:
-    # Writes are small JSON bodies; nothing needs a large one.
+def host_name(header: str) -> str:
+    """The name in a Host header: without its port, an IPv6 address without its brackets,
+    in lower case and without a trailing dot (``Board.Example.:9810`` is ``board.example``)."""
+    if header.startswith("["):
+        name = header[1:].partition("]")[0]
+    elif header.count(":") == 1:
+        name = header.partition(":")[0]
+    else:  # no port, or a bare IPv6 address (not valid in a Host header; not a name either)
+        name = header
+    return name.lower().removesuffix(".")
+
+
+def is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def machine_names() -> frozenset[str]:
+    """``localhost`` and this machine's names; ``getfqdn`` may ask the DNS (run on a thread,
+    once, at start)."""
+    return frozenset(host_name(n) for n in ("localhost", socket.gethostname(), socket.getfqdn()))
+
+
+def default_hosts(estate: Estate, machine: frozenset[str]) -> frozenset[str]:
+    """The names answered when ``web.allowed_hosts`` is unset: the machine's, the board's in
+    ``alerts.board_url``, and ``web.listen`` when that is a name."""
+    names = set(machine)
+    board = URL(estate.alerts.board_url).host if estate.alerts.board_url else None
+    if board:
+        names.add(host_name(board))
+    if not is_ip(estate.web.listen):
+        names.add(host_name(estate.web.listen))
+    return frozenset(names)
+
+
+class HostGate:
+    """Which Host headers the web answers (a DNS-rebinding defence): a page on another site
+    whose name is made to resolve to this server reaches it under that name, which is not
+    one of ours. IP addresses are always answered (rebinding needs a name), and so is a
+    request with no Host header (HTTP/1.0 tools). The names follow the estate in force, so
+    a reload applies ``web.allowed_hosts``."""
+
+    def __init__(self, on_refused: Callable[[], None] = lambda: None) -> None:
+        self.on_refused = on_refused
+        #: This machine's names, learnt at start (``machine_names``).
+        self.machine = frozenset({"localhost"})
+        self._for: tuple[Estate, frozenset[str]] | None = None
+        self._names: frozenset[str] = frozenset()
+        self._suffixes: tuple[str, ...] = ()
+        self._log = auth.SparseBy(60.0)
+
+    def _rules(self, estate: Estate) -> None:
+        if self._for is not None and self._for[0] is estate and self._for[1] is self.machine:
+            return
+        listed = estate.web.allowed_hosts
+        names = default_hosts(estate, self.machine) if listed is None else frozenset(listed)
+        # ".council.example": that name and any under it.
+        self._names = frozenset(n.removeprefix(".") for n in names)
+        self._suffixes = tuple(n for n in names if n.startswith("."))
+        self._for = (estate, self.machine)
+
+    def allows(self, estate: Estate, header: str | None) -> bool:
+        if not header:
+            return True
+        name = host_name(header)
+        if is_ip(name):
+            return True
+        self._rules(estate)
+        return name in self._names or name.endswith(self._suffixes)
+
+    def refusal(self, header: str, remote: str) -> web.Response:
+        """The 421 for a name not answered here, counted and logged."""
+        self.on_refused()
+        shown = header[:100]
+        if count := self._log.due(host_name(header)[:100]):
+            log.warning(
+                "request for host %r from %s refused (421): not in web.allowed_hosts; %d"
+                " refused so (at most one such line a minute per host)",
+                shown,
+                remote,
+                count,
+            )
+        return web.Response(
+            status=421,
+            text=f"421 Misdirected Request: this server does not answer to host {shown!r}"
+            " (its names are set by web.allowed_hosts)\n",
+        )
+
+
+HOSTS: web.AppKey[HostGate] = web.AppKey("hosts")
+
+
+@web.middleware
+async def host_gate(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Middleware: a request for a name not answered here is a 421 (``HostGate``)."""
+    header = request.headers.get(hdrs.HOST)
+    gate = request.app[HOSTS]
+    if gate.allows(request.app[COLLECTOR].estate, header):
+        return await handler(request)
+    assert header is not None
+    return gate.refusal(header, request.remote or "unknown")
+
+
+async def _learn_machine_names(app: web.Application) -> None:
+    app[HOSTS].machine = await asyncio.to_thread(machine_names)
+
+
+def make_app(
+    collector: Collector, *, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """The collector's web app. ``clock``: the monotonic clock wrong tokens are counted on."""
+    # Writes are small JSON bodies; nothing needs a large one. The host gate goes first:
+    # a request for a name not ours is answered nothing else.
     app = web.Application(
-        middlewares=[auth.read_guard()], client_max_size=collector.estate.web.max_body_bytes
+        middlewares=[host_gate, auth.read_guard()],
+        client_max_size=collector.estate.web.max_body_bytes,
     )
     app.on_response_prepare.append(_on_prepare)  # every response, errors and files too
+    app.on_startup.append(_learn_machine_names)
     app[COLLECTOR] = collector
+    refused = collector.metrics.web_requests_refused
+    app[HOSTS] = HostGate(refused.labels("host").inc)
+    app[auth.ATTEMPTS] = auth.Attempts(clock=clock, on_refused=refused.labels("tokens").inc)
     app[STATUS_BODY] = BodyCache()
     app[STATUS_JSON] = StatusBody()
     app[METRICS_BODY] = BodyCache()

@@ -394,6 +394,31 @@ _WINDOW = {"name": "patching", "every": "sunday", "start": "02:00", "end": "04:0
             {"web": {"token_file": "/etc/availmon/token", "token_env": "TOKEN"}},
             ["web: give token_file or token_env, not both"],
         ),
+        # A Host allow-list entry that no Host header's name could ever match.
+        *(
+            (
+                {"web": {"allowed_hosts": ["board.example", bad]}},
+                [
+                    f"web.allowed_hosts[1]: expected a host name such as 'availmon.internal' or"
+                    " '.council.example', without a scheme, port or path (IP addresses need no"
+                    f" entry: they are always answered) (got {bad!r})"
+                ],
+            )
+            for bad in (
+                "https://board.example/",
+                "board.example:9810",
+                "board.example/board",
+                "10.0.0.5",
+                "[::1]",
+                "",
+                "*",
+                "bad_name.example",
+            )
+        ),
+        (
+            {"web": {"allowed_hosts": "board.example"}},
+            ["web.allowed_hosts: Input should be a valid tuple (got 'board.example')"],
+        ),
         (
             {"broker": {"password_env": ""}},
             ["broker.password_env: expected the name of an environment variable (got '')"],
@@ -417,10 +442,23 @@ def test_settings_that_failed_later_are_refused(data: dict[str, object], issues:
         {"maintenance": [{**_WINDOW, "first_day": "2025-05-01", "last_day": "2025-05-01"}]},
         {"web": {"listen": "::"}},
         {"web": {"listen": "localhost"}},
+        {"web": {"allowed_hosts": []}},
     ],
 )
 def test_the_edges_of_those_settings_are_kept(data: dict[str, object]) -> None:
     parse_config({**check_with(), **data}, "estate.toml")
+
+
+def test_allowed_hosts_are_kept_in_lower_case_with_any_name_under_one_as_a_dot() -> None:
+    hosts = ["Board.Example", "*.Intranet.example", ".hq.example", "availmon.internal."]
+    estate = parse_config({**check_with(), "web": {"allowed_hosts": hosts}}, "estate.toml")
+    assert estate.web.allowed_hosts == (
+        "board.example",
+        ".intranet.example",
+        ".hq.example",
+        "availmon.internal",
+    )
+    assert parse_config(check_with(), "estate.toml").web.allowed_hosts is None
 
 
 def test_a_config_whose_name_is_not_utf8_is_still_read(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from collector.web import make_app, start_web
 from tests.collector.board_helpers import Feed, board_estate, read_event
 
 TOKEN = "s3cret-write-token"
-READ_TOKEN = "read-only-token"
+READ_TOKEN = "read-only-test-token"
 
 
 @pytest.fixture
@@ -630,7 +630,7 @@ async def test_a_body_that_stops_arriving_is_cut_off_with_a_408(
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             kind = "application/json" if path.startswith("/api/") else FORM["Content-Type"]
             head = (
-                f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
                 f"X-Availmon-User: bob\r\nContent-Type: {kind}\r\nContent-Length: 1000\r\n\r\n"
             )
             writer.write(head.encode() + b"cause=")
@@ -662,7 +662,7 @@ async def test_a_client_that_leaves_mid_request_is_no_error(
         with caplog.at_level(logging.DEBUG):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
-                f"POST /api/v1/outages/{oid}/annotations HTTP/1.1\r\nHost: x\r\n"
+                f"POST /api/v1/outages/{oid}/annotations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 f"Authorization: Bearer {TOKEN}\r\nX-Availmon-User: bob\r\n"
                 "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
                 '{"cause": '.encode()
@@ -674,7 +674,7 @@ async def test_a_client_that_leaves_mid_request_is_no_error(
             writer.close()
             for _ in range(3):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"GET /board/events HTTP/1.1\r\nHost: x\r\n\r\n")
+                writer.write(b"GET /board/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 writer.write_eof()
                 await until_closed(reader)
                 writer.close()

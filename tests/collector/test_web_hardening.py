@@ -26,9 +26,9 @@ from aiohttp import web
 from yarl import URL
 
 from availmon.clock import utcnow
-from availmon.errors import ConfigError
+from availmon.errors import ConfigError, StartupError
 from availmon.schema import CheckStatus, State
-from collector import board
+from collector import auth, board
 from collector.main import Collector
 from collector.web import make_app, start_web
 from tests.browser import chromium, needs_chromium
@@ -100,7 +100,9 @@ class Stream:
             await asyncio.get_running_loop().sock_connect(sock, (host, port))
             reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
         s = cls(reader, writer)
-        writer.write(b"GET /board/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        writer.write(
+            b"GET /board/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        )
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
         lines = head.decode("latin-1").split("\r\n")
@@ -510,6 +512,262 @@ async def test_the_sign_in_cookie_is_secure_over_tls(tmp_path: Path) -> None:
         collector.close()
 
 
+@pytest.mark.parametrize(("setting", "secure"), [(True, True), (False, False)])
+async def test_web_secure_cookie_decides_over_what_came(
+    tmp_path: Path, setting: bool, secure: bool
+) -> None:
+    """Behind a proxy that terminates TLS the collector sees plain HTTP: ``secure_cookie =
+    true`` marks the cookie Secure all the same (and ``false`` never does, even over TLS)."""
+    collector = Collector(
+        board_estate(
+            tmp_path,
+            {
+                "read_token_file": secret(tmp_path, "read-token", READ_TOKEN),
+                "secure_cookie": setting,
+            },
+        )
+    )
+    runner = web.AppRunner(make_app(collector))
+    await runner.setup()
+    try:
+        # The opposite of what it is set to: the setting wins over how the request came.
+        tls = None if setting else self_signed(tmp_path)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+        await site.start()
+        scheme = "http" if tls is None else "https"
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{scheme}://127.0.0.1:{port_of(runner)}/board/login?next=/",
+                data={"token": READ_TOKEN},
+                allow_redirects=False,
+                ssl=False,
+            ) as r,
+        ):
+            assert r.status == 303
+            assert ("Secure" in r.headers["Set-Cookie"]) is secure
+    finally:
+        await runner.cleanup()
+        collector.close()
+
+
+# -- wrong tokens: ten a minute per address, then 429 before any comparison --------------------
+
+
+class Clock:
+    """A monotonic clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refused_for_tokens(collector: Collector) -> float | None:
+    return collector.metrics.registry.get_sample_value(
+        "availmon_web_requests_refused_total", {"reason": "tokens"}
+    )
+
+
+async def sign_in(client: Any, token: str) -> Any:
+    return await client.post("/board/login?next=/", data={"token": token}, allow_redirects=False)
+
+
+async def test_the_eleventh_wrong_sign_in_is_refused_even_with_the_right_token(
+    tmp_path: Path, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sign-in could be tried without limit. Now the eleventh try within a minute from one
+    address is a 429 with Retry-After, the token not even compared (the right one is
+    refused too, so the answer tells nothing), until the first try is a minute old."""
+    caplog.set_level(logging.INFO, logger="collector.auth")
+    clock = Clock()
+    collector = read_guarded(tmp_path)
+    try:
+        client = await aiohttp_client(make_app(collector, clock=clock))
+        for i in range(10):
+            assert (await sign_in(client, f"wrong-guess-number-{i}")).status == 401
+            clock.now += 1
+        for token in (READ_TOKEN, "wrong-guess-number-10", READ_TOKEN):
+            refused = await sign_in(client, token)
+            assert refused.status == 429
+            assert refused.headers["Retry-After"] == "50"  # the first try is 10 s old
+            assert "Set-Cookie" not in refused.headers
+            assert "Too many wrong tokens" in await refused.text()
+        # The address's bearer reads are held back too, the right token with them.
+        read = await client.get("/api/v1/checks", headers={"Authorization": f"Bearer {READ_TOKEN}"})
+        assert read.status == 429
+        assert read.headers["Retry-After"] == "50"
+        assert (await client.get("/healthz")).status == 503  # no token: answered as ever
+        assert refused_for_tokens(collector) == 4
+        lines = [r.getMessage() for r in caplog.records if "refused (429)" in r.getMessage()]
+        assert len(lines) == 1, lines  # at most once a minute per address
+        assert "token attempts from 127.0.0.1" in lines[0]
+        assert READ_TOKEN not in caplog.text
+        clock.now += 50  # the first wrong try is a minute old: one more may be made
+        ok = await sign_in(client, READ_TOKEN)
+        assert ok.status == 303
+        assert ok.headers["Set-Cookie"].startswith(f"availmon_token={READ_TOKEN};")
+    finally:
+        collector.close()
+
+
+async def test_a_right_token_before_the_limit_works_and_clears_nothing(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    clock = Clock()
+    collector = read_guarded(tmp_path)
+    try:
+        client = await aiohttp_client(make_app(collector, clock=clock))
+        for i in range(9):
+            assert (await sign_in(client, f"wrong-guess-number-{i}")).status == 401
+        assert (await sign_in(client, READ_TOKEN)).status == 303
+        # Reads with the cookie just set, and with the write token, are no wrong tries.
+        assert (await client.get("/api/v1/checks")).status == 200
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await client.get("/api/v1/checks", headers=bearer)).status == 200
+        assert (await sign_in(client, "wrong-guess-number-9")).status == 401  # the tenth
+        assert (await sign_in(client, READ_TOKEN)).status == 429
+        assert refused_for_tokens(collector) == 1
+    finally:
+        collector.close()
+
+
+async def test_wrong_write_and_read_tokens_count_towards_the_same_limit(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    """A write's wrong token, a read's wrong bearer and a wrong sign-in are all guesses; a
+    write or read with no token at all is none."""
+    clock = Clock()
+    collector = read_guarded(tmp_path)
+    try:
+        client = await aiohttp_client(make_app(collector, clock=clock))
+        ack = "/api/v1/alerts/o:dc:1/ack"
+        who = {"X-Availmon-User": "bob"}
+        for _ in range(5):  # no token: not a guess
+            assert (await client.post(ack, json={}, headers=who)).status == 401
+            assert (await client.get("/api/v1/checks")).status == 401
+        # The read token passes the read guard, and is the wrong one for a write.
+        writer = who | {"Authorization": f"Bearer {READ_TOKEN}"}
+        for _ in range(4):
+            assert (await client.post(ack, json={}, headers=writer)).status == 401
+        for _ in range(3):
+            wrong = {"Authorization": "Bearer not-the-read-token-at-all"}
+            assert (await client.get("/api/v1/checks", headers=wrong)).status == 401
+        for _ in range(3):
+            assert (await sign_in(client, TOKEN)).status == 401  # the write token: not here
+        with_token = writer | {"Authorization": f"Bearer {TOKEN}"}
+        refused = await client.post(ack, json={}, headers=with_token)
+        assert refused.status == 429
+        assert refused.headers["Retry-After"] == "60"
+        assert "too many wrong tokens" in (await refused.json())["error"]
+        clock.now += 60
+        assert (await client.post(ack, json={}, headers=with_token)).status == 404  # no alert
+    finally:
+        collector.close()
+
+
+async def test_wrong_write_tokens_are_limited_with_reads_open(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    """With no read token nothing else stands before a write's token: the API's and the
+    form's (the token typed into an outage's page) count and are held back alike."""
+    clock = Clock()
+    collector = Collector(board_estate(tmp_path, {"token_file": secret(tmp_path, "token", TOKEN)}))
+    try:
+        client = await aiohttp_client(make_app(collector, clock=clock))
+        oid = await down_webmail(collector)
+        api = f"/api/v1/outages/{oid}/annotations"
+        form = f"/board/outages/{oid}/annotate"
+        wrong = {"X-Availmon-User": "bob", "Authorization": "Bearer not-the-write-token-at-all"}
+        for _ in range(5):
+            assert (await client.post(api, json={"note": "x"}, headers=wrong)).status == 401
+            guess = {"note": "x", "by": "bob", "token": "not-the-write-token-at-all"}
+            assert (await client.post(form, data=guess, allow_redirects=False)).status == 401
+        right = wrong | {"Authorization": f"Bearer {TOKEN}"}
+        refused = await client.post(api, json={"note": "x"}, headers=right)
+        assert refused.status == 429
+        assert refused.headers["Retry-After"] == "60"
+        typed = {"note": "x", "by": "bob", "token": TOKEN}
+        assert (await client.post(form, data=typed, allow_redirects=False)).status == 429
+        assert refused_for_tokens(collector) == 2
+        clock.now += 60
+        assert (await client.post(api, json={"note": "x"}, headers=right)).status == 200
+    finally:
+        collector.close()
+
+
+async def test_a_wrong_cookie_is_dropped(tmp_path: Path, aiohttp_client: Any) -> None:
+    """A cookie from before the read token was rotated: dropped by the first refusal, or each
+    of the page's requests would count as a wrong token and lock the browser's address out."""
+    collector = read_guarded(tmp_path)
+    try:
+        client = await aiohttp_client(make_app(collector))
+        client.session.cookie_jar.update_cookies({"availmon_token": "a-token-rotated-since"})
+        refused = await client.get("/api/v1/checks")
+        assert refused.status == 401
+        assert refused.cookies["availmon_token"].value == ""
+        assert refused.cookies["availmon_token"]["max-age"] == "0"
+    finally:
+        collector.close()
+
+
+def test_wrong_tokens_are_counted_per_address_within_bounds() -> None:
+    clock = Clock()
+    attempts = auth.Attempts(limit=3, window=60.0, max_clients=3, clock=clock)
+    for _ in range(3):
+        attempts.failed("192.0.2.1")
+    assert attempts.wait("192.0.2.1") == 60
+    assert attempts.wait("192.0.2.2") is None  # another address is not held back
+    attempts.failed("192.0.2.2")
+    attempts.failed("192.0.2.3")
+    attempts.failed("192.0.2.4")  # a fourth address: the longest quiet one is forgotten
+    assert attempts.wait("192.0.2.1") is None
+    assert len(attempts._failed) == 3
+    clock.now += 59.5
+    for _ in range(2):
+        attempts.failed("192.0.2.2")
+    assert attempts.wait("192.0.2.2") == 1  # never 0: a Retry-After the client can use
+    clock.now += 0.5
+    assert attempts.wait("192.0.2.2") is None
+
+
+@pytest.mark.parametrize(
+    ("key", "how"),
+    [("web.token", "file"), ("web.token", "env"), ("web.read_token", "file")],
+)
+def test_a_short_token_is_a_startup_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, how: str
+) -> None:
+    short = "fifteen-chars-x"
+    name = key.removeprefix("web.")
+    if how == "file":
+        cfg = {f"{name}_file": secret(tmp_path, "token", short)}
+    else:
+        monkeypatch.setenv("AVM_TEST_SHORT_TOKEN", short)
+        cfg = {f"{name}_env": "AVM_TEST_SHORT_TOKEN"}
+    with pytest.raises(StartupError) as caught:
+        auth.Tokens.from_config(web_config(tmp_path, **cfg))
+    text = str(caught.value)
+    assert f"{key}_file/{key}_env" in text
+    assert "shorter than 16 characters" in text
+    assert short not in text
+    # Sixteen are enough.
+    sixteen = {f"{name}_file": secret(tmp_path, "token16", short + "y")}
+    auth.Tokens.from_config(web_config(tmp_path, **sixteen))
+
+
+async def test_a_collector_with_a_short_token_does_not_start(tmp_path: Path) -> None:
+    collector = Collector(
+        board_estate(tmp_path, {"token_file": secret(tmp_path, "token", "short-token")})
+    )
+    try:
+        with pytest.raises(StartupError, match=r"web\.token_file/web\.token_env: the token is"):
+            await start_web(collector)
+    finally:
+        collector.close()
+
+
 # -- 4. security headers, and pages with nothing inline ----------------------------------------
 
 
@@ -560,7 +818,7 @@ async def test_every_response_carries_the_security_headers(tmp_path: Path) -> No
                 assert_hardened(r.headers, "event stream")
         # A request that cannot be parsed is answered without the server's version too.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n")
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\x00b\r\n\r\n")
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), DEADLINE)
         writer.close()

@@ -88,7 +88,7 @@ async def test_connections_over_the_cap_are_refused_and_idle_ones_closed(
 async def test_a_request_head_sent_slowly_is_cut_off(tmp_path: Path) -> None:
     async with serving(tmp_path, idle_timeout=0.5) as (_, _runner, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        writer.write(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         await writer.drain()
         assert await closed_by_server(reader) == b""
         writer.close()
@@ -146,7 +146,7 @@ async def test_a_request_that_cannot_be_parsed_never_echoes_the_token(
     async with serving(tmp_path, token_env="AVM_TEST_WEB_TOKEN") as (_, _runner, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         line = header.format(token=token)
-        writer.write(f"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n{line}\r\n\r\n".encode())
+        writer.write(f"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n{line}\r\n\r\n".encode())
         await writer.drain()
         answer = await closed_by_server(reader)
         writer.close()
@@ -165,8 +165,8 @@ async def test_a_token_or_a_name_that_is_not_utf8_is_refused_not_a_500(
 ) -> None:
     """The bytes of a header that are not UTF-8 reached the token's comparison and the
     store as lone surrogates: 'unexpected UnicodeEncodeError', a 500, each time."""
-    monkeypatch.setenv("AVM_TEST_WEB_TOKEN", "wt-write")
-    monkeypatch.setenv("AVM_TEST_READ_TOKEN", "wt-read")
+    monkeypatch.setenv("AVM_TEST_WEB_TOKEN", "wt-write-0123456789")
+    monkeypatch.setenv("AVM_TEST_READ_TOKEN", "wt-read-0123456789")
     async with serving(
         tmp_path, token_env="AVM_TEST_WEB_TOKEN", read_token_env="AVM_TEST_READ_TOKEN"
     ) as (_, _runner, port):
@@ -179,10 +179,13 @@ async def test_a_token_or_a_name_that_is_not_utf8_is_refused_not_a_500(
             writer.close()
             return head.split(b" ", 2)[1]
 
-        read = b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n\r\n"
+        read = (
+            b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\r\n\r\n"
+        )
         assert await status_of(read) == b"401"
         ack = (
-            b"POST /api/v1/alerts/o:x/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wt-write"
-            b"\r\nX-Availmon-User: \x85\r\nContent-Length: 0\r\n\r\n"
+            b"POST /api/v1/alerts/o:x/ack HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer wt-write-0123456789\r\n"
+            b"X-Availmon-User: \x85\r\nContent-Length: 0\r\n\r\n"
         )
         assert await status_of(ack) == b"400"
