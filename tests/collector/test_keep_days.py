@@ -158,10 +158,10 @@ def test_a_pass_cancelled_stops_its_process(tmp_path: Path) -> None:
 
     async def cancel_it() -> multiprocessing.process.BaseProcess:
         task = asyncio.ensure_future(c.keep_days())
-        await asyncio.sleep(0)  # the task's first step asks the reader thread for the state
-        # The reader is one thread, first come first served: once this is answered, the
-        # task's answer came first, and its next step (start the process) ran before ours.
-        await c.read(lambda: None)
+        await asyncio.sleep(0)  # the task's first step asks the internal thread for the state
+        # That thread is one, first come first served: once this is answered, the task's
+        # answer came first, and its next step (start the process) ran before ours.
+        await c.internal(lambda: None)
         proc = c._keeping
         assert proc is not None
         task.cancel()
