@@ -340,6 +340,8 @@ class Rules:
     member_of: dict[Key, str]
     #: Each configured check's lifetime.
     lives: dict[Key, Span]
+    #: The configured checks with a ``provider``: their records name it where none is recorded.
+    providers: dict[Key, str]
 
     @classmethod
     def of(cls, estate: Estate) -> Rules:
@@ -355,7 +357,8 @@ class Rules:
         }
         tz = ZoneInfo(estate.accounting.timezone)
         lives = {k: lifetime(c, tz) for k, c in checks.items()}
-        return cls(estate, tz, checks, parent, member_of, lives)
+        providers = {k: c.provider for k, c in checks.items() if c.provider}
+        return cls(estate, tz, checks, parent, member_of, lives, providers)
 
     def parent_refs(self) -> set[str]:
         """``site/check`` of every check another depends on: the only ones time can be
@@ -413,8 +416,13 @@ def attribute(
     )
     by_key: dict[Key, list[Outage]] = {}
     known = rules.checks
+    providers = rules.providers
     for o in outages:
         k = (o.site, o.check) if o.check and (o.site, o.check) in known else key_of(o, known)
+        # A check's provider in the config stands for its records that name none (a line
+        # run by a carrier): the board and the alerts name it, and so do the figures.
+        if providers and not o.provider and k in providers:
+            o = o._replace(provider=providers[k])
         got = by_key.get(k)
         if got is None:
             by_key[k] = [o]
@@ -712,8 +720,9 @@ def _service(
         else:
             segments.append(seg)
     out: list[Booking] = []
+    #: The service's own time (down, degraded, planned): a member's failure inside it was
+    #: seen by the quorum, whatever its own state, so none of it is that site's path.
     confirmed: list[Span] = []
-    confirmed_bad: list[Span] = []
     names = {sid, *(k[1] for k in keys), *(f"{k[0]}/{k[1]}" for k in keys)}
     target = rules.target(home, {area}, names)
     for seg in segments:
@@ -731,9 +740,7 @@ def _service(
             **_meta(seg.outages),
         )
         if seg.cls != "unknown":
-            confirmed_bad.append(base.span)
-            if seg.cls != "degraded":
-                confirmed.append(base.span)
+            confirmed.append(base.span)
         if seg.cls == "unknown":
             out.append(base)
         elif seg.cls == "planned":
@@ -743,13 +750,11 @@ def _service(
             out += _plan(base, target, result.windows, waiting, False)
     # Members' failures the service did not confirm: that site's path.
     confirmed = union(confirmed)
-    confirmed_bad = union(confirmed_bad)
     for k in keys:
         for p in pieces.get(k, []):
             if p.state == "unknown":
                 continue
-            cover = confirmed if p.state == "down" else confirmed_bad
-            _, alone = _cut([p], cover)
+            _, alone = _cut([p], confirmed)
             for q in alone:
                 base = Booking(
                     area=svc.path_area or NETWORK_AREA,

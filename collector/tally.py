@@ -350,6 +350,10 @@ def summarise(
             d[0] += total(u)
             d[1] += hours.time_in(u)
         part.shares[label] = got
+    # A window's planned time: the union of what it made planned (two checks down through
+    # it are its length once; degraded time that stays degraded where it is not counted is
+    # not planned, though the window touched it).
+    covered: dict[str, list[Span]] = {}
     for (_a, cls), bs in groups.items():
         if cls == "unreachable":
             behind: dict[GroupKey, list[Span]] = {}
@@ -357,9 +361,11 @@ def summarise(
                 behind.setdefault((u.parent, f"{u.site}/{u.check}"), []).append((u.start, u.end))
             for k, v in behind.items():
                 part.behind[k] = union([*part.behind.get(k, ()), *v])
-        for b in bs:
-            if b.planned_by and b.planned_by != "annotation":
-                part.covered[b.planned_by] = part.covered.get(b.planned_by, 0) + (b.end - b.start)
+        elif cls == "planned":
+            for b in bs:
+                if b.planned_by and b.planned_by != "annotation":
+                    covered.setdefault(b.planned_by, []).append((b.start, b.end))
+    part.covered = {wid: total(union(spans)) for wid, spans in covered.items()}
     part.clusters = _clusters(groups, treat, estate, (lo, hi), hours, parents)
     return part
 

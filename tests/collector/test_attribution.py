@@ -127,6 +127,38 @@ def test_a_service_is_down_from_the_moment_the_quorum_agrees() -> None:
     assert partners["SHARED"] == 35 + 25  # its home site, and its own path
 
 
+def test_a_member_down_while_the_quorum_says_degraded_is_the_services_not_its_path() -> None:
+    """One failure seen by two of three members, one down and one degraded: the service is
+    degraded for that hour, and the member that said down voted in it, so none of the hour
+    is its site's path as well (it was counted twice, once in each area)."""
+    est = estate(checks=WEBMAIL, services=EMAIL_SERVICE)
+    rows = [
+        down("dc", "webmail", "email", "2019-07-10T10:00", "2019-07-10T11:00"),
+        down(
+            "ccc-guildhall",
+            "webmail",
+            "email",
+            "2019-07-10T10:00",
+            "2019-07-10T11:00",
+            state="degraded",
+        ),
+    ]
+    acc = figures(est, rows)
+    assert area_minutes(acc) == {
+        "network_telephony": 0,
+        "email": 60,
+        "internet_web": 0,
+        "servers": 0,
+    }
+    [inc] = acc.incidents
+    assert (inc.area, inc.kind, inc.seen_by, inc.path) == (
+        "email",
+        "degraded",
+        ("ccc-guildhall", "dc"),
+        False,
+    )
+
+
 def test_percentage_quorum_counts_only_agents_that_can_see_the_service() -> None:
     svc = {**EMAIL_SERVICE["email"], "quorum": "60%"}
     est = estate(checks=WEBMAIL, services={"email": svc})
@@ -276,6 +308,28 @@ def test_work_that_overruns_a_recurring_window_is_unplanned_after_it() -> None:
         ("planned", 90, ("sunday-patching@2019-08-04T02:00+01:00",)),
         ("unplanned", 45, ()),
     }
+
+
+def test_a_windows_planned_minutes_are_the_time_it_planned_once() -> None:
+    """Two checks down through a two-hour window: it planned two hours, not four. Degraded
+    time in an area that does not count degraded time stays degraded inside a window: the
+    window planned none of it."""
+    est = estate(
+        checks={"dc": [check("files", "servers"), check("db", "servers"), check("mail", "email")]},
+        maintenance=SUNDAYS,
+        areas={"email": {"name": "Email", "degraded_counts_as_down": False}},
+    )
+    wid = "sunday-patching@2019-08-04T02:00+01:00"
+    both = [
+        down("dc", "files", "servers", "2019-08-04T02:00", "2019-08-04T04:00"),
+        down("dc", "db", "servers", "2019-08-04T02:00", "2019-08-04T04:00"),
+    ]
+    assert figures(est, both).covered == {wid: 120 * M}
+    slow = [down("dc", "mail", "email", "2019-08-04T02:00", "2019-08-04T03:00", state="degraded")]
+    acc = figures(est, slow)
+    email = next(a for a in acc.areas if a.id == "email")
+    assert (email.planned, email.degraded) == (0, 60 * M)
+    assert acc.covered == {}
 
 
 def test_recurring_windows_keep_local_time_across_the_clock_change() -> None:
@@ -493,6 +547,42 @@ def test_third_party_downtime_by_provider_and_cause_and_the_kpi_without_it() -> 
     assert acc.combined_own_ratio is not None
     assert acc.combined_ratio is not None
     assert acc.combined_own_ratio > acc.combined_ratio
+
+
+def test_a_checks_configured_provider_stands_for_records_that_name_none() -> None:
+    """The config says who runs a line (``provider``); its outages from the agent record no
+    provider, and the board and the alerts name the configured one: so do the figures. A
+    provider recorded on the outage (an annotation) still wins."""
+    est = estate(
+        checks={
+            "dc": [
+                check("internet-link", "network_telephony", provider="Jisc"),
+                check("files", "servers"),
+            ]
+        }
+    )
+    rows = [
+        down("dc", "internet-link", "network_telephony", "2019-08-01T09:00", "2019-08-01T10:00"),
+        down(
+            "dc",
+            "internet-link",
+            "network_telephony",
+            "2019-08-03T09:00",
+            "2019-08-03T09:20",
+            provider="BT Openreach",
+        ),
+        down("dc", "files", "servers", "2019-08-02T09:00", "2019-08-02T09:30"),
+    ]
+    acc = figures(est, rows)
+    assert [(s.name, s.downtime // M) for s in acc.providers] == [
+        ("Jisc", 60),
+        ("", 30),
+        ("BT Openreach", 20),
+    ]
+    network = next(a for a in acc.areas if a.id == "network_telephony")
+    assert network.third_party == 80 * M
+    assert acc.combined_own_downtime == 30 * M
+    assert {i.providers for i in acc.incidents} == {("Jisc",), ("BT Openreach",), ()}
 
 
 # -- order never matters -----------------------------------------------------------------
