@@ -159,6 +159,9 @@ class Agent:
             # collector reads a depth of 0 as "every event delivered".
             spool_depth=stats.depth + stats.unwritten,
             spool_dropped=stats.dropped,
+            # Said apart as well: held in memory they are lost if the agent stops now.
+            spool_unwritten=stats.unwritten,
+            spool_error=stats.error,
             unconfirmed=stats.unconfirmed,
             traps=dataclasses.asdict(self.trap_receiver.stats) if self.trap_receiver else {},
             checks=[],

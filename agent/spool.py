@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from availmon.errors import StartupError
-from availmon.schema import Event, Evidence, State, event_id
+from availmon.schema import MAX_SPOOL_ERROR, Event, Evidence, State, event_id
+from availmon.text import one_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,6 +107,12 @@ def _hint(exc: sqlite3.Error) -> str:
     return "its file system may be full or failing: check it"
 
 
+def _error_text(exc: sqlite3.Error) -> str:
+    """A write failure as the heartbeat's ``spool_error`` carries it: SQLite's message and
+    its name for it, on one printable line (a path in it may hold anything), bounded."""
+    return one_line(f"{exc} ({getattr(exc, 'sqlite_errorname', '?')})")[:MAX_SPOOL_ERROR]
+
+
 def _corrupt_message(path: Path, exc: BaseException) -> str:
     return (
         f"spool {path} is corrupt or not an availmon spool: {exc}; move it aside (with its"
@@ -150,6 +157,8 @@ class SpoolStats:
     unconfirmed: dict[str, int]  # per required collector: held seqs it has not confirmed
     #: Transitions held in memory, not yet written (the spool could not take them).
     unwritten: int = 0
+    #: Why the last write failed, while the spool cannot be written (None once it can).
+    error: str | None = None
 
 
 _SCHEMA = """
@@ -259,9 +268,10 @@ class Spool:
         self.max_unwritten = min(max_events, MAX_UNWRITTEN)
         #: Dropped from ``_unwritten`` at its cap, not yet counted in the spool's ``dropped``.
         self._unwritten_dropped = 0
-        #: While the spool cannot be written: since when (monotonic), and what is said once.
+        #: While the spool cannot be written: since when (monotonic), the last failure's
+        #: text (the heartbeat's ``spool_error``), and what is said once.
         self._fault_since: float | None = None
-        self._error = ""
+        self._error: str | None = None
         self._episode = {"held": 0, "dropped": 0}
         self._said: set[str] = set()
         self._waiting = asyncio.Event()  # something is held: ``keep_writing`` has work
@@ -548,7 +558,9 @@ class Spool:
         """The spool could not be written: said once per episode, with why."""
         if self._fault_since is None:
             self._fault_since = time.monotonic()
-            self._error = f"{exc} ({getattr(exc, 'sqlite_errorname', '?')})"
+        # The latest failure, not the episode's first: a disk that was full and is now
+        # read-only needs another fix.
+        self._error = _error_text(exc)
         self._once(
             "failed",
             logging.ERROR,
@@ -573,6 +585,7 @@ class Spool:
             self._episode["dropped"],
         )
         self._fault_since = None
+        self._error = None
         self._episode = {"held": 0, "dropped": 0}
         self._said.clear()
 
@@ -740,6 +753,7 @@ class Spool:
             self._read_first(),
             self._unconfirmed(),
             len(self._unwritten),
+            self._error,
         )
 
     # -- async API ------------------------------------------------------------------------

@@ -120,6 +120,24 @@ class CheckStatus(Wire):
     duration: Measure | None = None
 
 
+#: The longest ``spool_error`` a heartbeat may carry (the agent cuts its text to it).
+MAX_SPOOL_ERROR = 500
+
+
+def _one_printable_line(text: str) -> str:
+    """Printable characters only (``str.isprintable``: no newline, ESC sequence or bidi
+    override): the text reaches the board, logs and terminals. The agent escapes the rest
+    (``availmon.text.one_line``), so only a foreign sender's heartbeat is refused for it."""
+    if not text.isprintable():
+        bad = next(ch for ch in text if not ch.isprintable())
+        raise ValueError(f"character {bad!r} is not printable (one line of text)")
+    return text
+
+
+#: Text from an agent's system (an OS or SQLite error): bounded, one printable line.
+ErrorLine = Annotated[str, Field(max_length=MAX_SPOOL_ERROR), AfterValidator(_one_printable_line)]
+
+
 class Heartbeat(Wire):
     schema_: Literal[1] = Field(default=1, alias="schema")
     site: Ident
@@ -139,6 +157,13 @@ class Heartbeat(Wire):
     #: Spooled events each required collector has not confirmed yet, by collector id: a
     #: collector that is away shows here (and on the board) while the spool holds for it.
     unconfirmed: dict[Ident, Count] = Field(default_factory=dict, max_length=16)
+    # Optional, so an older agent's heartbeat still validates (it says nothing of them).
+    #: Transitions held in memory because the spool could not take them (counted in
+    #: ``spool_depth`` too): lost if the agent stops before its spool can be written.
+    spool_unwritten: Count = 0
+    #: Why the spool's last write failed, e.g. "database or disk is full (SQLITE_FULL)";
+    #: None once it can be written again.
+    spool_error: ErrorLine | None = None
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

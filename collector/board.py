@@ -506,6 +506,9 @@ def board_snapshot(
                 "missing": collector.missing.get(a.agent, 0),
                 # Per required collector, what the agent's spool still holds for it.
                 "held": {c: n for c, n in a.unconfirmed if n},
+                # Its spool cannot be written: what it holds in memory a stop would lose.
+                "spool_error": a.spool_error,
+                "spool_unwritten": a.spool_unwritten or 0,
             }
             for a in sorted(collector.agents.values(), key=lambda a: (a.site, a.agent))
         ],

@@ -802,6 +802,11 @@ class Collector:
             hb.spool_dropped,
             tuple(sorted(hb.traps.items())),
             tuple(sorted(hb.unconfirmed.items())),
+            # An older agent's heartbeat says nothing of it: unknown, not "writable".
+            spool_unwritten=hb.spool_unwritten
+            if {"spool_unwritten", "spool_error"} & hb.model_fields_set
+            else None,
+            spool_error=hb.spool_error,
         )
         if status == "online":
             for c in hb.checks:

@@ -72,6 +72,11 @@ class LiveAgent:
     traps: tuple[tuple[str, int], ...] = ()
     #: Per required collector, the seqs its spool holds that collector has not confirmed.
     unconfirmed: tuple[tuple[str, int], ...] = ()
+    #: Transitions held in memory because its spool cannot be written, and why the last
+    #: write failed (None: it succeeded). ``spool_unwritten`` is None until a heartbeat
+    #: says (an older agent's does not): the gauges are then absent, not 0 and 1.
+    spool_unwritten: int | None = None
+    spool_error: str | None = None
 
 
 #: How many families ``_LiveCollector.check_families`` yields.
@@ -266,6 +271,17 @@ class _LiveCollector(Collector):
             "SNMP traps the agent's receiver handled, by outcome",
             labels=["site", "agent", "outcome"],
         )
+        unwritten = GaugeMetricFamily(
+            "availmon_agent_spool_unwritten",
+            "events the agent holds in memory because its spool cannot be written"
+            " (lost if it stops before it can)",
+            labels=["site", "agent"],
+        )
+        writable = GaugeMetricFamily(
+            "availmon_agent_spool_writable",
+            "1 while the agent's spool can be written, 0 while its last write failed",
+            labels=["site", "agent"],
+        )
         unconfirmed = GaugeMetricFamily(
             "availmon_agent_unconfirmed",
             "seqs the agent's spool holds that this collector of the pair has not confirmed",
@@ -281,7 +297,10 @@ class _LiveCollector(Collector):
                 depth.add_metric([a.site, a.agent], float(a.spool_depth))
             if a.spool_dropped is not None:
                 dropped.add_metric([a.site, a.agent], float(a.spool_dropped))
-        yield from (cert, online, depth, dropped, traps, unconfirmed)
+            if a.spool_unwritten is not None:
+                unwritten.add_metric([a.site, a.agent], float(a.spool_unwritten))
+                writable.add_metric([a.site, a.agent], 0.0 if a.spool_error else 1.0)
+        yield from (cert, online, depth, dropped, unwritten, writable, traps, unconfirmed)
         yield from self._extra()
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from availmon.schema import CheckStatus, Heartbeat, State, topic
 from collector.main import Collector
@@ -39,7 +40,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_config_and_rules_are_valid() -> None:
     result = promtool("check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in promtool("check", "rules", "availmon-rules.yml").stdout
+    assert "SUCCESS: 14 rules found" in promtool("check", "rules", "availmon-rules.yml").stdout
 
 
 @needs
@@ -58,7 +59,9 @@ async def collector(tmp_path: Path) -> AsyncIterator[Collector]:
         agent="hq",
         at=datetime.now(UTC),
         seq=1,
-        spool_depth=0,
+        spool_depth=3,
+        spool_unwritten=3,
+        spool_error="database or disk is full (SQLITE_FULL)",
         checks=[CheckStatus(check="web", area="internet_web", state=State.DOWN, latency=0.25)],
     )
     await c.handle_batch([(topic("hq", "hq", "heartbeat"), hb.to_json())])
@@ -93,6 +96,12 @@ async def test_prometheus_scrapes_the_collector(tmp_path: Path, collector: Colle
     )
     try:
         result = await asyncio.wait_for(first_result(port, "availmon_check_up"), 60)
+        # The same scrape carried the agent's series: the rule's own expression finds the
+        # spool that cannot be written.
+        spool = await asyncio.wait_for(
+            first_result(port, rule_expr("AvailmonAgentSpoolNotWritable")), 60
+        )
+        unwritten = await asyncio.wait_for(first_result(port, "availmon_agent_spool_unwritten"), 60)
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 30)
@@ -101,6 +110,17 @@ async def test_prometheus_scrapes_the_collector(tmp_path: Path, collector: Colle
     assert series["metric"]["check"] == "web"
     assert series["metric"]["area"] == "internet_web"
     assert series["value"][1] == "0"
+    assert [(s["metric"]["site"], s["metric"]["agent"], s["value"][1]) for s in spool] == [
+        ("hq", "hq", "0")
+    ]
+    assert [s["value"][1] for s in unwritten] == ["3"]
+
+
+def rule_expr(alert: str) -> str:
+    """The PromQL of one of the shipped alert rules."""
+    rules = yaml.safe_load((CONFIG / "availmon-rules.yml").read_text())
+    [expr] = [r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == alert]
+    return str(expr)
 
 
 async def first_result(port: int, query: str) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""The heartbeat carries what the collector cannot see for itself: the spool's depth and
-what its cap dropped (the issue asks that drops show in a metric, never silently).
+"""The heartbeat carries what the collector cannot see for itself: the spool's depth, what
+its cap dropped (the issue asks that drops show in a metric, never silently), and whether
+the spool can be written (what it holds in memory meanwhile a stop would lose).
 
 It is written one check status at a time (issue 9: a list of 1,000 statuses kept 1.2 MB of
 an agent's RSS); the tests below fail if a list comes back."""
@@ -7,6 +8,7 @@ an agent's RSS); the tests below fail if a list comes back."""
 from __future__ import annotations
 
 import gc
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +17,10 @@ import pytest
 
 from agent.main import Agent
 from agent.memory import trim_heap
+from agent.spool import _error_text
 from availmon.limits import MAX_HEARTBEAT_CHECKS
-from availmon.schema import CheckStatus, Evidence, Heartbeat, State, heartbeat_json
+from availmon.schema import MAX_SPOOL_ERROR, CheckStatus, Evidence, Heartbeat, State, heartbeat_json
+from tests.agent.test_spool_faults import fill, may_grow, on_spool_thread
 from tests.peers import estate
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -53,6 +57,63 @@ async def test_heartbeat_reports_spool_depth_and_drops(tmp_path: Path) -> None:
         assert hb.traps == {}
     finally:
         agent.spool.close()
+
+
+@pytest.mark.parametrize(
+    ("how", "error"),
+    [
+        ("disk full", "database or disk is full (SQLITE_FULL)"),
+        ("read-only", "attempt to write a readonly database (SQLITE_READONLY)"),
+    ],
+)
+async def test_heartbeat_says_the_spool_cannot_be_written_until_it_can(
+    tmp_path: Path, how: str, error: str
+) -> None:
+    """A spool that cannot be written showed only as a deeper spool: nothing told the
+    collector that what it held was in memory, one stop away from being lost."""
+    check = {"name": "web", "type": "http", "target": "http://127.0.0.1:1/", "area": "internet_web"}
+    agent = Agent(estate(tmp_path, 1, [check]), "hq")
+    spool = agent.spool
+    try:
+        hb = Heartbeat.model_validate_json(await agent._heartbeat())
+        assert (hb.spool_unwritten, hb.spool_error) == (0, None)
+        if how == "disk full":
+            held = 1  # the transition that found the file full
+            on_disk = len(await fill(spool))
+        else:
+            held, on_disk = 0, 0
+            await on_spool_thread(spool, "PRAGMA query_only=1")
+        for i in range(2):
+            at = T0 + timedelta(minutes=i)
+            frm, to = (State.UP, State.DOWN) if i % 2 == 0 else (State.DOWN, State.UP)
+            assert await spool.append("web", "internet_web", frm, to, at, at, Evidence()) is None
+            held += 1
+        hb = Heartbeat.model_validate_json(await agent._heartbeat())
+        assert (hb.spool_unwritten, hb.spool_error) == (held, error)
+        assert hb.spool_depth == on_disk + held
+
+        if how == "disk full":
+            await may_grow(spool, True)
+        else:
+            await on_spool_thread(spool, "PRAGMA query_only=0")
+        assert await spool.flush() == 0
+        hb = Heartbeat.model_validate_json(await agent._heartbeat())
+        assert (hb.spool_unwritten, hb.spool_error) == (0, None)
+        assert hb.spool_depth == on_disk + held  # written, not yet delivered
+    finally:
+        spool.close()
+
+
+def test_the_spool_error_is_one_bounded_printable_line() -> None:
+    """SQLite's message may carry a path, and a path may hold anything: what the heartbeat
+    says is escaped, cut to the schema's bound, and validates."""
+    exc = sqlite3.OperationalError("disk I/O error at /srv/a\n\x1b[2J\u202e/" + "x" * 600)
+    text = _error_text(exc)
+    assert text.startswith("disk I/O error at /srv/a; \\x1b[2J\\u202e/x")
+    assert len(text) == MAX_SPOOL_ERROR
+    assert text.isprintable()
+    hb = envelope().model_copy(update={"spool_error": text})
+    assert Heartbeat.model_validate_json(hb.to_json()).spool_error == text
 
 
 def test_heartbeat_json_is_the_bytes_of_the_whole_model_made_one_status_at_a_time() -> None:

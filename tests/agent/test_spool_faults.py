@@ -250,6 +250,30 @@ async def test_past_its_cap_memory_keeps_every_start_and_end(tmp_path: Path) -> 
         s.close()
 
 
+async def test_the_spool_says_why_its_last_write_failed_until_one_succeeds(
+    tmp_path: Path,
+) -> None:
+    """What the heartbeat's spool_error carries: the latest failure, not the episode's
+    first (a disk that was full and is now read-only needs another fix), None once a write
+    succeeds with nothing left held."""
+    s = make(tmp_path / "a.spool.db")
+    try:
+        assert (await s.stats()).error is None
+        await fill(s)
+        assert (await s.stats()).error == "database or disk is full (SQLITE_FULL)"
+        await may_grow(s, True)
+        await on_spool_thread(s, "PRAGMA query_only=1")
+        assert await s.flush() == 1
+        stats = await s.stats()
+        assert stats.error == "attempt to write a readonly database (SQLITE_READONLY)"
+        assert stats.unwritten == 1
+        await on_spool_thread(s, "PRAGMA query_only=0")
+        assert await s.flush() == 0
+        assert (await s.stats()).error is None
+    finally:
+        s.close()
+
+
 async def test_a_confirmation_the_spool_cannot_record_deletes_nothing(tmp_path: Path) -> None:
     """Deleting is writing too: it raised out of the publisher and ended the agent. Now
     nothing is deleted, the events are published and confirmed again, then deleted."""
@@ -271,8 +295,9 @@ async def test_the_agent_goes_on_probing_while_its_spool_is_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real agent whose spool's disk fills: it ended (exit 3) with the transition in
-    flight gone. Now it goes on probing, its heartbeat counts what it holds in memory, and
-    once there is room its own retry writes every transition, in order, in a chain."""
+    flight gone. Now it goes on probing, its heartbeat counts what it holds in memory and
+    says why, and once there is room its own retry writes every transition, in order, in a
+    chain, and its heartbeat says the spool is written again."""
     monkeypatch.setattr(spool_module, "RETRY_FIRST", 0.05)  # the agent's own retry, sooner
     async with http_target() as target:
         check = web_check(target.url, failures_to_down=1, successes_to_up=1)
@@ -319,6 +344,8 @@ async def test_the_agent_goes_on_probing_while_its_spool_is_full(
             assert len(seen) >= 3
             hb = Heartbeat.model_validate_json(await agent._heartbeat())
             assert hb.spool_depth >= len(filled) + held
+            assert hb.spool_unwritten >= 1  # its retry may have written some meanwhile
+            assert hb.spool_error == "database or disk is full (SQLITE_FULL)"
             assert [c.state for c in hb.checks] == [State.UP]
 
             written.clear()
@@ -327,6 +354,8 @@ async def test_the_agent_goes_on_probing_while_its_spool_is_full(
                 while agent.spool.unwritten:
                     await either(written, run)
                     written.clear()
+            hb = Heartbeat.model_validate_json(await agent._heartbeat())
+            assert (hb.spool_unwritten, hb.spool_error) == (0, None)
             stop.set()
             async with asyncio.timeout(DEADLINE):
                 await run
@@ -647,9 +676,12 @@ async def test_a_real_full_disk_then_space_freed(
         more: list[Step] = [("mail", State.UNKNOWN, State.UP, 20_000 + i) for i in range(50)]
         for step in more:
             assert await put(s, step) is None
-        assert (await s.stats()).unwritten == 1 + len(more)
+        stats = await s.stats()
+        assert stats.unwritten == 1 + len(more)
+        assert stats.error == "database or disk is full (SQLITE_FULL)"
         filler.unlink()
         assert await s.flush() == 0
+        assert (await s.stats()).error is None
         got = await tail(s, first[-1])
         assert without_seq(got) == as_written(steps + more)
     finally:

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from availmon.clock import utcnow
-from availmon.schema import CheckStatus, State
+from availmon.schema import CheckStatus, Heartbeat, State, topic
 from collector.board import MAX_PAUSE, BoardFeed, environment, when
 from collector.main import Collector
 from collector.store import CancelOutcome
@@ -431,6 +431,42 @@ async def test_board_shows_missing_events_and_what_agents_hold(
     assert "availmon-collector: 0" not in row  # nothing held for this one
     assert "database cannot be written (disk_full)" in html
     assert 'data-agent="ccc-guildhall"' in html
+
+
+async def test_board_says_an_agents_spool_cannot_be_written(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    """An agent one stop away from losing what its spool could not take says so on its
+    line, from its heartbeat, the error escaped; the line goes once the spool is written."""
+    await down_webmail(collector)
+    client = await aiohttp_client(make_app(collector))
+
+    async def spool_says(unwritten: int, error: str | None) -> str:
+        hb = Heartbeat(
+            site="dc",
+            agent="dc",
+            at=utcnow(),
+            seq=1,
+            spool_depth=20,
+            spool_unwritten=unwritten,
+            spool_error=error,
+            checks=[],
+        )
+        await collector.handle_batch([(topic("dc", "dc", "heartbeat"), hb.to_json())])
+        return await (await client.get("/")).text()
+
+    html = await spool_says(12, "database or disk is full <b>&</b> (SQLITE_FULL)")
+    # Right under the agent's own row, and only there.
+    after_dc = html.split('<tr data-agent="dc"', 1)[1].split('<tr data-agent="', 1)[0]
+    line = after_dc.split('<tr data-agent-spool="dc"', 1)[1].split("</tr>", 1)[0]
+    assert (
+        "spool not writable: database or disk is full &lt;b&gt;&amp;&lt;/b&gt; (SQLITE_FULL);"
+        " 12 events held in memory"
+    ) in line
+    assert html.count("data-agent-spool") == 1
+    html = await spool_says(0, None)
+    assert "data-agent-spool" not in html
+    assert "spool not writable" not in html
 
 
 # -- bad input to the writes (the web audit: 500s, bodies that never end, loose types) ------

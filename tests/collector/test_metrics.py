@@ -141,6 +141,44 @@ async def test_check_and_agent_series_follow_what_the_collector_hears(
     assert series(got, "availmon_check_latency_seconds") == {}
 
 
+def spool_heartbeat(
+    at: datetime, unwritten: int | None, error: str | None = None
+) -> tuple[str, bytes]:
+    """A heartbeat saying what the spool holds in memory and why; ``unwritten`` None: an
+    older agent's, without either field."""
+    hb = Heartbeat(site="hq", agent="hq", at=at, seq=7, spool_depth=12, checks=[])
+    if unwritten is None:
+        payload = hb.model_dump_json(by_alias=True, exclude={"spool_unwritten", "spool_error"})
+        return topic("hq", "hq", "heartbeat"), payload.encode()
+    hb = hb.model_copy(update={"spool_unwritten": unwritten, "spool_error": error})
+    return topic("hq", "hq", "heartbeat"), hb.to_json()
+
+
+async def test_an_agents_spool_that_cannot_be_written_shows_until_it_can(
+    collector: Collector, aiohttp_client: Any
+) -> None:
+    """The heartbeat's spool_unwritten and spool_error, per agent: 0 and 1 while it is
+    written, the count and 0 while it cannot be; absent for an older agent, which says
+    nothing of either (not "writable")."""
+    now = datetime.now(UTC)
+    await collector.handle_batch([status("online"), spool_heartbeat(now, None)])
+    got = await scrape(aiohttp_client, collector)
+    assert series(got, "availmon_agent_spool_depth") == {AGENT: 12.0}
+    assert series(got, "availmon_agent_spool_unwritten") == {}
+    assert series(got, "availmon_agent_spool_writable") == {}
+
+    full = "database or disk is full (SQLITE_FULL)"
+    for unwritten, error, writable in [(0, None, 1.0), (12, full, 0.0), (0, None, 1.0)]:
+        await collector.handle_batch([spool_heartbeat(now, unwritten, error)])
+        got = await scrape(aiohttp_client, collector)
+        assert series(got, "availmon_agent_spool_unwritten") == {AGENT: float(unwritten)}
+        assert series(got, "availmon_agent_spool_writable") == {AGENT: writable}
+    # The agent's status changing keeps what its last heartbeat said.
+    await collector.handle_batch([spool_heartbeat(now, 12, full), status("offline")])
+    got = await scrape(aiohttp_client, collector)
+    assert series(got, "availmon_agent_spool_writable") == {AGENT: 0.0}
+
+
 async def test_store_busy_counts_writes_refused_by_a_lock(
     collector: Collector, aiohttp_client: Any
 ) -> None:
