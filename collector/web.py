@@ -146,6 +146,10 @@ def _status_head(collector: Collector) -> dict[str, Any]:
                 "missing": collector.missing.get(a.agent, 0),
                 # Per required collector, what the agent's spool still holds for it.
                 "unconfirmed": dict(a.unconfirmed),
+                # Held in memory because its spool cannot be written (lost if it stops),
+                # and why; None from an agent too old to say.
+                "spool_unwritten": a.spool_unwritten,
+                "spool_error": a.spool_error,
             }
             for a in sorted(collector.agents.values(), key=lambda a: (a.site, a.agent))
         ],

@@ -173,6 +173,9 @@ async def test_an_agents_spool_that_cannot_be_written_shows_until_it_can(
         got = await scrape(aiohttp_client, collector)
         assert series(got, "availmon_agent_spool_unwritten") == {AGENT: float(unwritten)}
         assert series(got, "availmon_agent_spool_writable") == {AGENT: writable}
+        client = await aiohttp_client(make_app(collector))
+        [agent] = (await (await client.get("/api/v1/status")).json())["agents"]
+        assert (agent["spool_unwritten"], agent["spool_error"]) == (unwritten, error)
     # The agent's status changing keeps what its last heartbeat said.
     await collector.handle_batch([spool_heartbeat(now, 12, full), status("offline")])
     got = await scrape(aiohttp_client, collector)
