@@ -19,6 +19,10 @@ add: no recurring or declared maintenance window, quorum service, dependency, ch
 lifetime or accounting policy (``plain``; not-monitored time counts as up by default, as in
 the view). Otherwise
 the collector computes the KPI from the store by the full rules, as before issue 9.
+As the report does (``attribution.Rules.area_of``), a configured check's outages count in
+the area the config gives the check, whatever area they were stored with (a check moved to
+another area keeps its history under the old one); a record of a check the config does not
+list counts in its own.
 The view also holds the declared windows the board judges open outages by (issue 10).
 """
 
@@ -167,6 +171,10 @@ class LiveOutages:
         #: Issue 10: the config's side of ``plain``, and the store's (``load_records``).
         self.rules_plain = plain_rules(estate)
         self._records_plain = True
+        #: ``(site, check)`` -> the area a configured check's time counts in (``_home``),
+        #: and per area the configured checks whose time counts elsewhere (``_away``).
+        self._homes = estate.check_areas()
+        self._away_of: dict[str, tuple[tuple[str, str], ...]] = {}
         #: Declared windows from the quarter's start to ``WINDOWS_AHEAD`` from now.
         self._windows: list[dict[str, Any]] = []
         #: What ``load_records`` last read from the store: the windows up to its horizon
@@ -190,9 +198,9 @@ class LiveOutages:
             )
             started = store.board_rows(r["id"] for r in store.outages(limit=RECENT_STARTED))
             closed = store.recent_outages(RECENT_CLOSED)
-            areas = {
-                aid: self._read_area(store, aid, lo, lo, _Area()) for aid in self._stored(store, lo)
-            }
+            areas = self._read_areas(
+                store, lo, lo, {aid: _Area() for aid in self._stored(store, lo)}
+            )
         with self._lock:
             self._quarter = quarter
             self._open = {r["id"]: r for r in open_rows}
@@ -213,13 +221,37 @@ class LiveOutages:
         cfg = self.estate.areas.get(area)
         return (cfg.degraded_counts_as_down if cfg else True), self.estate.accounting.count_planned
 
-    def _read_area(self, store: Store, area: str, lo: int, since: int, into: _Area) -> _Area:
-        """``into`` with the area's counted closed spans from ``since`` on added (the
-        quarter began at ``lo``)."""
-        degraded, planned = self._counts(area)
-        for s, e in store.kpi_spans(area, since, degraded=degraded, planned=planned):
-            into.closed.add(max(s, since), e)
-        into.first = store.first_overlapping(area, lo)
+    def _home(self, site: str, check: str | None, area: str) -> str:
+        """The area a record's time counts in: its check's in the config, else its own."""
+        return self._homes.get((site, check or ""), area)
+
+    def _away(self, area: str) -> tuple[tuple[str, str], ...]:
+        """The configured checks whose time counts in another area than ``area``."""
+        away = self._away_of.get(area)
+        if away is None:
+            away = self._away_of[area] = tuple(k for k, a in self._homes.items() if a != area)
+        return away
+
+    def _read_areas(
+        self, store: Store, lo: int, since: int, into: dict[str, _Area]
+    ) -> dict[str, _Area]:
+        """``into`` (one entry per stored area) with each area's counted closed spans from
+        ``since`` on added, every record in its ``_home`` (the quarter began at ``lo``)."""
+        homes = self._homes
+        degraded = {aid: self._counts(aid)[0] for aid in into}
+        for stored in list(into):
+            counts, mine = degraded[stored], into[stored].closed
+            # Degraded rows too: a configured check's may count in its area, not this one.
+            rows = store.kpi_spans(stored, since, degraded=True, planned=self._counts(stored)[1])
+            for s, e, site, check, state in rows:
+                aid = homes.get((site, check or ""), stored)
+                if aid == stored:
+                    if counts or state != "degraded":
+                        mine.add(max(s, since), e)
+                elif degraded[aid] or state != "degraded":
+                    into[aid].closed.add(max(s, since), e)
+        for aid, area in into.items():
+            area.first = store.first_overlapping(aid, lo, away=self._away(aid))
         return into
 
     def apply(self, store: Store, changes: Changes, now: datetime) -> None:
@@ -243,7 +275,8 @@ class LiveOutages:
                     old = self._areas.get(aid) or _Area()
                     kept = Union(old.closed.starts[:], old.closed.ends[:], old.closed.before[:])
                     kept.cut(since)
-                    fresh[aid] = self._read_area(store, aid, lo, since, _Area(kept))
+                    fresh[aid] = _Area(kept)
+                self._read_areas(store, lo, since, fresh)
                 evidence = self._evidence_for(store, open_rows)
             with self._lock:
                 self._open = {r["id"]: r for r in open_rows}
@@ -269,18 +302,20 @@ class LiveOutages:
             touched: set[str] = set()
             for w in written:
                 oid, start, end = w.id, w.start, w.end
-                area = self._areas.setdefault(w.area, _Area())
+                aid = self._home(w.site, w.check, w.area)
+                area = self._areas.setdefault(aid, _Area())
                 was = self._open.get(oid)
                 if was is not None:  # it was open: no longer as it was (closed, area moved)
-                    touched.add(was["area"])
-                    self._open_counted.get(was["area"], {}).pop(oid, None)
+                    before = self._home(was["site"], was["check_name"], was["area"])
+                    touched.add(before)
+                    self._open_counted.get(before, {}).pop(oid, None)
                 if end is None:
                     self._open[oid] = w.row()
                     if area.first is None or start < area.first:
                         area.first = start
-                    if self._counts_state(w.area, w.state, w.planned):
-                        self._open_counted.setdefault(w.area, {})[oid] = start
-                        touched.add(w.area)
+                    if self._counts_state(aid, w.state, w.planned):
+                        self._open_counted.setdefault(aid, {})[oid] = start
+                        touched.add(aid)
                     continue
                 if was is not None:
                     del self._open[oid]
@@ -288,10 +323,10 @@ class LiveOutages:
                     self._evidence.pop(w.start_event, None)
                 if end <= start:  # ended as it began: no time (``Store.first_overlapping``)
                     if area.first == start:
-                        stale.add(w.area)
+                        stale.add(aid)
                 elif end > lo and (area.first is None or start < area.first):
                     area.first = start
-                if end > lo and self._counts_state(w.area, w.state, w.planned):
+                if end > lo and self._counts_state(aid, w.state, w.planned):
                     area.closed.add(max(start, lo), end)
             self._evidence.update(evidence)
             for aid in touched:
@@ -309,7 +344,7 @@ class LiveOutages:
             )
             self.version += 1
         if stale:  # ask the store, which holds every outage of the area
-            firsts = {aid: store.first_overlapping(aid, lo) for aid in stale}
+            firsts = {aid: store.first_overlapping(aid, lo, away=self._away(aid)) for aid in stale}
             with self._lock:
                 for aid, first in firsts.items():
                     self._areas[aid].first = first
@@ -361,7 +396,11 @@ class LiveOutages:
 
     def _counted(self, row: Mapping[str, Any]) -> bool:
         """``accounting.counts`` for a row."""
-        return self._counts_state(row["area"], row["state"], row["planned"])
+        return self._counts_state(self._row_home(row), row["state"], row["planned"])
+
+    def _row_home(self, row: Mapping[str, Any]) -> str:
+        """``_home`` of an outage row."""
+        return self._home(row["site"], row["check_name"], row["area"])
 
     def _counts_state(self, area: str, state: str, is_planned: Any) -> bool:
         """``accounting.counts`` for an outage of ``area`` in ``state``."""
@@ -376,7 +415,7 @@ class LiveOutages:
         counted: dict[str, dict[str, int]] = {}
         for oid, row in self._open.items():
             if self._counted(row):
-                counted.setdefault(row["area"], {})[oid] = iso_to_us(row["start"])
+                counted.setdefault(self._row_home(row), {})[oid] = iso_to_us(row["start"])
         self._open_counted = counted
         self._open_first = {aid: min(starts.values()) for aid, starts in counted.items()}
 
@@ -546,13 +585,27 @@ class _Written:
     board row (``Store.board_rows``'s form) built only when the view keeps it: most outages
     of a large batch only add to the KPI, and their ISO text would be thrown away."""
 
-    __slots__ = ("_raw", "_row", "area", "end", "id", "planned", "start", "start_event", "state")
+    __slots__ = (
+        "_raw",
+        "_row",
+        "area",
+        "check",
+        "end",
+        "id",
+        "planned",
+        "site",
+        "start",
+        "start_event",
+        "state",
+    )
 
     def __init__(
         self,
         raw: Sequence[Any] | None,
         row: dict[str, Any] | None,
         oid: str,
+        site: str,
+        check: str | None,
         area: str,
         state: str,
         planned: Any,
@@ -561,13 +614,14 @@ class _Written:
         start_event: str | None,
     ) -> None:
         self._raw, self._row = raw, row
-        self.id, self.area, self.state, self.planned = oid, area, state, planned
+        self.id, self.site, self.check, self.area = oid, site, check, area
+        self.state, self.planned = state, planned
         self.start, self.end, self.start_event = start, end, start_event
 
     @classmethod
     def of_store(cls, raw: Sequence[Any]) -> _Written:
         """A row of ``Changes.rows``."""
-        return cls(raw, None, raw[0], raw[4], raw[5], 0, raw[6], raw[7], raw[8])
+        return cls(raw, None, raw[0], raw[1], raw[3], raw[4], raw[5], 0, raw[6], raw[7], raw[8])
 
     @classmethod
     def of_row(cls, row: dict[str, Any], start: int, end: int | None) -> _Written:
@@ -576,6 +630,8 @@ class _Written:
             None,
             row,
             row["id"],
+            row["site"],
+            row["check_name"],
             row["area"],
             row["state"],
             row["planned"],

@@ -14,7 +14,11 @@ Decisions (issue 3):
 - local times inside the autumn clock change (01:00-02:00 happens twice) or the spring gap are
   rejected: give an offset;
 - an outage's identity is (site, area, check, start, end); re-importing a row whose kind,
-  cause, provider or note changed updates it, and a file holding one outage twice is an error.
+  cause, provider or note changed updates it, and a file holding one outage twice is an error;
+- a row for a check the config lists must give that check's area: the report books a
+  configured check's time to its configured area whatever the record says, so a row with
+  another would be counted somewhere its author did not put it. A check the config
+  does not list (a retired one, or none) keeps the row's area.
 """
 
 from __future__ import annotations
@@ -226,6 +230,16 @@ def _problems(cell: dict[str, str], estate: Estate) -> list[str]:
         problems.append("area is empty")
     elif area not in estate.areas:
         problems.append(f"unknown area {area!r} (known: {', '.join(estate.areas)})")
+    else:
+        # The report books a configured check's time to the check's area whatever a record
+        # says (``attribution.Rules.area_of``): a row naming another would be counted where
+        # nobody who wrote it looked for it.
+        home = estate.check_areas().get((site, cell["check"]))
+        if home is not None and home != area:
+            problems.append(
+                f"area {area!r} is not the area of check {cell['check']!r} at site {site!r}"
+                f" (the config puts it in {home!r})"
+            )
     if kind not in KINDS:
         problems.append(f"kind {cell['kind']!r} is not one of {', '.join(KINDS)}")
     return problems

@@ -73,6 +73,8 @@ from collector.tally import (
 
 TARGET_COLOUR = "#b3261e"
 AREA_COLOURS = ("#1f4e79", "#8fb3d9")
+#: Planned time an area's policy does not count: grey, apart from the counted kinds.
+UNCOUNTED_COLOUR = "#b0b0b0"
 
 
 # -- gathering ----------------------------------------------------------------------------
@@ -576,12 +578,15 @@ def _shares(shares: list[Share], none: str) -> list[dict[str, Any]]:
     ]
 
 
-def policy_json(estate: Estate) -> dict[str, dict[str, str]]:
-    """Each area's treatment of each class of time (what the report prints)."""
+def policy_json(estate: Estate, area_ids: Iterable[str] = ()) -> dict[str, dict[str, str]]:
+    """Each area's treatment of each class of time (what the report prints and lays its
+    columns and charts out by): the config's areas, then any other of ``area_ids`` (an
+    area the records hold and the config no longer does: the estate-wide treatment)."""
     acc = estate.accounting
+    ids = list(estate.areas)
+    ids += [aid for aid in area_ids if aid not in estate.areas]
     return {
-        aid: {cls: acc.treatment(area, cls) for cls in TIME_CLASSES}
-        for aid, area in estate.areas.items()
+        aid: {cls: acc.treatment(estate.areas.get(aid), cls) for cls in TIME_CLASSES} for aid in ids
     }
 
 
@@ -738,7 +743,7 @@ def _figures(
             "report_min_outage_minutes": acc_cfg.report_min_outage_minutes,
             "rules": rules_text,
         },
-        "policy": policy_json(estate),
+        "policy": policy_json(estate, (a.id for a in acc.areas)),
         "areas": areas,
         "combined": {
             "downtime_minutes": minutes(acc.combined_downtime),
@@ -810,6 +815,49 @@ def show_percent(value: float | None) -> str:
     return "—" if value is None else f"{Decimal(str(value)):.2f}"
 
 
+def show_target(value: float | None) -> str:
+    """The target exactly as configured, with at least two decimals: rounding it as a
+    figure would print 99.995 as 100.00, a target nobody set."""
+    if value is None:
+        return "—"
+    whole, _, frac = f"{Decimal(str(value)):f}".partition(".")
+    return f"{whole}.{frac.rstrip('0').ljust(2, '0')}"
+
+
+def show_days(start: str, end: str) -> str:
+    """A span of local time as the days it covers, the way the period is shown: the end is
+    exclusive, so a span ending at midnight ends on the day before (a check retired on
+    20 August existed until 19 August); a start or end within a day keeps its time."""
+
+    def day(at: datetime) -> str:
+        midnight = at.time() == datetime.min.time()
+        return at.strftime("%-d %B %Y" if midnight else "%-d %B %Y %H:%M")
+
+    lo, hi = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    last = hi - timedelta(days=1) if hi.time() == datetime.min.time() and hi > lo else hi
+    return f"{day(lo)} to {day(last)}"
+
+
+def downtime_summary(data: Mapping[str, Any]) -> str:
+    """The downtime and what the combined figure divides it by, so that the one line the
+    CLI prints can be worked again: the period's minutes when no area has time excluded
+    (1 − downtime / period), else each area's downtime over its own measured minutes (the
+    combined figure is 1 − the sum of those)."""
+    total = show_minutes(data["combined"]["downtime_minutes"])
+    period = data["period_minutes"]
+    areas = [(a, a.get("measured_minutes", period)) for a in data["areas"]]
+    if all(measured == period for _, measured in areas):
+        return f"{total} minutes of downtime in {show_minutes(period)}"
+    each = ", ".join(
+        f"{a['id']} {show_minutes(a['downtime_minutes'])}/{show_minutes(measured)}"
+        for a, measured in areas
+    )
+    return (
+        f"{total} minutes of downtime, each area's over its measured minutes (the period's"
+        f" {show_minutes(period)} less the time its policy excludes): {each}"
+    )
+
+
 def show_time(text: str | None, fmt: str = "%a %d %b %Y %H:%M") -> str:
     return datetime.fromisoformat(text).strftime(fmt) if text else "open"
 
@@ -818,6 +866,50 @@ def significant(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The outages the board reads one by one: at least the configured threshold long."""
     threshold = data["settings"]["report_min_outage_minutes"]
     return [o for o in data["outages"] if o["minutes"] >= threshold]
+
+
+def planned_treatment(data: Mapping[str, Any], area_id: str) -> str:
+    """How an area's planned time counted: its policy as the report prints it (an estate
+    policy or an area's own can say ``up`` or ``excluded`` whatever ``count_planned``
+    says). Figures kept before the policy named every area fall back on the setting."""
+    policy = data["policy"].get(area_id)
+    if policy is not None:
+        return str(policy["planned"])
+    return "downtime" if data["settings"]["count_planned"] else "up"
+
+
+#: Planned time that is not downtime, in a figure's words, by treatment.
+PLANNED_APART = {"up": "not counted", "excluded": "excluded"}
+#: How planned maintenance counted, in the report's note, by treatment.
+PLANNED_WORDS = {
+    "downtime": "counted as downtime",
+    "up": "not counted as downtime",
+    "excluded": "not counted as downtime (taken out of the period)",
+}
+
+
+def planned_cell(data: Mapping[str, Any], area: Mapping[str, Any]) -> str:
+    """The "of which planned" cell: the planned minutes inside the area's downtime. Where
+    its policy does not count planned time, none of the downtime is planned, and the
+    planned minutes are said apart ("0 (120 not counted)"): a part larger than the whole
+    read as if the downtime had been understated."""
+    treatment = planned_treatment(data, area["id"])
+    if treatment == "downtime" or not area["planned_minutes"]:
+        return show_minutes(area["planned_minutes"])
+    return f"0 ({show_minutes(area['planned_minutes'])} {PLANNED_APART[treatment]})"
+
+
+def planned_note(data: Mapping[str, Any]) -> str:
+    """How planned maintenance counted, in one sentence: for the estate when every area
+    treats it alike, else area by area (each area's policy can differ)."""
+    by: dict[str, list[str]] = {}
+    for a in data["areas"]:
+        by.setdefault(planned_treatment(data, a["id"]), []).append(a["name"])
+    if len(by) <= 1:
+        alike = next(iter(by), planned_treatment(data, ""))
+        return f"Planned maintenance is {PLANNED_WORDS[alike]}."
+    parts = [f"{PLANNED_WORDS[t]} in {', '.join(names)}" for t, names in by.items()]
+    return f"Planned maintenance is {'; '.join(parts)}."
 
 
 def _kind_text(o: Mapping[str, Any]) -> str:
@@ -933,7 +1025,7 @@ def render_csv(data: Mapping[str, Any]) -> str:
     )
     w.writerow([])
     w.writerow(["Target %", "Met"])
-    w.writerow([show_percent(c["target_percent"]), {True: "yes", False: "no"}.get(c["met"], "")])
+    w.writerow([show_target(c["target_percent"]), {True: "yes", False: "no"}.get(c["met"], "")])
     w.writerow([])
     area_ids = [a["id"] for a in data["areas"]]
     w.writerow(["Partner", "Name", *area_ids, "Downtime minutes", "Availability %"])
@@ -1027,9 +1119,11 @@ def _environment(fmt: str) -> jinja2.Environment:
     env.filters["minutes"] = show_minutes
     env.filters["percent"] = show_percent
     env.filters["pct"] = lambda v: "—" if v is None else f"{show_percent(v)}%"
+    env.filters["target"] = lambda v: "—" if v is None else f"{show_target(v)}%"
     env.filters["when"] = show_time
     env.filters["kind"] = _kind_text
     env.filters["why"] = attribution_text
+    env.filters["days"] = lambda p: show_days(p["from"], p["to"])
     return env
 
 
@@ -1046,11 +1140,19 @@ CLASS_WORDS = {
 
 def _context(data: Mapping[str, Any]) -> dict[str, Any]:
     p = data["period"]
+    listed = significant(data)
+    threshold = data["settings"]["report_min_outage_minutes"]
+    shorter = [o for o in data["outages"] if o["minutes"] < threshold]
     return {
         "class_words": CLASS_WORDS,
         "treatment_words": TREATMENT_WORDS,
         "data": data,
-        "listed": significant(data),
+        "listed": listed,
+        # Only the counted ones are in the totals; the others are said apart.
+        "shorter_counted": sum(1 for o in shorter if o["counted"]),
+        "shorter_not_counted": sum(1 for o in shorter if not o["counted"]),
+        "planned_cell": partial(planned_cell, data),
+        "planned_note": planned_note(data),
         "period_from": show_time(p["start"], "%-d %B %Y"),
         "period_to": show_time(
             (datetime.fromisoformat(p["end"]) - timedelta(days=1)).isoformat(), "%-d %B %Y"
@@ -1106,26 +1208,56 @@ def _chart_options() -> dict[str, Any]:
     }
 
 
+def _downtime_series(
+    data: Mapping[str, Any], areas: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, str, list[float]]]:
+    """The downtime chart's series (label, colour, a value per area of ``areas``): the
+    counted downtime that is not planned, the planned time that counts, and the planned
+    time an area's policy does not count, each per that area's own policy. A kind of
+    planned time no area has is left out (and so from the legend)."""
+    counts = [planned_treatment(data, a["id"]) == "downtime" for a in areas]
+    series = [
+        (
+            "Unplanned and degraded",
+            AREA_COLOURS[0],
+            [
+                max(a["downtime_minutes"] - (a["planned_minutes"] if c else 0), 0)
+                for a, c in zip(areas, counts, strict=True)
+            ],
+        )
+    ]
+    if any(counts) or not areas:
+        series.append(
+            (
+                "Planned maintenance",
+                AREA_COLOURS[1],
+                [a["planned_minutes"] if c else 0 for a, c in zip(areas, counts, strict=True)],
+            )
+        )
+    if not all(counts):
+        series.append(
+            (
+                "Planned maintenance (not counted)",
+                UNCOUNTED_COLOUR,
+                [0 if c else a["planned_minutes"] for a, c in zip(areas, counts, strict=True)],
+            )
+        )
+    return series
+
+
 def downtime_chart(data: Mapping[str, Any]) -> str:
     """Downtime minutes by area: unplanned and degraded, with planned maintenance apart."""
-    counted_planned = data["settings"]["count_planned"]
+    areas = data["areas"][::-1]  # horizontal bars are drawn bottom-up; keep report order
+    series = _downtime_series(data, areas)
+    options = _chart_options()
+    options["style"] = _style(colors=tuple(colour for _, colour, _ in series))
     # Horizontal, so that the long area names are read in full, not truncated.
     chart = pygal.HorizontalStackedBar(
-        title="Downtime minutes by area", truncate_label=-1, **_chart_options()
+        title="Downtime minutes by area", truncate_label=-1, **options
     )
-    areas = data["areas"][::-1]  # horizontal bars are drawn bottom-up; keep report order
     chart.x_labels = [a["name"] for a in areas]
-    chart.add(
-        "Unplanned and degraded",
-        [
-            max(a["downtime_minutes"] - (a["planned_minutes"] if counted_planned else 0), 0)
-            for a in areas
-        ],
-    )
-    chart.add(
-        "Planned maintenance" + ("" if counted_planned else " (not counted)"),
-        [a["planned_minutes"] for a in areas],
-    )
+    for label, _, values in series:
+        chart.add(label, values)
     chart.uuid = "downtime"  # pygal draws a random id per chart: reports must be byte-stable
     return _svg(chart)
 
@@ -1156,7 +1288,7 @@ def history_chart(data: Mapping[str, Any]) -> str:
     ]
     chart.add("Combined availability", values, stroke_style={"width": 3})
     chart.add(
-        f"Target {show_percent(target)}%",
+        f"Target {show_target(target)}%",
         [target] * len(hist),
         show_dots=False,
         print_values=False,
@@ -1168,20 +1300,15 @@ def history_chart(data: Mapping[str, Any]) -> str:
 
 def legends(data: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """The charts' legends, laid out by the page (one swatch and label per line item)."""
-    counted_planned = data["settings"]["count_planned"]
     target = data["combined"]["target_percent"]
     return {
         "downtime": [
-            {"label": "Unplanned and degraded", "colour": AREA_COLOURS[0], "line": False},
-            {
-                "label": "Planned maintenance" + ("" if counted_planned else " (not counted)"),
-                "colour": AREA_COLOURS[1],
-                "line": False,
-            },
+            {"label": label, "colour": colour, "line": False}
+            for label, colour, _ in _downtime_series(data, data["areas"])
         ],
         "history": [
             {"label": "Combined availability", "colour": AREA_COLOURS[0], "line": True},
-            {"label": f"Target {show_percent(target)}%", "colour": TARGET_COLOUR, "line": True},
+            {"label": f"Target {show_target(target)}%", "colour": TARGET_COLOUR, "line": True},
         ],
     }
 

@@ -44,7 +44,17 @@ def accounting_view(estate: Estate) -> dict[str, Any]:
 
 
 def canonical(view: dict[str, Any]) -> str:
+    """The view with its keys sorted: the same rules give the same text (``digest``),
+    whatever order the config lists its areas, partners and sites in."""
     return json.dumps(view, sort_keys=True, separators=(",", ":"))
+
+
+def stored(view: dict[str, Any]) -> str:
+    """The view as recorded: in the config's order, which the report lists areas, partners
+    and sites in, so a report ``--as-of`` lays them out as the live one did then
+    (``estate_with`` keeps the order it reads). Versions recorded before this was so hold
+    ``canonical`` text: theirs come out sorted."""
+    return json.dumps(view, separators=(",", ":"))
 
 
 def digest(view: dict[str, Any]) -> str:
@@ -74,6 +84,7 @@ class _Recorder(Protocol):
 
 
 def record(store: _Recorder, estate: Estate, at: datetime) -> bool:
-    """Remember the rules in force from ``at`` (only when they changed)."""
+    """Remember the rules in force from ``at`` (only when they, or the order the config
+    lists them in, changed: ``Store.record_rules``)."""
     view = accounting_view(estate)
-    return store.record_rules(digest(view), canonical(view), at)
+    return store.record_rules(digest(view), stored(view), at)

@@ -26,7 +26,7 @@ import json
 import math
 import operator
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -505,6 +505,12 @@ class Interval(Generic[T]):
     end_event: str | None
 
 
+def restates(state: str, from_state: str, to_state: str) -> bool:
+    """Whether an event from ``from_state`` to ``to_state`` only restates ``state``, the
+    check's state so far (``derive_intervals``): it neither ends nor starts an interval."""
+    return from_state in (State.UNKNOWN, to_state) and to_state == state
+
+
 def derive_intervals(events: Iterable[tuple[str, int, str, str, T]]) -> list[Interval[T]]:
     """Not-up intervals from one check's events ``(id, seq, from, to, at)`` in time order
     (``at`` in any ordered form: the store passes microseconds).
@@ -517,9 +523,7 @@ def derive_intervals(events: Iterable[tuple[str, int, str, str, T]]) -> list[Int
     out: list[Interval[T]] = []
     open_: tuple[str, T, str] | None = None  # state, start, start_event
     for ev_id, _seq, from_state, to_state, at in events:
-        if from_state in (State.UNKNOWN, to_state) and to_state == (
-            open_[0] if open_ else State.UP
-        ):
+        if restates(open_[0] if open_ else State.UP, from_state, to_state):
             continue
         if open_ is not None:
             state, start, start_event = open_
@@ -1380,11 +1384,14 @@ class Store:
 
     def kpi_spans(
         self, area: str, since: int, *, degraded: bool, planned: bool
-    ) -> list[tuple[int, int]]:
-        """``(start, end)`` of the closed outages of ``area`` ending after ``since`` that
-        count as downtime (as ``counted_spans``), in start order: the live KPI's history."""
+    ) -> list[tuple[int, int, str, str | None, str]]:
+        """``(start, end, site, check, state)`` of the closed outages of ``area`` ending after
+        ``since`` that count as downtime (as ``counted_spans``), in start order: the live
+        KPI's history. With the check, so that the caller can book a configured check's
+        time in its configured area whatever area its rows were stored with (as the report
+        does: ``attribution.Rules.area_of``)."""
         sql = (
-            "SELECT o.start, o.end"
+            "SELECT o.start, o.end, o.site, o.check_name, o.state"
             + self._OVERLAP
             + " AND o.end IS NOT NULL AND o.state != 'unknown'"
             + ("" if degraded else " AND o.state != 'degraded'")
@@ -1397,16 +1404,33 @@ class Store:
         )
         return list(self._plain(sql, self._span_params(area, since, FOREVER)))
 
-    def first_overlapping(self, area: str, since: int) -> int | None:
+    def first_overlapping(
+        self, area: str, since: int, *, away: Collection[tuple[str, str]] = ()
+    ) -> int | None:
         """The earliest start of an outage of ``area`` open or ending after ``since``; one
         that ended as it began is left out (no time of it is accounted: issue 10's
-        accounting lists an area outside the config only for time it had)."""
-        params = self._span_params(area, since, FOREVER)
+        accounting lists an area outside the config only for time it had), and so are those
+        of the checks in ``away`` (site, name): configured in another area, their time is
+        booked there (``kpi_spans``)."""
+        params = {**self._span_params(area, since, FOREVER), "away": _away_keys(away)}
         row = self.conn.execute(
-            "SELECT min(o.start)" + self._OVERLAP + " AND (o.end IS NULL OR o.end > o.start)",
+            "SELECT min(o.start)"
+            + self._OVERLAP
+            + f" AND (o.end IS NULL OR o.end > o.start) AND NOT {self._away(away)}",
             params,
         ).fetchone()
         return int(row[0]) if row is not None and row[0] is not None else None
+
+    @staticmethod
+    def _away(away: Collection[tuple[str, str]]) -> str:
+        """Whether a row is of a check in ``away`` (the ``:away`` parameter, ``_away_keys``);
+        plainly false without any."""
+        if not away:
+            return "0"
+        return (
+            "(o.site || char(31) || IFNULL(o.check_name, '')"
+            " IN (SELECT value FROM json_each(:away)))"
+        )
 
     def span_rows(self, area: str, lo: int, hi: int) -> Iterator[tuple[int, int | None, int, str]]:
         """``collector.tally.Row`` s of ``area`` overlapping ``[lo, hi)``, as the cursor
@@ -1949,12 +1973,18 @@ class Store:
         for r in rows:
             by_check.setdefault((r["site"], r["agent"], r["check_name"]), []).append(r)
         for (site, agent, check), evs in by_check.items():
+            state = evs[-1]["to_state"]  # each event leaves its check in its "to" state
+            if state != State.UP:
+                # An outage still open at the period's end: read on to the event that ended
+                # it, if received by then, so that it shows its real end as the live report
+                # does (its minutes are clipped to the period all the same).
+                evs += self._ending((site, agent, check), hi, as_of, state)
             detected = {e["id"]: e["detected_at"] for e in evs}
             area = evs[-1]["area"]
             for iv in derive_intervals(
                 (e["id"], e["seq"], e["from_state"], e["to_state"], e["at"]) for e in evs
             ):
-                if iv.end is not None and iv.end <= lo:
+                if (iv.end is not None and iv.end <= lo) or iv.start >= hi:
                     continue
                 out.append(
                     {
@@ -2021,6 +2051,22 @@ class Store:
                         r[key] = a[key]
         out.sort(key=lambda r: (r["start"], r["id"]))
         return out
+
+    def _ending(self, key: tuple[str, str, str], hi: int, as_of: datetime, state: str) -> list[Any]:
+        """A check's events from ``hi`` (µs) on, received by ``as_of``, up to the first that
+        ends an outage in ``state`` (``derive_intervals``), in time order: a cursor read no
+        further than it, however long the check's history after it."""
+        ending: list[Any] = []
+        for e in self.conn.execute(
+            "SELECT id, seq, site, agent, check_name, area, from_state, to_state, at,"
+            " detected_at FROM events WHERE site=? AND agent=? AND check_name=? AND at >= ?"
+            " AND received_at <= ? ORDER BY at, seq",
+            (*key, hi, to_us(as_of)),
+        ):
+            ending.append(e)
+            if not restates(state, e["from_state"], e["to_state"]):
+                break
+        return ending
 
     def annotations_as_of(self, as_of: datetime) -> dict[str, dict[str, Any]]:
         """Each outage's annotation folded from its history up to ``as_of``."""
@@ -2092,12 +2138,17 @@ class Store:
         return out
 
     def record_rules(self, digest: str, rules: str, at: datetime) -> bool:
-        """Remember the accounting rules in force from ``at``, when they changed."""
+        """Remember the accounting rules in force from ``at``, when they changed: their
+        digest, or only their text. The digest is over the sorted rules; the text keeps the
+        config's order, which a report ``--as-of`` lays its areas and partners out in
+        (``collector.rules.stored``), so a config that only lists them in another order is
+        a version of its own with the same digest, and so, once, is the first recording of
+        rules last recorded sorted (before the text kept the order)."""
         with self._tx():
             last = self.conn.execute(
-                "SELECT digest FROM rules_versions ORDER BY n DESC LIMIT 1"
+                "SELECT digest, rules FROM rules_versions ORDER BY n DESC LIMIT 1"
             ).fetchone()
-            if last is not None and last[0] == digest:
+            if last is not None and last[0] == digest and last[1] == rules:
                 return False
             self.conn.execute(
                 "INSERT INTO rules_versions (digest, recorded_at, rules) VALUES (?,?,?)",
@@ -2113,6 +2164,12 @@ class Store:
             (to_iso(at),),
         ).fetchone()
         return (row[0], row[1], row[2]) if row is not None else None
+
+
+def _away_keys(away: Collection[tuple[str, str]]) -> str:
+    """``Store._away``'s parameter: each check as site and name joined by a unit separator
+    (a character no config name holds), as JSON for ``json_each``."""
+    return json.dumps([f"{site}\x1f{check}" for site, check in away])
 
 
 def _window_n(window_id: str) -> int | None:

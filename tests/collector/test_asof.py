@@ -23,6 +23,7 @@ from availmon.config import Estate, parse_config
 from availmon.schema import Event, State
 from collector.accounting import parse_period
 from collector.report import FORMATS, build_report, render
+from collector.rules import accounting_view, canonical, digest
 from collector.rules import record as record_rules
 from collector.store import CancelOutcome, DuplicateWindow, Store, WindowCancellation
 from tests.collector.helpers import LONDON, PARTNERS, SITES
@@ -131,6 +132,129 @@ def test_as_of_uses_the_rules_in_force_then(tmp_path: Path) -> None:
     assert network(new)["downtime_minutes"] == 10
     assert old_again == old
     assert old["settings"]["rules"] != new["settings"]["rules"]
+
+
+def files_event(seq: int, frm: State, to: State, at: str) -> Event:
+    """Event ``seq`` of the data centre's file server at local time ``at``."""
+    when = datetime.fromisoformat(at).replace(tzinfo=LONDON).astimezone(UTC)
+    return Event(
+        id=f"dc:{seq}",
+        seq=seq,
+        site="dc",
+        agent="dc",
+        check="files",
+        area="servers",
+        from_=frm,
+        to=to,
+        at=when,
+        detected_at=when,
+    )
+
+
+def test_as_of_reads_an_outage_on_to_its_end_after_the_period(tmp_path: Path) -> None:
+    """An outage across the period's end: ``--as-of`` gives its real end (as the live
+    report does), once the event that ended it was received; its minutes stay the period's.
+    An event after the period that only restates the outage does not end it, and an outage
+    after the period is not listed."""
+    est = estate()
+    q2 = parse_period("FY2019Q2", LONDON)
+    down_at, up_at = T0, T0 + timedelta(hours=1)  # when each was received
+    store = Store(tmp_path / "c.db")
+    try:
+        store.ingest([files_event(1, State.UP, State.DOWN, "2019-09-30T23:00")], down_at)
+        store.ingest(
+            [
+                files_event(2, State.UNKNOWN, State.DOWN, "2019-10-01T00:30"),  # agent restart
+                files_event(3, State.DOWN, State.UP, "2019-10-01T01:00"),
+                files_event(4, State.UP, State.DOWN, "2019-10-02T09:00"),
+            ],
+            up_at,
+        )
+        live = build_report(store, est, q2, END)
+        after = build_report(store, est, q2, END, as_of=up_at)
+        before = build_report(store, est, q2, END, as_of=down_at)
+    finally:
+        store.close()
+    [line] = live["outages"]
+    assert line["end"] == "2019-10-01T01:00:00+01:00"
+    assert after["outages"] == live["outages"]
+    servers = {r["id"]: r for r in after["areas"]}["servers"]
+    assert servers["downtime_minutes"] == 60  # 23:00 to midnight, the period's end
+    # Before the end was received, the outage was open: so it stood.
+    [open_line] = before["outages"]
+    assert open_line["start"] == line["start"]
+    assert open_line["end"] is None
+
+
+def reordered(est: Estate) -> Estate:
+    """``est`` with its areas and partners listed in the reverse order (the same rules)."""
+    return est.model_copy(
+        update={
+            "areas": dict(reversed(est.areas.items())),
+            "partners": dict(reversed(est.partners.items())),
+        }
+    )
+
+
+def layout(data: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """The order of a report's areas, partners and policy lines."""
+    return (
+        [a["id"] for a in data["areas"]],
+        [p["id"] for p in data["by_partner"]],
+        list(data["policy"]),
+    )
+
+
+def test_as_of_lays_the_report_out_in_the_configs_order(tmp_path: Path) -> None:
+    """The recorded rules keep the config's order (the digest is over the sorted rules,
+    so it does not change with the order): a report ``--as-of`` lists areas, partners and
+    the policy as the live report did then, not alphabetically."""
+    est = reordered(estate())  # servers first, SHARED first: not alphabetical
+    store = Store(tmp_path / "c.db")
+    try:
+        record_rules(store, est, T0 - timedelta(days=30))
+        store.ingest(stream(), T0 + timedelta(hours=4))
+        live = build_report(store, est, PERIOD, END)
+        as_of = build_report(store, est, PERIOD, END, as_of=T0 + timedelta(days=1))
+    finally:
+        store.close()
+    assert layout(as_of) == layout(live)
+    assert layout(live)[0][0] == "servers"
+    assert layout(live)[1][0] == "SHARED"
+    down = lambda data: [a["downtime_minutes"] for a in data["areas"]]  # noqa: E731
+    assert down(as_of) == down(live)
+
+
+def test_a_change_of_order_alone_records_a_version_with_the_same_digest(
+    tmp_path: Path,
+) -> None:
+    """Recording the same rules again records nothing; listing them in another order
+    records a version with the same digest (the figures' rules did not change, the
+    report's layout did); a version recorded sorted (before the order was kept) is
+    recorded again once in the config's order, and reports as of before that stay sorted."""
+    est = estate()
+    store = Store(tmp_path / "c.db")
+    try:
+        # As versions were recorded before: sorted.
+        view = accounting_view(est)
+        assert store.record_rules(digest(view), canonical(view), T0 - timedelta(days=30))
+        store.ingest(stream(), T0 + timedelta(hours=4))
+        assert record_rules(store, est, T0 - timedelta(days=20))  # now in the config's order
+        assert not record_rules(store, est, T0 - timedelta(days=10))
+        assert record_rules(store, reordered(est), T0 - timedelta(days=5))
+        assert not record_rules(store, reordered(est), T0 - timedelta(days=4))
+        versions = store.conn.execute("SELECT digest FROM rules_versions").fetchall()
+        sorted_then = build_report(store, est, PERIOD, END, as_of=T0 - timedelta(days=25))
+        first = build_report(store, est, PERIOD, END, as_of=T0 - timedelta(days=15))
+        second = build_report(store, est, PERIOD, END, as_of=T0 + timedelta(days=1))
+    finally:
+        store.close()
+    assert len({d for (d,) in versions}) == 1
+    assert len(versions) == 3
+    assert layout(sorted_then)[0] == sorted(est.areas)
+    assert layout(first)[0] == list(est.areas)
+    assert layout(second)[0] == list(reversed(est.areas))
+    assert first["settings"]["rules"].split(",")[0] == second["settings"]["rules"].split(",")[0]
 
 
 def test_a_window_declared_after_the_report_does_not_change_it(tmp_path: Path) -> None:

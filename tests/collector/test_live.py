@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from availmon.clock import to_iso, utcnow
-from availmon.config import Estate
+from availmon.config import Estate, parse_config
 from availmon.schema import CheckStatus, Event, State
 from collector.accounting import quarter_containing
 from collector.board import board_snapshot, kpi_view
@@ -29,7 +29,7 @@ from collector.report import kpi_snapshot
 from collector.store import CancelOutcome, Store
 from collector.web import BodyCache, StatusBody, make_app, status_snapshot
 from tests.collector.board_helpers import Feed, board_estate
-from tests.collector.helpers import make_estate, outage, store_row
+from tests.collector.helpers import estate_data, make_estate, outage, store_row
 from tests.e2e import procs
 
 NOW = datetime(2026, 2, 20, 12, 0, tzinfo=UTC)  # FY2025Q4: January to March 2026
@@ -48,15 +48,30 @@ def loaded(path: Path, est: Estate) -> Iterator[tuple[Store, LiveOutages]]:
         store.close()
 
 
+AREAS = {
+    "network_telephony": {"name": "Network"},
+    "email": {"name": "Email", "degraded_counts_as_down": False},
+    "servers": {"name": "Servers"},
+}
+
+
 def estate() -> Estate:
-    return make_estate(
-        areas={
-            "network_telephony": {"name": "Network"},
-            "email": {"name": "Email", "degraded_counts_as_down": False},
-            "servers": {"name": "Servers"},
-        },
-        count_planned=False,
-    )
+    return make_estate(areas=AREAS, count_planned=False)
+
+
+def moved_estate() -> Estate:
+    """``estate`` with ``CHECKS`` configured, three of them in another area than their
+    events give (the config moved them after their outages were stored): ``mail`` to an area
+    that counts degraded time, ``files`` to one that does not, ``old`` out of an area the
+    config no longer has. The report books their time in the configured areas."""
+    data = estate_data(count_planned=False)
+    data["areas"] = AREAS
+    homes = {"wan": "network_telephony", "mail": "servers", "files": "email", "old": "servers"}
+    for site, check, _ in CHECKS:
+        data["sites"][site]["checks"] = [
+            {"name": check, "type": "tcp", "target": "127.0.0.1:9", "area": homes[check]}
+        ]
+    return parse_config(data, "test")
 
 
 CHECKS = [
@@ -116,7 +131,25 @@ steps = st.lists(
 @example(steps=[("events", 3, [(0, State.DEGRADED), (0, State.UP)])])
 @example(steps=[("events", 3, [(0, State.DEGRADED)]), ("events", 3, [(0, State.UP)])])
 def test_the_view_reads_what_the_store_reads(steps: list[Any]) -> None:
-    est = estate()
+    follow(estate(), steps)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=steps)
+# Degraded time of a check stored in an area that does not count it, configured in one that
+# does (and the other way); an open outage moved; history in an area the config dropped.
+@example(steps=[("events", 1, [(0, State.DEGRADED), (30, State.UP)])])
+@example(steps=[("events", 2, [(0, State.DEGRADED), (30, State.UP)])])
+@example(steps=[("events", 1, [(0, State.DOWN)]), ("events", 1, [(30, State.UP)])])
+@example(steps=[("events", 3, [(0, State.DOWN), (30, State.UP)])])
+def test_the_view_books_a_moved_check_where_the_report_does(steps: list[Any]) -> None:
+    """A configured check's outages count in its configured area, whatever area they were
+    stored with, in the view (``/metrics``, the board) as in the report."""
+    follow(moved_estate(), steps)
+
+
+def follow(est: Estate, steps: list[Any]) -> None:
+    """Apply ``steps`` to a store and a view of it; after each, they read the same."""
     seqs = dict.fromkeys(range(len(CHECKS)), 0)
     last: dict[int, State] = {}
     imported = 0
@@ -167,6 +200,11 @@ def test_the_view_reads_what_the_store_reads(steps: list[Any]) -> None:
             later = NOW + timedelta(hours=5)
             want, got = reads(store, view, est, later)
             assert got["kpi"] == want["kpi"]
+            # A view loaded from the store (the collector's start) reads the same.
+            fresh = LiveOutages(est)
+            fresh.load(store, NOW)
+            want, got = reads(store, fresh, est, NOW)
+            assert got == want
         finally:
             store.close()
 
@@ -233,18 +271,20 @@ in_order = st.lists(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batches=in_order)
+@given(batches=in_order, moved=st.booleans())
 # Opened in one commit, closed in the next, both taken at once; and an outage of no time.
-@example(batches=[([(0, 1, State.DOWN)], False), ([(0, 5, State.UP)], True)])
-@example(batches=[([(3, 1, State.DEGRADED), (3, 0, State.UP)], True)])
+@example(batches=[([(0, 1, State.DOWN)], False), ([(0, 5, State.UP)], True)], moved=False)
+@example(batches=[([(3, 1, State.DEGRADED), (3, 0, State.UP)], True)], moved=False)
+# A moved check's outage opened in one commit, closed in the next.
+@example(batches=[([(1, 1, State.DEGRADED)], True), ([(1, 5, State.UP)], True)], moved=True)
 def test_the_view_fed_by_the_ingest_is_the_view_loaded_from_the_store(
-    batches: list[tuple[list[tuple[int, int, State]], bool]],
+    batches: list[tuple[list[tuple[int, int, State]], bool]], moved: bool
 ) -> None:
     """The view takes the outages events in order wrote from the commit (``Changes.rows``
     and ``ends``), not from the store: after each batch it holds what the store reads and
     what a view loaded from the store holds, whether it took each commit's changes or
-    several commits' at once."""
-    est = estate()
+    several commits' at once (and with checks the config moved to other areas)."""
+    est = moved_estate() if moved else estate()
     checks = Checks()
     at = NOW - timedelta(hours=12)
     with tempfile.TemporaryDirectory() as d:

@@ -14,7 +14,7 @@ from availmon.schema import Event
 from collector.accounting import quarter_containing
 from collector.outage_csv import parse_csv
 from collector.store import Store
-from tests.collector.helpers import LONDON
+from tests.collector.helpers import LONDON, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "config" / "sample-outages-FY2019Q2.csv"
@@ -224,6 +224,95 @@ def test_list_filters_by_period_area_and_site(
                "--site", "ccc-guildhall", "--json", "--config", config_file) == 0  # fmt: skip
     rows = json.loads(capsys.readouterr().out)
     assert [r["cause"] for r in rows] == ["Fibre cut at Trumpington exchange"]
+
+
+#: The file server at the data centre, in the servers area.
+FILES_CHECK = """
+[[sites.dc.checks]]
+name = "files"
+type = "tcp"
+target = "127.0.0.1:9"
+area = "servers"
+"""
+
+
+def test_a_row_for_a_configured_check_must_give_the_checks_area(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report books a configured check's time to the check's area whatever a record
+    says: a row giving another area is refused (naming the file, line, column, value and
+    the check's area), and so is the whole file. A check the config does not list keeps the
+    row's area."""
+    config = write_config(tmp_path / "estate.toml", tmp_path / "cli.db", FILES_CHECK)
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text(
+        HEADER
+        + "dc,servers,files,2019-08-01T09:00,2019-08-01T09:30,unplanned,,,\n"
+        + "dc,email,files,2019-08-01T10:00,2019-08-01T11:00,unplanned,,,\n"
+        + "dc,email,other,2019-08-01T10:00,2019-08-01T11:00,unplanned,,,\n",
+        encoding="utf-8",
+    )
+    assert run("outages", "import", csv_file, "--config", config) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{csv_file}: line 3: area 'email' is not the area of check 'files' at site 'dc'"
+        " (the config puts it in 'servers')",
+        "nothing imported: 1 bad row(s)",
+    ]
+    assert not (tmp_path / "cli.db").exists()
+    csv_file.write_text(
+        HEADER
+        + "dc,servers,files,2019-08-01T09:00,2019-08-01T09:30,unplanned,,,\n"
+        + "dc,email,other,2019-08-01T10:00,2019-08-01T11:00,unplanned,,,\n",
+        encoding="utf-8",
+    )
+    assert run("outages", "import", csv_file, "--config", config) == 0
+    assert {(r["check_name"], r["area"]) for r in stored(tmp_path / "cli.db")} == {
+        ("files", "servers"),
+        ("other", "email"),
+    }
+
+
+def test_list_by_area_lists_what_the_report_counts_in_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A configured check's record stored with another area (the check moved since, or an
+    import from before imports were held to the check's area) is counted in the check's
+    area: ``--area`` lists it there, as the report counts it, and says where it was
+    recorded."""
+    db = tmp_path / "cli.db"
+    config = write_config(tmp_path / "estate.toml", db, FILES_CHECK)
+    store = Store(db)
+    try:
+        store.import_outages(
+            [
+                {
+                    "id": "imp:old",
+                    "site": "dc",
+                    "check_name": "files",
+                    "area": "email",
+                    "state": "down",
+                    "start": "2019-08-01T09:00:00+00:00",
+                    "end": "2019-08-01T10:00:00+00:00",
+                    "planned": 0,
+                }
+            ]
+        )
+    finally:
+        store.close()
+    argv = ["outages", "list", "--period", "FY2019Q2", "--config", config]
+    assert run(*argv, "--area", "email", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert run(*argv, "--area", "servers", "--json") == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["id"], row["area"], row["report_area"]) == ("imp:old", "email", "servers")
+    assert row["attribution"] == ["recorded in area email"]
+    assert run(*argv, "--area", "servers") == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("imp:old")]
+    assert line.split()[5:9] == ["60", "servers", "dc", "files"]
+    assert line.endswith("recorded in area email")
+    assert run("report", "--period", "FY2019Q2", "--format", "json", "--config", config) == 0
+    areas = {a["id"]: a["downtime_minutes"] for a in json.loads(capsys.readouterr().out)["areas"]}
+    assert (areas["servers"], areas["email"]) == (60, 0)
 
 
 def test_annotate_records_cause_provider_and_planned(
