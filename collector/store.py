@@ -1390,8 +1390,13 @@ class Store:
         KPI's history. With the check, so that the caller can book a configured check's
         time in its configured area whatever area its rows were stored with (as the report
         does: ``attribution.Rules.area_of``)."""
-        sql = (
-            "SELECT o.start, o.end, o.site, o.check_name, o.state"
+        sql = self._kpi_sql("o.start, o.end, o.site, o.check_name, o.state", degraded, planned)
+        return list(self._plain(sql, self._span_params(area, since, FOREVER)))
+
+    def _kpi_sql(self, columns: str, degraded: bool, planned: bool) -> str:
+        """The closed outages ``kpi_spans`` reads, in start order."""
+        return (
+            f"SELECT {columns}"
             + self._OVERLAP
             + " AND o.end IS NOT NULL AND o.state != 'unknown'"
             + ("" if degraded else " AND o.state != 'degraded'")
@@ -1402,6 +1407,24 @@ class Store:
             )
             + " ORDER BY o.start, o.id"
         )
+
+    def kpi_checks(self, area: str, since: int) -> list[tuple[str, str | None]]:
+        """``(site, check)`` of the closed outages of ``area`` ending after ``since``, each
+        once: whether any of them is a check configured in another area (one SQL pass over
+        the covering index, where ``kpi_spans`` with its checks costs a Python lookup a row)."""
+        sql = (
+            "SELECT DISTINCT o.site, o.check_name"
+            + self._OVERLAP
+            + " AND o.end IS NOT NULL AND o.state != 'unknown'"
+        )
+        return list(self._plain(sql, self._span_params(area, since, FOREVER)))
+
+    def kpi_plain_spans(
+        self, area: str, since: int, *, degraded: bool, planned: bool
+    ) -> list[tuple[int, int]]:
+        """``kpi_spans`` without the checks, for an area none of whose records count
+        elsewhere (the common case: no check was moved, and no import named another area)."""
+        sql = self._kpi_sql("o.start, o.end", degraded, planned)
         return list(self._plain(sql, self._span_params(area, since, FOREVER)))
 
     def first_overlapping(
