@@ -64,7 +64,11 @@ class Tokens:
     def from_config(cls, web_cfg: WebConfig) -> Tokens:
         """Read both secrets once at start; an empty one is a start-up error, never "open",
         and so is a short one, which could be guessed (the error never shows it)."""
-        write, read = web_cfg.token(), web_cfg.read_token()
+        # Trimmed as a token file is (an environment value keeps its blanks, and a bearer
+        # header is trimmed when read: " x" could never match), then measured.
+        write, read = (
+            None if t is None else t.strip() for t in (web_cfg.token(), web_cfg.read_token())
+        )
         for key, value in (("web.token", write), ("web.read_token", read)):
             if value is not None and not value.strip():
                 raise StartupError(f"{key}_file/{key}_env: the token is empty")

@@ -304,7 +304,9 @@ def host_name(header: str) -> str:
     """The name in a Host header: without its port, an IPv6 address without its brackets,
     in lower case and without a trailing dot (``Board.Example.:9810`` is ``board.example``)."""
     if header.startswith("["):
-        name = header[1:].partition("]")[0]
+        name, _, rest = header[1:].partition("]")
+        if rest and not (rest[0] == ":" and rest[1:].isdigit()):
+            return header.lower()  # "[::1]evil.example": neither an address nor a name of ours
     elif header.count(":") == 1:
         name = header.partition(":")[0]
     else:  # no port, or a bare IPv6 address (not valid in a Host header; not a name either)
@@ -313,6 +315,10 @@ def host_name(header: str) -> str:
 
 
 def is_ip(name: str) -> bool:
+    """An IP address, without a zone (``fe80::1%eth0`` names an interface of the client's,
+    and ``ipaddress`` takes any text after the ``%``)."""
+    if "%" in name:
+        return False
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -402,10 +408,15 @@ async def host_gate(
     """Middleware: a request for a name not answered here is a 421 (``HostGate``)."""
     header = request.headers.get(hdrs.HOST)
     gate = request.app[HOSTS]
-    if gate.allows(request.app[COLLECTOR].estate, header):
-        return await handler(request)
-    assert header is not None
-    return gate.refusal(header, request.remote or "unknown")
+    estate = request.app[COLLECTOR].estate
+    # A request line in absolute form (``GET http://name/...``) names the host that wins
+    # over the header (RFC 9112, 3.2.2), and aiohttp builds ``request.url`` from it.
+    target = request.host if not request.raw_path.startswith("/") else None
+    for name in (header, target):
+        if not gate.allows(estate, name):
+            assert name is not None
+            return gate.refusal(name, request.remote or "unknown")
+    return await handler(request)
 
 
 async def _learn_machine_names(app: web.Application) -> None:

@@ -755,6 +755,10 @@ def test_a_short_token_is_a_startup_error(
     # Sixteen are enough.
     sixteen = {f"{name}_file": secret(tmp_path, "token16", short + "y")}
     auth.Tokens.from_config(web_config(tmp_path, **sixteen))
+    # Blanks around it are not part of it (a bearer header is trimmed too), wherever it is.
+    monkeypatch.setenv("AVM_TEST_PADDED_TOKEN", f" {short}\n")
+    with pytest.raises(StartupError, match="shorter than 16"):
+        auth.Tokens.from_config(web_config(tmp_path, **{f"{name}_env": "AVM_TEST_PADDED_TOKEN"}))
 
 
 async def test_a_collector_with_a_short_token_does_not_start(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from availmon.alertconfig import AlertsConfig
 from availmon.config import Estate
 from collector.main import Collector
-from collector.web import default_hosts, host_name
+from collector.web import default_hosts, host_name, is_ip
 from tests.collector.board_helpers import board_estate
 from tests.collector.test_web_hardening import DEADLINE, port_of, serving
 
@@ -80,6 +80,29 @@ async def test_a_request_without_a_host_header_is_answered(tmp_path: Path) -> No
         assert answer.split(b" ", 2)[1] == b"200", answer[:200]
 
 
+async def answer_to(port: int, request: bytes) -> bytes:
+    """The status line of the collector's answer to ``request``, sent as raw bytes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), DEADLINE)
+    writer.close()
+    return answer.split(b"\r\n", 1)[0]
+
+
+async def test_a_request_line_naming_another_host_is_misdirected(tmp_path: Path) -> None:
+    """``GET http://name/...`` names the host that wins over the Host header (and aiohttp
+    builds the request's URL from it): a name not ours there is refused as in the header."""
+    async with serving(tmp_path, allowed_hosts=["board.council.example"]) as (c, runner):
+        port = port_of(runner)
+        head = b"GET http://%s/api/v1/status HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+        good, evil = b"board.council.example", b"evil.example"
+        assert b" 421 " in await answer_to(port, head % (evil, good))
+        assert b" 421 " in await answer_to(port, head % (good, evil))
+        assert b" 200 " in await answer_to(port, head % (good, good))
+        assert refused(c) == 2
+
+
 async def test_by_default_it_answers_to_localhost_and_the_machines_names(
     tmp_path: Path,
 ) -> None:
@@ -113,10 +136,21 @@ def test_the_default_names_take_the_board_url_and_a_listen_name(tmp_path: Path) 
         ("[fe80::1]", "fe80::1"),
         ("::1", "::1"),
         ("127.0.0.1:80", "127.0.0.1"),
+        # After the brackets only a port: anything else is no address, and no name of ours.
+        ("[::1]evil.example", "[::1]evil.example"),
+        ("[::1]:evil.example", "[::1]:evil.example"),
     ],
 )
 def test_the_name_in_a_host_header(header: str, name: str) -> None:
     assert host_name(header) == name
+
+
+def test_an_address_with_a_zone_is_no_address_of_ours() -> None:
+    """``fe80::1%eth0`` names an interface of the client's; ``ipaddress`` takes any text
+    after the ``%``, so ``[fe80::1%25evil.example]`` would pass as an address."""
+    assert not is_ip(host_name("[fe80::1%25evil.example]"))
+    assert not is_ip("fe80::1%eth0")
+    assert is_ip(host_name("[fe80::1]:9810"))
 
 
 async def test_configured_names_only_and_a_reload_takes_new_ones(tmp_path: Path) -> None:
