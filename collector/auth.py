@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 COOKIE = "availmon_token"
 #: The shortest token taken: 16 random characters are out of reach of ten guesses a minute.
 MIN_TOKEN = 16
+#: Read tokens rotated out that a stale cookie is still recognised by.
+RETIRED = 4
 USER_HEADER = "X-Availmon-User"
 #: Who did it: a person's name or login, as people write it (no control characters, not
 #: only blanks); the OpenAPI document publishes the same pattern.
@@ -55,10 +57,20 @@ class Tokens:
 
     write: str | None
     read: str | None
+    #: The read tokens a reload rotated out: a cookie holding one is a browser signed in
+    #: before, not a guess (a wall of screens behind one address would otherwise lock it
+    #: out at the rotation). At most ``RETIRED`` are kept.
+    retired: tuple[str, ...] = ()
 
     def update(self, other: Tokens) -> None:
         """Take ``other``'s tokens (a config reload rotated them)."""
+        if self.read is not None and self.read != other.read:
+            self.retired = (self.read, *self.retired)[:RETIRED]
         self.write, self.read = other.write, other.read
+
+    def was_read(self, candidate: str | None) -> bool:
+        """Whether ``candidate`` is a read token a reload rotated out."""
+        return any(_same(candidate, old) for old in self.retired)
 
     @classmethod
     def from_config(cls, web_cfg: WebConfig) -> Tokens:
@@ -264,7 +276,8 @@ def read_guard() -> Callable[..., Awaitable[web.StreamResponse]]:
             _check_attempt(request)
             if tokens.may_read(candidate):
                 return await handler(request)
-            request.app[ATTEMPTS].failed(client(request))
+            if given is not None or not tokens.was_read(cookie):
+                request.app[ATTEMPTS].failed(client(request))
         # A wrong cookie (from before the read token was rotated) is dropped at once, or
         # each of the page's requests would count as a wrong token and lock its address out.
         stale = given is None and cookie is not None

@@ -712,6 +712,33 @@ async def test_a_wrong_cookie_is_dropped(tmp_path: Path, aiohttp_client: Any) ->
         collector.close()
 
 
+async def test_cookies_of_a_rotated_read_token_are_not_guesses(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    """A reload rotates the read token; every board left open behind one address (a wall of
+    screens, a proxy) comes back with the old cookie. Those are dropped, not counted: the
+    address can still sign in. A cookie that was never a token still counts."""
+    collector = read_guarded(tmp_path)
+    try:
+        app = make_app(collector)
+        client = await aiohttp_client(app)
+        tokens = app[auth.TOKENS]
+        fresh = "the-rotated-read-token"
+        tokens.update(auth.Tokens(tokens.write, fresh))
+        for _ in range(15):
+            client.session.cookie_jar.update_cookies({"availmon_token": READ_TOKEN})
+            assert (await client.get("/api/v1/checks")).status == 401
+        ok = await client.get("/api/v1/checks", headers={"Authorization": f"Bearer {fresh}"})
+        assert ok.status == 200
+        for _ in range(10):
+            client.session.cookie_jar.update_cookies({"availmon_token": "never-a-token-here"})
+            assert (await client.get("/api/v1/checks")).status == 401
+        late = await client.get("/api/v1/checks", headers={"Authorization": f"Bearer {fresh}"})
+        assert late.status == 429
+    finally:
+        collector.close()
+
+
 def test_wrong_tokens_are_counted_per_address_within_bounds() -> None:
     clock = Clock()
     attempts = auth.Attempts(limit=3, window=60.0, max_clients=3, clock=clock)
