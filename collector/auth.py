@@ -17,6 +17,7 @@ of whether the token was right.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -236,7 +237,19 @@ ATTEMPTS: web.AppKey[Attempts] = web.AppKey("token_attempts")
 
 def client(request: web.Request) -> str:
     """The address attempts are counted by (behind a proxy: the proxy's)."""
-    return request.remote or "unknown"
+    return client_key(request.remote or "unknown")
+
+
+def client_key(remote: str) -> str:
+    """An IPv6 client's /64, else its address: one host is given a /64 and can send from any
+    address in it, which would make ten tries a minute per address no limit at all."""
+    try:
+        ip = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return remote
 
 
 def too_many(wait: int) -> web.HTTPTooManyRequests:

@@ -739,6 +739,16 @@ async def test_cookies_of_a_rotated_read_token_are_not_guesses(
         collector.close()
 
 
+def test_an_ipv6_client_is_counted_by_its_64() -> None:
+    """A host given a /64 can send each try from another address of it."""
+    keys = {auth.client_key(f"2001:db8:1:2::{n:x}") for n in range(1, 50)}
+    assert keys == {"2001:db8:1:2::/64"}
+    assert auth.client_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert auth.client_key("192.0.2.7") == "192.0.2.7"
+    assert auth.client_key("::ffff:192.0.2.7") == "::ffff:192.0.2.7"  # IPv4, mapped
+    assert auth.client_key("unknown") == "unknown"
+
+
 def test_wrong_tokens_are_counted_per_address_within_bounds() -> None:
     clock = Clock()
     attempts = auth.Attempts(limit=3, window=60.0, max_clients=3, clock=clock)
