@@ -1050,3 +1050,13 @@ async def test_the_board_works_under_its_policy_and_its_stream_limits(
         await other.goto(f"{base}/board/outages/{oid}")
         await other.goto(f"{base}/board/maintenance")
         assert await other.evaluate("window.violations") == []
+
+
+async def status_code(port: int, request: bytes) -> bytes:
+    """The status code the collector on ``port`` answers ``request`` (raw bytes) with."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readline(), DEADLINE)
+    writer.close()
+    return head.split(b" ", 2)[1]

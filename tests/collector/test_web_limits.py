@@ -17,6 +17,7 @@ from aiohttp import web
 from collector import web as web_module
 from collector.main import Collector
 from collector.web import start_web
+from tests.collector.test_web_hardening import status_code
 from tests.peers import estate
 
 #: Only guards a hung test; nothing is timed.
@@ -170,22 +171,13 @@ async def test_a_token_or_a_name_that_is_not_utf8_is_refused_not_a_500(
     async with serving(
         tmp_path, token_env="AVM_TEST_WEB_TOKEN", read_token_env="AVM_TEST_READ_TOKEN"
     ) as (_, _runner, port):
-
-        async def status_of(request: bytes) -> bytes:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(request)
-            await writer.drain()
-            head = await asyncio.wait_for(reader.readline(), DEADLINE)
-            writer.close()
-            return head.split(b" ", 2)[1]
-
         read = (
             b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\r\n\r\n"
         )
-        assert await status_of(read) == b"401"
+        assert await status_code(port, read) == b"401"
         ack = (
             b"POST /api/v1/alerts/o:x/ack HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer wt-write-0123456789\r\n"
             b"X-Availmon-User: \x85\r\nContent-Length: 0\r\n\r\n"
         )
-        assert await status_of(ack) == b"400"
+        assert await status_code(port, ack) == b"400"
