@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -74,15 +76,16 @@ class Sparse:
     that crashes at every run), logged at most once every ``every`` seconds with how many
     times it happened: a line each would bury everything else in the log."""
 
-    def __init__(self, every: float = 60.0) -> None:
+    def __init__(self, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
+        self.clock = clock
         self.unlogged = 0
         self.logged_at: float | None = None
 
     def due(self) -> int | None:
         """Count one more; when a line is due, how many to report (this one included)."""
         self.unlogged += 1
-        now = time.monotonic()
+        now = self.clock()
         if self.logged_at is not None and now - self.logged_at < self.every:
             return None
         count, self.unlogged, self.logged_at = self.unlogged, 0, now
@@ -92,3 +95,23 @@ class Sparse:
         """How many were counted and not reported yet (for a last line at a stop)."""
         count, self.unlogged = self.unlogged, 0
         return count
+
+
+class SparseBy:
+    """``Sparse`` per key (a client's address, a host name): each key's line at most once
+    every ``every`` seconds; at most ``keys`` keys are remembered, the longest quiet
+    forgotten first, so a flood of new ones costs no memory."""
+
+    def __init__(
+        self, every: float = 60.0, keys: int = 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every, self.keys, self.clock = every, keys, clock
+        self._by: OrderedDict[str, Sparse] = OrderedDict()
+
+    def due(self, key: str) -> int | None:
+        """``Sparse.due`` for ``key``."""
+        one = self._by.pop(key, None) or Sparse(self.every, self.clock)
+        self._by[key] = one  # the most recent last: the first forgotten is the quietest
+        while len(self._by) > self.keys:
+            self._by.popitem(last=False)
+        return one.due()

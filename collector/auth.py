@@ -32,6 +32,7 @@ from aiohttp import web
 
 from availmon.config import WebConfig
 from availmon.errors import StartupError
+from availmon.logs import SparseBy
 from availmon.text import encodable
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class Tokens:
             None if t is None else t.strip() for t in (web_cfg.token(), web_cfg.read_token())
         )
         for key, value in (("web.token", write), ("web.read_token", read)):
-            if value is not None and not value.strip():
+            if value is not None and not value:
                 raise StartupError(f"{key}_file/{key}_env: the token is empty")
             if value is not None and len(value) < MIN_TOKEN:
                 raise StartupError(
@@ -136,36 +137,6 @@ def who(value: str | None) -> str | None:
 
 
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
-
-
-class SparseBy:
-    """A log line about one client (an address, a host name) at most once every ``every``
-    seconds per client, with how many times it happened; at most ``keys`` clients are
-    remembered (the longest quiet forgotten first), so a flood of new ones costs no memory."""
-
-    def __init__(
-        self,
-        every: float = 60.0,
-        keys: int = 1024,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.every, self.keys, self.clock = every, keys, clock
-        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
-
-    def due(self, key: str) -> int | None:
-        """Count one more for ``key``; when a line is due, how many to report."""
-        now = self.clock()
-        logged_at, unlogged = self._seen.pop(key, (None, 0))
-        unlogged += 1
-        if logged_at is not None and now - logged_at < self.every:
-            self._seen[key] = (logged_at, unlogged)
-            due = None
-        else:
-            self._seen[key] = (now, 0)
-            due = unlogged
-        while len(self._seen) > self.keys:
-            self._seen.popitem(last=False)
-        return due
 
 
 class Attempts:

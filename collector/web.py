@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
 from availmon.clock import to_iso, utcnow
-from availmon.logs import Sparse
+from availmon.logs import Sparse, SparseBy
 from collector import auth
 from collector.accounting import PeriodError
 from collector.api import add_api
@@ -358,7 +358,7 @@ class HostGate:
         self._for: tuple[Estate, frozenset[str]] | None = None
         self._names: frozenset[str] = frozenset()
         self._suffixes: tuple[str, ...] = ()
-        self._log = auth.SparseBy(60.0)
+        self._log = SparseBy(60.0)
 
     def _rules(self, estate: Estate) -> None:
         if self._for is not None and self._for[0] is estate and self._for[1] is self.machine:

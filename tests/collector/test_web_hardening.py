@@ -452,6 +452,21 @@ async def test_sign_in_takes_the_read_token_only_and_keeps_it_http_only(
         collector.close()
 
 
+async def sign_in_cookie(base: str) -> str:
+    """The Set-Cookie of a sign-in with the read token at ``base`` (http or https)."""
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{base}/board/login?next=/",
+            data={"token": READ_TOKEN},
+            allow_redirects=False,
+            ssl=False,  # a throwaway certificate: nothing to verify it against
+        ) as r,
+    ):
+        assert r.status == 303
+        return r.headers["Set-Cookie"]
+
+
 def self_signed(tmp_path: Path) -> ssl.SSLContext:
     """A server context for 127.0.0.1 with a throwaway self-signed certificate."""
     from cryptography import x509
@@ -495,18 +510,7 @@ async def test_the_sign_in_cookie_is_secure_over_tls(tmp_path: Path) -> None:
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed(tmp_path))
         await site.start()
-        port = port_of(runner)
-        async with (
-            aiohttp.ClientSession() as s,
-            s.post(
-                f"https://127.0.0.1:{port}/board/login?next=/",
-                data={"token": READ_TOKEN},
-                allow_redirects=False,
-                ssl=False,  # the throwaway certificate: nothing to verify it against
-            ) as r,
-        ):
-            assert r.status == 303
-            assert "Secure" in r.headers["Set-Cookie"]
+        assert "Secure" in await sign_in_cookie(f"https://127.0.0.1:{port_of(runner)}")
     finally:
         await runner.cleanup()
         collector.close()
@@ -535,17 +539,8 @@ async def test_web_secure_cookie_decides_over_what_came(
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         scheme = "http" if tls is None else "https"
-        async with (
-            aiohttp.ClientSession() as s,
-            s.post(
-                f"{scheme}://127.0.0.1:{port_of(runner)}/board/login?next=/",
-                data={"token": READ_TOKEN},
-                allow_redirects=False,
-                ssl=False,
-            ) as r,
-        ):
-            assert r.status == 303
-            assert ("Secure" in r.headers["Set-Cookie"]) is secure
+        cookie = await sign_in_cookie(f"{scheme}://127.0.0.1:{port_of(runner)}")
+        assert ("Secure" in cookie) is secure
     finally:
         await runner.cleanup()
         collector.close()
