@@ -1658,6 +1658,10 @@ class Store:
         ``end`` keep those overlapping ``[start, end)``; ``sites`` those at any of them;
         ``kind`` those the board or the report calls so. Every filter is SQL, so that
         ``limit`` rows are all that is read (the API's list is open to any reader)."""
+        if sites is not None and not sites:
+            # At none of no sites (a partner with none): nothing, and no query to plan (an
+            # always-false term beside ``INDEXED BY`` is "no query solution" to SQLite).
+            return []
         where: list[str] = []
         params: list[Any] = []
         if open_only:
@@ -1665,7 +1669,7 @@ class Store:
         if closed_only:
             where.append("o.end IS NOT NULL")
         if sites is not None:
-            where.append(f"o.site IN ({','.join('?' * len(sites))})" if sites else "0")
+            where.append(f"o.site IN ({','.join('?' * len(sites))})")
             params += list(sites)
         if kind is not None:
             where.append(
